@@ -1,0 +1,31 @@
+# The two commands of the quick start. Each works on a fresh machine by itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+
+.PHONY: demo test install install-test clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/assocgan run --benchmark restore4 --methods tl,jl,assoc --preset quick --seed 0 --out runs/demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+clean:
+	rm -rf runs .pytest_cache
