@@ -1,0 +1,148 @@
+"""The command line: parse arguments and call run / report. Bad input exits with code 2 and one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from .config import PRESETS
+    from .methods import METHODS
+
+    g = p.add_argument_group("what to run")
+    g.add_argument("--benchmark", default="restore4", help="built-in benchmark (see `assocgan benchmarks`)")
+    g.add_argument("--data", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
+    g.add_argument("--clean-images", help="a folder of clean images, with --recipe")
+    g.add_argument("--recipe", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
+    g.add_argument("--metric", choices=["psnr", "ssim"], help="metric of the accuracy matrix (default: the benchmark's)")
+    g.add_argument("--order", help="task order: names or 1-based positions, comma-separated")
+    g.add_argument("--methods", default="tl,jl", help=f"comma-separated, from: {', '.join(METHODS)}")
+    g.add_argument("--preset", default="quick", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="runs/run", help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
+    g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    g = p.add_argument_group("sizes and training (override the preset)")
+    g.add_argument("--size", type=int, help="image size, a multiple of 16")
+    g.add_argument("--n-train", type=int, help="training images per task")
+    g.add_argument("--n-test", type=int, help="test images per task")
+    g.add_argument("--ngf", type=int, help="generator width")
+    g.add_argument("--ndf", type=int, help="discriminator width")
+    g.add_argument("--norm", choices=["instance", "batch", "none"])
+    g.add_argument("--steps", type=int, help="training steps per task")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="Adam learning rate (2e-4)")
+    g.add_argument("--beta1", type=float, help="Adam beta1 (0.5)")
+    g.add_argument("--lambda-content", type=float, help="content (MSE) weight (1)")
+    g.add_argument("--lambda-adv", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
+    g.add_argument("--gan-mode", choices=["lsgan", "vanilla"])
+    g.add_argument("--amp", choices=["on", "off"], help="bf16 autocast for training")
+    g.add_argument("--threads", type=int, help="CPU threads (0: all)")
+    g.add_argument("--eval-every", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    seen: dict[str, str] = {}
+    for m in METHODS.values():
+        if not m.options:
+            continue
+        g = p.add_argument_group(f"{m.name} options ({m.title})")
+        for o in m.options:
+            if o.flag in seen:
+                continue
+            seen[o.flag] = m.name
+            g.add_argument(o.flag, dest=f"opt_{o.name}", default=None, help=f"{o.help} (default {o.default})")
+
+
+def _method_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+    from .methods import get_method
+
+    out: dict[str, dict] = {}
+    for name in methods:
+        cls = get_method(name)
+        given = {o.name: getattr(args, f"opt_{o.name}") for o in cls.options if getattr(args, f"opt_{o.name}", None) is not None}
+        out[name] = cls.resolve_options(given)
+    return out
+
+
+def config_from_args(args: argparse.Namespace):
+    from .config import make_config
+    from .methods import parse_methods
+
+    methods = parse_methods(args.methods)
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order")}
+    if args.amp is not None:
+        overrides["amp"] = args.amp == "on"
+    return make_config(args.preset, benchmark=args.benchmark, methods=methods, seed=args.seed, method_options=_method_options(args, methods), **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .runner import run
+
+    cfg = config_from_args(args)
+    console = Console(stderr=False)
+    run(cfg, args.out, console=console, device=args.device, data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    console.print(f"Results: {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def cmd_benchmarks(args: argparse.Namespace) -> int:
+    from .data.benchmarks import BUILTIN
+    from .data.degradations import KINDS
+
+    for name, spec in BUILTIN.items():
+        print(f"{name} ({spec.metric.upper()}): {spec.description}")
+        for i, (task, recipe) in enumerate(spec.tasks, 1):
+            print(f"  T{i} {task:<10} {recipe}")
+    print("\nRecipe degradations for --clean-images DIR --recipe ...:")
+    for k, kind in KINDS.items():
+        print(f"  {k:<10} {kind.degree}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import METHODS
+
+    for m in METHODS.values():
+        print(f"{m.name:<12} {m.title}: {m.cite}" + (" [evaluated with the task id]" if m.needs_task_id else ""))
+        for o in m.options:
+            print(f"    {o.flag:<24} {o.default!s:<10} {o.help}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.html import write_report
+
+    print(write_report(args.folder))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="assocgan", description="Continual learning of image-to-image translation")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables")
+    _add_run_options(r)
+    r.set_defaults(fn=cmd_run)
+    sub.add_parser("benchmarks", help="list the built-in benchmarks and their tasks").set_defaults(fn=cmd_benchmarks)
+    sub.add_parser("methods", help="list the methods and their options").set_defaults(fn=cmd_methods)
+    rp = sub.add_parser("report", help="rebuild report.html of a run folder from its files")
+    rp.add_argument("folder")
+    rp.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        print(f"assocgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

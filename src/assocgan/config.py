@@ -1,0 +1,88 @@
+"""The run configuration and its presets."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass
+class RunConfig:
+    # what to run
+    benchmark: str = "restore4"
+    methods: list[str] = field(default_factory=lambda: ["tl", "jl"])
+    seed: int = 0
+    # data
+    size: int = 64
+    n_train: int = 512
+    n_test: int = 32
+    order: str | None = None
+    # networks
+    ngf: int = 32
+    ndf: int = 32
+    norm: str = "instance"
+    residual: bool = True
+    # optimisation
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lambda_content: float = 1.0
+    lambda_adv: float = 1e-3
+    gan_mode: str = "lsgan"
+    amp: bool = True  # bf16 autocast for training steps
+    threads: int = 0  # 0: all cores
+    # outputs
+    sample_images: int = 6
+    eval_every: int = 0
+    # per-method options, {method: {option: value}}
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: for tests
+    "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp=False),
+    # the default: `make demo` in minutes on a 2-core CPU
+    "quick": dict(size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32),
+    # the paper's scale, for a GPU
+    "paper": dict(size=224, ngf=64, ndf=64, steps=20000, batch_size=16, n_train=2000, n_test=100, sample_images=8),
+}
+
+
+def make_config(preset: str = "quick", **overrides: Any) -> RunConfig:
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise UserError(f"unknown configuration key(s): {', '.join(sorted(unknown))}")
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    checks = [
+        (cfg.size % 16 == 0 and cfg.size >= 16, "--size", "must be a positive multiple of 16"),
+        (cfg.steps >= 1, "--steps", "must be at least 1"),
+        (cfg.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (cfg.ngf >= 1 and cfg.ndf >= 1, "--ngf/--ndf", "must be at least 1"),
+        (cfg.lr > 0, "--lr", "must be positive"),
+        (0 <= cfg.beta1 < 1, "--beta1", "must be in [0, 1)"),
+        (cfg.lambda_adv >= 0 and cfg.lambda_content >= 0, "--lambda-adv/--lambda-content", "must not be negative"),
+        (cfg.gan_mode in ("lsgan", "vanilla"), "--gan-mode", "choose lsgan or vanilla"),
+        (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
+        (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
+        (cfg.eval_every >= 0, "--eval-every", "must not be negative"),
+    ]
+    for ok, option, msg in checks:
+        if not ok:
+            raise UserError(f"{option}: {msg}")

@@ -1,0 +1,163 @@
+"""Benchmarks: ordered lists of tasks, built in or made from a user's folders."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import folders, photos, tones
+from .degradations import Degradation, parse_recipe
+from .tasks import Task
+
+
+@dataclass
+class Benchmark:
+    name: str
+    metric: str  # "psnr" or "ssim"
+    tasks: list[Task]
+    description: str = ""
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    description: str
+    metric: str
+    tasks: tuple[tuple[str, str], ...]  # (task name, recipe or filter chain)
+    kind: str  # "restore" or "tones"
+
+
+BUILTIN: dict[str, BuiltinSpec] = {
+    "restore4": BuiltinSpec(
+        "Photo restoration, 4 distortions whose best mappings conflict (the paper's DFD split)",
+        "psnr",
+        (("noise", "noise:0.15"), ("blur", "blur:2"), ("lowlight", "lowlight:0.35"), ("colorcast", "colorcast:1")),
+        "restore",
+    ),
+    "tones3": BuiltinSpec(
+        "Chained tone/style transfer: photo -> warm -> cartoon -> sketch (the paper's GLD experiment)",
+        "ssim",
+        (("warm", "warm"), ("cartoon", "cartoon"), ("sketch", "sketch")),
+        "tones",
+    ),
+}
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed) -> list[Task]:
+    """One task per degradation: clean crops of the train photos (degraded anew at each draw) and fixed
+    degraded crops of the test photos. Each task gets its own crops."""
+    tasks = []
+    for k, (name, deg) in enumerate(degradations):
+        rng = np.random.default_rng([seed, k])
+        train_y = _t(photos.random_crops(train_photos, n_train, size, rng))
+        test_y = _t(photos.random_crops(test_photos, n_test, size, rng))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        test_x = (deg(test_y.float() / 255, gen).clamp(0, 1) * 255).round().to(torch.uint8)
+        tasks.append(Task(name, train_y, test_x, test_y, degrade=deg, description=deg.name))
+    return tasks
+
+
+def _tone_chain(imgs: list[np.ndarray], names) -> list[list[np.ndarray]]:
+    versions = [imgs]
+    for n in names:
+        versions.append([tones.FILTERS[n](im) for im in versions[-1]])
+    return versions
+
+
+def tone_tasks(spec: BuiltinSpec, size, n_train, n_test, seed) -> list[Task]:
+    names = [f for _, f in spec.tasks]
+    train_v = _tone_chain(photos.builtin_photos("train"), names)
+    test_v = _tone_chain(photos.builtin_photos("test"), names)
+    tasks = []
+    for k, (name, _) in enumerate(spec.tasks):
+        rng = np.random.default_rng([seed, k])
+        tx, ty = photos.aligned_crops([train_v[k], train_v[k + 1]], n_train, size, rng)
+        vx, vy = photos.aligned_crops([test_v[k], test_v[k + 1]], n_test, size, rng)
+        src = "photo" if k == 0 else spec.tasks[k - 1][0]
+        tasks.append(Task(name, _t(ty), _t(vx), _t(vy), train_x=_t(tx), description=f"{src} -> {name}"))
+    return tasks
+
+
+def folder_tasks(root: Path, size: int) -> list[Task]:
+    tasks = []
+    for d in folders.task_folders(root):
+        tx, ty = folders.load_split(d / "train", size)
+        vx, vy = folders.load_split(d / "test", size)
+        tasks.append(Task(d.name, _t(ty), _t(vx), _t(vy), train_x=_t(tx), description=str(d)))
+    return tasks
+
+
+def apply_order(tasks: list[Task], order: str | None) -> list[Task]:
+    """Reorder tasks by a comma-separated list of task names or 1-based positions."""
+    if not order:
+        return tasks
+    by_name = {t.name: t for t in tasks}
+    out = []
+    for item in [s.strip() for s in order.split(",")]:
+        if item.isdigit() and 1 <= int(item) <= len(tasks):
+            out.append(tasks[int(item) - 1])
+        elif item in by_name:
+            out.append(by_name[item])
+        else:
+            raise UserError(f"--order: unknown task {item!r}; tasks are {', '.join(by_name)} (or positions 1-{len(tasks)})")
+    if len({id(t) for t in out}) != len(out):
+        raise UserError(f"--order {order!r}: a task is named twice")
+    return out
+
+
+def load_benchmark(
+    name: str | None = "restore4",
+    *,
+    size: int = 64,
+    n_train: int = 512,
+    n_test: int = 32,
+    seed: int = 0,
+    data: str | Path | None = None,
+    clean_images: str | Path | None = None,
+    recipe: str | None = None,
+    metric: str | None = None,
+    order: str | None = None,
+) -> Benchmark:
+    """Build a benchmark: a built-in one by name, a user's paired folders (``data``), or a clean-image
+    folder plus a degradation recipe (``clean_images`` + ``recipe``)."""
+    if size % 16 or size < 16:
+        raise UserError(f"--size {size}: must be a positive multiple of 16")
+    if metric is not None and metric not in ("psnr", "ssim"):
+        raise UserError(f"--metric {metric!r}: choose psnr or ssim")
+    if data is not None:
+        root = Path(data)
+        tasks = folder_tasks(root, size)
+        bench = Benchmark(root.name, metric or "psnr", tasks, f"paired folders under {root}")
+    elif clean_images is not None:
+        if not recipe:
+            raise UserError("--clean-images needs --recipe (e.g. blur:3,noise:0.2,jpeg:10)")
+        degs = parse_recipe(recipe)
+        imgs = folders.clean_images(Path(clean_images), size)
+        n_test_imgs = max(1, len(imgs) // 5)
+        train_imgs, test_imgs = imgs[:-n_test_imgs], imgs[-n_test_imgs:]
+        tasks = restoration_tasks(train_imgs, test_imgs, [(d.name, d) for d in degs], size, n_train, n_test, seed)
+        bench = Benchmark(Path(clean_images).name, metric or "psnr", tasks, f"{clean_images} with recipe {recipe}")
+    else:
+        if recipe is not None:
+            raise UserError("--recipe goes with --clean-images")
+        if name not in BUILTIN:
+            raise UserError(f"--benchmark {name!r}: unknown; built-in benchmarks are {', '.join(BUILTIN)} (or use --data / --clean-images)")
+        spec = BUILTIN[name]
+        if spec.kind == "restore":
+            degs = [(tname, parse_recipe(r)[0]) for tname, r in spec.tasks]
+            tasks = restoration_tasks(photos.builtin_photos("train"), photos.builtin_photos("test"), degs, size, n_train, n_test, seed)
+        else:
+            tasks = tone_tasks(spec, size, n_train, n_test, seed)
+        bench = Benchmark(name, metric or spec.metric, tasks, spec.description)
+    bench.tasks = apply_order(bench.tasks, order)
+    return bench

@@ -1,0 +1,65 @@
+"""A task: named paired images with a train and a test split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .degradations import Degradation
+
+
+def to_float(u8: torch.Tensor) -> torch.Tensor:
+    return u8.float().div_(255)
+
+
+@dataclass
+class Task:
+    """Paired images x (source) -> y (target).
+
+    Train pairs are either fixed (``train_x``) or made by ``degrade`` from the clean ``train_y``, drawn anew
+    every time a sample is drawn. Test pairs are always fixed. Images are stored as uint8 (N, 3, H, W).
+    """
+
+    name: str
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    train_x: torch.Tensor | None = None
+    degrade: Degradation | None = None
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.train_x is None) == (self.degrade is None):
+            raise ValueError(f"task {self.name}: give exactly one of train_x and degrade")
+
+    @property
+    def n_train(self) -> int:
+        return self.train_y.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_y.shape[1:])
+
+    def pair_bytes(self, n: int | None = None) -> int:
+        """Bytes of ``n`` training pairs (all by default) stored as uint8 images."""
+        n = self.n_train if n is None else n
+        c, h, w = self.image_shape
+        return 2 * n * c * h * w
+
+    def pairs(self, idx: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pairs at ``idx`` as floats in [0, 1]; degraded sources are drawn anew."""
+        y = to_float(self.train_y[idx])
+        x = to_float(self.train_x[idx]) if self.train_x is not None else self.degrade(y, gen)
+        return x, y
+
+    def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random training pairs with random horizontal flips."""
+        idx = torch.randint(0, self.n_train, (n,), generator=gen)
+        x, y = self.pairs(idx, gen)
+        flip = torch.rand(n, generator=gen) < 0.5
+        x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        return x, y
+
+    def test_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_float(self.test_x), to_float(self.test_y)

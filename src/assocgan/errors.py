@@ -1,0 +1,5 @@
+"""The one error type for bad input: the CLI prints its message and exits with code 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user (a file, a folder, an option). The message names it and says what is wrong."""

@@ -1,0 +1,58 @@
+"""Evaluation: metrics on test splits, the accuracy matrix, and what is derived from it (AVG, BWT, forgetting)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .data.tasks import Task
+from .metrics import psnr, ssim
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 32, device: torch.device | None = None) -> torch.Tensor:
+    """The model's outputs on ``x`` ([0, 1] images), in eval mode, clamped to [0, 1]."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        for i in range(0, x.shape[0], batch):
+            xb = x[i : i + batch]
+            if device is not None:
+                xb = xb.to(device)
+            outs.append(model(xb).float().clamp(0, 1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)
+
+
+def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None) -> dict[str, float]:
+    """Mean PSNR and SSIM of ``model`` on the task's test split."""
+    x, y = task.test_pairs()
+    out = predict(model, x, device=device)
+    return {"psnr": float(psnr(out, y).mean()), "ssim": float(ssim(out, y).mean())}
+
+
+def identity_scores(task: Task) -> dict[str, float]:
+    """The scores of doing nothing (the input as the output): the floor a model must beat."""
+    x, y = task.test_pairs()
+    return {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}
+
+
+def summarize(matrix: list[list[float | None]]) -> dict:
+    """AVG per step, final AVG, BWT and forgetting of an accuracy matrix R[i][j] (task j after training task i).
+
+    BWT = mean over j < T of R[T-1][j] - R[j][j]  (negative: earlier tasks were forgotten).
+    Forgetting = mean over j < T of max_{j <= i < T-1} R[i][j] - R[T-1][j].
+    """
+    n = len(matrix)
+    avg = [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(matrix)]
+    out = {"avg": avg, "final_avg": avg[-1] if avg else math.nan, "bwt": None, "forgetting": None}
+    complete = n > 0 and len(matrix[-1]) >= n and all(v is not None for v in matrix[-1][:n])
+    if n > 1 and complete:
+        out["bwt"] = sum(matrix[n - 1][j] - matrix[j][j] for j in range(n - 1)) / (n - 1)
+        out["forgetting"] = sum(max(matrix[i][j] for i in range(j, n - 1)) - matrix[n - 1][j] for j in range(n - 1)) / (n - 1)
+    elif n == 1:
+        out["bwt"] = out["forgetting"] = 0.0
+    return out

@@ -1,0 +1,150 @@
+"""The method interface: a method is one file whose class overrides a few hooks of ``Method``.
+
+The one training loop (``assocgan.train``) calls, for each task t in order::
+
+    method.before_task(t, task)
+    for each step:
+        x, y = method.batch(t, task)                 # what G trains on (current data, replay, associations)
+        D step:  GAN loss + method.discriminator_loss(step)
+        G step:  content + adversarial + method.generator_loss(step)
+        method.after_step(step)
+    method.after_task(t, task)                       # keep what the method remembers
+    evaluate method.eval_generator(j) on every task j <= t
+
+A method declares its own options beside its code (``options``); they become CLI flags
+(``--assoc-ratio``) and appear in ``results.json``. What it keeps between tasks is reported by
+``memory()`` in bytes as stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
+    from ..data.tasks import Task
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method option: ``name`` in Python (``assoc_ratio``), flag ``--assoc-ratio``."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(self.default, str):
+            kind = type(self.default)
+            try:
+                if kind is bool:
+                    if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(value)
+                    value = value.lower() in ("1", "true", "yes", "on")
+                else:
+                    value = kind(value)
+            except ValueError:
+                raise UserError(f"{self.flag}: {value!r} is not a valid {kind.__name__}") from None
+        if self.choices is not None and value not in self.choices:
+            raise UserError(f"{self.flag}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+        return value
+
+
+@dataclass
+class Context:
+    """What the training loop hands a method."""
+
+    cfg: "RunConfig"
+    G: nn.Module
+    D: nn.Module
+    gen: torch.Generator  # the run's random stream for data and method choices
+    n_tasks: int
+    task_names: list[str]
+    autocast: Callable[[], Any]  # context manager for the training forward passes
+    log: Callable[[str, float], None] = lambda name, value: None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class Step:
+    """One training step as a method's loss hooks see it."""
+
+    t: int  # task index
+    step: int  # step within the task
+    x: torch.Tensor
+    y: torch.Tensor
+    fake: torch.Tensor  # G(x), with gradient in the G step and detached in the D step
+
+
+class Method:
+    """Base class: with no hook overridden it is sequential fine-tuning (TL)."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # as printed in tables
+    cite: ClassVar[str] = ""  # the paper it follows
+    options: ClassVar[tuple[Option, ...]] = ()
+    needs_task_id: ClassVar[bool] = False  # evaluated with the true task identity
+
+    def __init__(self, ctx: Context, **opts: Any):
+        self.ctx = ctx
+        self.opt = SimpleNamespace(**self.resolve_options(opts))
+
+    @classmethod
+    def resolve_options(cls, given: dict[str, Any]) -> dict[str, Any]:
+        known = {o.name: o for o in cls.options}
+        unknown = set(given) - set(known)
+        if unknown:
+            raise UserError(f"method {cls.name}: unknown option(s) {', '.join(sorted(unknown))}")
+        return {n: o.parse(given[n]) if n in given else o.default for n, o in known.items()}
+
+    # ---- hooks -------------------------------------------------------------------------
+    def before_task(self, t: int, task: "Task") -> None:
+        """Called before training on task t."""
+
+    def g_parameters(self) -> Iterable[nn.Parameter]:
+        """The generator parameters the optimiser trains on the coming task (read after before_task)."""
+        return self.ctx.G.parameters()
+
+    def batch(self, t: int, task: "Task") -> tuple[torch.Tensor, torch.Tensor]:
+        """The (x, y) batch of one step. Default: a batch of the current task."""
+        return task.sample(self.ctx.cfg.batch_size, self.ctx.gen)
+
+    def generator_loss(self, step: Step) -> torch.Tensor | None:
+        """Extra generator loss (penalties, distillation); None for none."""
+        return None
+
+    def discriminator_loss(self, step: Step) -> torch.Tensor | None:
+        """Extra discriminator loss; None for none."""
+        return None
+
+    def after_step(self, step: Step) -> None:
+        """Called after both optimiser steps."""
+
+    def after_task(self, t: int, task: "Task") -> None:
+        """Called after training on task t, while its data is still there: keep what is remembered."""
+
+    def memory(self) -> dict[str, int]:
+        """What the method keeps between tasks, in bytes as stored, by kind (e.g. {"pairs": ...})."""
+        return {}
+
+    def eval_generator(self, t: int) -> nn.Module:
+        """The generator that answers for task t at test time."""
+        return self.ctx.G
+
+    # ---- derived -----------------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        return int(sum(self.memory().values()))
+
+    def option_values(self) -> dict[str, Any]:
+        return dict(vars(self.opt))

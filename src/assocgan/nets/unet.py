@@ -1,0 +1,61 @@
+"""U-Net generator (paper §3.1, pix2pix style): a stride-2 encoder of widths ngf x (1, 2, 4, 8), a decoder
+with skip connections, and an output of the input's size. Images go in and out in [0, 1].
+
+With ``residual`` (the default) the network predicts a correction of its input,
+``out = x + 2 tanh(h / 2)`` in [-1, 1] units (clamped to the image range at evaluation), which keeps
+identity-like restorations easy to learn; without it the output is ``tanh(h)`` as in pix2pix.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .layers import init_weights, norm_layer
+
+LEVELS = 4  # four stride-2 stages: sizes must be multiples of 16
+
+
+class UNet(nn.Module):
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, norm: str = "instance", residual: bool = True, dropout: float = 0.0):
+        super().__init__()
+        widths = [ngf * m for m in (1, 2, 4, 8)]
+        self.residual = residual and in_ch == out_ch
+        self.down = nn.ModuleList()
+        prev = in_ch
+        for i, w in enumerate(widths):
+            layers = [] if i == 0 else [nn.LeakyReLU(0.2, True)]
+            layers.append(nn.Conv2d(prev, w, 4, 2, 1, bias=(i == 0 or i == LEVELS - 1 or norm != "batch")))
+            if 0 < i < LEVELS - 1:
+                layers.append(norm_layer(norm, w))
+            self.down.append(nn.Sequential(*layers))
+            prev = w
+        self.up = nn.ModuleList()
+        for i in reversed(range(LEVELS)):
+            out = widths[i - 1] if i > 0 else out_ch
+            cin = widths[i] if i == LEVELS - 1 else 2 * widths[i]
+            layers = [nn.ReLU(True), nn.ConvTranspose2d(cin, out, 4, 2, 1)]
+            if i > 0:
+                layers.append(norm_layer(norm, out))
+                if dropout > 0 and i >= LEVELS - 2:
+                    layers.append(nn.Dropout(dropout))
+            self.up.append(nn.Sequential(*layers))
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 16 or w % 16:
+            raise ValueError(f"U-Net input must be a multiple of 16 in both sides, got {h}x{w}")
+        xs = x * 2 - 1
+        skips = []
+        z = xs
+        for layer in self.down:
+            z = layer(z)
+            skips.append(z)
+        z = self.up[0](skips[-1])
+        for layer, skip in zip(self.up[1:], reversed(skips[:-1])):
+            z = layer(torch.cat([z, skip], 1))
+        out = xs + 2 * torch.tanh(z.float() / 2) if self.residual else torch.tanh(z.float())
+        return (out + 1) / 2
+
+
+__all__ = ["UNet", "init_weights"]

@@ -1,0 +1,1 @@
+"""Reporting: tables (terminal, Markdown, HTML), plots and the HTML report, all from results.json."""

@@ -1,0 +1,177 @@
+"""The one training loop shared by every method."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data.benchmarks import Benchmark
+from .data.tasks import Task
+from .evaluate import evaluate_task
+from .methods import Context, Method, Step, get_method
+from .nets import PatchGAN, UNet
+
+
+def gan_loss(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    pred = pred.float()
+    target = torch.ones_like(pred) if real else torch.zeros_like(pred)
+    if mode == "lsgan":
+        return F.mse_loss(pred, target)
+    return F.binary_cross_entropy_with_logits(pred, target)
+
+
+def content_loss(fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(fake.float(), y.float())
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_factory(cfg: RunConfig, device: torch.device) -> Callable[[], Any]:
+    if not cfg.amp:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def set_threads(cfg: RunConfig) -> None:
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+
+
+@dataclass
+class TaskRecord:
+    """What one method did on one task: scores on every task seen so far, and its costs."""
+
+    t: int
+    scores: list[dict[str, float]]  # one {"psnr", "ssim"} per task j <= t
+    train_seconds: float
+    memory: dict[str, int]
+    generator: nn.Module
+    method: Method
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CurvePoint:
+    global_step: int
+    t: int
+    scores: list[dict[str, float]]
+
+
+def build_networks(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    G = UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual).to(device)
+    D = PatchGAN(6, cfg.ndf, norm=cfg.norm, image_size=cfg.size).to(device)
+    return G, D
+
+
+def train_method(
+    method_name: str,
+    bench: Benchmark,
+    cfg: RunConfig,
+    *,
+    device: torch.device | None = None,
+    on_task: Callable[[TaskRecord], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    on_curve: Callable[[CurvePoint], None] | None = None,
+    log: Callable[[str, float, int], None] | None = None,
+) -> list[TaskRecord]:
+    """Train one method over the benchmark's tasks in order; evaluate after each task."""
+    device = device or pick_device()
+    set_threads(cfg)
+    torch.manual_seed(cfg.seed)  # the same initial networks for every method of a run
+    G, D = build_networks(cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    cls = get_method(method_name)
+    global_step = 0
+
+    def log_scalar(name: str, value: float) -> None:
+        if log is not None:
+            log(f"{method_name}/{name}", float(value), global_step)
+
+    ctx = Context(cfg, G, D, gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), log_scalar, device)
+    method = cls(ctx, **cfg.method_options.get(method_name, {}))
+    autocast = ctx.autocast
+    use_gan = cfg.lambda_adv > 0
+    records: list[TaskRecord] = []
+
+    for t, task in enumerate(bench.tasks):
+        start = time.perf_counter()
+        method.before_task(t, task)
+        opt_g = torch.optim.Adam(list(method.g_parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) if use_gan else None
+        sums: dict[str, float] = {}
+        G.train()
+        D.train()
+        for s in range(cfg.steps):
+            x, y = method.batch(t, task)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast():
+                fake = G(x)
+            losses: dict[str, torch.Tensor] = {}
+            if use_gan:
+                with autocast():
+                    d_real, d_fake = D(x, y), D(x, fake.detach())
+                loss_d = 0.5 * (gan_loss(d_real, True, cfg.gan_mode) + gan_loss(d_fake, False, cfg.gan_mode))
+                extra_d = method.discriminator_loss(Step(t, s, x, y, fake.detach()))
+                if extra_d is not None:
+                    loss_d = loss_d + extra_d
+                    losses["d_extra"] = extra_d.detach()
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                losses["d"] = loss_d.detach()
+            step = Step(t, s, x, y, fake)
+            loss_c = content_loss(fake, y)
+            loss_g = cfg.lambda_content * loss_c
+            losses["content"] = loss_c.detach()
+            if use_gan:
+                for p in D.parameters():
+                    p.requires_grad_(False)
+                with autocast():
+                    pred = D(x, fake)
+                for p in D.parameters():
+                    p.requires_grad_(True)
+                loss_adv = gan_loss(pred, True, cfg.gan_mode)
+                loss_g = loss_g + cfg.lambda_adv * loss_adv
+                losses["adv"] = loss_adv.detach()
+            extra_g = method.generator_loss(step)
+            if extra_g is not None:
+                loss_g = loss_g + extra_g
+                losses["g_extra"] = extra_g.detach()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            method.after_step(step)
+            global_step += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if log is not None and (s % 25 == 0 or s == cfg.steps - 1):
+                for k, v in losses.items():
+                    log_scalar(f"loss/{k}", float(v))
+            if on_step is not None:
+                on_step(1)
+            if on_curve is not None and cfg.eval_every and global_step % cfg.eval_every == 0:
+                eval_start = time.perf_counter()
+                scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
+                on_curve(CurvePoint(global_step, t, scores))
+                start += time.perf_counter() - eval_start  # evaluation is not training time
+        method.after_task(t, task)
+        seconds = time.perf_counter() - start
+        scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
+        for j, sc in enumerate(scores):
+            for m, v in sc.items():
+                log_scalar(f"{m}/{bench.tasks[j].name}", v)
+        rec = TaskRecord(t, scores, seconds, method.memory(), G, method, {k: v / cfg.steps for k, v in sums.items()})
+        records.append(rec)
+        if on_task is not None:
+            on_task(rec)
+    return records
