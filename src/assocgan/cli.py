@@ -102,7 +102,11 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from .methods import METHODS
+    from .methods import METHODS, methods_markdown
+
+    if args.markdown:
+        print(methods_markdown(), end="")
+        return 0
 
     for m in METHODS.values():
         print(f"{m.name:<12} {m.title}: {m.cite}" + (" [evaluated with the task id]" if m.needs_task_id else ""))
@@ -125,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(r)
     r.set_defaults(fn=cmd_run)
     sub.add_parser("benchmarks", help="list the built-in benchmarks and their tasks").set_defaults(fn=cmd_benchmarks)
-    sub.add_parser("methods", help="list the methods and their options").set_defaults(fn=cmd_methods)
+    mp = sub.add_parser("methods", help="list the methods and their options")
+    mp.add_argument("--markdown", action="store_true", help="print docs/methods.md")
+    mp.set_defaults(fn=cmd_methods)
     rp = sub.add_parser("report", help="rebuild report.html of a run folder from its files")
     rp.add_argument("folder")
     rp.set_defaults(fn=cmd_report)

@@ -16,7 +16,7 @@ from .data.benchmarks import Benchmark
 from .data.tasks import Task
 from .evaluate import evaluate_task
 from .methods import Context, Method, Step, get_method
-from .nets import PatchGAN, UNet
+from .nets import PatchGAN
 
 
 def gan_loss(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
@@ -67,8 +67,8 @@ class CurvePoint:
     scores: list[dict[str, float]]
 
 
-def build_networks(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    G = UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual).to(device)
+def build_networks(cfg: RunConfig, device: torch.device, method: type[Method] = Method) -> tuple[nn.Module, nn.Module]:
+    G = method.build_generator(cfg).to(device)
     D = PatchGAN(6, cfg.ndf, norm=cfg.norm, image_size=cfg.size).to(device)
     return G, D
 
@@ -87,10 +87,10 @@ def train_method(
     """Train one method over the benchmark's tasks in order; evaluate after each task."""
     device = device or pick_device()
     set_threads(cfg)
-    torch.manual_seed(cfg.seed)  # the same initial networks for every method of a run
-    G, D = build_networks(cfg, device)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     cls = get_method(method_name)
+    torch.manual_seed(cfg.seed)  # the same initial networks for every method of a run
+    G, D = build_networks(cfg, device, cls)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
     global_step = 0
 
     def log_scalar(name: str, value: float) -> None:

@@ -1,12 +1,36 @@
-"""Continual-learning methods, one file each, on the shared training loop. ``METHODS`` lists those that work."""
+"""Continual-learning methods, one file each, on the shared training loop.
+
+Every module of this package that defines a ``Method`` subclass with a ``name`` is registered on import;
+``METHODS`` lists them in the order of ``ORDER`` (then by name). A method that is not finished must not
+set ``name``.
+"""
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from ..errors import UserError
 from .base import Context, Method, Option, Step
-from .jl import JL
-from .tl import TL
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (TL, JL)}
+ORDER = ("tl", "jl", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
+
+
+def _discover() -> dict[str, type[Method]]:
+    found: dict[str, type[Method]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in ("base", "helpers") or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Method) and obj.name and obj.__module__ == module.__name__:
+                if obj.name in found:
+                    raise RuntimeError(f"method name {obj.name!r} defined twice")
+                found[obj.name] = obj
+    rank = {n: i for i, n in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
+
+
+METHODS: dict[str, type[Method]] = _discover()
 
 
 def get_method(name: str) -> type[Method]:
@@ -26,4 +50,19 @@ def parse_methods(spec: str | list[str]) -> list[str]:
     return names
 
 
-__all__ = ["METHODS", "Method", "Option", "Context", "Step", "get_method", "parse_methods"]
+def methods_markdown() -> str:
+    """docs/methods.md, made from each method's module docstring and declared options."""
+    import inspect
+
+    out = ["# Methods", "", "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.", ""]
+    for m in METHODS.values():
+        doc = inspect.getdoc(importlib.import_module(m.__module__)) or ""
+        out += [f"## `{m.name}`: {m.title}", "", f"*{m.cite}*" + (" Evaluated with the true task identity." if m.needs_task_id else ""), "", doc, ""]
+        if m.options:
+            out += ["| option | default | meaning |", "|---|---|---|"]
+            out += [f"| `{o.flag}` | `{o.default}` | {o.help} |" for o in m.options]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+__all__ = ["METHODS", "Method", "Option", "Context", "Step", "get_method", "parse_methods", "methods_markdown"]

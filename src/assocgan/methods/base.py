@@ -109,6 +109,13 @@ class Method:
         return {n: o.parse(given[n]) if n in given else o.default for n, o in known.items()}
 
     # ---- hooks -------------------------------------------------------------------------
+    @classmethod
+    def build_generator(cls, cfg: "RunConfig") -> nn.Module:
+        """The generator this method trains (built before the method, with the run's seed). Default: the U-Net."""
+        from ..nets import UNet
+
+        return UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual)
+
     def before_task(self, t: int, task: "Task") -> None:
         """Called before training on task t."""
 
