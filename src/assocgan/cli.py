@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import UserError
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run") -> None:
     from .config import PRESETS
     from .methods import METHODS
 
@@ -19,10 +19,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recipe", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
     g.add_argument("--metric", choices=["psnr", "ssim"], help="metric of the accuracy matrix (default: the benchmark's)")
     g.add_argument("--order", help="task order: names or 1-based positions, comma-separated")
-    g.add_argument("--methods", default="tl,jl", help=f"comma-separated, from: {', '.join(METHODS)}")
+    if with_methods:
+        g.add_argument("--methods", default=methods, help=f"comma-separated, from: {', '.join(METHODS)}" + ("" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
     g.add_argument("--preset", default="quick", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default="runs/run", help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
+    g.add_argument("--out", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     g = p.add_argument_group("sizes and training (override the preset)")
     g.add_argument("--size", type=int, help="image size, a multiple of 16")
@@ -116,10 +117,63 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.html import write_report
+    from .studies import rebuild_report
 
-    print(write_report(args.folder))
+    print(rebuild_report(args.folder))
     return 0
+
+
+STUDY_HELP = {
+    "quota": "average metric after each task as tasks arrive, per method (paper Fig. 11a)",
+    "order": "the same methods over several task orders: final metric by arrival position (Fig. 11b)",
+    "lambda": "sweep of a method option, by default Assoc-GAN's --lambda-distill (Fig. 14)",
+    "ablation": "the paper's Table 3: backbone, +MSE, +adversarial, +distillation, +heuristics, full Assoc-GAN",
+}
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    import shlex
+
+    from rich.console import Console
+
+    from .studies import DEFAULT_SWEEP, default_methods, make_study, run_study
+
+    kind = args.study
+    if kind in ("quota", "order"):
+        args.methods = args.methods or ",".join(default_methods())
+    elif kind == "lambda":
+        args.methods = args.method or DEFAULT_SWEEP[0]
+    else:
+        args.methods = "tl,assoc"
+    cfg = config_from_args(args)
+    study = make_study(
+        kind, cfg, args.out, methods=cfg.methods if kind in ("quota", "order") else None, orders=getattr(args, "orders", None),
+        method=getattr(args, "method", None), option=getattr(args, "option", None), values=getattr(args, "values", None),
+        bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe, "metric": args.metric},
+        device=args.device, command="assocgan " + shlex.join(args.argv),
+    )
+    run_study(study, jobs=args.jobs, console=Console())
+    return 0
+
+
+def _add_study_parser(sub) -> None:
+    from .studies import DEFAULT_SWEEP
+
+    sp = sub.add_parser("study", help="the paper's analyses, each a set of runs: " + ", ".join(STUDY_HELP))
+    ssub = sp.add_subparsers(dest="study", required=True)
+    for kind, text in STUDY_HELP.items():
+        p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Its runs are run folders under OUT/runs/ (done ones are skipped); OUT/report.html shows the table and plot.")
+        _add_run_options(p, with_methods=kind in ("quota", "order"), methods=None, out=f"runs/study_{kind}")
+        g = p.add_argument_group("study")
+        g.add_argument("--jobs", type=int, default=1, help="runs at a time, in parallel processes sharing the cores (default 1: in this process)")
+        if kind == "order":
+            g.add_argument("--orders", help='task orders separated by ";", each a permutation of positions or names, e.g. "1,2,3,4;4,3,2,1" (default: the cyclic rotations)')
+        if kind == "lambda":
+            g.add_argument("--method", default=None, help=f"the method whose option is swept (default {DEFAULT_SWEEP[0]})")
+            g.add_argument("--option", default=None, help=f"the numeric option swept (default {DEFAULT_SWEEP[1]})")
+            g.add_argument("--values", help="comma-separated values (default: 0 and the option's default times 0.1, 0.3, 1, 3, 10)")
+        p.set_defaults(fn=cmd_study)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("methods", help="list the methods and their options")
     mp.add_argument("--markdown", action="store_true", help="print docs/methods.md")
     mp.set_defaults(fn=cmd_methods)
-    rp = sub.add_parser("report", help="rebuild report.html of a run folder from its files")
+    _add_study_parser(sub)
+    rp = sub.add_parser("report", help="rebuild report.html (and plots) of a run or study folder from its files")
     rp.add_argument("folder")
     rp.set_defaults(fn=cmd_report)
     return p
@@ -140,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)
     except UserError as e:

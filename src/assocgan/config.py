@@ -44,10 +44,17 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    # settings that may differ between methods written to one run folder
+    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images")
+
+    def shared_settings(self) -> dict[str, Any]:
+        """The settings every method of one run folder must share (data, networks, optimisation, seed)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.PER_METHOD}
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: for tests
-    "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp=False),
+    "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp=False, threads=1),
     # the default: `make demo` in minutes on a 2-core CPU
     "quick": dict(size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32),
     # the paper's scale, for a GPU

@@ -86,3 +86,58 @@ class QuadraticAnchor:
 
     def memory_bytes(self) -> int:
         return tensor_bytes(self.stored_theta) + tensor_bytes(self.stored_importance)
+
+
+def per_sample_fisher(
+    model: nn.Module, loss_one: Callable[..., torch.Tensor], *data: torch.Tensor, chunk: int = 16
+) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher of an arbitrary per-sample loss: the mean over samples of the squared gradient,
+    for each trainable parameter of ``model``.
+
+    ``loss_one(call, *sample)`` gets one sample (each tensor of ``data`` without its batch dimension) and
+    ``call``, which runs ``model`` at the differentiated weights on inputs given without a batch dimension
+    (it adds one). It returns a scalar, e.g. the discriminator's GAN loss of one real or generated pair.
+    """
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def one(p, *sample):
+        def call(*inputs):
+            return functional_call(model, (p, buffers), tuple(t[None] for t in inputs))
+
+        return loss_one(call, *sample)
+
+    g_fn = vmap(grad(one), in_dims=(None,) + (0,) * len(data))
+    n = data[0].shape[0]
+    fisher = {k: torch.zeros_like(v) for k, v in params.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, n, chunk):
+            grads = g_fn(params, *(d[i : i + chunk] for d in data))
+            for k, g in grads.items():
+                fisher[k] += g.pow(2).sum(0)
+    finally:
+        model.train(was_training)
+    return {k: f / n for k, f in fisher.items()}
+
+
+def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
+    """The diagonal Fisher of ``diagonal_fisher`` rescaled to the curvature of the mean content loss, and that loss.
+
+    For per-pixel residuals of variance ``mse`` the empirical Fisher of the per-sample mean squared error over
+    ``P`` values is ``4 mse / P^2 * sum_p J_p^2`` while the (Gauss-Newton) curvature of the same loss is
+    ``2 / P * sum_p J_p^2``; so ``F * P / (2 mse)`` estimates the curvature, and ``0.5 * sum H (theta - theta*)^2``
+    estimates how much the content loss on these samples rises when the weights move away from theta*.
+    A quadratic penalty built on it is in the units of the content loss, whatever the image size.
+    """
+    fisher = diagonal_fisher(model, x, y, chunk=chunk)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            mse = float(sum(per_sample_content_loss(model(x[i : i + chunk]), y[i : i + chunk]).sum() for i in range(0, x.shape[0], chunk)) / x.shape[0])
+    finally:
+        model.train(was_training)
+    scale = y[0].numel() / (2 * max(mse, 1e-8))
+    return {k: f * scale for k, f in fisher.items()}, mse

@@ -51,6 +51,11 @@ def load_results(out: Path, bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
         return fresh
     if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
         raise UserError(f"{out / RESULTS}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
+    old_cfg = old.get("config", {})
+    differ = sorted(k for k, v in cfg.shared_settings().items() if k in old_cfg and old_cfg[k] != v)
+    if differ:
+        what = ", ".join(f"{k} {old_cfg[k]!r} -> {cfg.to_dict()[k]!r}" for k in differ)
+        raise UserError(f"{out / RESULTS}: was made with other settings ({what}); choose another --out")
     fresh["methods"] = old.get("methods", {})
     return fresh
 
@@ -105,14 +110,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module) -> None:
     atomic_write(path, lambda p: save_file(state, str(p)))
 
 
-def save_samples(out: Path, name: str, bench: Benchmark, rec: TaskRecord, n: int, device) -> None:
-    """A grid per task seen so far: inputs, outputs and targets of the first ``n`` test images."""
+def save_samples(out: Path, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0) -> None:
+    """A grid per task seen so far: inputs, outputs and targets of the first ``n`` test images; also to
+    TensorBoard (``NAME/samples``, at ``step``) when ``tb`` is given."""
     rows = []
     for j in range(rec.t + 1):
         x, y = bench.tasks[j].test_pairs()
         x, y = x[:n], y[:n]
         rows.append([x, predict(rec.method.eval_generator(j), x, device=device), y])
     save_png(out / "samples" / name / f"after_task{rec.t + 1}_{bench.tasks[rec.t].name}.png", grid(rows, scale=2 if x.shape[-1] < 96 else 1))
+    if tb is not None:
+        tb.image(f"{name}/samples", grid(rows), step)
 
 
 class TensorBoard:
@@ -165,7 +173,7 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                     write_json(out / RESULTS, results)
                     write_csvs(out, results, name)
                     save_checkpoint(out / "checkpoints" / name / f"task{rec.t + 1}_{bench.tasks[rec.t].name}.safetensors", rec.generator)
-                    save_samples(out, name, bench, rec, cfg.sample_images, dev)
+                    save_samples(out, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps)
                     progress.task_done(name, rec, bench)
 
                 train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=curves.append, log=tb.scalar)
@@ -175,9 +183,9 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
     try:
         from .report.html import write_report
 
-        path = write_report(out)
+        path = write_report(out)  # plots/ (forgetting curves, memory, time, ...) and report.html
         if console is not None:
             console.print(f"\nReport: {path}")
-    except ImportError:  # pragma: no cover
-        pass
+    except Exception as e:  # the results are written: a failed report must not lose the run
+        print(f"assocgan: report.html not written ({type(e).__name__}: {e}); rebuild it with `assocgan report {out}`", file=sys.stderr)
     return results

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..memory import module_bytes
+from ..memory import tensor_bytes
 
 
 class FrozenTeacher:
@@ -28,3 +29,43 @@ class FrozenTeacher:
 
     def memory_bytes(self) -> int:
         return module_bytes(self.stored)
+
+
+class PathIntegral:
+    """Online importance of a network's weights by the path integral of synaptic intelligence (Zenke et al., 2017).
+
+    Call ``accumulate()`` after each optimiser step of the network, while ``.grad`` still holds the gradient that
+    step used: each weight gathers ``omega += -grad * (theta - theta_before)``, its share of the loss decrease.
+    ``consolidate()`` closes a segment and returns its importance ``max(omega, 0) / ((theta - theta_start)^2 +
+    damping)``, then starts the next segment at the current weights. The per-step state (omega and two copies of
+    the weights, float32) is working memory of the running segment; ``memory_bytes`` counts it.
+    """
+
+    def __init__(self, model: nn.Module, damping: float = 1e-3):
+        self.damping = damping
+        self.params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        self.omega = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in self.params.items()}
+        self.start = {k: p.detach().float().clone() for k, p in self.params.items()}
+        self.prev = {k: p.detach().float().clone() for k, p in self.params.items()}
+
+    @torch.no_grad()
+    def accumulate(self) -> None:
+        for k, p in self.params.items():
+            now = p.detach().float()
+            if p.grad is not None:
+                self.omega[k].add_(-p.grad.float() * (now - self.prev[k]))
+            self.prev[k].copy_(now)
+
+    @torch.no_grad()
+    def consolidate(self) -> dict[str, torch.Tensor]:
+        importance = {}
+        for k, p in self.params.items():
+            now = p.detach().float()
+            importance[k] = self.omega[k].clamp(min=0) / ((now - self.start[k]).pow(2) + self.damping)
+            self.omega[k].zero_()
+            self.start[k].copy_(now)
+            self.prev[k].copy_(now)
+        return importance
+
+    def memory_bytes(self) -> int:
+        return tensor_bytes(self.omega) + tensor_bytes(self.start) + tensor_bytes(self.prev)

@@ -1,4 +1,9 @@
-"""``report.html``: a self-contained page (images embedded) built from a run folder's files alone."""
+"""``report.html``: one self-contained page (styles inline, images embedded, no script, no network) built
+from a run folder's or a study folder's files alone.
+
+A run folder has ``results.json`` (and ``samples/``); a study folder has ``study.json`` (its runs are run
+folders under ``runs/``). Writing the report also rewrites the folder's plots (``plots/``).
+"""
 from __future__ import annotations
 
 import base64
@@ -6,46 +11,202 @@ import html
 import json
 from pathlib import Path
 
+from ..errors import UserError
 from ..io import read_json, write_text
-from .tables import matrix_table, summary_table, to_html
+from .plots import CAPTIONS, write_plots
+from .tables import (
+    Table, ablation_table, lambda_table, matrix_table, order_table, quota_table, study_runs_table, summary_table, tasks_table, to_html,
+)
+
+REPORT = "report.html"
+# nothing but the page itself: inline styles and embedded images (a stray external file shows as a console error)
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}caption{font-weight:bold;text-align:left;padding:.3em 0}
-td,th{padding:.2em .7em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}
-tr.rule td{border-top:2px solid #888}.grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{margin:0}
-img{image-rendering:pixelated;max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}
+:root{--fg:#1d1d1f;--muted:#666;--line:#ddd;--accent:#2a5db0;--bg2:#f6f7f9}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;padding:1.5em 2em 4em;max-width:1180px;color:var(--fg);line-height:1.45}
+h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.25em;margin-top:2em;border-bottom:2px solid var(--line);padding-bottom:.2em}
+h3{font-size:1.05em;margin:1.4em 0 .4em}
+nav{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid var(--line);font-size:.92em;z-index:1}
+nav a{margin-right:1.1em;color:var(--accent);text-decoration:none}
+.lead{color:var(--muted);margin:.3em 0 1em}
+.tables{display:flex;flex-wrap:wrap;gap:0 2.5em;align-items:flex-start}
+table{border-collapse:collapse;margin:.8em 0;font-variant-numeric:tabular-nums;font-size:.92em}
+caption{font-weight:600;text-align:left;padding:.3em 0}
+td,th{padding:.25em .7em;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th{background:var(--bg2)}td:first-child,th:first-child{text-align:left}
+tr.rule td{border-top:2px solid #888}
+p.note{color:var(--muted);font-size:.85em;margin:-.4em 0 1em;max-width:60em}
+figure{margin:.8em 0 1.6em}figcaption{color:var(--muted);font-size:.88em;margin-top:.3em;max-width:60em}
+.plots{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
+figure.plot{flex:1 1 480px;max-width:640px}figure.plot.wide{flex-basis:100%;max-width:100%}
+figure.plot img{max-width:100%;height:auto;border:1px solid var(--line)}
+.samples{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.samples figure{margin:0}
+.samples img{image-rendering:pixelated;max-width:100%;height:auto;border:1px solid var(--line)}
+details{margin:.6em 0}summary{cursor:pointer;color:var(--accent)}
+pre{background:var(--bg2);padding:1em;overflow:auto;font-size:.85em}
+.missing{color:#a33}
 """
 
+STUDY_TEXT = {
+    "quota": "The average metric over the tasks seen so far after each task, for each method, as tasks arrive (the paper's Figure 11a / 12a).",
+    "order": "The same methods trained on several task orders: each task's final metric by the position at which it arrived (the paper's Figure 11b / 12b). With the default cyclic rotations every task arrives once at every position, so position effects are not confounded with task difficulty.",
+    "lambda": "A sweep of the continual-distillation weight lambda': the prior tasks' final metric and the overall final average for each value (the paper's Figure 14).",
+    "ablation": "Each module of Assoc-GAN switched on in turn (the paper's Table 3): backbone without content loss, + MSE, + adversarial loss, + feature distillation, + heuristics, and all.",
+}
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+WIDE = {"forgetting", "order", "lambda", "ablation"}  # plots shown at full width
 
 
-def write_report(folder: str | Path) -> Path:
+def _e(s) -> str:
+    return html.escape(str(s))
+
+
+def img_tag(path: Path, alt: str, cls: str = "") -> str:
+    """An <img> with the PNG embedded as a data URI."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    c = f' class="{cls}"' if cls else ""
+    return f'<img{c} alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _tables(tables: list[Table]) -> str:
+    return '<div class="tables">' + "".join(f"<div>{to_html(t)}</div>" for t in tables) + "</div>"
+
+
+def _plots(folder: Path, stems: list[str] | None = None) -> str:
+    d = folder / "plots"
+    files = sorted(d.glob("*.png")) if d.is_dir() else []
+    order = {s: i for i, s in enumerate(stems or list(CAPTIONS))}
+    files.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    figs = "".join(f'<figure class="plot{" wide" if p.stem in WIDE else ""}">{img_tag(p, p.stem)}<figcaption>{_e(CAPTIONS.get(p.stem, p.stem))}</figcaption></figure>' for p in files)
+    return f'<div class="plots">{figs}</div>' if figs else ""
+
+
+def _sample_files(folder: Path, name: str) -> list[Path]:
+    d = folder / "samples" / name
+    if not d.is_dir():
+        return []
+
+    def task_no(p: Path) -> int:
+        head = p.stem.split("_")[1] if p.stem.startswith("after_task") else ""
+        digits = head.removeprefix("task")
+        return int(digits) if digits.isdigit() else 0
+
+    return sorted(d.glob("after_task*.png"), key=lambda p: (task_no(p), p.name))
+
+
+def _caption_of(p: Path) -> str:
+    parts = p.stem.split("_", 2)  # after, taskK, name
+    if len(parts) == 3 and parts[1].startswith("task"):
+        return f"after task {parts[1][4:]} ({parts[2]})"
+    return p.stem
+
+
+def _samples(folder: Path, results: dict, only_last: bool = False) -> str:
+    out = []
+    for name, res in results["methods"].items():
+        files = _sample_files(folder, name)
+        title = _e(res.get("title") or name)
+        if not files:
+            out.append(f"<h3>{title}</h3><p class='missing'>no sample grids in samples/{_e(name)}/</p>")
+            continue
+        if only_last:
+            files = files[-1:]
+        figs = "".join(f"<figure>{img_tag(p, f'{name} {p.stem}')}<figcaption>{_e(_caption_of(p))}</figcaption></figure>" for p in files)
+        out.append(f"<h3>{title}</h3><div class='samples'>{figs}</div>")
+    return "".join(out)
+
+
+def _page(title: str, nav: list[tuple[str, str]], body: list[str]) -> str:
+    links = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav)
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+            f"<nav>{links}</nav>{''.join(body)}</body></html>")
+
+
+def _config(obj) -> str:
+    return "<pre>" + _e(json.dumps(obj, indent=2)) + "</pre>"
+
+
+# ---- run folders ------------------------------------------------------------------------
+def run_page(folder: Path, results: dict) -> str:
+    metric = results["metric"]
+    other = "ssim" if metric == "psnr" else "psnr"
+    cfg = results.get("config") or {}
+    methods = results["methods"]
+    body = [f"<h1>assocgan run: {_e(results['benchmark'])}</h1>"]
+    body.append(f"<p class='lead'>{len(results['tasks'])} tasks ({_e(', '.join(results['tasks']))}), metric {metric.upper()}, "
+                f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, seed {cfg.get('seed', '?')}.</p>")
+    body.append("<h2 id='summary'>Summary</h2>" + (_tables([summary_table(results)]) if methods else "<p class='missing'>no method has finished a task yet</p>"))
+    body.append("<h2 id='tasks'>Tasks</h2>" + _tables([tasks_table(results)]))
+    body.append(f"<h2 id='matrices'>Accuracy matrices ({metric.upper()}, the paper's Table 1 layout)</h2>")
+    body.append("<p class='note'>Row: a task; column: after training k tasks; AVG: mean over the tasks seen so far.</p>")
+    body.append(_tables([matrix_table(results, n) for n in methods]))
+    if methods:
+        body.append(f"<details><summary>the same in {other.upper()}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>")
+    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
+    body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
+                "left block: inputs, middle: outputs, right: targets (the first test images).</p>")
+    body.append(_samples(folder, results))
+    body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
+    nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices"), ("plots", "Plots"), ("samples", "Samples"), ("config", "Configuration")]
+    return _page(f"assocgan run: {results['benchmark']}", nav, body)
+
+
+# ---- study folders ----------------------------------------------------------------------
+def study_tables(study: dict) -> list[Table]:
+    """The tables of a study, in the paper's layouts (also printed by ``assocgan study``)."""
+    summary = study.get("summary") or {}
+    kind = study.get("study")
+    if not summary:
+        return []
+    make = {"quota": quota_table, "order": order_table, "lambda": lambda_table, "ablation": ablation_table}.get(kind)
+    return [make(summary)] if make else []
+
+
+def study_page(folder: Path, study: dict) -> str:
+    kind = study.get("study", "?")
+    summary = study.get("summary") or {}
+    bench = summary.get("benchmark") or (study.get("base_config") or {}).get("benchmark", "")
+    body = [f"<h1>assocgan study: {_e(kind)} on {_e(bench)}</h1>", f"<p class='lead'>{_e(STUDY_TEXT.get(kind, ''))}</p>"]
+    if study.get("command"):
+        body.append(f"<p class='note'>Made by: <code>{_e(study['command'])}</code></p>")
+    tables = study_tables(study)
+    body.append("<h2 id='results'>Results</h2>" + (_tables(tables) if tables else "<p class='missing'>no run has finished yet</p>"))
+    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
+    body.append("<h2 id='runs'>Runs</h2>" + _tables([study_runs_table(study)]))
+    body.append("<p class='note'>Each run is a normal run folder with its own report.html; below, each run's summary and its last sample grids.</p>")
+    for spec in study.get("runs", []):
+        run_dir = folder / "runs" / spec["name"]
+        results = read_json(run_dir / "results.json")
+        inner = f"<p class='missing'>not run yet ({_e('runs/' + spec['name'])})</p>"
+        if results is not None and results.get("methods"):
+            link = f"<p><a href='runs/{_e(spec['name'])}/{REPORT}'>this run's own report</a></p>" if (run_dir / REPORT).exists() else ""
+            inner = link + _tables([summary_table(results)]) + _samples(run_dir, results, only_last=True)
+        body.append(f"<details><summary>{_e(spec['label'])} (runs/{_e(spec['name'])})</summary>{inner}</details>")
+    body.append("<h2 id='config'>Configuration</h2><h3>Study</h3>" + _config({k: study.get(k) for k in ("study", "params", "bench_args", "command")}))
+    body.append("<h3>Base run configuration</h3>" + _config(study.get("base_config") or {}))
+    nav = [("results", "Results"), ("plots", "Plots"), ("runs", "Runs"), ("config", "Configuration")]
+    return _page(f"assocgan study: {kind}", nav, body)
+
+
+def write_report(folder: str | Path, plots: bool = True) -> Path:
+    """(Re)write ``folder/report.html`` (and, with ``plots``, ``folder/plots/``) from the folder's files:
+    a study folder (``study.json``) or a run folder (``results.json``)."""
     folder = Path(folder)
-    results = read_json(folder / "results.json")
-    if results is None:
-        from ..errors import UserError
-
-        raise UserError(f"{folder}: no results.json to report on")
-    parts = [f"<h1>assocgan run: {html.escape(results['benchmark'])}</h1>"]
-    parts.append(f"<p>Tasks: {html.escape(', '.join(results['tasks']))}. Metric: {results['metric'].upper()}.</p>")
-    parts.append("<h2>Summary</h2>" + to_html(summary_table(results)))
-    parts.append("<h2>Accuracy matrices</h2>")
-    parts += [to_html(matrix_table(results, name)) for name in results["methods"]]
-    plots = sorted((folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else []
+    try:
+        study = read_json(folder / "study.json")
+        results = None if study is not None else read_json(folder / "results.json")
+    except ValueError as e:
+        raise UserError(f"{folder}: a JSON file is not valid ({e})") from None
+    if study is None and results is None:
+        raise UserError(f"{folder}: neither results.json (a run) nor study.json (a study) to report on")
     if plots:
-        parts.append("<h2>Plots</h2>" + "".join(f"<figure>{_img(p, p.stem)}<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in plots))
-    parts.append("<h2>Samples (input, output, target; one row per task)</h2>")
-    for name in results["methods"]:
-        d = folder / "samples" / name
-        if d.is_dir():
-            imgs = sorted(d.glob("*.png"))
-            if imgs:
-                last = imgs[-1]
-                parts.append(f"<h3>{html.escape(name)}</h3><figure>{_img(last, name)}<figcaption>{html.escape(last.stem)}</figcaption></figure>")
-    parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(results.get("config", {}), indent=2)) + "</pre>")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>assocgan report</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
-    return write_text(folder / "report.html", page)
+        write_plots(folder)
+    page = study_page(folder, study) if study is not None else run_page(folder, results)
+    return write_text(folder / REPORT, page)

@@ -94,6 +94,95 @@ def summary_table(results: dict) -> Table:
     return Table(f"Summary: {results['benchmark']}", header, rows)
 
 
+def tasks_table(results: dict) -> Table:
+    """The benchmark's tasks in training order, with the score of doing nothing (input as output)."""
+    descr = results.get("task_descriptions") or [""] * len(results["tasks"])
+    ident = results.get("identity") or {}
+    rows = []
+    for j, name in enumerate(results["tasks"]):
+        rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else "",
+                     fmt_metric((ident.get("psnr") or [None] * (j + 1))[j], "psnr"), fmt_metric((ident.get("ssim") or [None] * (j + 1))[j], "ssim")])
+    return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
+                 note="input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
+
+
+# ---- studies (from the ``summary`` of a study.json) --------------------------------------
+def quota_table(summary: dict) -> Table:
+    """Figure 11a as a table: each method's average over the tasks seen so far, after each task."""
+    metric = summary["metric"]
+    n = len(summary["tasks"])
+    header = ["Method"] + step_names(n) + ["amplitude"]
+    rows = []
+    for m in summary["methods"]:
+        avg = m.get("avg") or []
+        vals = [v for v in avg if v is not None]
+        amp = fmt_metric(max(vals) - min(vals), metric) if len(vals) > 1 else ""
+        rows.append([m["label"]] + [fmt_metric(avg[i] if i < len(avg) else None, metric) for i in range(n)] + [amp])
+    return Table(f"Quota: average {metric.upper()} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
+                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure).")
+
+
+def order_table(summary: dict) -> Table:
+    """Figure 11b as a table: each task's final metric by arrival position, per method and order."""
+    metric = summary["metric"]
+    n = summary["n_tasks"]
+    header = ["Method", "order"] + [f"{p + 1}. task" for p in range(n)] + ["final AVG"]
+    rows, rules = [], set()
+    for m in summary["methods"]:
+        if rows:
+            rules.add(len(rows))
+        for run in m["runs"]:
+            final = run.get("final") or []
+            tasks = run.get("tasks") or []
+            cells = [f"{tasks[p]} {fmt_metric(final[p], metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else "" for p in range(n)]
+            rows.append([m["label"], run["order"]] + cells + [fmt_metric(run.get("final_avg"), metric)])
+        mean = m.get("mean_by_position") or []
+        done = [r.get("final_avg") for r in m["runs"] if r.get("final_avg") is not None]
+        rows.append([m["label"], "mean"] + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
+                    + [fmt_metric(sum(done) / len(done) if done else None, metric)])
+    return Table(f"Task order: final {metric.upper()} by arrival position ({summary['benchmark']})", header, rows,
+                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score.",
+                 rules_before=rules)
+
+
+def lambda_table(summary: dict) -> Table:
+    """Figure 14 as a table: the prior tasks' and all tasks' final metric for each swept value."""
+    metric = summary["metric"]
+    prior = summary["prior_tasks"]
+    flag = summary.get("flag") or summary.get("option", "value")
+    header = [flag] + [f"T{j + 1} {t}" for j, t in enumerate(prior)] + ["prior mean", f"T{len(prior) + 1} (last)", "overall AVG", "BWT"]
+    rows = []
+    for r in summary["rows"]:
+        final = r.get("final") or []
+        rows.append([f"{r['value']:g}" + ("" if r.get("complete") else " (partial)")]
+                    + [fmt_metric(final[j] if j < len(final) else None, metric) for j in range(len(prior))]
+                    + [fmt_metric(r.get("prior_mean"), metric), fmt_metric(r.get("last"), metric), fmt_metric(r.get("overall"), metric), fmt_signed(r.get("bwt"), metric)])
+    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {metric.upper()} ({summary['benchmark']})", header, rows)
+
+
+def ablation_table(summary: dict) -> Table:
+    """The paper's Table 3: the final average PSNR and SSIM of each module configuration."""
+    rows = []
+    for r in summary["rows"]:
+        rows.append([r["label"] + ("" if r.get("complete") else " (partial)"), fmt_metric(r.get("psnr"), "psnr"), fmt_metric(r.get("ssim"), "ssim"),
+                     fmt_signed(r.get("bwt"), summary["metric"]), r.get("how", "")])
+    return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", "PSNR", "SSIM", "BWT", "as run"], rows,
+                 note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric.")
+
+
+def study_runs_table(study: dict) -> Table:
+    """The runs of a study: what each is, where it is, and how far it got."""
+    summary = study.get("summary") or {}
+    metric = summary.get("metric", "psnr")
+    status = {r["name"]: r for r in summary.get("runs", [])}
+    rows = []
+    for spec in study.get("runs", []):
+        st = status.get(spec["name"], {})
+        rows.append([spec["label"], f"runs/{spec['name']}", ",".join(spec.get("methods", [])), st.get("status", "pending"),
+                     fmt_metric(st.get("final_avg"), metric), f"{st['train_seconds']:.0f}" if st.get("train_seconds") is not None else ""])
+    return Table("Runs of this study", ["Run", "folder", "methods", "status", f"final AVG ({metric.upper()})", "train s"], rows)
+
+
 # ---- renderers -------------------------------------------------------------------------
 def to_text(table: Table) -> str:
     widths = [max(len(table.header[c]), *(len(r[c]) for r in table.rows)) for c in range(len(table.header))]
@@ -135,9 +224,9 @@ def to_html(table: Table) -> str:
 def to_rich(table: Table):
     from rich.table import Table as RichTable
 
-    t = RichTable(title=table.title, title_justify="left")
+    t = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left")
     for i, h in enumerate(table.header):
-        t.add_column(h, justify="left" if i == 0 else "right")
+        t.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
     for i, r in enumerate(table.rows):
         t.add_row(*r, end_section=(i + 1) in table.rules_before)
     return t

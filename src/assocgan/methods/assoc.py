@@ -1,0 +1,170 @@
+"""Assoc-GAN (the paper's method, §3.2-3.3): a heuristics module that recalls past tasks from the current
+task's targets, and a continual distillation that slows the drift of the weights that mattered.
+
+**Mapping memory.** After task j is trained, while its data is still there, a small mapper M_j learns the
+inverse mapping y -> x of that task (``nets/mapper.py``: a scaled-down ResNet generator that predicts a
+per-pixel mean and log-std). Its noise scale is then calibrated on the task's data: where the task's
+sources are drawn anew for the same target (random degradations), the sampled variance is matched to the
+measured variance between two draws; where two draws agree (deterministic degradations such as blur or
+colour shifts) the mapper answers with its mean, so it adds no noise the task never had. Only M_j is kept
+(in half precision), never the data.
+
+**Controller and association samples.** While task i > 1 trains, a share r of each batch becomes association
+samples (M_j(y), y), made from the current batch's targets y with j drawn per sample among the past tasks,
+without gradient through the mapper. The loss is (1 - r) L(G(x), y) + r L(G(M_j(y)), y) (eq. 3). With
+``--assoc-ratio balanced`` (the default) r = (i - 1) / i, so every task seen has the same share of the batch,
+as in joint learning; a number fixes r.
+
+**Continual distillation.** After each task, theta* = G's weights and F = the diagonal empirical Fisher of the
+content loss (mean of squared per-sample gradients, torch.func) at theta*, from ``--fisher-samples`` training
+pairs of that task. While the next task trains, lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added
+(eq. 6-7). Fishers of several tasks add up (online EWC) and theta* moves to the newest weights. Our F is the
+Fisher of one sample's mean-squared error, so lambda' counts in samples: lambda' = n is the Laplace
+approximation of n samples' likelihood. The default, 300, was calibrated with ``assocgan study lambda`` on
+``restore4`` (see docs/results.md). theta* is stored in float16 and F in bfloat16.
+
+**Memory.** The mappers (float16) plus theta* and F: counted in ``memory_bytes``.
+
+**Ablation.** ``--heuristics off`` drops the association samples and the mappers; ``--distill off`` drops the
+distillation (the paper's Table 3; ``assocgan study ablation``).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..fisher import QuadraticAnchor, diagonal_fisher
+from ..memory import module_bytes
+from ..nets.mapper import Mapper, mapper_loss
+from .base import Method, Option
+
+
+def _ratio(value):
+    if isinstance(value, str) and value != "balanced":
+        value = float(value)
+    if isinstance(value, float) and not 0 <= value < 1:
+        raise ValueError(value)
+    return value
+
+
+class AssocGAN(Method):
+    name = "assoc"
+    title = "Assoc-GAN"
+    cite = "Assoc-GAN: heuristics module + continual distillation"
+    options = (
+        Option("assoc_ratio", "balanced", "share r of each batch made of association samples: 'balanced' ((i-1)/i at task i) or a number in [0, 1)"),
+        Option("heuristics", True, "association samples from the mapping memory (off: ablation)"),
+        Option("distill", True, "continual distillation penalty (off: ablation)"),
+        Option("lambda_distill", 300.0, "lambda', weight of the distillation penalty (in samples; see docs)"),
+        Option("fisher_samples", 64, "training pairs used for the Fisher after each task"),
+        Option("mapper_ngf", 16, "width of the mapper"),
+        Option("mapper_blocks", 2, "residual blocks of the mapper"),
+        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)"),
+        Option("mapper_batch", 16, "batch size of mapper training"),
+        Option("mapper_lr", 2e-3, "learning rate of mapper training"),
+    )
+
+    def __init__(self, ctx, **opts):
+        super().__init__(ctx, **opts)
+        try:
+            self.opt.assoc_ratio = _ratio(self.opt.assoc_ratio)
+        except ValueError:
+            from ..errors import UserError
+
+            raise UserError(f"--assoc-ratio {self.opt.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
+        self.mappers: list[Mapper] = []  # stored in float16
+        self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
+        self.anchor = QuadraticAnchor()
+
+    # ---- the controller ----------------------------------------------------------------
+    def ratio(self, t: int) -> float:
+        if not self.opt.heuristics or not self.mappers:
+            return 0.0
+        if self.opt.assoc_ratio == "balanced":
+            return len(self.mappers) / (len(self.mappers) + 1)
+        return float(self.opt.assoc_ratio)
+
+    def batch(self, t, task):
+        n = self.ctx.cfg.batch_size
+        r = self.ratio(t)
+        n_assoc = int(round(r * n))
+        if n_assoc == 0:
+            return task.sample(n, self.ctx.gen)
+        x, y = task.sample(n, self.ctx.gen)
+        which = torch.randint(0, len(self._work), (n_assoc,), generator=self.ctx.gen)
+        ya = y[n - n_assoc :]
+        xa = torch.empty_like(ya)
+        with self.ctx.autocast():
+            for j in which.unique().tolist():
+                sel = which == j
+                xa[sel] = self._work[j].sample(ya[sel].to(self.ctx.device), self.ctx.gen).float().cpu()
+        x[n - n_assoc :] = xa
+        return x, y
+
+    def association_samples(self, y: torch.Tensor, j: int) -> torch.Tensor:
+        """Association samples of past task j made from targets ``y`` (for pictures and tests)."""
+        return self._work[j].sample(y.to(self.ctx.device), self.ctx.gen).cpu()
+
+    # ---- continual distillation ---------------------------------------------------------
+    def generator_loss(self, step):
+        if not self.opt.distill:
+            return None
+        p = self.anchor.penalty()
+        return None if p is None else self.opt.lambda_distill * p
+
+    # ---- after a task: remember ----------------------------------------------------------
+    def after_task(self, t, task):
+        G = self.ctx.G
+        if self.opt.distill:
+            idx = torch.randperm(task.n_train, generator=self.ctx.gen)[: self.opt.fisher_samples]
+            x, y = task.pairs(idx, self.ctx.gen)
+            fisher = diagonal_fisher(G, x.to(self.ctx.device), y.to(self.ctx.device))
+            self.anchor.update(G, fisher)
+        if self.opt.heuristics:
+            mapper = self.train_mapper(task)
+            self.mappers.append(mapper.half().eval())
+            work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
+            work.load_state_dict({k: v.float() for k, v in self.mappers[-1].state_dict().items()})
+            self._work.append(work.eval())
+
+    def train_mapper(self, task) -> Mapper:
+        gen, dev = self.ctx.gen, self.ctx.device
+        mapper = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(dev)
+        opt = torch.optim.Adam(mapper.parameters(), lr=self.opt.mapper_lr, betas=(0.9, 0.99))
+        steps = self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        for _ in range(steps):
+            x, y = task.sample(self.opt.mapper_batch, gen)
+            with self.ctx.autocast():
+                loss = mapper_loss(mapper, y.to(dev), x.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        self.ctx.log("assoc/mapper_loss", float(loss.detach()))
+        mapper.noise_scale.fill_(self.calibrate_noise(mapper, task))
+        return mapper
+
+    @torch.no_grad()
+    def calibrate_noise(self, mapper: Mapper, task, n: int = 32) -> float:
+        """Scale of the sampled noise so that its variance matches the task's own randomness: the variance
+        between two draws of the source for the same targets (halved). Fixed pairs keep the fitted std."""
+        if task.train_x is not None:
+            return 1.0
+        idx = torch.randperm(task.n_train, generator=self.ctx.gen)[:n]
+        x1, y = task.pairs(idx, self.ctx.gen)
+        x2, _ = task.pairs(idx, self.ctx.gen)
+        var_task = float((x1 - x2).pow(2).mean() / 2)
+        if var_task < 1e-8:
+            return 0.0
+        _, log_std = mapper(y.to(self.ctx.device))
+        var_model = float(log_std.float().mul(2).exp().mean())
+        return (var_task / max(var_model, 1e-12)) ** 0.5
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    def memory(self):
+        out = {}
+        if self.mappers:
+            out["mappers"] = sum(module_bytes(m) for m in self.mappers)
+        if self.anchor.active:
+            out["distillation"] = self.anchor.memory_bytes()
+        return out

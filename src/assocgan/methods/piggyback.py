@@ -1,0 +1,229 @@
+"""PiggybackGAN (Zhai et al. [51]): per-task filters built from a frozen filter bank.
+
+*Original.* Piggyback GAN trains a GAN on the first task normally; its convolution filters become a *filter
+bank*. For each new task, every layer gets filters of two kinds: *piggyback filters*, learned linear
+combinations of the (frozen) bank's filters, and a small fraction of *unconstrained* new filters. After the
+task the new filters join the bank. Each task keeps only its combination coefficients (and its new filters),
+so earlier tasks are never changed, and the task's identity chooses which filters run at test time.
+
+*Here.* Every convolution and transposed convolution of the U-Net is such a layer. On task 1 it trains as the
+plain U-Net; its filters are the bank. On task t > 1 a layer with n output filters has
+``round(--piggyback-new x n)`` new filters and the rest are ``coefficients @ bank`` (coefficients of shape
+piggyback filters x bank size); biases and normalisation parameters are per task. Only the current task's
+coefficients, new filters, biases and norms train; everything of earlier tasks is frozen, so a task's outputs
+never change once it is learned (bit for bit on the same device). A new task starts from the previous task's
+network, which is exactly expressible in the grown bank (so it fine-tunes from where it was, like the other
+methods). The discriminator is shared and fine-tuned as in TL; it is not needed at test time.
+It needs the task identity at test time: it is evaluated with the true task id (``eval_generator(t)``
+answers with task t's filters), which the tables say.
+
+*Memory.* The first task's network is the generator every method has (not counted, as for TL). What it keeps
+beyond it, in bytes as stored (float32): the new filters that joined the bank, the coefficient matrices
+(whose width grows with the bank) and the per-task biases and normalisation parameters. Zero after task 1,
+then it grows with each task.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..memory import tensor_bytes
+from .base import Method, Option
+
+
+class TaskState:
+    """The task whose filters the piggyback layers use (shared by all layers of one network)."""
+
+    def __init__(self) -> None:
+        self.t = 0
+
+
+class PiggybackConv(nn.Module):
+    """A (transposed) convolution with a filter bank, per-task coefficients, new filters and biases.
+
+    Filters are kept filter-major, (out, in, kh, kw), for both kinds of convolution."""
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, state: TaskState, new_fraction: float):
+        super().__init__()
+        self.state = state
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.output_padding = getattr(conv, "output_padding", 0)
+        if self.groups != 1:
+            raise ValueError("piggyback layers support ungrouped convolutions only")
+        w = conv.weight.detach()
+        filters = w.transpose(0, 1) if self.transposed else w
+        self.n_out = filters.shape[0]
+        self.n_new = min(self.n_out, max(0, int(round(new_fraction * self.n_out))))
+        self.n_pb = self.n_out - self.n_new
+        self.bank0 = nn.Parameter(filters.clone().contiguous())  # task 1's filters: the start of the bank
+        self.new = nn.ParameterList()  # unconstrained filters of tasks 2, 3, ... (each joins the bank after its task)
+        self.coef = nn.ParameterList()  # piggyback coefficients of tasks 2, 3, ...: (n_pb, bank size at that task)
+        self.has_bias = conv.bias is not None
+        self.bias = nn.ParameterList([nn.Parameter(conv.bias.detach().clone())] if self.has_bias else [])
+
+    @property
+    def n_tasks(self) -> int:
+        return 1 + len(self.coef)
+
+    def bank(self, t: int) -> torch.Tensor:
+        """The filter bank as task t (0-based, t >= 1) sees it: task 1's filters and the new filters of tasks 2..t."""
+        return torch.cat([self.bank0, *self.new[: t - 1]]) if t > 1 else self.bank0
+
+    def task_filters(self, t: int) -> torch.Tensor:
+        if t == 0:
+            return self.bank0
+        bank = self.bank(t)
+        piggy = (self.coef[t - 1] @ bank.flatten(1)).view(self.n_pb, *bank.shape[1:])
+        return torch.cat([piggy, self.new[t - 1]])
+
+    def add_task(self) -> None:
+        """Add the next task's parameters, initialised to reproduce the previous task's layer exactly."""
+        t = self.n_tasks
+        prev = self.task_filters(t - 1).detach()
+        if t == 1:
+            coef = torch.eye(self.n_out, dtype=prev.dtype, device=prev.device)[: self.n_pb]
+        else:  # the previous coefficients, and zeros on the previous task's new filters (now in the bank)
+            c = self.coef[t - 2].detach()
+            coef = torch.cat([c, c.new_zeros(self.n_pb, self.n_new)], 1)
+        self.coef.append(nn.Parameter(coef.clone()))
+        self.new.append(nn.Parameter(prev[self.n_pb :].clone().contiguous()))
+        if self.has_bias:
+            self.bias.append(nn.Parameter(self.bias[t - 1].detach().clone()))
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        params = [self.bank0] if t == 0 else [self.coef[t - 1], self.new[t - 1]]
+        return params + ([self.bias[t]] if self.has_bias else [])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.state.t
+        filters = self.task_filters(t)
+        bias = self.bias[t] if self.has_bias else None
+        if self.transposed:
+            return F.conv_transpose2d(x, filters.transpose(0, 1), bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+        return F.conv2d(x, filters, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class TaskNorm(nn.Module):
+    """A normalisation layer with its own parameters (and running statistics) per task."""
+
+    def __init__(self, norm: nn.Module, state: TaskState):
+        super().__init__()
+        self.state = state
+        self.norms = nn.ModuleList([norm])
+
+    def add_task(self) -> None:
+        self.norms.append(copy.deepcopy(self.norms[-1]))
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        return list(self.norms[t].parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norms[self.state.t](x)
+
+
+class PiggybackNet(nn.Module):
+    """A network whose convolutions and norms are made per task (``task`` says which task runs)."""
+
+    def __init__(self, net: nn.Module, new_fraction: float):
+        super().__init__()
+        self.state = TaskState()
+        self.n_tasks = 1
+        self.net = net
+        self._wrap(self.net, new_fraction)
+
+    def _wrap(self, module: nn.Module, new_fraction: float) -> None:
+        for name, child in list(module.named_children()):
+            if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
+                module._modules[name] = PiggybackConv(child, self.state, new_fraction)
+            elif isinstance(child, (nn.InstanceNorm2d, nn.BatchNorm2d)):
+                module._modules[name] = TaskNorm(child, self.state)
+            else:
+                self._wrap(child, new_fraction)
+
+    def layers(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, (PiggybackConv, TaskNorm))]
+
+    @property
+    def task(self) -> int:
+        return self.state.t
+
+    @task.setter
+    def task(self, t: int) -> None:
+        self.state.t = t
+
+    def add_task(self) -> None:
+        for m in self.layers():
+            m.add_task()
+        self.n_tasks += 1
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        return [p for m in self.layers() for p in m.task_parameters(t)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TaskView(nn.Module):
+    """The piggyback network answering as task ``t``."""
+
+    def __init__(self, net: PiggybackNet, t: int):
+        super().__init__()
+        self.net, self.t = net, t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = self.net.task
+        self.net.task = self.t
+        try:
+            return self.net(x)
+        finally:
+            self.net.task = before
+
+
+class Piggyback(Method):
+    name = "piggyback"
+    title = "PiggybackGAN"
+    cite = "Zhai et al. [51]: per-task filters from a frozen filter bank"
+    options = (Option("piggyback_new", 0.25, "fraction of each layer's filters that are new (unconstrained) on tasks after the first"),)
+    needs_task_id = True
+
+    @classmethod
+    def build_generator(cls, cfg):
+        opts = cls.resolve_options(cfg.method_options.get(cls.name, {}))
+        if not 0 <= opts["piggyback_new"] <= 1:
+            raise UserError(f"--piggyback-new {opts['piggyback_new']}: must be in [0, 1]")
+        return PiggybackNet(super().build_generator(cfg), opts["piggyback_new"])
+
+    def before_task(self, t, task):
+        G: PiggybackNet = self.ctx.G
+        while G.n_tasks <= t:
+            G.add_task()
+        G.task = t
+        for p in G.parameters():
+            p.requires_grad_(False)
+        for p in G.task_parameters(t):
+            p.requires_grad_(True)
+
+    def g_parameters(self):
+        return self.ctx.G.task_parameters(self.ctx.G.task)
+
+    def after_task(self, t, task):
+        for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own
+            p.requires_grad_(False)
+
+    def eval_generator(self, t):
+        return TaskView(self.ctx.G, t)
+
+    def memory(self):
+        convs = [m for m in self.ctx.G.layers() if isinstance(m, PiggybackConv)]
+        norms = [m for m in self.ctx.G.layers() if isinstance(m, TaskNorm)]
+        return {
+            "new_filters": sum(tensor_bytes(list(m.new)) for m in convs),
+            "piggyback_coefficients": sum(tensor_bytes(list(m.coef)) for m in convs),
+            "task_biases_norms": sum(tensor_bytes(list(m.bias)[1:]) for m in convs)
+            + sum(tensor_bytes(list(n.parameters()) + list(n.buffers())) for m in norms for n in m.norms[1:]),
+        }

@@ -1,0 +1,380 @@
+"""The paper's figures as PNG files, made from a run's ``results.json`` or a study's ``study.json`` alone.
+
+Run plots (``DIR/plots/``): forgetting curves (Figure 6 layout), memory against the number of tasks
+(Figure 5a), training time (Figure 5b), final metric against training time (Figure 9a) and the average
+metric after each task (Figure 11a). Study plots: quota (Figure 11a), task order (Figure 11b), the
+lambda' sweep (Figure 14) and the ablation (Table 3).
+
+Matplotlib is used through ``Figure`` and the Agg canvas only (no pyplot): nothing global changes, and
+files are written atomically.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from ..io import read_json, write_bytes
+from .tables import fmt_bytes, method_label
+
+# the paper's task colours: blue, red, yellow, green; then the rest of a qualitative palette
+TASK_COLORS = ["#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+METHOD_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"]
+# what each plot shows, by file stem: used as captions in report.html
+CAPTIONS = {
+    "forgetting": "Forgetting curves (paper Fig. 6/10): each task's test metric over the whole training sequence, one panel per method, one line per task. Dotted lines: task boundaries.",
+    "avg_by_task": "Average metric over the tasks seen so far, after each task (paper Fig. 11a layout).",
+    "memory": "Memory kept between tasks against the number of tasks learned (paper Fig. 5a/8), log scale.",
+    "time": "Training time per method, split by task (paper Fig. 5b/9).",
+    "time_vs_metric": "Final average metric against total training time (paper Fig. 9a).",
+    "quota": "Quota study (paper Fig. 11a/12a): average metric over the tasks seen so far as tasks arrive.",
+    "order": "Order study (paper Fig. 11b/12b): each task's final metric by its arrival position; one line per task order, bold: mean over orders.",
+    "lambda": "Lambda' sweep (paper Fig. 14): (a) the prior tasks' final metric, (b) the overall final average, against the distillation weight.",
+    "ablation": "Ablation (paper Table 3): final average of each configuration.",
+}
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110, layout="constrained")
+    return fig
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return write_bytes(path, buf.getvalue())
+
+
+def _metric_name(metric: str) -> str:
+    return "PSNR (dB)" if metric == "psnr" else metric.upper()
+
+
+def _ok(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _task_ticks(ax, tasks: list[str]) -> None:
+    ax.set_xticks(range(1, len(tasks) + 1))
+    ax.set_xticklabels([f"T{i + 1}\n{t}" for i, t in enumerate(tasks)], fontsize=8)
+
+
+def _grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(max_cols, max(1, n))
+    return math.ceil(n / cols), cols
+
+
+# ---- run plots --------------------------------------------------------------------------
+def task_series(results: dict, name: str, metric: str | None = None) -> list[tuple[list[float], list[float]]]:
+    """For each task j, the (steps, values) of its metric over training: the ``curve`` points (``--eval-every``)
+    and the evaluation after each task (at the task's last step). Without a step count, x is the task index."""
+    metric = metric or results["metric"]
+    res = results["methods"][name]
+    mat = res["matrix"] if metric == results["metric"] else res[metric]
+    steps = (results.get("config") or {}).get("steps") or 1
+    out = []
+    for j in range(len(results["tasks"])):
+        pts: dict[float, float] = {}
+        for c in res.get("curve") or []:
+            vals = c.get(metric) or []
+            if j < len(vals) and _ok(vals[j]):
+                pts[float(c["step"])] = vals[j]
+        for i, row in enumerate(mat):
+            if j <= i and j < len(row) and _ok(row[j]):
+                pts[float((i + 1) * steps)] = row[j]  # after the task's last step (and after_task)
+        xs = sorted(pts)
+        out.append((xs, [pts[x] for x in xs]))
+    return out
+
+
+def forgetting_figure(results: dict):
+    """Figure 6: one panel per method, one line per task, the metric over the whole sequence."""
+    names = list(results["methods"])
+    tasks = results["tasks"]
+    metric = results["metric"]
+    steps = (results.get("config") or {}).get("steps") or 1
+    rows, cols = _grid_shape(len(names))
+    fig = _figure(3.3 * cols, 2.6 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    handles: dict[int, Any] = {}
+    for k, name in enumerate(names):
+        ax = axes[k // cols][k % cols]
+        res = results["methods"][name]
+        has_curve = bool(res.get("curve"))
+        for j, (xs, ys) in enumerate(task_series(results, name)):
+            if not xs:
+                continue
+            (h,) = ax.plot(xs, ys, color=TASK_COLORS[j % len(TASK_COLORS)], lw=1.5, marker=None if has_curve else "o", ms=4, label=f"T{j + 1} {tasks[j]}")
+            handles.setdefault(j, h)
+        for i in range(1, len(tasks)):
+            ax.axvline(i * steps, color="#999", ls=":", lw=0.8)
+        ax.set_xlim(0, len(tasks) * steps * 1.01)
+        ax.set_title(method_label(name, res), fontsize=10)
+        ax.grid(alpha=0.25)
+        if k % cols == 0:
+            ax.set_ylabel(_metric_name(metric))
+        if k // cols == rows - 1:
+            ax.set_xlabel("training step")
+    for k in range(len(names), rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    if handles:
+        fig.legend(handles=[handles[j] for j in sorted(handles)], loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.suptitle(f"Forgetting curves: {results['benchmark']}", fontsize=11)
+    return fig
+
+
+def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
+    """Figure 11a: the average metric over the tasks seen so far after each task, one line per entry of
+    ``series`` ({"label", "avg": [...]})."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    for k, s in enumerate(series):
+        pts = [(i + 1, v) for i, v in enumerate(s.get("avg") or []) if _ok(v)]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=4, lw=1.6, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=s["label"])
+    _task_ticks(ax, tasks)
+    ax.set_xlim(0.7, len(tasks) + 0.3)
+    ax.set_xlabel("after training task")
+    ax.set_ylabel(f"average {_metric_name(metric)} over tasks seen")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.25)
+    if series:
+        ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def memory_figure(results: dict):
+    """Figure 5a: bytes kept between tasks against the number of tasks learned, log scale."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    tasks = results["tasks"]
+    zero = []
+    drawn = False
+    for k, (name, res) in enumerate(results["methods"].items()):
+        mem = res.get("memory_by_task") or []
+        pts = [(i + 1, v) for i, v in enumerate(mem) if _ok(v) and v > 0]
+        label = method_label(name, res)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=4, lw=1.6, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=f"{label}: {fmt_bytes(res.get('memory_bytes'))}")
+            drawn = True
+        elif mem:
+            zero.append(label)
+    if drawn:
+        ax.set_yscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.legend(fontsize=8, loc="best")
+    if zero:
+        ax.text(0.01, 0.01, "keep nothing (0 B): " + ", ".join(zero), transform=ax.transAxes, fontsize=8, va="bottom", color="#555")
+    _task_ticks(ax, tasks)
+    ax.set_xlim(0.7, len(tasks) + 0.3)
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("memory kept between tasks")
+    ax.set_title(f"Memory: {results['benchmark']}", fontsize=11)
+    ax.grid(alpha=0.25, which="both")
+    return fig
+
+
+def time_figure(results: dict):
+    """Figure 5b: training seconds per method, stacked by task."""
+    names = list(results["methods"])
+    tasks = results["tasks"]
+    fig = _figure(6.4, 1.4 + 0.45 * max(2, len(names)))
+    ax = fig.subplots()
+    for k, name in enumerate(names):
+        res = results["methods"][name]
+        left = 0.0
+        for j, sec in enumerate(res.get("train_seconds_by_task") or []):
+            ax.barh(k, sec, left=left, color=TASK_COLORS[j % len(TASK_COLORS)], edgecolor="white", label=f"T{j + 1} {tasks[j]}" if k == 0 else None)
+            left += sec
+        ax.text(left, k, f" {res.get('train_seconds', left):.0f} s", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([method_label(n, results["methods"][n]) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_title(f"Training time: {results['benchmark']}", fontsize=11)
+    ax.margins(x=0.15)
+    ax.grid(alpha=0.25, axis="x")
+    if names:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(5, len(tasks)), fontsize=7, frameon=False)
+    return fig
+
+
+def time_vs_metric_figure(results: dict):
+    """Figure 9a: final average metric against total training time, one point per method."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    for k, (name, res) in enumerate(results["methods"].items()):
+        if not _ok(res.get("final_avg")):
+            continue
+        ax.scatter([res.get("train_seconds", 0)], [res["final_avg"]], color=METHOD_COLORS[k % len(METHOD_COLORS)], s=36, zorder=3)
+        ax.annotate(method_label(name, res) + ("" if res.get("complete") else " (partial)"), (res.get("train_seconds", 0), res["final_avg"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel(f"final average {_metric_name(results['metric'])}")
+    ax.set_title(f"Time and performance: {results['benchmark']}", fontsize=11)
+    ax.margins(0.2)
+    ax.grid(alpha=0.25)
+    return fig
+
+
+def run_figures(results: dict) -> dict[str, Callable[[], Any]]:
+    series = [{"label": method_label(n, r), "avg": r.get("avg")} for n, r in results["methods"].items()]
+    return {
+        "forgetting": lambda: forgetting_figure(results),
+        "avg_by_task": lambda: avg_figure(series, results["tasks"], results["metric"], f"Average after each task: {results['benchmark']}"),
+        "memory": lambda: memory_figure(results),
+        "time": lambda: time_figure(results),
+        "time_vs_metric": lambda: time_vs_metric_figure(results),
+    }
+
+
+# ---- study plots ------------------------------------------------------------------------
+def order_figure(summary: dict):
+    """Figure 11b: each task's final metric by arrival position; a panel per method (first: the means)."""
+    methods = summary["methods"]
+    n = summary["n_tasks"]
+    metric = summary["metric"]
+    rows, cols = _grid_shape(len(methods) + 1, 3)
+    fig = _figure(3.6 * cols, 2.8 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    pos = list(range(1, n + 1))
+    ax0 = axes[0][0]
+    for k, m in enumerate(methods):
+        pts = [(p, v) for p, v in zip(pos, m.get("mean_by_position") or []) if _ok(v)]
+        if pts:
+            ax0.plot(*zip(*pts), marker="o", ms=4, lw=1.8, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=m["label"])
+    ax0.set_title("mean over orders", fontsize=10)
+    if methods:
+        ax0.legend(fontsize=7)
+    order_handles = []
+    for k, m in enumerate(methods):
+        ax = axes[(k + 1) // cols][(k + 1) % cols]
+        for o, run in enumerate(m["runs"]):
+            pts = [(p, v) for p, v in zip(pos, run.get("final") or []) if _ok(v)]
+            if not pts:
+                continue
+            (h,) = ax.plot(*zip(*pts), marker="o", ms=3, lw=1, alpha=0.75, color=TASK_COLORS[o % len(TASK_COLORS)], label="order " + run["order"])
+            for (p, v), tname in zip(pts, run.get("tasks") or []):
+                ax.annotate(tname, (p, v), textcoords="offset points", xytext=(3, 2), fontsize=6, color=TASK_COLORS[o % len(TASK_COLORS)])
+            if k == 0:
+                order_handles.append(h)
+        pts = [(p, v) for p, v in zip(pos, m.get("mean_by_position") or []) if _ok(v)]
+        if pts:
+            ax.plot(*zip(*pts), color="black", lw=2.4, label="mean")
+        ax.set_title(m["label"], fontsize=10)
+    for k in range(rows * cols):
+        ax = axes[k // cols][k % cols]
+        if k > len(methods):
+            ax.set_visible(False)
+            continue
+        ax.set_xticks(pos)
+        ax.set_xticklabels([f"{p}." for p in pos])
+        ax.set_xlim(0.6, n + 0.6)
+        ax.grid(alpha=0.25)
+        if k % cols == 0:
+            ax.set_ylabel(f"final {_metric_name(metric)}")
+        if k // cols == rows - 1 or k + cols > len(methods):
+            ax.set_xlabel("arrival position")
+    if order_handles:
+        fig.legend(handles=order_handles, loc="outside lower center", ncols=min(len(order_handles), 4), fontsize=7, frameon=False)
+    fig.suptitle(f"Task order: {summary['benchmark']}", fontsize=11)
+    return fig
+
+
+def lambda_figure(summary: dict):
+    """Figure 14: (a) each prior task's final metric and their mean, (b) the overall final average,
+    against the swept value."""
+    rows = summary["rows"]
+    metric = summary["metric"]
+    fig = _figure(10.0, 3.9)
+    ax_a, ax_b = fig.subplots(1, 2)
+    xs = [r["value"] for r in rows]
+    for j, tname in enumerate(summary["prior_tasks"]):
+        pts = [(r["value"], r["final"][j]) for r in rows if r.get("final") and j < len(r["final"]) and _ok(r["final"][j])]
+        if pts:
+            ax_a.plot(*zip(*pts), marker="o", ms=4, lw=1.2, color=TASK_COLORS[j % len(TASK_COLORS)], label=f"T{j + 1} {tname}")
+    pts = [(r["value"], r["prior_mean"]) for r in rows if _ok(r.get("prior_mean"))]
+    if pts:
+        ax_a.plot(*zip(*pts), marker="s", ms=5, lw=2.2, color="black", label="mean of prior tasks")
+    pts = [(r["value"], r["overall"]) for r in rows if _ok(r.get("overall"))]
+    if pts:
+        ax_b.plot(*zip(*pts), marker="o", ms=5, lw=2, color="#d62728", label="all tasks")
+        best = max(pts, key=lambda p: p[1])
+        ax_b.annotate(f"best {best[0]:g}", best, textcoords="offset points", xytext=(4, 6), fontsize=8)
+    label = summary.get("flag") or summary.get("option", "value")
+    for ax, title in ((ax_a, "(a) prior tasks"), (ax_b, "(b) overall")):
+        positive = [x for x in xs if x > 0]
+        if positive and max(xs) / min(positive) >= 20:
+            ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xlabel(f"{summary.get('method', '')} {label}")
+        ax.set_ylabel(f"final {_metric_name(metric)}")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Sweep of {label}: {summary['benchmark']}", fontsize=11)
+    return fig
+
+
+def ablation_figure(summary: dict):
+    """Table 3 as bars: the final average PSNR and SSIM of each configuration."""
+    rows = summary["rows"]
+    fig = _figure(9.0, 1.0 + 0.45 * max(2, len(rows)))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+        for k, r in enumerate(rows):
+            v = r.get(metric)
+            if _ok(v):
+                ax.barh(k, v, color=METHOD_COLORS[k % len(METHOD_COLORS)])
+                ax.text(v, k, f" {v:.2f}" if metric == "psnr" else f" {v:.3f}", va="center", fontsize=8)
+        ax.set_xlabel(f"final average {_metric_name(metric)}")
+        ax.margins(x=0.18)
+        ax.grid(alpha=0.25, axis="x")
+    axes[0].set_yticks(range(len(rows)))
+    axes[0].set_yticklabels([r["label"] for r in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Ablation: {summary['benchmark']}", fontsize=11)
+    return fig
+
+
+def study_figures(study: dict) -> dict[str, Callable[[], Any]]:
+    summary = study.get("summary") or {}
+    kind = study.get("study")
+    if not summary:
+        return {}
+    if kind == "quota":
+        series = [{"label": m["label"], "avg": m.get("avg")} for m in summary["methods"]]
+        return {"quota": lambda: avg_figure(series, summary["tasks"], summary["metric"], f"Quota: {summary['benchmark']}")}
+    if kind == "order":
+        return {"order": lambda: order_figure(summary)}
+    if kind == "lambda":
+        return {"lambda": lambda: lambda_figure(summary)}
+    if kind == "ablation":
+        return {"ablation": lambda: ablation_figure(summary)}
+    return {}
+
+
+def write_plots(folder: str | Path) -> list[Path]:
+    """(Re)write the plots of a run folder (from results.json) or a study folder (from study.json) into
+    ``folder/plots/``; returns the files written."""
+    folder = Path(folder)
+    study = read_json(folder / "study.json")
+    if study is not None:
+        makers = study_figures(study)
+    else:
+        results = read_json(folder / "results.json")
+        if results is None or not results.get("methods"):
+            return []
+        makers = run_figures(results)
+    written = []
+    for stem, make in makers.items():
+        written.append(save_figure(make(), folder / "plots" / f"{stem}.png"))
+    return written

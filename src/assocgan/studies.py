@@ -1,0 +1,547 @@
+"""Studies: the paper's further analyses (§4.5), each one command made of independent runs.
+
+A study folder holds ``study.json`` (what the study is, its runs, and the numbers collected from them),
+``runs/<name>/`` (each a normal run folder: results.json, CSVs, checkpoints, samples, its own
+report.html, and ``run.json`` saying how it was configured, ``log.txt`` its output), ``plots/`` and
+``report.html``.
+
+- ``quota``: the average metric over the tasks seen so far after each task, per method (Figure 11a).
+- ``order``: the same methods over several task orders; each task's final metric by arrival position
+  (Figure 11b). Default orders: the cyclic rotations, so that every task arrives once at every position.
+- ``lambda``: a sweep of one numeric option of one method (default: Assoc-GAN's ``lambda_distill``);
+  the prior tasks' and all tasks' final metric (Figure 14).
+- ``ablation``: the paper's Table 3 rows, from TL without content loss to the full Assoc-GAN.
+
+A study resumes: a run whose results.json holds complete entries for its methods, made with the same
+settings, is not run again; a run folder made with other settings is an error (choose another ``--out``).
+Runs are executed in parallel processes with ``jobs > 1`` (each a ``python -m assocgan.studies RUN_DIR``
+worker with ``cores // jobs`` torch threads), in this process with ``jobs == 1``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, validate
+from .errors import UserError
+from .io import read_json, write_json
+
+STUDIES = ("quota", "order", "lambda", "ablation")
+STUDY_FILE = "study.json"
+RUN_SPEC = "run.json"
+LOG = "log.txt"
+DEFAULT_METHODS = ("tl", "jl", "replay", "assoc")  # those registered are the default of quota and order
+DEFAULT_SWEEP = ("assoc", "lambda_distill")
+IGNORED_KEYS = {"methods", "method_options", "threads"}  # settings that may differ when a run is resumed
+
+
+@dataclass
+class RunSpec:
+    """One run of a study: a run folder ``runs/<name>`` trained with ``cfg``."""
+
+    name: str
+    label: str
+    cfg: RunConfig
+    how: str = ""  # what this run changes, as flags
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    kind: str
+    folder: Path
+    base: RunConfig
+    runs: list[RunSpec]
+    params: dict[str, Any] = field(default_factory=dict)
+    bench_args: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    command: str | None = None
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.folder / "runs" / spec.name
+
+
+# ---- building the runs --------------------------------------------------------------------
+def default_methods() -> list[str]:
+    from .methods import METHODS
+
+    return [m for m in DEFAULT_METHODS if m in METHODS]
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", s).strip("-")
+
+
+def variant(base: RunConfig, methods: list[str], options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> RunConfig:
+    """``base`` with other methods, method options (on top of the base's) and run settings."""
+    from .methods import get_method
+
+    opts = {}
+    for m in methods:
+        given = {**base.method_options.get(m, {}), **(options or {}).get(m, {})}
+        opts[m] = get_method(m).resolve_options(given)
+    cfg = dataclasses.replace(base, methods=list(methods), method_options=opts, **overrides)
+    validate(cfg)
+    return cfg
+
+
+def task_names(base: RunConfig, bench_args: dict[str, Any]) -> list[str]:
+    """The benchmark's task names in its own order (cheap for the built-in benchmarks)."""
+    from .data.benchmarks import BUILTIN, load_benchmark
+
+    if not any(bench_args.get(k) for k in ("data", "clean_images", "recipe")) and base.benchmark in BUILTIN:
+        return [t for t, _ in BUILTIN[base.benchmark].tasks]
+    args = {k: v for k, v in bench_args.items() if k in ("data", "clean_images", "recipe", "metric")}
+    return load_benchmark(base.benchmark, size=16, n_train=1, n_test=1, seed=base.seed, **args).task_names
+
+
+def _builtin_metric(base: RunConfig, bench_args: dict[str, Any]) -> str:
+    from .data.benchmarks import BUILTIN
+
+    if not (bench_args.get("data") or bench_args.get("clean_images")) and base.benchmark in BUILTIN:
+        return BUILTIN[base.benchmark].metric
+    return "psnr"
+
+
+def parse_orders(spec: str | None, names: list[str]) -> list[str]:
+    """``"1,2,3,4;4,3,2,1"`` (positions or task names) -> canonical position lists ``["1,2,3,4", "4,3,2,1"]``.
+    Each order must hold every task once. Default: the cyclic rotations of the benchmark's order."""
+    n = len(names)
+    if not spec:
+        return [",".join(str((k + i) % n + 1) for i in range(n)) for k in range(n)]
+    out = []
+    for item in [s.strip() for s in spec.split(";") if s.strip()]:
+        pos = []
+        for tok in [t.strip() for t in item.split(",") if t.strip()]:
+            if tok.isdigit() and 1 <= int(tok) <= n:
+                pos.append(int(tok))
+            elif tok in names:
+                pos.append(names.index(tok) + 1)
+            else:
+                raise UserError(f"--orders: unknown task {tok!r} in {item!r}; tasks are {', '.join(names)} (or positions 1-{n})")
+        if sorted(pos) != list(range(1, n + 1)):
+            raise UserError(f"--orders: {item!r} must name each of the {n} tasks exactly once")
+        key = ",".join(map(str, pos))
+        if key in out:
+            raise UserError(f"--orders: {item!r} is given twice")
+        out.append(key)
+    if not out:
+        raise UserError("--orders: give at least one order")
+    return out
+
+
+def _title(method: str) -> str:
+    from .methods import get_method
+
+    return get_method(method).title or method
+
+
+def quota_runs(base: RunConfig, methods: list[str]) -> list[RunSpec]:
+    return [RunSpec(m, _title(m), variant(base, [m]), how=m, meta={"method": m}) for m in methods]
+
+
+def order_runs(base: RunConfig, methods: list[str], orders: list[str]) -> list[RunSpec]:
+    return [
+        RunSpec(f"{m}_order{o.replace(',', '-')}", f"{_title(m)}, order {o}", variant(base, [m], order=o), how=f"{m} --order {o}", meta={"method": m, "order": o})
+        for m in methods for o in orders
+    ]
+
+
+def sweep_values(method: str, option: str, values: str | list | None) -> list[Any]:
+    """The swept values, parsed by the option itself. Default: 0 and the option's default times 0.1, 0.3, 1, 3, 10."""
+    from .methods import get_method
+
+    cls = get_method(method)
+    opt = next((o for o in cls.options if o.name == option), None)
+    if opt is None:
+        names = ", ".join(o.name for o in cls.options) or "none"
+        raise UserError(f"--option {option!r}: method {method} has no such option (its options: {names})")
+    if isinstance(opt.default, bool) or not isinstance(opt.default, (int, float)):
+        raise UserError(f"--option {option!r}: a sweep needs a numeric option; its default is {opt.default!r}")
+    if values is None or values == "":
+        d = opt.default
+        raw = [0, 0.1 * d, 0.3 * d, d, 3 * d, 10 * d] if d else [0, 0.1, 1, 10]
+        vals = [opt.parse(str(type(d)(v))) for v in raw]
+    else:
+        items = values.split(",") if isinstance(values, str) else list(values)
+        vals = [opt.parse(str(v).strip()) for v in items if str(v).strip()]
+    out = []
+    for v in vals:
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise UserError("--values: give at least one value")
+    return sorted(out)
+
+
+def lambda_runs(base: RunConfig, method: str, option: str, values: list[Any]) -> list[RunSpec]:
+    flag = "--" + option.replace("_", "-")
+    return [
+        RunSpec(_safe(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {option: v}}), how=f"{method} {flag} {v:g}", meta={"method": method, "value": v})
+        for v in values
+    ]
+
+
+# the paper's Table 3: (row label, method, run overrides, method options, as run)
+ABLATION_ROWS: tuple[tuple[str, str, dict, dict, str], ...] = (
+    ("Backbone", "tl", {"lambda_content": 0.0}, {}, "tl --lambda-content 0"),
+    ("Backbone+Lmse", "tl", {"lambda_adv": 0.0}, {}, "tl --lambda-adv 0"),
+    ("Backbone+Lmse+Ladv", "tl", {}, {}, "tl"),
+    ("Backbone+Lmse+Ladv+Lfeature", "assoc", {}, {"heuristics": False}, "assoc --heuristics off"),
+    ("Backbone+Lmse+Ladv+Heuristics", "assoc", {}, {"distill": False}, "assoc --distill off"),
+    ("Backbone+Lmse+Ladv+Heuristics+Lfeature", "assoc", {}, {}, "assoc"),
+)
+
+
+def ablation_runs(base: RunConfig, rows=ABLATION_ROWS) -> list[RunSpec]:
+    out = []
+    for k, (label, method, overrides, options, how) in enumerate(rows, 1):
+        cfg = variant(base, [method], {method: options}, **overrides)
+        out.append(RunSpec(f"{k}_{_safe(label.lower().replace('+', '_'))}", label, cfg, how=how, meta={"method": method, "row": k}))
+    return out
+
+
+# ---- running ---------------------------------------------------------------------------
+def _comparable(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in IGNORED_KEYS}
+
+
+def _normal(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def pending_methods(run_dir: Path, cfg: RunConfig) -> list[str]:
+    """The methods of ``cfg`` not yet complete in ``run_dir``; a UserError if the folder was made otherwise."""
+    results = read_json(run_dir / "results.json")
+    if results is None:
+        return list(cfg.methods)
+    old = _comparable(results.get("config") or {})
+    new = _comparable(_normal(cfg.to_dict()))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        what = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+        raise UserError(f"{run_dir}: holds a run made with other settings ({what}); choose another --out for this study")
+    todo = []
+    for m in cfg.methods:
+        entry = results.get("methods", {}).get(m)
+        if entry is not None and entry.get("options") != _normal(cfg.method_options.get(m, {})):
+            raise UserError(f"{run_dir}: holds {m} with other options ({entry.get('options')} vs {cfg.method_options.get(m)}); choose another --out for this study")
+        if entry is None or not entry.get("complete"):
+            todo.append(m)
+    return todo
+
+
+def execute(run_dir: Path, cfg: RunConfig, bench_args: dict[str, Any], device: str | None) -> None:
+    """One run, in this process (what a worker does): train ``cfg`` into ``run_dir``."""
+    from .runner import run
+
+    run(cfg, run_dir, device=device, **bench_args)
+
+
+def _worker(run_dir: str) -> int:
+    """``python -m assocgan.studies RUN_DIR``: the run described by RUN_DIR/run.json."""
+    spec = read_json(Path(run_dir) / RUN_SPEC)
+    cfg = RunConfig(**spec["config"])
+    try:
+        execute(Path(run_dir), cfg, spec.get("bench_args") or {}, spec.get("device"))
+    except UserError as e:
+        print(f"assocgan: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _threads(base: RunConfig, jobs: int) -> int:
+    if base.threads:
+        return base.threads
+    return max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def plan(study: Study, jobs: int = 1) -> list[tuple[RunSpec, RunConfig]]:
+    """The runs of ``study`` still to do, each with the methods it lacks and its thread count; a UserError
+    if a run folder was made with other settings."""
+    todo: list[tuple[RunSpec, RunConfig]] = []
+    for spec in study.runs:
+        methods = pending_methods(study.run_dir(spec), spec.cfg)
+        if methods:
+            todo.append((spec, dataclasses.replace(spec.cfg, methods=methods, threads=_threads(study.base, jobs))))
+    return todo
+
+
+def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, RunConfig]] | None = None) -> list[str]:
+    """Run every run of ``study`` that is not complete, ``jobs`` at a time; returns the names that failed."""
+    todo = plan(study, jobs) if todo is None else todo
+    done = len(study.runs) - len(todo)
+    say(f"study {study.kind}: {len(study.runs)} runs in {study.folder / 'runs'}; {done} already done, {len(todo)} to run" + (f", {jobs} at a time" if todo and jobs > 1 else ""))
+    for spec, cfg in todo:
+        run_dir = study.run_dir(spec)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": _normal(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device})
+    failed: list[str] = []
+    counter = iter(range(1, len(todo) + 1))
+
+    def finished(spec: RunSpec, ok: bool, seconds: float) -> None:
+        k = next(counter)
+        log = study.run_dir(spec) / LOG
+        if ok:
+            say(f"  [{k}/{len(todo)}] {spec.label}: done in {seconds:.0f} s")
+        else:
+            failed.append(spec.name)
+            say(f"  [{k}/{len(todo)}] {spec.label}: FAILED after {seconds:.0f} s ({log}: {_tail(log)})")
+
+    if jobs <= 1:
+        for spec, cfg in todo:
+            start = time.perf_counter()
+            log = study.run_dir(spec) / LOG
+            ok = True
+            with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+                try:
+                    execute(study.run_dir(spec), cfg, study.bench_args, study.device)
+                except (Exception, SystemExit) as e:  # one failed run must not stop the others
+                    ok = False
+                    fh.write(f"assocgan: error: {e}\n" if isinstance(e, UserError) else traceback.format_exc())
+            finished(spec, ok, time.perf_counter() - start)
+        return failed
+
+    queue = list(todo)
+    running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                spec, cfg = queue.pop(0)
+                run_dir = study.run_dir(spec)
+                fh = open(run_dir / LOG, "w", encoding="utf-8")
+                env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(cfg.threads or 1), MKL_NUM_THREADS=str(cfg.threads or 1))
+                proc = subprocess.Popen([sys.executable, "-m", "assocgan.studies", str(run_dir)], stdout=fh, stderr=subprocess.STDOUT, env=env)
+                running.append((spec, proc, time.perf_counter(), fh))
+            time.sleep(0.2)
+            for item in list(running):
+                spec, proc, start, fh = item
+                if proc.poll() is not None:
+                    fh.close()
+                    running.remove(item)
+                    finished(spec, proc.returncode == 0, time.perf_counter() - start)
+    finally:
+        for spec, proc, _, fh in running:  # interrupted: stop the workers this study started
+            proc.terminate()
+        for spec, proc, _, fh in running:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            fh.close()
+    return failed
+
+
+# ---- collecting ------------------------------------------------------------------------
+def _mean(vals) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _entry(study_folder: Path, spec: dict) -> tuple[dict | None, dict | None]:
+    """(results, the entry of the run's method) of a run of the study, or Nones."""
+    results = read_json(study_folder / "runs" / spec["name"] / "results.json")
+    if results is None:
+        return None, None
+    return results, results.get("methods", {}).get(spec["method"])
+
+
+def _status(results: dict | None, entry: dict | None) -> str:
+    if entry is None:
+        return "pending"
+    if entry.get("complete"):
+        return "done"
+    return f"partial ({len(entry.get('matrix') or [])}/{len(results['tasks'])} tasks)"
+
+
+def collect(study: dict, folder: Path) -> dict[str, Any]:
+    """The numbers of a study, from its run folders alone (the ``summary`` of study.json)."""
+    kind = study["study"]
+    runs = study["runs"]
+    params = study.get("params") or {}
+    base = study.get("base_config") or {}
+    tasks = params.get("tasks") or []
+    metric = None
+    summary: dict[str, Any] = {"runs": []}
+    found: dict[str, tuple[dict | None, dict | None]] = {}
+    for spec in runs:
+        results, entry = _entry(folder, spec)
+        found[spec["name"]] = (results, entry)
+        if results is not None:
+            metric = metric or results["metric"]
+        summary["runs"].append({"name": spec["name"], "status": _status(results, entry),
+                                "final_avg": entry.get("final_avg") if entry else None, "train_seconds": entry.get("train_seconds") if entry else None})
+    if metric is None:
+        metric = params.get("metric") or "psnr"
+    summary.update({"kind": kind, "benchmark": params.get("benchmark_name") or base.get("benchmark", ""), "metric": metric, "tasks": tasks, "n_tasks": len(tasks)})
+
+    def label(spec, entry):
+        from .report.tables import method_label
+
+        return method_label(spec["method"], entry) if entry else spec["label"]
+
+    if kind == "quota":
+        summary["methods"] = []
+        for spec in runs:
+            results, e = found[spec["name"]]
+            summary["methods"].append({"name": spec["method"], "label": label(spec, e), "complete": bool(e and e.get("complete")),
+                                       **{k: (e or {}).get(k) for k in ("avg", "final_avg", "bwt", "forgetting", "memory_bytes", "train_seconds")}})
+    elif kind == "order":
+        by_method: dict[str, dict] = {}
+        for spec in runs:
+            results, e = found[spec["name"]]
+            m = by_method.setdefault(spec["method"], {"name": spec["method"], "label": spec["method"], "runs": []})
+            if e:
+                m["label"] = label(spec, e)
+            order = [int(p) for p in spec["order"].split(",")]
+            complete = bool(e and e.get("complete"))
+            m["runs"].append({"order": spec["order"], "tasks": results["tasks"] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
+                              "final": e["matrix"][-1] if complete else None, "final_avg": e.get("final_avg") if complete else None, "complete": complete})
+        for m in by_method.values():
+            finals = [r["final"] for r in m["runs"] if r["final"]]
+            m["mean_by_position"] = [_mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []
+        summary["methods"] = list(by_method.values())
+    elif kind == "lambda":
+        summary.update({"method": params.get("method"), "option": params.get("option"), "flag": "--" + str(params.get("option", "")).replace("_", "-"),
+                        "prior_tasks": tasks[:-1], "rows": []})
+        for spec in runs:
+            results, e = found[spec["name"]]
+            complete = bool(e and e.get("complete"))
+            final = e["matrix"][-1] if complete else None
+            summary["rows"].append({"value": spec["value"], "complete": complete, "final": final,
+                                    "prior_mean": _mean(final[:-1]) if final and len(final) > 1 else None,
+                                    "last": final[-1] if final else None, "overall": e.get("final_avg") if complete else None, "bwt": e.get("bwt") if complete else None})
+    elif kind == "ablation":
+        summary["rows"] = []
+        for spec in runs:
+            results, e = found[spec["name"]]
+            complete = bool(e and e.get("complete"))
+            summary["rows"].append({"label": spec["label"], "how": spec.get("how", ""), "complete": complete,
+                                    "psnr": _mean(e["psnr"][-1]) if complete else None, "ssim": _mean(e["ssim"][-1]) if complete else None,
+                                    "bwt": e.get("bwt") if complete else None})
+    return summary
+
+
+# ---- the commands ------------------------------------------------------------------------
+def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str] | None = None, orders: str | None = None,
+               method: str | None = None, option: str | None = None, values: str | list | None = None, rows=ABLATION_ROWS,
+               bench_args: dict[str, Any] | None = None, device: str | None = None, command: str | None = None) -> Study:
+    """The runs a study needs (nothing is run)."""
+    if kind not in STUDIES:
+        raise UserError(f"unknown study {kind!r}; choose one of {', '.join(STUDIES)}")
+    bench_args = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") and v else v) for k, v in (bench_args or {}).items() if v is not None}
+    names = task_names(base, bench_args)
+    params: dict[str, Any] = {}
+    if kind == "quota":
+        methods = methods or default_methods()
+        runs = quota_runs(base, methods)
+        params["methods"] = methods
+    elif kind == "order":
+        if base.order:
+            raise UserError("study order: give the task orders with --orders, not --order")
+        methods = methods or default_methods()
+        keys = parse_orders(orders, names)
+        runs = order_runs(base, methods, keys)
+        params.update(methods=methods, orders=keys)
+    elif kind == "lambda":
+        method, option = method or DEFAULT_SWEEP[0], option or DEFAULT_SWEEP[1]
+        vals = sweep_values(method, option, values)
+        runs = lambda_runs(base, method, option, vals)
+        params.update(method=method, option=option, values=vals)
+    else:
+        runs = ablation_runs(base, rows)
+        params["rows"] = [r[0] for r in rows]
+    if base.order and kind != "order":
+        from types import SimpleNamespace
+
+        from .data.benchmarks import apply_order
+
+        names = [t.name for t in apply_order([SimpleNamespace(name=n) for n in names], base.order)]
+    params["tasks"] = names
+    params["benchmark_name"] = Path(bench_args["data"]).name if bench_args.get("data") else (Path(bench_args["clean_images"]).name if bench_args.get("clean_images") else base.benchmark)
+    params["metric"] = bench_args.get("metric") or _builtin_metric(base, bench_args)
+    return Study(kind, Path(out), base, runs, params, bench_args, device, command)
+
+
+def study_record(study: Study) -> dict[str, Any]:
+    return {
+        "study": study.kind,
+        "command": study.command,
+        "params": _normal(study.params),
+        "bench_args": study.bench_args,
+        "base_config": _normal(study.base.to_dict()),
+        "runs": [{"name": r.name, "label": r.label, "how": r.how, "methods": r.cfg.methods, **_normal(r.meta)} for r in study.runs],
+    }
+
+
+def run_study(study: Study, jobs: int = 1, console=None) -> dict[str, Any]:
+    """Run what the study still needs, then write study.json (with the collected numbers), its plots and
+    report.html, and print its table. Raises UserError at the end if a run failed."""
+    from .report.html import study_tables, write_report
+    from .report.tables import to_rich, to_text
+
+    say = (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True)) if console is not None else print
+    folder = study.folder
+    if jobs < 1:
+        raise UserError("--jobs: must be at least 1")
+    if (folder / "results.json").exists():
+        raise UserError(f"{folder}: is a run folder; choose another --out for the study")
+    old = read_json(folder / STUDY_FILE)
+    if old is not None and old.get("study") != study.kind:
+        raise UserError(f"{folder}: holds a {old.get('study')} study; choose another --out for the {study.kind} study")
+    todo = plan(study, jobs)  # checks the run folders before anything is written
+    folder.mkdir(parents=True, exist_ok=True)
+    record = study_record(study)
+    record["summary"] = collect(record, folder)
+    write_json(folder / STUDY_FILE, record)
+    failed = run_all(study, jobs, say, todo)
+    record["summary"] = collect(record, folder)
+    write_json(folder / STUDY_FILE, record)
+    path = write_report(folder)
+    for t in study_tables(record):
+        if console is not None:
+            console.print(to_rich(t))
+        else:
+            print(to_text(t) + "\n")
+    say(f"Report: {path}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(study.runs)} runs failed ({', '.join(failed)}); see runs/<name>/{LOG} in {folder}; run the study again to retry them")
+    return record
+
+
+def rebuild_report(folder: str | Path) -> Path:
+    """``assocgan report DIR``: a study folder's numbers are collected again from its runs; then plots and
+    report.html are rewritten, for a study or a run folder."""
+    from .report.html import write_report
+
+    folder = Path(folder)
+    study = read_json(folder / STUDY_FILE)
+    if study is not None:
+        study["summary"] = collect(study, folder)
+        write_json(folder / STUDY_FILE, study)
+    return write_report(folder)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m assocgan.studies RUN_DIR (a worker of `assocgan study`)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(_worker(sys.argv[1]))

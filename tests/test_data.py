@@ -1,0 +1,454 @@
+"""Built-in data: photos (offline), seeded crops, degradations, recipes, the tones3 chain, task order."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from assocgan.data import benchmarks, photos, tones
+from assocgan.data.benchmarks import BUILTIN, apply_order, load_benchmark
+from assocgan.data.degradations import KINDS, Degradation, parse_recipe
+from assocgan.errors import UserError
+from assocgan.metrics import psnr
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _pack(img: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> HxW int32, one number per RGB pixel."""
+    img = img.astype(np.int32)
+    return (img[..., 0] << 16) | (img[..., 1] << 8) | img[..., 2]
+
+
+def _locations(crop: np.ndarray, imgs: list[np.ndarray]) -> list[tuple[int, int, int]]:
+    """Every (photo, top, left) where the (3, s, s) uint8 ``crop`` occurs exactly in one of ``imgs`` (HxWx3)."""
+    c = _pack(crop.transpose(1, 2, 0))
+    s = c.shape[0]
+    probes = [(s // 2, s // 3), (s - 1, s - 1), (s // 3, s - 2), (s - 1, 0)]
+    found = []
+    for p, img in enumerate(imgs):
+        packed = _pack(img)
+        h, w = packed.shape
+        if h < s or w < s:
+            continue
+        ts, ls = np.nonzero(packed[: h - s + 1, : w - s + 1] == c[0, 0])
+        for dy, dx in probes:
+            keep = packed[ts + dy, ls + dx] == c[dy, dx]
+            ts, ls = ts[keep], ls[keep]
+        for top, left in zip(ts, ls):
+            if np.array_equal(packed[top : top + s, left : left + s], c):
+                found.append((p, int(top), int(left)))
+    return found
+
+
+def _hf_energy(x: torch.Tensor) -> float:
+    """Mean squared difference of neighbouring pixels: the high-frequency energy of a batch."""
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    return float(dx.pow(2).mean() + dy.pow(2).mean())
+
+
+@pytest.fixture(scope="module")
+def clean() -> torch.Tensor:
+    """Four real photo crops in [0, 1], (4, 3, 48, 48)."""
+    rng = np.random.default_rng(0)
+    return torch.from_numpy(photos.random_crops(photos.builtin_photos("test"), 4, 48, rng)).float() / 255
+
+
+@pytest.fixture(scope="module")
+def smooth() -> torch.Tensor:
+    """A smooth colour image (no 8x8 structure of its own), (1, 3, 64, 64)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    return torch.stack([0.2 + 0.6 * xx, 0.3 + 0.4 * yy, 0.5 + 0.3 * torch.sin(3 * xx + 2 * yy)])[None]
+
+
+def _apply(recipe: str, y: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    (deg,) = parse_recipe(recipe)
+    return deg(y.clone(), torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def r4() -> benchmarks.Benchmark:
+    return load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in photos and benchmarks
+
+
+def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    # scikit-image turns a failed download into a silent pytest skip: make it a failure instead
+    import skimage.data._fetchers as fetchers
+
+    monkeypatch.setattr(fetchers, "_skip_pytest_case_requiring_pooch", lambda name: pytest.fail(f"tried to download {name}"))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 9))
+
+    r4 = load_benchmark("restore4", size=SIZE, n_train=4, n_test=2, seed=0)
+    assert r4.metric == "psnr"
+    assert r4.task_names == ["noise", "blur", "lowlight", "colorcast"]
+    t3 = load_benchmark("tones3", size=SIZE, n_train=4, n_test=2, seed=0)
+    assert t3.metric == "ssim"
+    assert t3.task_names == ["warm", "cartoon", "sketch"]
+    for bench in (r4, t3):
+        for task in bench.tasks:
+            assert task.train_y.shape == (4, 3, SIZE, SIZE) and task.train_y.dtype == torch.uint8
+            assert task.test_x.shape == task.test_y.shape == (2, 3, SIZE, SIZE)
+            assert task.train_y.float().std() > 5  # real image content, not blank
+    for task in t3.tasks:
+        assert not torch.equal(task.train_x, task.train_y)
+        assert not torch.equal(task.test_x, task.test_y)
+    for split in ("train", "test"):
+        for img in photos.builtin_photos(split):
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+def test_builtin_specs_match_the_listing():
+    assert list(BUILTIN) == ["restore4", "tones3"]
+    assert [name for name, _ in BUILTIN["restore4"].tasks] == ["noise", "blur", "lowlight", "colorcast"]
+    # every built-in restoration recipe parses
+    for _, recipe in BUILTIN["restore4"].tasks:
+        assert len(parse_recipe(recipe)) == 1
+    assert [f for _, f in BUILTIN["tones3"].tasks] == list(tones.FILTERS)
+
+
+def test_train_and_test_photos_are_disjoint(r4):
+    assert not set(photos.TRAIN_PHOTOS) & set(photos.TEST_PHOTOS)
+    train, test = photos.builtin_photos("train"), photos.builtin_photos("test")
+    for a in train:
+        for b in test:
+            assert a.shape != b.shape or not np.array_equal(a, b)
+    for task in r4.tasks:
+        for crop in task.train_y.numpy():
+            assert _locations(crop, train), f"{task.name}: a train crop is not from a train photo"
+            assert not _locations(crop, test), f"{task.name}: a train crop comes from a test photo"
+        for crop in task.test_y.numpy():
+            assert _locations(crop, test), f"{task.name}: a test crop is not from a test photo"
+            assert not _locations(crop, train), f"{task.name}: a test crop comes from a train photo"
+
+
+def test_crops_are_seeded(r4):
+    again = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0)
+    other = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=1)
+    for a, b, c in zip(r4.tasks, again.tasks, other.tasks):
+        assert torch.equal(a.train_y, b.train_y)
+        assert torch.equal(a.test_y, b.test_y)
+        assert torch.equal(a.test_x, b.test_x)  # test inputs are fixed: rebuilding gives the same ones
+        assert not torch.equal(a.train_y, c.train_y)
+        assert not torch.equal(a.test_y, c.test_y)
+    # each task has its own crops
+    assert not torch.equal(r4.tasks[0].train_y, r4.tasks[1].train_y)
+
+
+def test_train_degradations_are_drawn_anew_and_test_inputs_fixed(r4):
+    noise, blur = r4.tasks[0], r4.tasks[1]
+    idx = torch.arange(4)
+    gen = torch.Generator().manual_seed(0)
+    x1, y1 = noise.pairs(idx, gen)
+    x2, y2 = noise.pairs(idx, gen)
+    assert torch.equal(y1, y2)
+    assert not torch.equal(x1, x2)  # a new noise draw for the same images
+    assert abs((x1 - y1).std().item() - 0.15) < 0.03
+    # blur is deterministic: the same input each time, and it is the blur of the target
+    b1, by = blur.pairs(idx, gen)
+    b2, _ = blur.pairs(idx, gen)
+    assert torch.equal(b1, b2)
+    assert torch.allclose(b1, _apply("blur:2", by), atol=1e-6)
+    # samples come with random flips and random indices, as floats in [0, 1]
+    sx, sy = noise.sample(6, gen)
+    assert sx.shape == sy.shape == (6, 3, SIZE, SIZE) and sx.dtype == torch.float32
+    assert 0 <= sx.min() and sx.max() <= 1
+    # test pairs are stored, not drawn
+    tx1, ty1 = noise.test_pairs()
+    tx2, ty2 = noise.test_pairs()
+    assert torch.equal(tx1, tx2) and torch.equal(ty1, ty2)
+    assert not torch.equal(tx1, ty1)
+    # the fixed test input of a deterministic task is its degradation of the test target (to uint8 rounding)
+    bx, byy = blur.test_pairs()
+    assert (bx - _apply("blur:2", byy)).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_pair_bytes_counts_uint8_pairs(r4):
+    task = r4.tasks[0]
+    assert task.pair_bytes() == 2 * 8 * 3 * SIZE * SIZE
+    assert task.pair_bytes(3) == 2 * 3 * 3 * SIZE * SIZE
+
+
+# ---------------------------------------------------------------------------------------------
+# degradations
+
+
+@pytest.mark.parametrize("recipe", ["blur:1.5", "noise:0.3", "jpeg:20", "downscale:3", "motion:7", "lowlight:0.4", "colorcast:1", "blur:1+noise:0.1+jpeg:30"])
+def test_degradation_keeps_shape_and_range(clean, recipe):
+    before = clean.clone()
+    out = _apply(recipe, clean)
+    assert torch.equal(clean, before)  # the input is not changed in place
+    assert out.shape == clean.shape and out.dtype == clean.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, clean, atol=1e-3)
+    # the same generator seed gives the same output
+    assert torch.equal(out, _apply(recipe, clean))
+
+
+def test_every_kind_is_covered():
+    assert set(KINDS) == {"blur", "noise", "jpeg", "downscale", "motion", "lowlight", "colorcast"}
+
+
+def test_blur_degree_lowers_high_frequencies(clean):
+    e = [_hf_energy(_apply(f"blur:{s}", clean)) for s in (0.5, 1, 2, 4)]
+    assert _hf_energy(clean) > e[0] > e[1] > e[2] > e[3]
+    assert e[3] < 0.1 * _hf_energy(clean)
+    # a blur keeps the mean (kernel sums to 1)
+    assert abs(_apply("blur:2", clean).mean() - clean.mean()) < 0.01
+
+
+def test_noise_residual_std_is_sigma():
+    grey = torch.full((4, 3, 48, 48), 0.5)
+    for sigma in (0.02, 0.05, 0.1):
+        r = _apply(f"noise:{sigma}", grey) - grey
+        assert abs(r.std().item() - sigma) < 0.05 * sigma
+        assert abs(r.mean().item()) < 0.1 * sigma
+    # different seeds give different noise; Kind says it is random
+    assert not torch.equal(_apply("noise:0.1", grey, 0), _apply("noise:0.1", grey, 1))
+    assert KINDS["noise"].random and not KINDS["blur"].random
+
+
+def test_jpeg_quality_and_a_real_codec(clean, smooth):
+    scores = [float(psnr(_apply(f"jpeg:{q}", clean), clean).mean()) for q in (10, 50, 90)]
+    assert scores[0] < scores[1] < scores[2]
+    assert scores[2] < 60  # even quality 90 is lossy: not the input
+    out = _apply("jpeg:95", clean)
+    assert not torch.equal(out, clean)
+    # decoded 8-bit images
+    assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
+
+    # 8x8 block artifacts: at low quality, steps across block borders exceed steps inside blocks
+    def blockiness(x: torch.Tensor) -> float:
+        d = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(0, 1, 2))
+        border = torch.arange(d.numel()) % 8 == 7
+        return float(d[border].mean() / d[~border].mean())
+
+    assert blockiness(smooth) < 1.1
+    assert blockiness(_apply("jpeg:10", smooth)) > 1.5
+    assert blockiness(_apply("jpeg:10", smooth)) > blockiness(_apply("jpeg:90", smooth))
+
+
+def test_downscale_degree(clean):
+    e = [_hf_energy(_apply(f"downscale:{f}", clean)) for f in (1.5, 2, 4)]
+    assert _hf_energy(clean) > e[0] > e[1] > e[2]
+    p = [float(psnr(_apply(f"downscale:{f}", clean), clean).mean()) for f in (1.5, 2, 4)]
+    assert p[0] > p[1] > p[2]
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    assert torch.allclose(_apply("downscale:4", flat), flat, atol=1e-5)
+
+
+def test_motion_blur_degree_and_random_direction(clean):
+    e = [_hf_energy(_apply(f"motion:{n}", clean)) for n in (3, 9, 21)]
+    assert _hf_energy(clean) > e[0] > e[1] > e[2]
+    flat = torch.full((2, 3, 32, 32), 0.6)
+    assert torch.allclose(_apply("motion:9", flat), flat, atol=1e-5)  # kernel sums to 1
+    same = clean[:1].repeat(4, 1, 1, 1)
+    out = _apply("motion:15", same)
+    # one direction per image: the same image blurred four times gives different results
+    assert not torch.allclose(out[0], out[1], atol=1e-3) or not torch.allclose(out[0], out[2], atol=1e-3)
+    assert not torch.equal(_apply("motion:15", same, 0), _apply("motion:15", same, 1))
+    # a horizontal-only kernel would leave horizontal stripes untouched: check the blur is directional
+    stripes = torch.zeros(1, 3, 32, 32)
+    stripes[..., ::4, :] = 1
+    outs = [_apply("motion:9", stripes, seed) for seed in range(6)]
+    kept = [float((o - stripes).abs().mean()) for o in outs]
+    assert max(kept) - min(kept) > 0.05  # how much the stripes are smeared depends on the direction
+
+
+def test_lowlight_darkens(clean):
+    a, b = _apply("lowlight:0.2", clean), _apply("lowlight:0.6", clean)
+    assert a.mean() < b.mean() < clean.mean()
+    assert (b <= clean + 1e-6).all()
+    assert torch.allclose(b, 0.6 * clean.pow(1.4), atol=1e-6)
+
+
+def test_colorcast_shifts_channel_means(clean):
+    mild, strong = _apply("colorcast:0.3", clean), _apply("colorcast:1", clean)
+    m0, m1, m2 = clean.mean((0, 2, 3)), mild.mean((0, 2, 3)), strong.mean((0, 2, 3))
+    assert m2[0] > m1[0] > m0[0]  # red up
+    assert m2[2] < m1[2] < m0[2]  # blue down
+    assert (m2[0] - m2[2]) - (m0[0] - m0[2]) > 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes
+
+
+def test_parse_recipe_tasks_and_chains(clean):
+    degs = parse_recipe("blur:3,noise:0.2,jpeg:10")
+    assert len(degs) == 3
+    assert [d.steps for d in degs] == [(("blur", 3.0),), (("noise", 0.2),), (("jpeg", 10.0),)]
+    assert [d.name for d in degs] == ["blur3", "noise0.2", "jpeg10"]
+    assert [d.random for d in degs] == [False, True, False]
+
+    (chain,) = parse_recipe(" Blur:2 + noise:0.05 ")
+    assert chain.steps == (("blur", 2.0), ("noise", 0.05))
+    assert chain.name == "blur2+noise0.05"
+    assert chain.random
+    # applied in order, with the one generator
+    got = chain(clean, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    want = KINDS["noise"].fn(KINDS["blur"].fn(clean, 2.0, g), 0.05, g)
+    assert torch.equal(got, want)
+    assert isinstance(chain, Degradation)
+
+
+@pytest.mark.parametrize(
+    "recipe,named",
+    [
+        ("blur:3,sharpen:2", "sharpen"),
+        ("blurr:3", "blurr"),
+        ("noise:5", "noise"),  # out of range
+        ("jpeg:0", "jpeg"),
+        ("blur:-1", "blur"),
+        ("motion:100", "motion"),
+        ("blur:3,jpeg", "jpeg"),  # missing number
+        ("noise:", "noise"),
+        ("blur:abc", "blur"),
+        ("blur:2+noise", "noise"),
+    ],
+)
+def test_bad_recipe_items_raise_user_error_naming_the_item(recipe, named):
+    with pytest.raises(UserError) as err:
+        parse_recipe(recipe)
+    msg = str(err.value)
+    assert named in msg and "--recipe" in msg
+    assert "\n" not in msg
+
+
+def test_out_of_range_message_gives_the_degree_and_bounds():
+    with pytest.raises(UserError, match=r"noise.*5.*\[0\.001, 1\]"):
+        parse_recipe("noise:5")
+
+
+def test_empty_recipe_items():
+    for recipe in ("blur:3,,noise:0.1", "", "blur:3,"):
+        with pytest.raises(UserError, match="--recipe"):
+            parse_recipe(recipe)
+
+
+# ---------------------------------------------------------------------------------------------
+# tones3: a chain of filters
+
+
+@pytest.fixture(scope="module")
+def tiny_photos() -> dict[str, list[np.ndarray]]:
+    from skimage import data as skdata
+
+    return {
+        "train": [skdata.astronaut()[100:140, 180:220].copy(), skdata.rocket()[200:240, 300:340].copy()],
+        "test": [skdata.coffee()[150:190, 250:290].copy()],
+    }
+
+
+def test_tone_filters_change_the_image(tiny_photos):
+    img = tiny_photos["train"][0]
+    for name, f in tones.FILTERS.items():
+        out = f(img)
+        assert out.shape == img.shape and out.dtype == np.uint8, name
+        assert np.abs(out.astype(float) - img).mean() > 8, name
+        assert np.array_equal(out, f(img)), name  # deterministic
+    # each filter of the chain changes the previous filter's output too
+    v = img
+    for name, f in tones.FILTERS.items():
+        nxt = f(v)
+        assert np.abs(nxt.astype(float) - v).mean() > 5, name
+        v = nxt
+
+
+def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
+    monkeypatch.setattr(photos, "builtin_photos", lambda split: [p.copy() for p in tiny_photos[split]])
+    s = 16
+    bench = load_benchmark("tones3", size=s, n_train=6, n_test=3, seed=0)
+    names = list(tones.FILTERS)
+    assert bench.task_names == names
+    versions = {}
+    for split in ("train", "test"):
+        v = [tiny_photos[split]]
+        for n in names:
+            v.append([tones.FILTERS[n](im) for im in v[-1]])
+        versions[split] = v
+    for k, task in enumerate(bench.tasks):
+        for split, xs, ys in (("train", task.train_x, task.train_y), ("test", task.test_x, task.test_y)):
+            v = versions[split]
+            for x, y in zip(xs.numpy(), ys.numpy()):
+                locs = _locations(x, v[k])  # the source is a crop of version k (task k-1's target domain)
+                assert locs, f"task {k} {split}: source crop not found in version {k}"
+                assert any(
+                    np.array_equal(v[k + 1][p][t : t + s, l : l + s].transpose(2, 0, 1), y) for p, t, l in locs
+                ), f"task {k} {split}: target is not the filtered source at the same place"
+        if k > 0:
+            # task k's train sources come from the same photos (version k) as task k-1's train targets
+            prev = bench.tasks[k - 1]
+            assert all(_locations(y, versions["train"][k]) for y in prev.train_y.numpy())
+            assert all(_locations(x, versions["train"][k]) for x in task.train_x.numpy())
+            assert task.description.startswith(prev.name)
+    assert bench.tasks[0].description.startswith("photo")
+
+
+# ---------------------------------------------------------------------------------------------
+# task order
+
+
+def test_apply_order_by_names_and_positions(r4):
+    tasks = r4.tasks
+    assert apply_order(tasks, None) is tasks
+    out = apply_order(tasks, "lowlight, noise,4,2")
+    assert [t.name for t in out] == ["lowlight", "noise", "colorcast", "blur"]
+    assert out[0] is tasks[2]
+    assert [t.name for t in apply_order(tasks, "4,3,2,1")] == ["colorcast", "lowlight", "blur", "noise"]
+
+
+@pytest.mark.parametrize("order,named", [("noise,sharpen", "sharpen"), ("1,5", "5"), ("0,1", "0"), ("1,noise", "twice"), ("blur,blur", "twice")])
+def test_apply_order_errors(r4, order, named):
+    with pytest.raises(UserError) as err:
+        apply_order(r4.tasks, order)
+    assert "--order" in str(err.value) and named in str(err.value)
+
+
+def test_order_keeps_each_tasks_data(r4):
+    reordered = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, order="colorcast,blur,noise,lowlight")
+    assert reordered.task_names == ["colorcast", "blur", "noise", "lowlight"]
+    by_name = {t.name: t for t in r4.tasks}
+    for t in reordered.tasks:
+        assert torch.equal(t.test_x, by_name[t.name].test_x)
+        assert torch.equal(t.train_y, by_name[t.name].train_y)
+    with pytest.raises(UserError, match="--order: unknown task 'photo'"):
+        load_benchmark("restore4", size=SIZE, n_train=2, n_test=1, order="blur,noise,photo")
+
+
+def test_load_benchmark_option_errors():
+    with pytest.raises(UserError, match="--benchmark 'restore5'"):
+        load_benchmark("restore5", size=SIZE, n_train=2, n_test=1)
+    with pytest.raises(UserError, match="--size 40"):
+        load_benchmark("restore4", size=40, n_train=2, n_test=1)
+    with pytest.raises(UserError, match="--metric"):
+        load_benchmark("restore4", size=SIZE, n_train=2, n_test=1, metric="mse")
+    with pytest.raises(UserError, match="--recipe"):
+        load_benchmark("restore4", size=SIZE, n_train=2, n_test=1, recipe="blur:2")
+    assert load_benchmark("restore4", size=SIZE, n_train=2, n_test=1, metric="ssim").metric == "ssim"

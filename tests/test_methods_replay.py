@@ -1,0 +1,184 @@
+"""The replay and architecture baselines: replay, mergan, lvaegan, piggyback. Each test shows the method's
+mechanism acting, on tiny runs (preset smoke: 32 px, ngf 8)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from assocgan.cli import main
+from assocgan.config import make_config
+from assocgan.evaluate import predict
+from assocgan.memory import module_bytes
+from assocgan.methods import Step
+from assocgan.methods.mergan import SourceCritic, SourceGenerator, image_statistics
+from assocgan.methods.lvaegan import SourceEncoder
+from assocgan.methods.piggyback import PiggybackConv
+from assocgan.methods.replay import Replay
+from assocgan.nets import UNet
+from assocgan.runner import benchmark_for
+from assocgan.train import train_method
+
+
+def smoke(method: str, **kw):
+    opts = kw.pop("opts", {})
+    cfg = make_config("smoke", threads=1, methods=[method], method_options={method: opts}, **kw)
+    return cfg, benchmark_for(cfg)
+
+
+def train(method: str, **kw):
+    cfg, bench = smoke(method, **kw)
+    seen = []
+    recs = train_method(method, bench, cfg, on_task=seen.append)
+    return cfg, bench, recs
+
+
+# ---- replay ------------------------------------------------------------------------------------------
+def test_replay_stores_real_pairs_of_past_tasks_within_a_byte_budget(monkeypatch):
+    budget = 50_000
+    seen = []  # every batch drawn while training: (task, replayed (task, row), y, the stored targets then)
+    original = Replay.batch
+
+    def spy(self, t, task):
+        x, y = original(self, t, task)
+        seen.append((t, self.last_replayed, y.clone(), [sy.clone() for _, sy in self.stores]))
+        return x, y
+
+    monkeypatch.setattr(Replay, "batch", spy)
+    cfg, bench, recs = train("replay", steps=10, opts={"replay_bytes": budget})
+    m = recs[-1].method
+    pair = bench.tasks[0].pair_bytes(1)
+    # the budget is shared evenly among the past tasks: older stores shrink as tasks arrive
+    for t, rec in enumerate(recs):
+        assert rec.memory["pairs"] <= budget
+        assert rec.memory["pairs"] == (t + 1) * (budget // (t + 1) // pair) * pair
+    assert [x.shape[0] for x, _ in m.stores] == [budget // 4 // pair] * 4
+    assert m.memory()["pairs"] == sum(x.numel() + y.numel() for x, y in m.stores)
+    for k, ((x, y), idx) in enumerate(zip(m.stores, m.source_index)):
+        task = bench.tasks[k]
+        assert x.dtype == y.dtype == torch.uint8
+        assert torch.equal(y, task.train_y[idx])  # real training targets of that task
+        if not task.degrade.random:  # the stored source is that task's degradation of the target, as uint8
+            want = (task.degrade(y.float() / 255).clamp(0, 1) * 255).round()
+            assert (x.float() - want).abs().max() <= 1
+    # every replayed pair of every batch comes from the memory of a past task
+    n_replayed, expected = 0, 0.0
+    for t, (tasks, rows), y, stored in seen:
+        n = tasks.shape[0]
+        assert y.shape[0] == cfg.batch_size
+        assert (tasks < t).all()
+        for i, (k, r) in enumerate(zip(tasks.tolist(), rows.tolist())):
+            want, got = stored[k][r].float() / 255, y[cfg.batch_size - n + i]
+            assert torch.equal(got, want) or torch.equal(got, want.flip(-1))
+        n_replayed += n
+        expected += t / (t + 1) * cfg.batch_size  # the default share: t / (t + 1), as JL
+    assert abs(n_replayed - expected) < 0.15 * expected
+
+
+def test_replay_quota_as_count_and_fraction():
+    for quota, per_task in ((3, 3), (0.25, 4)):  # smoke: 16 training images per task
+        _, bench, recs = train("replay", steps=1, opts={"quota": quota})
+        pair = bench.tasks[0].pair_bytes(1)
+        assert [r.memory["pairs"] for r in recs] == [(t + 1) * per_task * pair for t in range(4)]
+
+
+# ---- generative replay -------------------------------------------------------------------------------
+def closer_to_past(method) -> tuple[float, float]:
+    """Distances in simple image statistics between the source model's samples of task 1 (lowlight, past)
+    and the inputs of task 1 and of task 2 (noise, current)."""
+    cfg, bench, recs = train(method, steps=30, order="lowlight,noise")
+    m = recs[-1].method
+    g = torch.Generator().manual_seed(0)
+    real = [image_statistics(t.sample(64, g)[0]) for t in bench.tasks]
+    fake = image_statistics(m.sample_sources(m.sampler(), torch.zeros(64, dtype=torch.long)))
+    return cfg, bench, recs, [float((fake - r).abs().sum()) for r in real]
+
+
+def check_generative_replay(cfg, bench, recs, dist):
+    past, current = dist
+    assert past < 0.5 * current, dist
+    m = recs[-1].method
+    # a batch on task 2 holds generated past inputs (label 0) with pseudo-targets from the frozen previous G
+    m.before_task(1, bench.tasks[1])  # (again: a frozen copy of the source model serves the replay)
+    x, y = m.batch(1, bench.tasks[1])
+    k = m.n_current
+    assert x.shape[0] == cfg.batch_size and k < cfg.batch_size
+    assert (m.labels[k:] == 0).all() and (m.labels[:k] == 1).all()
+    assert torch.allclose(y[k:], m.teacher(x[k:]).clamp(0, 1))
+    assert m.generator_loss(Step(1, 0, x, y, y + 0.1)) > 0  # the alignment term acts on the replayed rows
+    # memory: the source model and a float16 copy of G, the same after every task
+    assert all(r.memory == recs[0].memory for r in recs)
+    assert recs[-1].memory["previous_generator"] == module_bytes(UNet(3, 3, cfg.ngf), torch.float16)
+
+
+def test_mergan_source_generator_remembers_past_inputs():
+    cfg, bench, recs, dist = closer_to_past("mergan")
+    check_generative_replay(cfg, bench, recs, dist)
+    mem = recs[-1].memory
+    assert mem["source_generator"] == module_bytes(SourceGenerator(2, cfg.size, 16, 32))
+    assert mem["source_critic"] == module_bytes(SourceCritic(2, 16))
+
+
+def test_lvaegan_source_model_remembers_past_inputs_and_its_latent_groups_tasks():
+    cfg, bench, recs, dist = closer_to_past("lvaegan")
+    check_generative_replay(cfg, bench, recs, dist)
+    m = recs[-1].method
+    x = torch.cat([t.test_pairs()[0] for t in bench.tasks])
+    truth = torch.arange(2).repeat_interleave(cfg.n_test)
+    assert (m.infer_task(x) == truth).float().mean() >= 0.75
+    mem = recs[-1].memory
+    assert mem["vae_encoder"] == module_bytes(SourceEncoder(2, cfg.size, 16, 32))
+    assert mem["vae_decoder"] == module_bytes(SourceGenerator(2, cfg.size, 16, 32))
+
+
+# ---- piggyback ---------------------------------------------------------------------------------------
+def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
+    cfg, bench = smoke("piggyback", steps=3)
+    x1 = bench.tasks[0].test_pairs()[0]
+    outs, banks, mems = [], [], []
+
+    def on_task(rec):
+        G = rec.generator
+        outs.append(predict(rec.method.eval_generator(0), x1))
+        convs = [m for m in G.modules() if isinstance(m, PiggybackConv)]
+        banks.append([m.bank(m.n_tasks).detach().clone() for m in convs])
+        mems.append(rec.memory)
+        # what it keeps beyond the plain generator every method has, exactly
+        assert sum(rec.memory.values()) == module_bytes(G) - module_bytes(UNet(3, 3, cfg.ngf))
+
+    recs = train_method("piggyback", bench, cfg, on_task=on_task)
+    m = recs[-1].method
+    assert m.needs_task_id
+    for t in range(1, 4):
+        assert torch.equal(outs[t], outs[0])  # task 1's outputs, bit for bit, after each later task
+        for before, after in zip(banks[t - 1], banks[t]):  # the bank only grows; what was in it is unchanged
+            assert torch.equal(after[: before.shape[0]], before)
+    # each task answers with its own filters
+    assert not torch.equal(predict(m.eval_generator(3), x1), outs[0])
+    totals = [sum(mm.values()) for mm in mems]
+    assert totals[0] == 0 and all(b > a for a, b in zip(totals, totals[1:]))
+    convs = [c for c in recs[-1].generator.modules() if isinstance(c, PiggybackConv)]
+    assert mems[-1]["new_filters"] == sum(3 * c.n_new * c.bank0[0].numel() * 4 for c in convs)
+
+
+# ---- the command line --------------------------------------------------------------------------------
+def test_run_smoke_with_the_four_methods(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["run", "--preset", "smoke", "--methods", "replay,mergan,lvaegan,piggyback", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    m = res["methods"]
+    cfg = make_config("smoke")
+    pair = 2 * 3 * cfg.size**2
+    per_task = round(0.1 * cfg.n_train)
+    assert m["replay"]["memory_by_task"] == [(t + 1) * per_task * pair for t in range(4)]  # one store per task
+    g16 = module_bytes(UNet(3, 3, cfg.ngf), torch.float16)
+    gen, critic = module_bytes(SourceGenerator(4, cfg.size)), module_bytes(SourceCritic(4))
+    assert m["mergan"]["memory_by_task"] == [gen + critic + g16] * 4  # constant: a source GAN and G_prev
+    enc = module_bytes(SourceEncoder(4, cfg.size))
+    assert m["lvaegan"]["memory_by_task"] == [enc + gen + critic + g16] * 4
+    pb = m["piggyback"]["memory_by_task"]
+    assert pb[0] == 0 and pb[1] < pb[2] < pb[3]  # grows by new filters and coefficients per task
+    assert m["piggyback"]["task_id_at_test"] is True
+    for name in ("replay", "mergan", "lvaegan", "piggyback"):
+        assert m[name]["complete"] and m[name]["memory_bytes"] == m[name]["memory_by_task"][-1]

@@ -1,0 +1,146 @@
+"""assocgan.metrics.psnr / ssim against scikit-image on real photo crops, one value per image."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+from skimage import filters
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from assocgan.metrics import METRICS, psnr, ssim
+
+
+def _photo_crops(h: int = 48, w: int = 64) -> np.ndarray:
+    """Crops of three real photos, (N, H, W, 3) float64 in [0, 1]."""
+    crops = [
+        skdata.astronaut()[60 : 60 + h, 200 : 200 + w],
+        skdata.coffee()[100 : 100 + h, 300 : 300 + w],
+        skdata.chelsea()[80 : 80 + h, 150 : 150 + w],
+        skdata.rocket()[200 : 200 + h, 250 : 250 + w],
+    ]
+    return np.stack(crops).astype(np.float64) / 255
+
+
+def _distorted(y: np.ndarray) -> np.ndarray:
+    """A different distortion for each image, so that per-image values differ widely."""
+    rng = np.random.default_rng(0)
+    out = [
+        np.clip(y[0] + rng.normal(0, 0.03, y[0].shape), 0, 1),  # mild noise
+        filters.gaussian(y[1], sigma=1.5, channel_axis=-1),  # blur
+        np.clip(filters.gaussian(y[2], sigma=0.8, channel_axis=-1) + rng.normal(0, 0.12, y[2].shape), 0, 1),  # blur + strong noise
+        np.clip(0.6 * y[3] ** 1.3 + 0.02, 0, 1),  # tone change
+    ]
+    return np.stack(out)
+
+
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    """Back to (N, H, W, C) float64 with the exact float32 values the metric saw."""
+    return t.permute(0, 2, 3, 1).double().numpy()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    y = _photo_crops()
+    x = _distorted(y)
+    return _to_tensor(x), _to_tensor(y)
+
+
+def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1
+    )
+
+
+def test_psnr_matches_skimage_per_image(pair):
+    x, y = pair
+    got = psnr(x, y)
+    assert got.shape == (x.shape[0],)
+    xs, ys = _to_numpy(x), _to_numpy(y)
+    want = [peak_signal_noise_ratio(ys[i], xs[i], data_range=1) for i in range(len(xs))]
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-4, rtol=0)
+    # the images really differ in quality: a batch mean returned for every image would fail above
+    assert max(want) - min(want) > 3
+
+
+def test_ssim_matches_skimage_per_image(pair):
+    x, y = pair
+    got = ssim(x, y)
+    assert got.shape == (x.shape[0],)
+    xs, ys = _to_numpy(x), _to_numpy(y)
+    want = [_sk_ssim(xs[i], ys[i]) for i in range(len(xs))]
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-4, rtol=0)
+    assert max(want) - min(want) > 0.2
+
+
+def test_ssim_is_symmetric_and_follows_batch_order(pair):
+    x, y = pair
+    np.testing.assert_allclose(ssim(x, y).numpy(), ssim(y, x).numpy(), atol=1e-6)
+    perm = torch.tensor([2, 0, 3, 1])
+    np.testing.assert_allclose(ssim(x[perm], y[perm]).numpy(), ssim(x, y)[perm].numpy(), atol=1e-6)
+    np.testing.assert_allclose(psnr(x[perm], y[perm]).numpy(), psnr(x, y)[perm].numpy(), atol=1e-5)
+
+
+def test_ssim_single_channel_and_square_images():
+    y = _photo_crops(32, 32)
+    x = _distorted(y)
+    # grey (C=1) images: one channel
+    xg, yg = x.mean(-1, keepdims=True), y.mean(-1, keepdims=True)
+    tx, ty = _to_tensor(xg), _to_tensor(yg)
+    want = [_sk_ssim(_to_numpy(tx)[i], _to_numpy(ty)[i]) for i in range(len(xg))]
+    np.testing.assert_allclose(ssim(tx, ty).numpy(), want, atol=1e-4, rtol=0)
+    want_p = [peak_signal_noise_ratio(_to_numpy(ty)[i], _to_numpy(tx)[i], data_range=1) for i in range(len(xg))]
+    np.testing.assert_allclose(psnr(tx, ty).numpy(), want_p, atol=1e-4, rtol=0)
+
+
+def test_smallest_ssim_size_matches_skimage():
+    y = _photo_crops(11, 11)
+    x = _distorted(y)
+    tx, ty = _to_tensor(x), _to_tensor(y)
+    want = [_sk_ssim(_to_numpy(tx)[i], _to_numpy(ty)[i]) for i in range(len(x))]
+    np.testing.assert_allclose(ssim(tx, ty).numpy(), want, atol=1e-4, rtol=0)
+
+
+def test_identical_images():
+    y = _to_tensor(_photo_crops(16, 16))
+    assert torch.allclose(ssim(y, y), torch.ones(len(y)), atol=1e-6)
+    p = psnr(y, y)
+    assert torch.isfinite(p).all() and (p >= 99).all()
+
+
+def test_worse_distortion_scores_lower():
+    y = _photo_crops(32, 32)[:1]
+    rng = np.random.default_rng(1)
+    scores = []
+    for sigma in (0.02, 0.08, 0.2):
+        x = np.clip(y + rng.normal(0, sigma, y.shape), 0, 1)
+        scores.append((float(psnr(_to_tensor(x), _to_tensor(y))), float(ssim(_to_tensor(x), _to_tensor(y)))))
+    assert scores[0][0] > scores[1][0] > scores[2][0]
+    assert scores[0][1] > scores[1][1] > scores[2][1]
+
+
+def test_registry_names_both_metrics():
+    assert METRICS["psnr"] is psnr and METRICS["ssim"] is ssim
+
+
+@pytest.mark.parametrize("fn", [psnr, ssim])
+def test_shape_errors(fn):
+    a = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError):
+        fn(a, torch.rand(2, 3, 16, 17))  # different sizes
+    with pytest.raises(ValueError):
+        fn(a, torch.rand(1, 3, 16, 16))  # different batch
+    with pytest.raises(ValueError):
+        fn(a, torch.rand(2, 1, 16, 16))  # different channels
+    with pytest.raises(ValueError):
+        fn(a[0], a[0].clone())  # (C, H, W): not a batch
+
+
+def test_ssim_rejects_images_smaller_than_its_window():
+    a = torch.rand(1, 3, 10, 32)
+    with pytest.raises(ValueError, match="11"):
+        ssim(a, a.clone())

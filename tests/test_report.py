@@ -1,0 +1,283 @@
+"""Plots, report.html and TensorBoard images of a run (and the page of a study folder), checked in files
+and in headless Chromium (Debian's `chromium`, installed here when missing)."""
+from __future__ import annotations
+
+import contextlib
+import html as htmlmod
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from assocgan.cli import main
+from assocgan.io import read_json, write_json
+from assocgan.report import plots
+from assocgan.report.html import write_report
+from assocgan.report.tables import ablation_table, lambda_table, order_table, quota_table, tasks_table, to_text
+
+TINY = ["--preset", "smoke", "--size", "16", "--steps", "4", "--n-train", "4", "--n-test", "2", "--batch-size", "2", "--threads", "1"]
+RUN_PLOTS = {"forgetting", "avg_by_task", "memory", "time", "time_vs_metric"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["run", *TINY, "--methods", "tl,jl", "--eval-every", "2", "--out", str(out)])
+    assert code == 0, buf.getvalue()
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(run_dir) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def _png_ok(path: Path) -> None:
+    im = np.asarray(Image.open(path).convert("RGB"))
+    assert im.shape[0] > 50 and im.shape[1] > 50, path
+    assert im.std() > 5, f"{path} looks blank"
+
+
+# ---- files ---------------------------------------------------------------------------------
+def test_run_ends_with_plots_and_report(run_dir):
+    stems = {p.stem for p in (run_dir / "plots").glob("*.png")}
+    assert RUN_PLOTS <= stems
+    for p in (run_dir / "plots").glob("*.png"):
+        _png_ok(p)
+    assert not list((run_dir / "plots").glob(".*")), "temporary files left behind"
+    assert (run_dir / "report.html").stat().st_size > 10_000
+
+
+def test_report_is_self_contained_with_tables_plots_samples_config(run_dir, results):
+    page = (run_dir / "report.html").read_text()
+    srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r'(src|href)="(https?:)?//', page), "no network resources"
+    assert "<script" not in page
+    # tables in the paper's layouts: summary, tasks, one Table 1 matrix per method (and the other metric)
+    assert page.count("<table") >= 1 + 1 + 2 * len(results["methods"])
+    for name, res in results["methods"].items():
+        assert htmlmod.escape(res["title"]) in page
+    for stem in RUN_PLOTS:
+        assert f'alt="{stem}"' in page
+    # a sample grid per task and method
+    n_grids = sum(1 for s in re.findall(r'<img[^>]*alt="([^"]*)"', page) if "after_task" in s)
+    assert n_grids == len(results["methods"]) * len(results["tasks"])
+    assert "Configuration" in page and '&quot;steps&quot;: 4' in page
+
+
+def test_report_rebuilds_from_files_alone(run_dir):
+    before = (run_dir / "report.html").read_text()
+    shutil.rmtree(run_dir / "plots")
+    (run_dir / "report.html").unlink()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["report", str(run_dir)]) == 0
+    assert buf.getvalue().strip().endswith("report.html")
+    assert {p.stem for p in (run_dir / "plots").glob("*.png")} >= RUN_PLOTS
+    after = (run_dir / "report.html").read_text()
+    strip = lambda s: re.sub(r"base64,[^\"]*", "", s)  # noqa: E731 - PNG bytes may differ in metadata
+    assert strip(after) == strip(before)
+
+
+def test_report_of_a_folder_without_results_is_a_user_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "results.json" in capsys.readouterr().err
+
+
+def test_tensorboard_has_scalars_and_sample_images(run_dir, results):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    assert {"tl/samples", "jl/samples"} <= set(tags["images"])
+    steps = [e.step for e in ea.Images("tl/samples")]
+    assert steps == [4 * (t + 1) for t in range(len(results["tasks"]))]
+    assert any(t.startswith("tl/loss/") for t in tags["scalars"])
+
+
+# ---- plot data ------------------------------------------------------------------------------
+def test_forgetting_series_uses_curve_and_matrix(results):
+    series = plots.task_series(results, "tl")
+    assert len(series) == len(results["tasks"])
+    xs, ys = series[0]
+    # every 2 steps over 4 tasks of 4 steps, merged with the evaluation after each task
+    assert xs == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]
+    assert ys[-1] == pytest.approx(results["methods"]["tl"]["matrix"][-1][0])
+    xs3, _ = series[3]
+    assert xs3 == [14.0, 16.0]
+
+
+def test_plots_fall_back_to_matrix_points_and_tolerate_partial_runs(results, tmp_path):
+    res = json.loads(json.dumps(results))
+    tl = res["methods"]["tl"]
+    tl["curve"] = []
+    # a method stopped after two tasks, keeping nothing
+    part = json.loads(json.dumps(tl))
+    for k in ("matrix", "psnr", "ssim", "memory_by_task", "train_seconds_by_task", "avg"):
+        part[k] = part[k][:2]
+    part.update(complete=False, title="Partial", bwt=None, forgetting=None)
+    res["methods"]["part"] = part
+    xs, ys = plots.task_series(res, "tl")[1]
+    assert xs == [8.0, 12.0, 16.0] and len(ys) == 3
+    write_json(tmp_path / "results.json", res)
+    written = plots.write_plots(tmp_path)
+    assert {p.stem for p in written} == RUN_PLOTS
+    page = write_report(tmp_path).read_text()
+    assert "Partial (2/4 tasks)" in page and "no sample grids" in page
+
+
+def test_tasks_table_shows_the_do_nothing_floor(results):
+    text = to_text(tasks_table(results))
+    for t in results["tasks"]:
+        assert t in text
+    assert f"{results['identity']['psnr'][0]:.2f}" in text
+
+
+# ---- study pages (from a synthetic study.json: test_studies runs real ones) -------------------
+def _study(kind: str, summary: dict, runs: list[dict]) -> dict:
+    return {"study": kind, "command": "assocgan study " + kind, "params": {}, "base_config": {"benchmark": "restore4"}, "runs": runs, "summary": summary}
+
+
+SUMMARIES = {
+    "quota": {"benchmark": "b", "metric": "psnr", "tasks": ["a", "b", "c"], "n_tasks": 3,
+              "methods": [{"name": "tl", "label": "TL", "avg": [20.0, 18.0, 17.0]}, {"name": "jl", "label": "JL", "avg": [20.0, 21.0, None]}]},
+    "order": {"benchmark": "b", "metric": "ssim", "tasks": ["a", "b"], "n_tasks": 2,
+              "methods": [{"name": "tl", "label": "TL", "mean_by_position": [0.5, 0.8], "runs": [
+                  {"order": "1,2", "tasks": ["a", "b"], "final": [0.4, 0.9], "final_avg": 0.65, "complete": True},
+                  {"order": "2,1", "tasks": ["b", "a"], "final": [0.6, 0.7], "final_avg": 0.65, "complete": True}]}]},
+    "lambda": {"benchmark": "b", "metric": "psnr", "method": "assoc", "option": "lambda_distill", "flag": "--lambda-distill", "prior_tasks": ["a", "b"],
+               "tasks": ["a", "b", "c"], "n_tasks": 3, "rows": [
+                   {"value": 0.0, "final": [15.0, 16.0, 25.0], "prior_mean": 15.5, "last": 25.0, "overall": 18.67, "bwt": -5.0, "complete": True},
+                   {"value": 30.0, "final": [18.0, 19.0, 24.0], "prior_mean": 18.5, "last": 24.0, "overall": 20.33, "bwt": -2.0, "complete": True},
+                   {"value": 300.0, "final": None, "prior_mean": None, "last": None, "overall": None, "bwt": None, "complete": False}]},
+    "ablation": {"benchmark": "b", "metric": "psnr", "tasks": ["a", "b"], "n_tasks": 2, "rows": [
+        {"label": "Backbone", "how": "tl --lambda-content 0", "psnr": 6.1, "ssim": 0.05, "bwt": -1.0, "complete": True},
+        {"label": "Backbone+Lmse", "how": "tl --lambda-adv 0", "psnr": 13.1, "ssim": 0.46, "bwt": -3.0, "complete": True}]},
+}
+
+
+@pytest.mark.parametrize("kind", list(SUMMARIES))
+def test_study_tables_and_plots_from_summaries(kind, tmp_path):
+    summary = SUMMARIES[kind]
+    table = {"quota": quota_table, "order": order_table, "lambda": lambda_table, "ablation": ablation_table}[kind](summary)
+    text = to_text(table)
+    assert table.rows and text
+    if kind == "ablation":
+        assert "Backbone+Lmse" in text and "13.10" in text and "0.460" in text
+    if kind == "lambda":
+        assert "15.50" in text and "(partial)" in text
+    if kind == "quota":
+        assert "3.00" in text  # amplitude of TL: 20 - 17
+    write_json(tmp_path / "study.json", _study(kind, summary, []))
+    written = plots.write_plots(tmp_path)
+    assert [p.stem for p in written] == [kind]
+    _png_ok(written[0])
+
+
+@pytest.fixture(scope="module")
+def study_dir(run_dir, tmp_path_factory) -> Path:
+    """A study folder whose one run is a copy of the run fixture."""
+    d = tmp_path_factory.mktemp("study") / "study"
+    shutil.copytree(run_dir, d / "runs" / "tl")
+    res = read_json(run_dir / "results.json")
+    summary = {"benchmark": res["benchmark"], "metric": res["metric"], "tasks": res["tasks"], "n_tasks": len(res["tasks"]),
+               "runs": [{"name": "tl", "status": "done", "final_avg": res["methods"]["tl"]["final_avg"], "train_seconds": 1.0},
+                        {"name": "jl", "status": "pending"}],
+               "methods": [{"name": "tl", "label": "TL", "avg": res["methods"]["tl"]["avg"]}]}
+    write_json(d / "study.json", _study("quota", summary, [{"name": "tl", "label": "TL", "how": "tl", "methods": ["tl"], "method": "tl"},
+                                                          {"name": "jl", "label": "JL", "how": "jl", "methods": ["jl"], "method": "jl"}]))
+    write_report(d)
+    return d
+
+
+def test_study_page_lists_runs_with_their_samples(study_dir):
+    page = (study_dir / "report.html").read_text()
+    assert "assocgan study: quota" in page and 'alt="quota"' in page
+    assert "runs/tl/report.html" in page and "not run yet" in page  # jl is pending
+    assert page.count("after_task") >= 1
+
+
+# ---- headless Chromium -----------------------------------------------------------------------
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; installed with apt-get when missing (CI runs as root)."""
+    exe = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+    if exe is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.skip("chromium is missing and cannot be installed here (needs apt-get as root)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        lock = ["-o", "DPkg::Lock::Timeout=600"]
+        subprocess.run(["apt-get", *lock, "update"], env=env, check=True, capture_output=True, timeout=900)
+        subprocess.run(["apt-get", *lock, "install", "-y", "--no-install-recommends", "chromium"], env=env, check=True, capture_output=True, timeout=1800)
+        exe = "/usr/bin/chromium"
+    assert Path(exe).exists(), "chromium did not install"
+    return exe
+
+
+def _chromium(exe: str, tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{page.stem}-{len(list(tmp_path.iterdir()))}"
+    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def render(exe: str, tmp_path: Path, report: Path) -> dict:
+    """Open ``report`` in headless Chromium: its DOM, its console messages, and how many of its images
+    decoded (checked by a copy of the page with a load-time script; the report itself has none)."""
+    shown = _chromium(exe, tmp_path, report, "--enable-logging=stderr", "--v=0", "--dump-dom")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    console = [ln for ln in shown.stderr.splitlines() if ":CONSOLE" in ln]
+    probe = tmp_path / f"probe-{report.parent.name}.html"
+    script = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
+              "document.body.setAttribute('data-probe',im.length+' '+im.filter(i=>!(i.complete&&i.naturalWidth>0)).length+' '"
+              "+document.querySelectorAll('table').length+' '+document.body.scrollHeight);});</script>")
+    text = report.read_text()
+    text = re.sub(r"<meta http-equiv='Content-Security-Policy'[^>]*>", "", text)  # let the probe script run
+    probe.write_text(text.replace("</body>", script + "</body>"))
+    probed = _chromium(exe, tmp_path, probe, "--dump-dom")
+    m = re.search(r'data-probe="(\d+) (\d+) (\d+) (\d+)"', probed.stdout)
+    assert m, probed.stderr[-2000:]
+    images, broken, tables, height = map(int, m.groups())
+    return {"dom": shown.stdout, "console": console, "images": images, "broken": broken, "tables": tables, "height": height}
+
+
+def test_run_report_renders_in_chromium(chromium, run_dir, results, tmp_path):
+    r = render(chromium, tmp_path, run_dir / "report.html")
+    assert r["console"] == [], r["console"]
+    assert r["broken"] == 0
+    assert r["images"] == len(RUN_PLOTS) + len(results["methods"]) * len(results["tasks"])
+    assert r["tables"] >= 1 + 1 + 2 * len(results["methods"])
+    assert r["dom"].count("<table") >= 4 and "Accuracy matrices" in r["dom"]
+    assert r["height"] > 2000
+
+
+def test_study_report_renders_in_chromium(chromium, study_dir, tmp_path):
+    r = render(chromium, tmp_path, study_dir / "report.html")
+    assert r["console"] == [], r["console"]
+    assert r["broken"] == 0 and r["images"] >= 2  # the quota plot and the run's last sample grid
+    assert r["tables"] >= 3  # quota table, runs table, the run's summary
+
+
+def test_a_stray_external_image_shows_as_a_console_error(chromium, tmp_path):
+    """The check above can fail: the page's Content-Security-Policy reports anything not embedded."""
+    page = tmp_path / "bad" / "report.html"
+    page.parent.mkdir()
+    ok = (Path(__file__).parent / "missing.png").as_uri()
+    page.write_text("<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:\">"
+                    f"</head><body><img src='{ok}'></body></html>")
+    shown = _chromium(chromium, tmp_path, page, "--enable-logging=stderr", "--v=0", "--dump-dom")
+    assert any(":CONSOLE" in ln for ln in shown.stderr.splitlines())

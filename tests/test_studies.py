@@ -1,0 +1,226 @@
+"""`assocgan study {quota,order,lambda,ablation}` on the smoke preset with tiny settings: the runs each
+study makes, parallel workers, resuming, failures, and the table, plot and report it writes."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from assocgan import studies
+from assocgan.cli import main
+from assocgan.config import make_config
+from assocgan.errors import UserError
+from assocgan.methods import METHODS, Option
+from assocgan.methods.tl import TL
+from assocgan.report.tables import to_text
+
+TASKS = ["noise", "blur", "lowlight", "colorcast"]
+TINY = dict(size=16, steps=2, n_train=4, n_test=2, batch_size=2, ngf=4, ndf=4, sample_images=1, threads=1)
+TINY_ARGS = ["--preset", "smoke", "--size", "16", "--steps", "2", "--n-train", "4", "--n-test", "2", "--batch-size", "2", "--ngf", "4", "--ndf", "4"]
+
+
+def base(methods=("tl",), **kw):
+    return make_config("smoke", methods=list(methods), **{**TINY, **kw})
+
+
+def quiet(fn, *a, **kw):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        out = fn(*a, **kw)
+    return out, buf.getvalue()
+
+
+class Sweepable(TL):
+    """A test method with a numeric option: a penalty that pulls outputs to grey; 13 makes it fail."""
+
+    name = "sweeptest"
+    title = "Sweep test"
+    options = (Option("strength", 1.0, "weight of the pull to grey"), Option("flag", True, "a bool option"))
+
+    def generator_loss(self, step):
+        if self.opt.strength == 13:
+            raise RuntimeError("unlucky strength")
+        return self.opt.strength * ((step.fake.float() - 0.5) ** 2).mean()
+
+
+@pytest.fixture
+def sweepable(monkeypatch):
+    monkeypatch.setitem(METHODS, "sweeptest", Sweepable)
+    return "sweeptest"
+
+
+# ---- quota: through the CLI, two workers in parallel, then resumed ------------------------------
+@pytest.fixture(scope="module")
+def quota_dir(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("quota") / "study"
+    code, printed = quiet(main, ["study", "quota", *TINY_ARGS, "--methods", "tl,jl", "--jobs", "2", "--out", str(out)])
+    assert code == 0, printed
+    return out, printed
+
+
+def test_quota_study_runs_each_method_as_a_run_folder(quota_dir):
+    out, _ = quota_dir
+    for m in ("tl", "jl"):
+        res = json.loads((out / "runs" / m / "results.json").read_text())
+        assert res["methods"][m]["complete"] and list(res["methods"]) == [m]
+        assert res["config"]["threads"] == max(1, (__import__("os").cpu_count() or 1) // 2)
+        assert (out / "runs" / m / "report.html").exists() and (out / "runs" / m / "log.txt").exists()
+        assert json.loads((out / "runs" / m / "run.json").read_text())["config"]["steps"] == 2
+
+
+def test_quota_study_writes_table_plot_and_report(quota_dir):
+    out, printed = quota_dir
+    study = json.loads((out / "study.json").read_text())
+    assert study["study"] == "quota" and study["command"].startswith("assocgan study quota")
+    s = study["summary"]
+    assert s["tasks"] == TASKS and s["metric"] == "psnr"
+    assert [m["name"] for m in s["methods"]] == ["tl", "jl"]
+    assert all(len(m["avg"]) == 4 and m["complete"] for m in s["methods"])
+    assert [r["status"] for r in s["runs"]] == ["done", "done"]
+    assert "Quota" in printed and "Four tasks" in printed and "Report:" in printed
+    assert (out / "plots" / "quota.png").stat().st_size > 5000
+    page = (out / "report.html").read_text()
+    assert 'alt="quota"' in page and "Runs of this study" in page and page.count("<table") >= 4
+
+
+def test_quota_study_resumes_without_training_again(quota_dir):
+    out, _ = quota_dir
+    before = {m: (out / "runs" / m / "results.json").stat().st_mtime_ns for m in ("tl", "jl")}
+    code, printed = quiet(main, ["study", "quota", *TINY_ARGS, "--methods", "tl,jl", "--jobs", "2", "--out", str(out)])
+    assert code == 0
+    assert "2 already done, 0 to run" in printed
+    assert before == {m: (out / "runs" / m / "results.json").stat().st_mtime_ns for m in ("tl", "jl")}
+
+
+def test_a_study_folder_made_with_other_settings_is_refused(quota_dir, capsys):
+    out, _ = quota_dir
+    study = (out / "study.json").read_text()
+    args = [a if a != "2" else "3" for a in TINY_ARGS]  # --steps 3 (and the other 2s)
+    assert main(["study", "quota", *args, "--methods", "tl", "--out", str(out)]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert (out / "study.json").read_text() == study  # nothing rewritten
+    assert main(["study", "order", *TINY_ARGS, "--methods", "tl", "--out", str(out)]) == 2
+    assert "holds a quota study" in capsys.readouterr().err
+
+
+def test_report_command_rebuilds_a_study_folder(quota_dir):
+    out, _ = quota_dir
+    (out / "report.html").unlink()
+    (out / "plots" / "quota.png").unlink()
+    code, printed = quiet(main, ["report", str(out)])
+    assert code == 0 and printed.strip().endswith("report.html")
+    assert (out / "plots" / "quota.png").exists() and "assocgan study: quota" in (out / "report.html").read_text()
+
+
+# ---- order ---------------------------------------------------------------------------------
+def test_parse_orders():
+    assert studies.parse_orders(None, TASKS) == ["1,2,3,4", "2,3,4,1", "3,4,1,2", "4,1,2,3"]
+    assert studies.parse_orders("4,3,2,1; noise,blur,colorcast,lowlight", TASKS) == ["4,3,2,1", "1,2,4,3"]
+    for bad in ("1,2,3", "1,1,2,3", "1,2,3,5", "1,2,3,4;1,2,3,4", "rain,1,2,3"):
+        with pytest.raises(UserError):
+            studies.parse_orders(bad, TASKS)
+
+
+def test_order_study(tmp_path):
+    st = studies.make_study("order", base(), tmp_path / "order", methods=["tl"], orders="1,2,3,4;4,3,2,1")
+    assert [r.name for r in st.runs] == ["tl_order1-2-3-4", "tl_order4-3-2-1"]
+    assert [r.cfg.order for r in st.runs] == ["1,2,3,4", "4,3,2,1"]
+    record, printed = quiet(studies.run_study, st, jobs=1)
+    s = record["summary"]
+    (m,) = s["methods"]
+    assert [r["tasks"] for r in m["runs"]] == [TASKS, TASKS[::-1]]
+    assert all(len(r["final"]) == 4 and r["complete"] for r in m["runs"])
+    assert m["mean_by_position"][0] == pytest.approx((m["runs"][0]["final"][0] + m["runs"][1]["final"][0]) / 2)
+    # the last task of an order is the one it saw last: reversed order, noise comes last
+    res = json.loads((tmp_path / "order" / "runs" / "tl_order4-3-2-1" / "results.json").read_text())
+    assert res["tasks"] == TASKS[::-1] and res["methods"]["tl"]["matrix"][-1] == m["runs"][1]["final"]
+    text = printed
+    assert "Task order" in text and "colorcast" in text and "mean" in text
+    assert (tmp_path / "order" / "plots" / "order.png").exists()
+
+
+def test_order_study_refuses_a_base_order(tmp_path):
+    with pytest.raises(UserError, match="--orders"):
+        studies.make_study("order", base(order="2,1,3,4"), tmp_path / "o", methods=["tl"])
+
+
+# ---- lambda: a sweep of any numeric option, here of a test method ------------------------------
+def test_sweep_values(sweepable):
+    assert studies.sweep_values(sweepable, "strength", None) == pytest.approx([0, 0.1, 0.3, 1, 3, 10])
+    assert studies.sweep_values(sweepable, "strength", "2, 0.5,2") == [0.5, 2.0]
+    with pytest.raises(UserError, match="no such option"):
+        studies.sweep_values(sweepable, "nope", None)
+    with pytest.raises(UserError, match="numeric"):
+        studies.sweep_values(sweepable, "flag", None)
+    with pytest.raises(UserError):
+        studies.sweep_values(sweepable, "strength", "1,x")
+
+
+def test_lambda_study_and_a_failed_run(sweepable, tmp_path):
+    out = tmp_path / "lambda"
+    st = studies.make_study("lambda", base([sweepable]), out, method=sweepable, option="strength", values="0,13,2")
+    assert [r.label for r in st.runs] == ["--strength 0", "--strength 2", "--strength 13"]
+    assert [r.cfg.method_options[sweepable]["strength"] for r in st.runs] == [0.0, 2.0, 13.0]
+    with pytest.raises(UserError, match="1 of 3 runs failed"):
+        quiet(studies.run_study, st, jobs=1)
+    assert "unlucky strength" in (out / "runs" / "sweeptest_strength=13" / "log.txt").read_text()
+    record = json.loads((out / "study.json").read_text())
+    rows = record["summary"]["rows"]
+    assert [r["value"] for r in rows] == [0.0, 2.0, 13.0]
+    assert rows[0]["complete"] and rows[1]["complete"] and not rows[2]["complete"]
+    assert record["summary"]["prior_tasks"] == TASKS[:3]
+    r0 = rows[0]
+    assert r0["prior_mean"] == pytest.approx(sum(r0["final"][:3]) / 3) and r0["last"] == r0["final"][3]
+    assert (out / "plots" / "lambda.png").exists() and (out / "report.html").exists()
+    from assocgan.report.tables import lambda_table
+
+    text = to_text(lambda_table(record["summary"]))
+    assert "--strength" in text and "13 (partial)" in text
+    # the sweep of the real thing, as soon as Assoc-GAN is registered
+    if "assoc" in METHODS:
+        st = studies.make_study("lambda", base(["assoc"]), tmp_path / "l2")
+        assert st.params["option"] == "lambda_distill" and 0 in st.params["values"] and len(st.runs) >= 3
+
+
+# ---- ablation ------------------------------------------------------------------------------
+def test_ablation_backbone_rows(tmp_path):
+    """Rows 1-3 of Table 3 (TL variants) run here; rows 4-6 need Assoc-GAN (next test)."""
+    st = studies.make_study("ablation", base(), tmp_path / "abl", rows=studies.ABLATION_ROWS[:3])
+    assert [(r.cfg.lambda_content, r.cfg.lambda_adv) for r in st.runs] == [(0.0, 1e-3), (1.0, 0.0), (1.0, 1e-3)]
+    record, printed = quiet(studies.run_study, st, jobs=1)
+    rows = record["summary"]["rows"]
+    assert [r["label"] for r in rows] == ["Backbone", "Backbone+Lmse", "Backbone+Lmse+Ladv"]
+    assert all(r["complete"] and r["psnr"] > 0 and 0 < r["ssim"] <= 1 for r in rows)
+    res = json.loads((tmp_path / "abl" / "runs" / st.runs[0].name / "results.json").read_text())
+    assert rows[0]["psnr"] == pytest.approx(sum(res["methods"]["tl"]["psnr"][-1]) / 4)
+    assert "Ablation" in printed and "PSNR" in printed and "SSIM" in printed
+    assert (tmp_path / "abl" / "plots" / "ablation.png").exists()
+
+
+@pytest.mark.skipif("assoc" not in METHODS, reason="Assoc-GAN (methods/assoc.py) is not registered yet")
+def test_ablation_rows_of_assoc(tmp_path):
+    st = studies.make_study("ablation", base(["tl", "assoc"]), tmp_path / "abl")
+    assert len(st.runs) == 6
+    opts = [r.cfg.method_options.get("assoc") for r in st.runs[3:]]
+    assert [(o["heuristics"], o["distill"]) for o in opts] == [(False, True), (True, False), (True, True)]
+    assert all(r.cfg.methods == ["tl"] for r in st.runs[:3]) and all(r.cfg.methods == ["assoc"] for r in st.runs[3:])
+    # the CLI builds the same runs, with assoc's own flags passed through
+    from assocgan.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["study", "ablation", *TINY_ARGS, "--mapper-steps", "3"])
+    args.methods = "tl,assoc"
+    cfg = config_from_args(args)
+    st2 = studies.make_study("ablation", cfg, tmp_path / "abl2")
+    assert all(r.cfg.method_options["assoc"]["mapper_steps"] == 3 for r in st2.runs[3:])
+
+
+def test_unknown_study_and_bad_jobs(tmp_path):
+    with pytest.raises(UserError):
+        studies.make_study("nope", base(), tmp_path)
+    st = studies.make_study("quota", base(), tmp_path / "q", methods=["tl"])
+    with pytest.raises(UserError, match="--jobs"):
+        studies.run_study(st, jobs=0)
