@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from assocgan import studies
 from assocgan.cli import main
@@ -67,9 +67,16 @@ def test_quota_study_runs_each_method_as_a_run_folder(quota_dir):
     for m in ("tl", "jl"):
         res = json.loads((out / "runs" / m / "results.json").read_text())
         assert res["methods"][m]["complete"] and list(res["methods"]) == [m]
-        assert res["config"]["threads"] == max(1, (__import__("os").cpu_count() or 1) // 2)
+        assert res["config"]["threads"] == 1  # the smoke preset's, else cores // jobs (below)
         assert (out / "runs" / m / "report.html").exists() and (out / "runs" / m / "log.txt").exists()
         assert json.loads((out / "runs" / m / "run.json").read_text())["config"]["steps"] == 2
+
+
+def test_parallel_jobs_share_the_cores():
+    cores = os.cpu_count() or 1
+    assert studies._threads(make_config("quick"), 2) == max(1, cores // 2)
+    assert studies._threads(make_config("quick"), 1) == 0  # in this process: all cores
+    assert studies._threads(make_config("quick", threads=3), 2) == 3  # as asked
 
 
 def test_quota_study_writes_table_plot_and_report(quota_dir):

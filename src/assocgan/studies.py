@@ -42,7 +42,6 @@ RUN_SPEC = "run.json"
 LOG = "log.txt"
 DEFAULT_METHODS = ("tl", "jl", "replay", "assoc")  # those registered are the default of quota and order
 DEFAULT_SWEEP = ("assoc", "lambda_distill")
-IGNORED_KEYS = {"methods", "method_options", "threads"}  # settings that may differ when a run is resumed
 
 
 @dataclass
@@ -212,22 +211,25 @@ def ablation_runs(base: RunConfig, rows=ABLATION_ROWS) -> list[RunSpec]:
 
 
 # ---- running ---------------------------------------------------------------------------
-def _comparable(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in IGNORED_KEYS}
-
-
 def _normal(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def read_results(run_dir: Path) -> dict | None:
+    try:
+        return read_json(run_dir / "results.json")
+    except ValueError as e:
+        raise UserError(f"{run_dir / 'results.json'}: not valid JSON ({e}); move the run folder away to run it again") from None
+
+
 def pending_methods(run_dir: Path, cfg: RunConfig) -> list[str]:
     """The methods of ``cfg`` not yet complete in ``run_dir``; a UserError if the folder was made otherwise."""
-    results = read_json(run_dir / "results.json")
+    results = read_results(run_dir)
     if results is None:
         return list(cfg.methods)
-    old = _comparable(results.get("config") or {})
-    new = _comparable(_normal(cfg.to_dict()))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    old = results.get("config") or {}
+    new = _normal(cfg.shared_settings())
+    diff = sorted(k for k in new if k in old and old[k] != new[k])
     if diff:
         what = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
         raise UserError(f"{run_dir}: holds a run made with other settings ({what}); choose another --out for this study")
@@ -358,7 +360,7 @@ def _mean(vals) -> float | None:
 
 def _entry(study_folder: Path, spec: dict) -> tuple[dict | None, dict | None]:
     """(results, the entry of the run's method) of a run of the study, or Nones."""
-    results = read_json(study_folder / "runs" / spec["name"] / "results.json")
+    results = read_results(study_folder / "runs" / spec["name"])
     if results is None:
         return None, None
     return results, results.get("methods", {}).get(spec["method"])

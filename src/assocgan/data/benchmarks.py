@@ -49,6 +49,9 @@ BUILTIN: dict[str, BuiltinSpec] = {
 }
 
 
+PHOTO_SCALE = 4  # built-in photos are shrunk to a shorter side of 4 crop sizes
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
@@ -76,8 +79,9 @@ def _tone_chain(imgs: list[np.ndarray], names) -> list[list[np.ndarray]]:
 
 def tone_tasks(spec: BuiltinSpec, size, n_train, n_test, seed) -> list[Task]:
     names = [f for _, f in spec.tasks]
-    train_v = _tone_chain(photos.builtin_photos("train"), names)
-    test_v = _tone_chain(photos.builtin_photos("test"), names)
+    short = PHOTO_SCALE * size
+    train_v = _tone_chain(photos.builtin_photos("train", short), names)
+    test_v = _tone_chain(photos.builtin_photos("test", short), names)
     tasks = []
     for k, (name, _) in enumerate(spec.tasks):
         rng = np.random.default_rng([seed, k])
@@ -155,7 +159,8 @@ def load_benchmark(
         spec = BUILTIN[name]
         if spec.kind == "restore":
             degs = [(tname, parse_recipe(r)[0]) for tname, r in spec.tasks]
-            tasks = restoration_tasks(photos.builtin_photos("train"), photos.builtin_photos("test"), degs, size, n_train, n_test, seed)
+            short = PHOTO_SCALE * size
+            tasks = restoration_tasks(photos.builtin_photos("train", short), photos.builtin_photos("test", short), degs, size, n_train, n_test, seed)
         else:
             tasks = tone_tasks(spec, size, n_train, n_test, seed)
         bench = Benchmark(name, metric or spec.metric, tasks, spec.description)

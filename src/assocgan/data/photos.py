@@ -29,10 +29,22 @@ def _load(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
 
 
-def builtin_photos(split: str) -> list[np.ndarray]:
-    """The built-in photos of a split ('train' or 'test'), as HxWx3 uint8 arrays."""
+def shrink(img: np.ndarray, short_side: int | None) -> np.ndarray:
+    """Downscale (antialiased) so the shorter side is ``short_side``; never upscale."""
+    h, w = img.shape[:2]
+    if short_side is None or min(h, w) <= short_side:
+        return img
+    from PIL import Image
+
+    scale = short_side / min(h, w)
+    return np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.LANCZOS))
+
+
+def builtin_photos(split: str, short_side: int | None = None) -> list[np.ndarray]:
+    """The built-in photos of a split ('train' or 'test'), as HxWx3 uint8 arrays, optionally downscaled so that
+    their shorter side is ``short_side`` (crops then show whole objects rather than texture close-ups)."""
     names = {"train": TRAIN_PHOTOS, "test": TEST_PHOTOS}[split]
-    return [_load(n) for n in names]
+    return [shrink(_load(n), short_side) for n in names]
 
 
 def random_crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:

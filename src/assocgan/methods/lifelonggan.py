@@ -41,11 +41,13 @@ def montage(x: torch.Tensor, grid: int, gen: torch.Generator) -> torch.Tensor:
     n, c, h, w = x.shape
     ph, pw = h // grid, w // grid
     k = n * grid * grid
-    src = torch.randint(0, n, (k,), generator=gen)
-    oy = torch.randint(0, h - ph + 1, (k,), generator=gen)
-    ox = torch.randint(0, w - pw + 1, (k,), generator=gen)
-    patches = torch.stack([x[s, :, a : a + ph, b : b + pw] for s, a, b in zip(src.tolist(), oy.tolist(), ox.tolist())])
-    patches = patches.view(n, grid, grid, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, grid * ph, grid * pw)
+    src = torch.randint(0, n, (k,), generator=gen).to(x.device)
+    oy = torch.randint(0, h - ph + 1, (k,), generator=gen).to(x.device)
+    ox = torch.randint(0, w - pw + 1, (k,), generator=gen).to(x.device)
+    rows = (oy[:, None] + torch.arange(ph, device=x.device))[:, :, None]  # (k, ph, 1)
+    cols = (ox[:, None] + torch.arange(pw, device=x.device))[:, None, :]  # (k, 1, pw)
+    patches = x[src[:, None, None], :, rows, cols]  # (k, ph, pw, c)
+    patches = patches.view(n, grid, grid, ph, pw, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, grid * ph, grid * pw)
     if grid * ph != h or grid * pw != w:  # sizes not divisible by the grid: fill up to the original size
         patches = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
     return patches

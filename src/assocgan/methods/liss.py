@@ -116,7 +116,12 @@ class LiSS(Method):
         classes = {"rotation": 4, "jigsaw": len(JIGSAW_ORDERS)}
         self.heads = nn.ModuleDict({k: AuxHead(channels, classes[k]) for k in self.aux}).to(ctx.device)
         self.reference: FrozenTeacher | None = None
-        self.accuracy: dict[str, float] = {}  # of the last step's auxiliary predictions
+        self._correct: dict[str, torch.Tensor] = {}
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """The auxiliary heads' accuracy on the last step's batch."""
+        return {k: float(v) for k, v in self._correct.items()}
 
     def g_parameters(self):
         return itertools.chain(self.ctx.G.parameters(), self.heads.parameters())
@@ -143,7 +148,7 @@ class LiSS(Method):
         loss = 0.0
         for k in self.aux:
             loss = loss + self.opt.liss_lambda_aux * F.cross_entropy(logits[k].float(), labels[k])
-            self.accuracy[k] = float((logits[k].argmax(1) == labels[k]).float().mean())
+            self._correct[k] = (logits[k].detach().argmax(1) == labels[k]).float().mean()
         if self.reference is not None:
             loss = loss + self.opt.liss_lambda_distill * self.distillation(x, feats["current"])
         return loss

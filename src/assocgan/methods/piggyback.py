@@ -20,7 +20,8 @@ answers with task t's filters), which the tables say.
 *Memory.* The first task's network is the generator every method has (not counted, as for TL). What it keeps
 beyond it, in bytes as stored (float32): the new filters that joined the bank, the coefficient matrices
 (whose width grows with the bank) and the per-task biases and normalisation parameters. Zero after task 1,
-then it grows with each task.
+then it grows with each task: at ngf 32 with the default fraction, 1.9, 3.8 and 5.9 MB after tasks 2, 3, 4
+(each task's new filters are a quarter of G's 6.2 MB; the coefficients add 0.3-0.5 MB).
 """
 from __future__ import annotations
 

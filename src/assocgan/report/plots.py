@@ -293,6 +293,8 @@ def order_figure(summary: dict):
 def lambda_figure(summary: dict):
     """Figure 14: (a) each prior task's final metric and their mean, (b) the overall final average,
     against the swept value."""
+    from matplotlib.ticker import NullLocator
+
     rows = summary["rows"]
     metric = summary["metric"]
     fig = _figure(10.0, 3.9)
@@ -309,12 +311,17 @@ def lambda_figure(summary: dict):
     if pts:
         ax_b.plot(*zip(*pts), marker="o", ms=5, lw=2, color="#d62728", label="all tasks")
         best = max(pts, key=lambda p: p[1])
-        ax_b.annotate(f"best {best[0]:g}", best, textcoords="offset points", xytext=(4, 6), fontsize=8)
+        ax_b.annotate(f"best: {best[0]:g}", best, textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     label = summary.get("flag") or summary.get("option", "value")
     for ax, title in ((ax_a, "(a) prior tasks"), (ax_b, "(b) overall")):
         positive = [x for x in xs if x > 0]
         if positive and max(xs) / min(positive) >= 20:
             ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs], fontsize=8)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.margins(y=0.15)
         ax.set_xlabel(f"{summary.get('method', '')} {label}")
         ax.set_ylabel(f"final {_metric_name(metric)}")
         ax.set_title(title, fontsize=10)

@@ -150,14 +150,17 @@ def lambda_table(summary: dict) -> Table:
     metric = summary["metric"]
     prior = summary["prior_tasks"]
     flag = summary.get("flag") or summary.get("option", "value")
-    header = [flag] + [f"T{j + 1} {t}" for j, t in enumerate(prior)] + ["prior mean", f"T{len(prior) + 1} (last)", "overall AVG", "BWT"]
+    header = [flag] + [f"T{j + 1}" for j in range(len(prior))] + ["prior mean", f"T{len(prior) + 1} last", "overall AVG", "BWT"]
     rows = []
     for r in summary["rows"]:
         final = r.get("final") or []
         rows.append([f"{r['value']:g}" + ("" if r.get("complete") else " (partial)")]
                     + [fmt_metric(final[j] if j < len(final) else None, metric) for j in range(len(prior))]
                     + [fmt_metric(r.get("prior_mean"), metric), fmt_metric(r.get("last"), metric), fmt_metric(r.get("overall"), metric), fmt_signed(r.get("bwt"), metric)])
-    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {metric.upper()} ({summary['benchmark']})", header, rows)
+    tasks = summary.get("tasks") or prior
+    names = ", ".join(f"T{j + 1} {t}" for j, t in enumerate(tasks))
+    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {metric.upper()} ({summary['benchmark']})", header, rows,
+                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b).")
 
 
 def ablation_table(summary: dict) -> Table:

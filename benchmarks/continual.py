@@ -1,0 +1,133 @@
+"""Continual-learning benchmark over several seeds: does the benchmark test forgetting, and how much of the
+TL -> JL gap does each method close?
+
+    python benchmarks/continual.py --benchmark restore4 --seeds 0,1,2 --out runs/bench/restore4
+    python benchmarks/continual.py --benchmark tones3 --seeds 0,1,2 --methods tl,jl,assoc --out runs/bench/tones3
+
+Each seed is an ordinary run folder (``OUT/seed<k>``); methods already complete there are not run again.
+``replay@assoc`` is raw replay given exactly the bytes Assoc-GAN keeps in the same seed (``--replay-bytes``).
+Prints, side by side: per-seed final AVG / BWT / memory / train seconds, and over the seeds TL's BWT, the
+JL - TL gap, the share of the gap each method closes, Assoc-GAN's memory as a share of JL's and its training
+time as a multiple of TL's. Writes ``OUT/summary.md`` and ``OUT/summary.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from assocgan.config import make_config
+from assocgan.io import read_json, write_json, write_text
+from assocgan.report.tables import Table, fmt_bytes, to_markdown, to_text
+from assocgan.runner import RESULTS, run
+
+EQUAL_BYTES = "replay@assoc"
+
+
+def run_seed(args, seed: int, methods: list[str]) -> dict:
+    out = Path(args.out) / f"seed{seed}"
+    base = dict(benchmark=args.benchmark, seed=seed, threads=args.threads)
+    if args.steps:
+        base["steps"] = args.steps
+    done = (read_json(out / RESULTS) or {}).get("methods", {})
+    plain = [m for m in methods if m != EQUAL_BYTES and not done.get(m, {}).get("complete")]
+    if plain:
+        cfg = make_config(args.preset, methods=plain, **base)
+        run(cfg, out)
+    if EQUAL_BYTES in methods and not done.get(EQUAL_BYTES, {}).get("complete"):
+        res = read_json(out / RESULTS)
+        budget = res["methods"]["assoc"]["memory_bytes"]
+        cfg = make_config(args.preset, methods=["replay"], method_options={"replay": {"replay_bytes": float(budget)}}, **base)
+        tmp = out / "replay_equal_bytes"
+        r2 = run(cfg, tmp)
+        res = read_json(out / RESULTS)
+        entry = dict(r2["methods"]["replay"])
+        entry["title"] = f"replay at Assoc-GAN's bytes ({fmt_bytes(budget)})"
+        res["methods"][EQUAL_BYTES] = entry
+        write_json(out / RESULTS, res)
+    return read_json(out / RESULTS)
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def sd(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--benchmark", default="restore4")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default=f"tl,jl,assoc,{EQUAL_BYTES}")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--steps", type=int, default=0, help="override the preset's steps per task")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    args.out = args.out or f"runs/bench/{args.benchmark}"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if EQUAL_BYTES in methods and "assoc" not in methods:
+        p.error(f"{EQUAL_BYTES} needs assoc in --methods")
+    per_seed = {s: run_seed(args, s, methods) for s in seeds}
+    metric = next(iter(per_seed.values()))["metric"]
+    fmt = (lambda v: "-" if v is None else f"{v:.2f}") if metric == "psnr" else (lambda v: "-" if v is None else f"{v:.3f}")
+
+    rows, summary = [], {"benchmark": args.benchmark, "metric": metric, "seeds": seeds, "methods": {}}
+    for m in methods:
+        entries = [per_seed[s]["methods"][m] for s in seeds]
+        fa = [e["final_avg"] for e in entries]
+        bwt = [e["bwt"] for e in entries]
+        mem = [e["memory_bytes"] for e in entries]
+        secs = [e["train_seconds"] for e in entries]
+        summary["methods"][m] = {"final_avg": fa, "bwt": bwt, "memory_bytes": mem, "train_seconds": secs}
+        rows.append([entries[0].get("title", m), f"{fmt(mean(fa))} ± {fmt(sd(fa))}", " ".join(fmt(v) for v in fa), fmt(mean(bwt)), fmt_bytes(mean(mem)), f"{mean(secs):.0f}"])
+    table = Table(f"{args.benchmark}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})", ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s"], rows)
+
+    figures = []
+    if "tl" in methods and "jl" in methods:
+        tl = [per_seed[s]["methods"]["tl"]["final_avg"] for s in seeds]
+        jl = [per_seed[s]["methods"]["jl"]["final_avg"] for s in seeds]
+        gap = mean(jl) - mean(tl)
+        figures.append(("TL BWT (mean over seeds)", fmt(mean(summary["methods"]["tl"]["bwt"]))))
+        figures.append(("JL final AVG - TL final AVG", fmt(gap)))
+        summary["tl_bwt"], summary["jl_minus_tl"] = mean(summary["methods"]["tl"]["bwt"]), gap
+        summary["gap_closed"] = {}
+        for m in methods:
+            if m in ("tl", "jl"):
+                continue
+            fa = mean(summary["methods"][m]["final_avg"])
+            closed = (fa - mean(tl)) / gap if gap else None
+            per = [(per_seed[s]["methods"][m]["final_avg"] - tl[i]) / (jl[i] - tl[i]) for i, s in enumerate(seeds) if jl[i] != tl[i]]
+            summary["gap_closed"][m] = closed
+            figures.append((f"{m}: share of the TL->JL gap closed", f"{100 * closed:.0f}% (per seed: {', '.join(f'{100 * c:.0f}%' for c in per)})"))
+    if "assoc" in methods:
+        if "jl" in methods:
+            ratio = [per_seed[s]["methods"]["assoc"]["memory_bytes"] / per_seed[s]["methods"]["jl"]["memory_bytes"] for s in seeds]
+            summary["assoc_memory_share_of_jl"] = mean(ratio)
+            figures.append(("Assoc-GAN memory / JL memory", f"{100 * mean(ratio):.1f}%"))
+        if "tl" in methods:
+            tr = [per_seed[s]["methods"]["assoc"]["train_seconds"] / per_seed[s]["methods"]["tl"]["train_seconds"] for s in seeds]
+            summary["assoc_time_over_tl"] = mean(tr)
+            figures.append(("Assoc-GAN train time / TL train time", f"{mean(tr):.2f}x (per seed: {', '.join(f'{r:.2f}' for r in tr)})"))
+        if EQUAL_BYTES in methods:
+            a = mean(summary["methods"]["assoc"]["final_avg"])
+            r = mean(summary["methods"][EQUAL_BYTES]["final_avg"])
+            figures.append(("Assoc-GAN - replay at equal bytes (final AVG)", fmt(a - r)))
+            summary["assoc_minus_replay_equal_bytes"] = a - r
+    fig_table = Table("Figures", ["figure", "value"], [[k, v] for k, v in figures])
+    print(to_text(table) + "\n\n" + to_text(fig_table))
+    cmd = "python benchmarks/continual.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_text(Path(args.out) / "summary.md", f"`{cmd}`\n\n" + to_markdown(table) + "\n\n" + to_markdown(fig_table) + "\n")
+    write_json(Path(args.out) / "summary.json", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

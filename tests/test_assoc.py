@@ -1,0 +1,170 @@
+"""Assoc-GAN: the mapping memory reproduces a task's randomness, the controller mixes association samples,
+the continual distillation anchors the weights, and the memory is counted as stored."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from assocgan.cli import main
+from assocgan.config import make_config
+from assocgan.data.benchmarks import Benchmark, load_benchmark
+from assocgan.fisher import QuadraticAnchor, diagonal_fisher, per_sample_content_loss
+from assocgan.memory import module_bytes
+from assocgan.metrics import psnr
+from assocgan.nets import UNet
+from assocgan.nets.mapper import Mapper
+from assocgan.train import train_method
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def _bench(names, size=32, n_train=32):
+    full = load_benchmark("restore4", size=size, n_train=n_train, n_test=8, seed=3)
+    tasks = {t.name: t for t in full.tasks}
+    return Benchmark("sub", "psnr", [tasks[n] for n in names])
+
+
+def _train(bench, steps=6, **opts):
+    cfg = make_config("smoke", steps=steps, method_options={"assoc": opts})
+    return train_method("assoc", bench, cfg)[-1].method
+
+
+@pytest.fixture(scope="module")
+def noise_blur_method():
+    torch.set_num_threads(1)
+    return _train(_bench(["noise", "blur", "lowlight"]), steps=4, mapper_steps=250, mapper_batch=16)
+
+
+def test_noise_mapper_reproduces_the_noise_level(noise_blur_method):
+    m = noise_blur_method
+    noise_task = _bench(["noise"]).tasks[0]
+    x, y = noise_task.test_pairs()
+    true_std = float((x - y).std())
+    fake = m.association_samples(y, 0)
+    got_std = float((fake - y).std())
+    assert abs(got_std - true_std) / true_std < 0.25, (got_std, true_std)
+    # and it is random: two draws differ, unlike a mean (clean) prediction
+    assert float((m.association_samples(y, 0) - fake).abs().mean()) > 0.05
+
+
+def test_deterministic_task_gets_no_noise_and_a_faithful_mean(noise_blur_method):
+    m = noise_blur_method
+    assert float(m.mappers[0].noise_scale) > 0.5
+    assert float(m.mappers[1].noise_scale) == 0.0  # blur: two draws of the source agree
+    assert float(m.mappers[2].noise_scale) == 0.0  # low light
+    for j, name in ((1, "blur"), (2, "lowlight")):
+        x, y = _bench([name]).tasks[0].test_pairs()
+        fake = m.association_samples(y, j)
+        # the mapper's source is closer to the real source than the clean target is
+        assert float(psnr(fake, x).mean()) > float(psnr(y, x).mean()) + 1.0, name
+        # deterministic: the same answer twice
+        assert torch.equal(fake, m.association_samples(y, j))
+
+
+def test_controller_mixes_balanced_association_samples(noise_blur_method):
+    m = noise_blur_method
+    task = _bench(["colorcast"]).tasks[0]
+    n = m.ctx.cfg.batch_size
+    assert m.ratio(3) == pytest.approx(3 / 4)  # three past tasks: each task gets a quarter of the batch
+    x, y = m.batch(3, task)
+    n_assoc = round(3 / 4 * n)
+    assert x.shape == y.shape and not x.requires_grad
+    # the first part are current pairs (colour cast raises red relative to blue); the rest are associations
+    cur_x = x[: n - n_assoc]
+    assert torch.all(cur_x[:, 0].mean((1, 2)) - cur_x[:, 2].mean((1, 2)) > y[: n - n_assoc, 0].mean((1, 2)) - y[: n - n_assoc, 2].mean((1, 2)))
+    assert not torch.equal(x[n - n_assoc :], y[n - n_assoc :])
+
+
+def test_fixed_ratio_and_no_heuristics():
+    bench = _bench(["noise", "blur"])
+    m = _train(bench, steps=2, assoc_ratio="0.25", mapper_steps=2)
+    assert m.ratio(1) == 0.25
+    m2 = _train(bench, steps=2, heuristics=False)
+    assert m2.mappers == [] and m2.ratio(1) == 0.0 and "mappers" not in m2.memory()
+
+
+def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
+    m = noise_blur_method
+    mem = m.memory()
+    n_params_g = sum(p.numel() for p in m.ctx.G.parameters())
+    mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
+    assert mem["mappers"] == 3 * (2 * mapper_params + 2)  # float16 weights and the noise-scale buffer
+    assert mem["distillation"] == 2 * n_params_g + 2 * n_params_g  # theta* float16 + F bfloat16
+    assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
+    assert m.memory_bytes() == sum(mem.values())
+    assert module_bytes(m.mappers[0]) == 2 * mapper_params + 2
+
+
+def test_fisher_matches_a_plain_per_sample_loop():
+    torch.manual_seed(0)
+    G = UNet(ngf=4)
+    x, y = torch.rand(5, 3, 16, 16), torch.rand(5, 3, 16, 16)
+    fast = diagonal_fisher(G, x, y, chunk=2)
+    slow = {k: torch.zeros_like(p) for k, p in G.named_parameters()}
+    G.eval()
+    for i in range(5):
+        G.zero_grad()
+        per_sample_content_loss(G(x[i : i + 1]), y[i : i + 1]).sum().backward()
+        for k, p in G.named_parameters():
+            slow[k] += p.grad.pow(2) / 5
+    for k in slow:
+        torch.testing.assert_close(fast[k], slow[k], rtol=1e-4, atol=1e-12)
+
+
+def test_distillation_penalty_pulls_towards_the_anchor():
+    torch.manual_seed(0)
+    G = UNet(ngf=4)
+    anchor = QuadraticAnchor()
+    assert anchor.penalty() is None
+    fisher = {k: torch.ones_like(p) for k, p in G.named_parameters()}
+    anchor.update(G, fisher)
+    at_anchor = float(anchor.penalty().detach())  # only the float16 rounding of theta*
+    assert at_anchor < 1e-4
+    theta_star = {k: p.detach().clone() for k, p in G.named_parameters()}
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    dist = lambda: sum(float((p - theta_star[k]).pow(2).sum()) for k, p in G.named_parameters())
+    before = dist()
+    pen = anchor.penalty()
+    assert float(pen.detach()) > 1000 * at_anchor
+    opt = torch.optim.SGD(G.parameters(), lr=0.1)
+    pen.backward()
+    opt.step()
+    assert dist() < before
+    # a second task's importance adds to the first (online EWC)
+    anchor.update(G, fisher)
+    assert float(anchor.stored_importance[next(iter(fisher))].float().mean()) == pytest.approx(2.0)
+
+
+def test_penalty_is_absent_on_task_one_and_acts_after(noise_blur_method):
+    bench = _bench(["noise", "blur"])
+    cfg = make_config("smoke", steps=3, method_options={"assoc": {"mapper_steps": 2}})
+    seen = []
+
+    from assocgan.methods.assoc import AssocGAN
+
+    orig = AssocGAN.generator_loss
+
+    def spy(self, step):
+        out = orig(self, step)
+        seen.append((step.t, None if out is None else float(out)))
+        return out
+
+    AssocGAN.generator_loss = spy
+    try:
+        train_method("assoc", bench, cfg)
+    finally:
+        AssocGAN.generator_loss = orig
+    assert all(v is None for t, v in seen if t == 0)
+    later = [v for t, v in seen if t == 1]
+    assert max(later) > 0 and later[0] < max(later)  # grows as G leaves theta*
+
+
+def test_bad_assoc_ratio_is_a_clear_error(tmp_path, capsys):
+    code = main(["run", "--preset", "smoke", "--methods", "assoc", "--assoc-ratio", "1.5", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "--assoc-ratio" in capsys.readouterr().err
