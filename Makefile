@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/assocgan run --benchmark restore4 --methods tl,jl,assoc --preset quick --seed 0 --out runs/demo
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 clean:
 	rm -rf runs .pytest_cache

@@ -127,7 +127,7 @@ def test_distillation_penalty_pulls_towards_the_anchor():
     with torch.no_grad():
         for p in G.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    dist = lambda: sum(float((p - theta_star[k]).pow(2).sum()) for k, p in G.named_parameters())
+    dist = lambda: sum(float((p.detach() - theta_star[k]).pow(2).sum()) for k, p in G.named_parameters())
     before = dist()
     pen = anchor.penalty()
     assert float(pen.detach()) > 1000 * at_anchor

@@ -121,6 +121,8 @@ def save_samples(out: Path, name: str, bench: Benchmark, rec: TaskRecord, n: int
     save_png(out / "samples" / name / f"after_task{rec.t + 1}_{bench.tasks[rec.t].name}.png", grid(rows, scale=2 if x.shape[-1] < 96 else 1))
     if tb is not None:
         tb.image(f"{name}/samples", grid(rows), step)
+    for fname, pic_rows in rec.method.pictures(bench.tasks[: rec.t + 1]).items():
+        save_png(out / "pictures" / name / f"{fname}.png", grid(pic_rows, scale=2 if x.shape[-1] < 96 else 1))
 
 
 class TensorBoard:
@@ -177,15 +179,23 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                     progress.task_done(name, rec, bench)
 
                 train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=curves.append, log=tb.scalar)
+                if name != cfg.methods[-1]:
+                    write_report_safely(out)  # a long run has a report of the methods done so far
     finally:
         tb.close()
     print_tables(results, console)
+    path = write_report_safely(out)
+    if path is not None and console is not None:
+        console.print(f"\nReport: {path}")
+    return results
+
+
+def write_report_safely(out: Path) -> Path | None:
+    """Plots and report.html of a run folder; a failure is reported, never raised: the results are written."""
     try:
         from .report.html import write_report
 
-        path = write_report(out)  # plots/ (forgetting curves, memory, time, ...) and report.html
-        if console is not None:
-            console.print(f"\nReport: {path}")
-    except Exception as e:  # the results are written: a failed report must not lose the run
+        return write_report(out)  # plots/ (forgetting curves, memory, time, ...) and report.html
+    except Exception as e:
         print(f"assocgan: report.html not written ({type(e).__name__}: {e}); rebuild it with `assocgan report {out}`", file=sys.stderr)
-    return results
+        return None

@@ -160,6 +160,18 @@ class AssocGAN(Method):
         var_model = float(log_std.float().mul(2).exp().mean())
         return (var_task / max(var_model, 1e-12)) ** 0.5
 
+    def pictures(self, seen):
+        """The paper's Figure 13: for each past task, its real inputs, then three association samples made from
+        the same targets (different draws where the task is random)."""
+        if not self._work:
+            return {}
+        rows = []
+        for j in range(len(self._work)):
+            x, y = seen[j].test_pairs()
+            x, y = x[:4], y[:4]
+            rows.append([x] + [self.association_samples(y, j) for _ in range(3)])
+        return {f"association_after_task{len(seen)}": rows}
+
     # ---- bookkeeping -------------------------------------------------------------------
     def memory(self):
         out = {}

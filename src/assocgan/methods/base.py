@@ -145,6 +145,11 @@ class Method:
         """What the method keeps between tasks, in bytes as stored, by kind (e.g. {"pairs": ...})."""
         return {}
 
+    def pictures(self, seen: list["Task"]) -> dict[str, list[list[torch.Tensor]]]:
+        """Pictures of the method's own machinery after a task, as rows of image batches by file name
+        (written next to the sample grids). ``seen`` are the tasks so far, for their test images only."""
+        return {}
+
     def eval_generator(self, t: int) -> nn.Module:
         """The generator that answers for task t at test time."""
         return self.ctx.G

@@ -120,6 +120,19 @@ def _samples(folder: Path, results: dict, only_last: bool = False) -> str:
     return "".join(out)
 
 
+def _pictures(folder: Path, results: dict) -> str:
+    """The last picture of each kind that a method wrote to pictures/<method>/."""
+    out = []
+    for name, res in results["methods"].items():
+        d = folder / "pictures" / name
+        files = sorted(d.glob("*.png")) if d.is_dir() else []
+        if files:
+            last = files[-1]
+            out.append(f"<h3>{_e(res.get('title') or name)}</h3><div class='samples'><figure>{img_tag(last, f'{name} {last.stem}')}"
+                       f"<figcaption>{_e(last.stem.replace('_', ' '))}</figcaption></figure></div>")
+    return "".join(out)
+
+
 def _page(title: str, nav: list[tuple[str, str]], body: list[str]) -> str:
     links = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav)
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -153,8 +166,15 @@ def run_page(folder: Path, results: dict) -> str:
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
                 "left block: inputs, middle: outputs, right: targets (the first test images).</p>")
     body.append(_samples(folder, results))
+    pictures = _pictures(folder, results)
+    if pictures:
+        body.append("<h2 id='pictures'>Method pictures</h2><p class='note'>What a method makes of its memory. Assoc-GAN "
+                    "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
+                    "blocks of association samples made by its mapper from the same targets.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
-    nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices"), ("plots", "Plots"), ("samples", "Samples"), ("config", "Configuration")]
+    nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices"), ("plots", "Plots"), ("samples", "Samples")]
+    nav += [("pictures", "Pictures")] if pictures else []
+    nav += [("config", "Configuration")]
     return _page(f"assocgan run: {results['benchmark']}", nav, body)
 
 
