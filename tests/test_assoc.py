@@ -92,7 +92,8 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     n_params_g = sum(p.numel() for p in m.ctx.G.parameters())
     mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
     assert mem["mappers"] == 3 * (2 * mapper_params + 2)  # float16 weights and the noise-scale buffer
-    assert mem["distillation"] == 2 * n_params_g + 2 * n_params_g  # theta* float16 + F bfloat16
+    n_tensors = sum(1 for _ in m.ctx.G.parameters())
+    assert mem["distillation"] == 2 * n_params_g + 2 * 8 * n_tensors  # theta* int8 + F 8-bit log codes, 2 scales each
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
     assert m.memory_bytes() == sum(mem.values())
     assert module_bytes(m.mappers[0]) == 2 * mapper_params + 2
@@ -138,6 +139,24 @@ def test_distillation_penalty_pulls_towards_the_anchor():
     # a second task's importance adds to the first (online EWC)
     anchor.update(G, fisher)
     assert float(anchor.stored_importance[next(iter(fisher))].float().mean()) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("storage,per_weight", [("half", 4), ("8bit", 2)])
+def test_compact_anchor_storage_keeps_the_penalty(storage, per_weight):
+    torch.manual_seed(0)
+    G = UNet(ngf=4)
+    fisher = {k: torch.rand_like(p).pow(8) * 10.0 ** torch.randint(-12, -2, p.shape).float() for k, p in G.named_parameters()}
+    exact = QuadraticAnchor(storage="half")
+    exact.update(G, fisher)
+    anchor = QuadraticAnchor(storage=storage)
+    anchor.update(G, fisher)
+    n = sum(p.numel() for p in G.parameters())
+    assert per_weight * n <= anchor.memory_bytes() <= per_weight * n + 16 * len(fisher)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    a, b = float(exact.penalty().detach()), float(anchor.penalty().detach())
+    assert b == pytest.approx(a, rel=0.1)
 
 
 def test_penalty_is_absent_on_task_one_and_acts_after(noise_blur_method):

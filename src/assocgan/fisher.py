@@ -42,26 +42,64 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: i
     return {k: f / x.shape[0] for k, f in fisher.items()}
 
 
+class Stored8bit:
+    """A tensor kept in 8 bits: ``linear`` (int8, symmetric, one scale per tensor) for weights, or ``log`` (uint8
+    codes of log(value) between the tensor's smallest and largest positive values) for non-negative
+    importances that span many orders of magnitude. ``nbytes`` counts the codes and the two float32 numbers."""
+
+    def __init__(self, value: torch.Tensor, kind: str):
+        self.kind, self.shape = kind, value.shape
+        v = value.detach().float()
+        if kind == "linear":
+            self.lo, self.hi = 0.0, float(v.abs().max().clamp_min(1e-12)) / 127
+            self.codes = torch.round(v / self.hi).clamp(-127, 127).to(torch.int8)
+        else:
+            pos = v[v > 0]
+            self.lo = float(pos.min().log()) if pos.numel() else 0.0
+            self.hi = float(pos.max().log()) if pos.numel() else 0.0
+            span = max(self.hi - self.lo, 1e-6)
+            codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / span * 254) + 1
+            self.codes = torch.where(v > 0, codes.clamp(1, 255), torch.zeros_like(codes)).to(torch.uint8)
+
+    def float(self) -> torch.Tensor:
+        if self.kind == "linear":
+            return self.codes.float() * self.hi
+        span = max(self.hi - self.lo, 1e-6)
+        vals = torch.exp(self.lo + (self.codes.float() - 1) / 254 * span)
+        return torch.where(self.codes > 0, vals, torch.zeros_like(vals))
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + 8
+
+
 class QuadraticAnchor:
     """Keeps anchor weights theta* and an importance per weight; penalty = 0.5 * sum(F * (theta - theta*)^2).
 
-    Between tasks theta* is stored in float16 and the importance in bfloat16 (its values span many orders of
-    magnitude; bfloat16 keeps float32's range), and both are counted as memory. Several tasks combine as
-    online EWC: F <- decay * F_old + F_new, and theta* moves to the newest weights.
+    Between tasks both are stored compactly and counted as memory: with ``storage="half"`` theta* in float16
+    and the importance in bfloat16 (its values span many orders of magnitude; bfloat16 keeps float32's range),
+    4 bytes a weight; with ``storage="8bit"`` theta* in int8 and the importance as 8-bit log codes, 2 bytes a
+    weight. Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to the newest
+    weights. The penalty uses float32 working copies derived from the stored tensors.
     """
 
-    theta_dtype = torch.float16
-    importance_dtype = torch.bfloat16
-
-    def __init__(self, decay: float = 1.0):
+    def __init__(self, decay: float = 1.0, storage: str = "half"):
+        if storage not in ("half", "8bit"):
+            raise ValueError(f"storage must be 'half' or '8bit', got {storage!r}")
         self.decay = decay
-        self.stored_theta: dict[str, torch.Tensor] = {}
-        self.stored_importance: dict[str, torch.Tensor] = {}
+        self.storage = storage
+        self.stored_theta: dict[str, torch.Tensor | Stored8bit] = {}
+        self.stored_importance: dict[str, torch.Tensor | Stored8bit] = {}
         self._work: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @property
     def active(self) -> bool:
         return bool(self.stored_theta)
+
+    def _store(self, v: torch.Tensor, importance: bool):
+        if self.storage == "8bit":
+            return Stored8bit(v, "log" if importance else "linear")
+        return v.detach().to(torch.bfloat16 if importance else torch.float16).clone()
 
     def update(self, model: nn.Module, importance: dict[str, torch.Tensor]) -> None:
         """Anchor at the model's current weights and fold in a new importance estimate."""
@@ -69,8 +107,8 @@ class QuadraticAnchor:
         for k, f in importance.items():
             old = self.stored_importance.get(k)
             combined[k] = f.float() if old is None else self.decay * old.float() + f.float()
-        self.stored_importance = {k: v.to(self.importance_dtype) for k, v in combined.items()}
-        self.stored_theta = {k: p.detach().to(self.theta_dtype).clone() for k, p in model.named_parameters() if k in importance}
+        self.stored_importance = {k: self._store(v, True) for k, v in combined.items()}
+        self.stored_theta = {k: self._store(p, False) for k, p in model.named_parameters() if k in importance}
         self.bind(model)
 
     def bind(self, model: nn.Module) -> None:
@@ -85,7 +123,8 @@ class QuadraticAnchor:
         return 0.5 * sum((f * (p - t).pow(2)).sum() for p, t, f in self._work)
 
     def memory_bytes(self) -> int:
-        return tensor_bytes(self.stored_theta) + tensor_bytes(self.stored_importance)
+        stored = list(self.stored_theta.values()) + list(self.stored_importance.values())
+        return sum(v.nbytes if isinstance(v, Stored8bit) else tensor_bytes(v) for v in stored)
 
 
 def per_sample_fisher(
