@@ -48,6 +48,17 @@ def _ratio(value):
     return value
 
 
+def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random ``size`` x ``size`` window of each pair (whole images when ``size`` is 0 or too large)."""
+    h, w = x.shape[-2:]
+    if size <= 0 or size >= min(h, w):
+        return x, y
+    size -= size % 2
+    top = int(torch.randint(0, h - size + 1, (), generator=gen))
+    left = int(torch.randint(0, w - size + 1, (), generator=gen))
+    return x[..., top : top + size, left : left + size], y[..., top : top + size, left : left + size]
+
+
 class AssocGAN(Method):
     name = "assoc"
     title = "Assoc-GAN"
@@ -61,9 +72,10 @@ class AssocGAN(Method):
         Option("distill_storage", "8bit", "how theta* and F are kept between tasks: 8bit (2 bytes a weight) or half (4)", ("8bit", "half")),
         Option("mapper_ngf", 16, "width of the mapper"),
         Option("mapper_blocks", 2, "residual blocks of the mapper"),
-        Option("mapper_steps", 0, "training steps of each mapper (0: a quarter of the steps of a task)"),
+        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)"),
         Option("mapper_batch", 16, "batch size of mapper training"),
-        Option("mapper_lr", 3e-3, "learning rate of mapper training (cosine decay)"),
+        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)"),
+        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images"),
     )
 
     def __init__(self, ctx, **opts):
@@ -96,9 +108,10 @@ class AssocGAN(Method):
         which = torch.randint(0, len(self._work), (n_assoc,), generator=self.ctx.gen)
         ya = y[n - n_assoc :]
         xa = torch.empty_like(ya)
-        for j in which.unique().tolist():  # float32: the mappers are cheap, and bf16 would blur their output
-            sel = which == j
-            xa[sel] = self._work[j].sample(ya[sel].to(self.ctx.device), self.ctx.gen).cpu()
+        with self.ctx.autocast():  # inference in bf16 costs the mapper's output nothing measurable (training would)
+            for j in which.unique().tolist():
+                sel = which == j
+                xa[sel] = self._work[j].sample(ya[sel].to(self.ctx.device), self.ctx.gen).float().cpu()
         x[n - n_assoc :] = xa
         return x, y
 
@@ -132,11 +145,11 @@ class AssocGAN(Method):
         gen, dev = self.ctx.gen, self.ctx.device
         mapper = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(dev)
         opt = torch.optim.Adam(mapper.parameters(), lr=self.opt.mapper_lr, betas=(0.9, 0.99))
-        steps = self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 4)
+        steps = self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for _ in range(steps):
-            x, y = task.sample(self.opt.mapper_batch, gen)
-            loss = mapper_loss(mapper, y.to(dev), x.to(dev))  # float32: bf16 costs the mapper 2-3 dB of fidelity
+            x, y = random_crop(*task.sample(self.opt.mapper_batch, gen), self.opt.mapper_crop, gen)
+            loss = mapper_loss(mapper, y.to(dev), x.to(dev))  # float32: bf16 training costs the mapper 2-3 dB
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
