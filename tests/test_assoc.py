@@ -16,11 +16,6 @@ from assocgan.nets.mapper import Mapper
 from assocgan.train import train_method
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 def _bench(names, size=32, n_train=32):
     full = load_benchmark("restore4", size=size, n_train=n_train, n_test=8, seed=3)
     tasks = {t.name: t for t in full.tasks}

@@ -16,14 +16,6 @@ from assocgan.metrics import psnr
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 

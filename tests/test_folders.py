@@ -18,14 +18,6 @@ from assocgan.errors import UserError
 S = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _img(seed: int, h: int = S, w: int = S) -> np.ndarray:
     """A distinct real-photo crop, HxWx3 uint8."""
     photo = skdata.astronaut()

@@ -24,14 +24,6 @@ from assocgan.train import build_networks, train_method
 STEPS = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def bench2():
     cfg = make_config("smoke", threads=1)
@@ -55,7 +47,7 @@ def pull(params, term, eps=1e-3):
             p.sub_(eps * g / norm)
 
 
-def drift(params, scale=0.05):
+def drift(params, scale=0.3):
     """Move the weights away at random, as a longer second task would."""
     torch.manual_seed(3)
     with torch.no_grad():
@@ -179,7 +171,7 @@ def test_lifelonggan_distillation_pulls_outputs_towards_previous_generator(bench
     drift(m.ctx.G.parameters())
     before = float(distil().detach())
     assert before > 0
-    pull([p for p in m.ctx.G.parameters()], distil, eps=1e-3)
+    pull([p for p in m.ctx.G.parameters()], distil, eps=1e-4)
     assert float(distil().detach()) < before
 
 
@@ -235,7 +227,7 @@ def test_liss_distillation_acts_after_first_task_and_pulls_encoder_back(bench2, 
 
     def spy(self, x, feats=None):
         out = original(self, x, feats)
-        seen.append((self.ctx.G.training, None if out is None else float(out)))
+        seen.append((self.ctx.G.training, None if out is None else float(out.detach())))
         return out
 
     monkeypatch.setattr(LiSS, "distillation", spy)
@@ -248,7 +240,7 @@ def test_liss_distillation_acts_after_first_task_and_pulls_encoder_back(bench2, 
     monkeypatch.setattr(LiSS, "distillation", original)
     drift(m.ctx.G.down.parameters())
     before = float(m.distillation(x).detach())
-    pull(list(m.ctx.G.down.parameters()), lambda: m.distillation(x), eps=1e-3)
+    pull(list(m.ctx.G.down.parameters()), lambda: m.distillation(x), eps=1e-4)
     assert float(m.distillation(x).detach()) < before
 
 

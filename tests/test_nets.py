@@ -8,14 +8,6 @@ import torch.nn as nn
 from assocgan.nets import PatchGAN, UNet, init_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("ngf", [4, 8, 12])
 @pytest.mark.parametrize("size", [16, 32, 48, 80])
 @pytest.mark.parametrize("residual", [True, False])

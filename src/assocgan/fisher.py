@@ -21,25 +21,7 @@ def per_sample_content_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.T
 
 def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> dict[str, torch.Tensor]:
     """Mean of squared per-sample gradients of ``per_sample_content_loss(model(x), y)`` for each trainable parameter."""
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-    def loss_one(p, xi, yi):
-        out = functional_call(model, (p, buffers), (xi[None],))
-        return per_sample_content_loss(out, yi[None])[0]
-
-    g_fn = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    fisher = {k: torch.zeros_like(v) for k, v in params.items()}
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, x.shape[0], chunk):
-            grads = g_fn(params, x[i : i + chunk], y[i : i + chunk])
-            for k, g in grads.items():
-                fisher[k] += g.pow(2).sum(0)
-    finally:
-        model.train(was_training)
-    return {k: f / x.shape[0] for k, f in fisher.items()}
+    return per_sample_fisher(model, lambda call, xi, yi: per_sample_content_loss(call(xi), yi[None])[0], x, y, chunk=chunk)
 
 
 class Stored8bit:

@@ -9,26 +9,14 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import RunConfig
 from .data.benchmarks import Benchmark
 from .data.tasks import Task
 from .evaluate import evaluate_task
+from .losses import content_loss, gan_loss
 from .methods import Context, Method, Step, get_method
 from .nets import PatchGAN
-
-
-def gan_loss(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
-    pred = pred.float()
-    target = torch.ones_like(pred) if real else torch.zeros_like(pred)
-    if mode == "lsgan":
-        return F.mse_loss(pred, target)
-    return F.binary_cross_entropy_with_logits(pred, target)
-
-
-def content_loss(fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(fake.float(), y.float())
 
 
 def pick_device(name: str | None = None) -> torch.device:

@@ -26,6 +26,11 @@ def _discover() -> dict[str, type[Method]]:
                 if obj.name in found:
                     raise RuntimeError(f"method name {obj.name!r} defined twice")
                 found[obj.name] = obj
+    owners: dict[str, str] = {}
+    for m in found.values():  # an option is one CLI flag: two methods may not declare the same name
+        for o in m.options:
+            if owners.setdefault(o.name, m.name) != m.name:
+                raise RuntimeError(f"option {o.flag} is declared by both {owners[o.name]} and {m.name}")
     rank = {n: i for i, n in enumerate(ORDER)}
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
