@@ -83,6 +83,7 @@ def method_entry(bench: Benchmark, records: list[TaskRecord], curves: list[Curve
         "memory_by_task": [int(sum(r.memory.values())) for r in records],
         "train_seconds": sum(r.train_seconds for r in records),
         "train_seconds_by_task": [r.train_seconds for r in records],
+        "train_cpu_seconds": sum(r.cpu_seconds for r in records),
         "psnr": psnr,
         "ssim": ssim,
         "losses_by_task": [r.losses for r in records],

@@ -46,6 +46,7 @@ class TaskRecord:
     generator: nn.Module
     method: Method
     losses: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # process CPU time of the same span: comparable between runs on a shared machine
 
 
 @dataclass
@@ -92,7 +93,7 @@ def train_method(
     records: list[TaskRecord] = []
 
     for t, task in enumerate(bench.tasks):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         method.before_task(t, task)
         opt_g = torch.optim.Adam(list(method.g_parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) if use_gan else None
@@ -148,17 +149,18 @@ def train_method(
             if on_step is not None:
                 on_step(1)
             if on_curve is not None and cfg.eval_every and global_step % cfg.eval_every == 0:
-                eval_start = time.perf_counter()
+                eval_start, eval_cpu = time.perf_counter(), time.process_time()
                 scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
                 on_curve(CurvePoint(global_step, t, scores))
                 start += time.perf_counter() - eval_start  # evaluation is not training time
+                cpu_start += time.process_time() - eval_cpu
         method.after_task(t, task)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
         for j, sc in enumerate(scores):
             for m, v in sc.items():
                 log_scalar(f"{m}/{bench.tasks[j].name}", v)
-        rec = TaskRecord(t, scores, seconds, method.memory(), G, method, {k: v / cfg.steps for k, v in sums.items()})
+        rec = TaskRecord(t, scores, seconds, method.memory(), G, method, {k: v / cfg.steps for k, v in sums.items()}, cpu_seconds)
         records.append(rec)
         if on_task is not None:
             on_task(rec)
