@@ -126,7 +126,8 @@ def test_builtin_specs_match_the_listing():
 
 def test_train_and_test_photos_are_disjoint(r4):
     assert not set(photos.TRAIN_PHOTOS) & set(photos.TEST_PHOTOS)
-    train, test = photos.builtin_photos("train"), photos.builtin_photos("test")
+    short = benchmarks.PHOTO_SCALE * SIZE  # the benchmark crops the photos shrunk to this shorter side
+    train, test = photos.builtin_photos("train", short), photos.builtin_photos("test", short)
     for a in train:
         for b in test:
             assert a.shape != b.shape or not np.array_equal(a, b)
@@ -374,7 +375,7 @@ def test_tone_filters_change_the_image(tiny_photos):
 
 
 def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
-    monkeypatch.setattr(photos, "builtin_photos", lambda split: [p.copy() for p in tiny_photos[split]])
+    monkeypatch.setattr(photos, "builtin_photos", lambda split, short_side=None: [p.copy() for p in tiny_photos[split]])
     s = 16
     bench = load_benchmark("tones3", size=s, n_train=6, n_test=3, seed=0)
     names = list(tones.FILTERS)
