@@ -165,7 +165,7 @@ def test_penalty_is_absent_on_task_one_and_acts_after(noise_blur_method):
 
     def spy(self, step):
         out = orig(self, step)
-        seen.append((step.t, None if out is None else float(out)))
+        seen.append((step.t, None if out is None else float(out.detach())))
         return out
 
     AssocGAN.generator_loss = spy
