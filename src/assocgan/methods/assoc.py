@@ -20,8 +20,10 @@ content loss (mean of squared per-sample gradients, torch.func) at theta*, from 
 pairs of that task. While the next task trains, lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added
 (eq. 6-7). Fishers of several tasks add up (online EWC) and theta* moves to the newest weights. Our F is the
 Fisher of one sample's mean-squared error, so lambda' counts in samples: lambda' = n is the Laplace
-approximation of n samples' likelihood. The default, 300, was calibrated with ``assocgan study lambda`` on
-``restore4`` (see docs/results.md). Between tasks theta* is kept in int8 (one scale per tensor) and F as 8-bit
+approximation of n samples' likelihood. The default, 300, is of the order of a task's training set (512 pairs
+at the quick preset); it is not yet calibrated: in the ablation measured so far (docs/results.md) the
+distillation at this weight neither helped nor hurt restore4 by more than 0.2 dB. ``assocgan study lambda``
+sweeps it. Between tasks theta* is kept in int8 (one scale per tensor) and F as 8-bit
 codes of its logarithm: 2 bytes a weight instead of 8 in float32 (``--distill-storage half``: float16 and
 bfloat16, 4 bytes).
 
