@@ -17,6 +17,7 @@ from .evaluate import evaluate_task
 from .losses import content_loss, gan_loss
 from .methods import Context, Method, Step, get_method
 from .nets import PatchGAN
+from .nets.layers import no_weight_grads
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -123,12 +124,8 @@ def train_method(
             loss_g = cfg.lambda_content * loss_c
             losses["content"] = loss_c.detach()
             if use_gan:
-                for p in D.parameters():
-                    p.requires_grad_(False)
-                with autocast():
+                with no_weight_grads(D), autocast():
                     pred = D(x, fake)
-                for p in D.parameters():
-                    p.requires_grad_(True)
                 loss_adv = gan_loss(pred, True, cfg.gan_mode)
                 loss_g = loss_g + cfg.lambda_adv * loss_adv
                 losses["adv"] = loss_adv.detach()

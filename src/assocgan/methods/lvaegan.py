@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .mergan import GenerativeReplay, SourceCritic, SourceGenerator, gr_options, lsgan, moment_loss, upsampling_plan
+from ..nets.layers import no_weight_grads
 from .base import Option
 
 
@@ -101,12 +102,8 @@ class LifelongVAEGAN(GenerativeReplay):
             loss_c = 0.5 * (lsgan(self.V_critic(x, labels), True) + lsgan(self.V_critic(prior.detach(), labels), False))
         self.source_opt.zero_grad(set_to_none=True)
         loss_c.backward()
-        for p in self.V_critic.parameters():
-            p.requires_grad_(False)
-        with self.ctx.autocast():
+        with no_weight_grads(self.V_critic), self.ctx.autocast():
             adv = lsgan(self.V_critic(prior, labels), True)
-        for p in self.V_critic.parameters():
-            p.requires_grad_(True)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean() / x[0].numel()
         loss = (
             F.mse_loss(recon.float(), x.float())

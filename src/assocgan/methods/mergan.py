@@ -37,7 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..losses import gan_loss
 from ..memory import module_bytes
+from ..nets.layers import no_weight_grads
 from .base import Method, Option
 from .helpers import FrozenTeacher
 from .replay import past_share, replay_count
@@ -118,8 +120,7 @@ class SourceCritic(nn.Module):
 
 
 def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
-    pred = pred.float()
-    return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+    return gan_loss(pred, real, "lsgan")
 
 
 def image_statistics(x: torch.Tensor) -> torch.Tensor:
@@ -260,14 +261,10 @@ class MeRGAN(GenerativeReplay):
             loss_d = 0.5 * (lsgan(self.S_critic(x, labels), True) + lsgan(self.S_critic(fake.detach(), labels), False))
         self.source_opt.zero_grad(set_to_none=True)
         loss_d.backward()
-        for p in self.S_critic.parameters():
-            p.requires_grad_(False)
-        with self.ctx.autocast():
+        with no_weight_grads(self.S_critic), self.ctx.autocast():
             loss_g = lsgan(self.S_critic(fake, labels), True)
         if self.o("moments") > 0:
             loss_g = loss_g + self.o("moments") * moment_loss(fake, x, labels)
-        for p in self.S_critic.parameters():
-            p.requires_grad_(True)
         for p in self.S.parameters():  # the critic's loss left no gradient on S (fake was detached)
             p.grad = None
         loss_g.backward()

@@ -1,6 +1,8 @@
 """Small pieces shared by the networks."""
 from __future__ import annotations
 
+import contextlib
+
 import torch.nn as nn
 
 NORMS = ("instance", "batch", "none")
@@ -27,3 +29,17 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
+
+
+@contextlib.contextmanager
+def no_weight_grads(net: nn.Module):
+    """Within the block, gradients flow through ``net`` to its inputs but not into its weights (a generator's
+    adversarial step through its discriminator)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p in params:
+            p.requires_grad_(True)
