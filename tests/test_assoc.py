@@ -73,6 +73,27 @@ def test_controller_mixes_balanced_association_samples(noise_blur_method):
     assert not torch.equal(x[n - n_assoc :], y[n - n_assoc :])
 
 
+def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_blur_method, monkeypatch):
+    m = noise_blur_method
+    task = _bench(["colorcast"]).tasks[0]
+    calls = []
+    for j, work in enumerate(m._work):
+        monkeypatch.setattr(work, "sample", lambda y, gen, j=j, f=work.sample: calls.append((j, y.shape[0])) or f(y, gen))
+    m.before_task(3, task)
+    n = m.ctx.cfg.batch_size
+    n_assoc = round(3 / 4 * n)
+    targets = {tuple(img.flatten()[:64].tolist()) for u8 in (task.train_y, task.train_y.flip(-1)) for img in u8.float().div(255)}
+    for _ in range(m.POOL_STEPS):
+        x, y = m.batch(3, task)
+        assert x.shape == (n, 3, 32, 32)
+        # association targets are targets of the current task (possibly flipped)
+        assert all(tuple(img.flatten()[:64].tolist()) in targets for img in y[n - n_assoc :])
+    assert sorted(j for j, _ in calls) == [0, 1, 2]  # one call per past task for POOL_STEPS steps
+    assert sum(k for _, k in calls) == n_assoc * m.POOL_STEPS
+    m.batch(3, task)
+    assert len(calls) == 6  # the pool is refilled when it runs out
+
+
 def test_fixed_ratio_and_no_heuristics():
     bench = _bench(["noise", "blur"])
     m = _train(bench, steps=2, assoc_ratio="0.25", mapper_steps=2)

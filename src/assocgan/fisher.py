@@ -99,14 +99,32 @@ class QuadraticAnchor:
         self._work = [(params[k], self.stored_theta[k].float(), self.stored_importance[k].float()) for k in self.stored_theta]
 
     def penalty(self) -> torch.Tensor | None:
-        """0.5 * sum F (theta - theta*)^2, or None before the first anchor."""
+        """0.5 * sum F (theta - theta*)^2, or None before the first anchor; differentiable in the weights."""
         if not self._work:
             return None
-        return 0.5 * sum((f * (p - t).pow(2)).sum() for p, t, f in self._work)
+        params, thetas, importances = zip(*self._work)
+        return _QuadraticPenalty.apply(thetas, importances, *params)
 
     def memory_bytes(self) -> int:
         stored = list(self.stored_theta.values()) + list(self.stored_importance.values())
         return sum(v.nbytes if isinstance(v, Stored8bit) else tensor_bytes(v) for v in stored)
+
+
+class _QuadraticPenalty(torch.autograd.Function):
+    """0.5 * sum F (theta - theta*)^2 over a list of weight tensors, with its gradient F (theta - theta*) given
+    directly: three fused list operations a step instead of an autograd graph of four operations per tensor."""
+
+    @staticmethod
+    def forward(ctx, thetas, importances, *params):
+        diff = torch._foreach_sub([p.detach() for p in params], list(thetas))
+        weighted = torch._foreach_mul(diff, list(importances))
+        ctx.save_for_backward(*weighted)
+        value = sum(torch.dot(w.flatten(), d.flatten()) for w, d in zip(weighted, diff))
+        return 0.5 * value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return (None, None, *torch._foreach_mul(list(ctx.saved_tensors), grad_out))
 
 
 def per_sample_fisher(

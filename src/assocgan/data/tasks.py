@@ -61,5 +61,13 @@ class Task:
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
         return x, y
 
+    def sample_targets(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` random training targets with random horizontal flips, without making their sources."""
+        idx = torch.randint(0, self.n_train, (n,), generator=gen)
+        y = to_float(self.train_y[idx])
+        flip = torch.rand(n, generator=gen) < 0.5
+        y[flip] = y[flip].flip(-1)
+        return y
+
     def test_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.test_x), to_float(self.test_y)

@@ -10,8 +10,9 @@ colour shifts) the mapper answers with its mean, so it adds no noise the task ne
 (in half precision), never the data.
 
 **Controller and association samples.** While task i > 1 trains, a share r of each batch becomes association
-samples (M_j(y), y), made from the current batch's targets y with j drawn per sample among the past tasks,
-without gradient through the mapper. The loss is (1 - r) L(G(x), y) + r L(G(M_j(y)), y) (eq. 3). With
+samples (M_j(y), y), made from targets y of the current task with j drawn per sample among the past tasks,
+without gradient through the mapper (made for eight steps at a time: one mapper call per past task; only the
+current pairs of a batch are degraded). The loss is (1 - r) L(G(x), y) + r L(G(M_j(y)), y) (eq. 3). With
 ``--assoc-ratio balanced`` (the default) r = (i - 1) / i, so every task seen has the same share of the batch,
 as in joint learning; a number fixes r.
 
@@ -91,6 +92,7 @@ class AssocGAN(Method):
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
         self.anchor = QuadraticAnchor(storage=self.opt.distill_storage)
+        self._pool: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))  # samples made ahead
 
     # ---- the controller ----------------------------------------------------------------
     def ratio(self, t: int) -> float:
@@ -100,21 +102,33 @@ class AssocGAN(Method):
             return len(self.mappers) / (len(self.mappers) + 1)
         return float(self.opt.assoc_ratio)
 
+    def before_task(self, t, task):
+        self._pool = (torch.empty(0), torch.empty(0))
+
     def batch(self, t, task):
         n = self.ctx.cfg.batch_size
-        r = self.ratio(t)
-        n_assoc = int(round(r * n))
+        n_assoc = int(round(self.ratio(t) * n))
         if n_assoc == 0:
             return task.sample(n, self.ctx.gen)
-        x, y = task.sample(n, self.ctx.gen)
-        which = torch.randint(0, len(self._work), (n_assoc,), generator=self.ctx.gen)
-        ya = y[n - n_assoc :]
-        xa = torch.empty_like(ya)
-        with self.ctx.autocast():  # inference in bf16 costs the mapper's output nothing measurable (training would)
+        x, y = task.sample(n - n_assoc, self.ctx.gen)  # only the current pairs are degraded
+        if self._pool[0].shape[0] < n_assoc:
+            self._pool = self.make_associations(task, n_assoc * self.POOL_STEPS)
+        xa, ya = (p[:n_assoc] for p in self._pool)
+        self._pool = tuple(p[n_assoc:] for p in self._pool)
+        return torch.cat([x, xa]), torch.cat([y, ya])
+
+    POOL_STEPS = 8  # association samples are made for this many steps at once: one mapper call per past task
+
+    def make_associations(self, task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` association samples (M_j(y), y) from random current targets y, each with a past task j drawn at
+        random, made without gradient and in bf16 (inference costs the mapper's output nothing measurable)."""
+        y = task.sample_targets(n, self.ctx.gen)
+        which = torch.randint(0, len(self._work), (n,), generator=self.ctx.gen)
+        x = torch.empty_like(y)
+        with self.ctx.autocast():
             for j in which.unique().tolist():
                 sel = which == j
-                xa[sel] = self._work[j].sample(ya[sel].to(self.ctx.device), self.ctx.gen).float().cpu()
-        x[n - n_assoc :] = xa
+                x[sel] = self._work[j].sample(y[sel].to(self.ctx.device), self.ctx.gen).float().cpu()
         return x, y
 
     def association_samples(self, y: torch.Tensor, j: int) -> torch.Tensor:
