@@ -101,7 +101,7 @@ def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
     assert r4.task_names == ["noise", "blur", "lowlight", "colorcast"]
     t3 = load_benchmark("tones3", size=SIZE, n_train=4, n_test=2, seed=0)
     assert t3.metric == "ssim"
-    assert t3.task_names == ["warm", "cartoon", "sketch"]
+    assert t3.task_names == ["cartoon", "sketch", "blueprint"]
     for bench in (r4, t3):
         for task in bench.tasks:
             assert task.train_y.shape == (4, 3, SIZE, SIZE) and task.train_y.dtype == torch.uint8

@@ -41,9 +41,9 @@ BUILTIN: dict[str, BuiltinSpec] = {
         "restore",
     ),
     "tones3": BuiltinSpec(
-        "Chained tone/style transfer: photo -> warm -> cartoon -> sketch (the paper's GLD experiment)",
+        "Chained style transfer: photo -> cartoon -> sketch -> blueprint (the paper's GLD experiment)",
         "ssim",
-        (("warm", "warm"), ("cartoon", "cartoon"), ("sketch", "sketch")),
+        (("cartoon", "cartoon"), ("sketch", "sketch"), ("blueprint", "blueprint")),
         "tones",
     ),
 }
