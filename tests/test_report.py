@@ -89,6 +89,17 @@ def test_report_rebuilds_from_files_alone(run_dir):
     assert strip(after) == strip(before)
 
 
+def test_report_markdown_prints_the_run_tables(run_dir, results, capsys):
+    assert main(["report", str(run_dir), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "**Summary:" in out and out.count("| AVG |") == len(results["methods"])
+    tl = results["methods"]["tl"]
+    row = next(line for line in out.splitlines() if line.startswith("| TL |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) == pytest.approx(tl["final_avg"], abs=0.006)  # final AVG as measured, 2 decimals
+    assert int(cells[6]) == round(tl["train_cpu_seconds"]) or cells[6] == "-"
+
+
 def test_report_of_a_folder_without_results_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "results.json" in capsys.readouterr().err
@@ -206,6 +217,12 @@ def test_study_page_lists_runs_with_their_samples(study_dir):
     assert "assocgan study: quota" in page and 'alt="quota"' in page
     assert "runs/tl/report.html" in page and "not run yet" in page  # jl is pending
     assert page.count("after_task") >= 1
+
+
+def test_report_markdown_of_a_study_prints_its_table(study_dir, capsys):
+    assert main(["report", str(study_dir), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("**") and "| TL |" in out and "Summary:" not in out
 
 
 # ---- headless Chromium -----------------------------------------------------------------------

@@ -117,9 +117,15 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .studies import rebuild_report
+    from .studies import rebuild_report, report_tables
 
-    print(rebuild_report(args.folder))
+    path = rebuild_report(args.folder)
+    if args.markdown:
+        from .report.tables import to_markdown
+
+        print("\n\n".join(to_markdown(t) for t in report_tables(args.folder)))
+    else:
+        print(path)
     return 0
 
 
@@ -189,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_parser(sub)
     rp = sub.add_parser("report", help="rebuild report.html (and plots) of a run or study folder from its files")
     rp.add_argument("folder")
+    rp.add_argument("--markdown", action="store_true", help="then print the folder's tables as Markdown (to paste into a paper or a README)")
     rp.set_defaults(fn=cmd_report)
     return p
 

@@ -542,6 +542,18 @@ def rebuild_report(folder: str | Path) -> Path:
     return write_report(folder)
 
 
+def report_tables(folder: str | Path) -> list:
+    """The tables of a run folder (its matrices and summary) or of a study folder (its table in the paper's layout)."""
+    from .report.html import study_tables
+    from .report.tables import run_tables
+
+    folder = Path(folder)
+    study = read_json(folder / STUDY_FILE)
+    if study is not None:
+        return study_tables(study)
+    return run_tables(read_json(folder / "results.json"))
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m assocgan.studies RUN_DIR (a worker of `assocgan study`)", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Terminal output: progress bars while training, then the tables."""
 from __future__ import annotations
 
-from .tables import matrix_table, summary_table, to_rich, to_text
+from .tables import run_tables, to_rich, to_text
 
 
 class Progress:
@@ -45,8 +45,7 @@ class Progress:
 
 
 def print_tables(results: dict, console=None) -> None:
-    tables = [matrix_table(results, name) for name in results["methods"]] + [summary_table(results)]
-    for t in tables:
+    for t in run_tables(results):
         if console is None:
             print(to_text(t) + "\n")
         else:

@@ -73,7 +73,7 @@ def summary_table(results: dict) -> Table:
     """One row per method: final AVG, BWT, forgetting, memory, train time; and the gap closed from TL to JL."""
     metric = results["metric"]
     methods = results["methods"]
-    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "forgetting", "memory", "train s", "TL->JL gap closed"]
+    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed"]
     tl, jl = methods.get("tl", {}).get("final_avg"), methods.get("jl", {}).get("final_avg")
     gap_ok = tl is not None and jl is not None and methods["tl"].get("complete") and methods["jl"].get("complete") and jl > tl
     rows = []
@@ -89,9 +89,12 @@ def summary_table(results: dict) -> Table:
             fmt_metric(res.get("forgetting"), metric) or "-",
             fmt_bytes(res.get("memory_bytes")),
             f"{res.get('train_seconds', 0):.0f}",
+            f"{res['train_cpu_seconds']:.0f}" if res.get("train_cpu_seconds") else "-",
             closed,
         ])
-    return Table(f"Summary: {results['benchmark']}", header, rows)
+    return Table(f"Summary: {results['benchmark']}", header, rows,
+                 note="train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
+                      "comparable between runs on a shared machine.")
 
 
 def tasks_table(results: dict) -> Table:
@@ -104,6 +107,11 @@ def tasks_table(results: dict) -> Table:
                      fmt_metric((ident.get("psnr") or [None] * (j + 1))[j], "psnr"), fmt_metric((ident.get("ssim") or [None] * (j + 1))[j], "ssim")])
     return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
                  note="input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
+
+
+def run_tables(results: dict) -> list[Table]:
+    """The tables of a run, as printed at its end: one accuracy matrix per method (Table 1 layout), then the summary."""
+    return [matrix_table(results, name) for name in results["methods"]] + [summary_table(results)]
 
 
 # ---- studies (from the ``summary`` of a study.json) --------------------------------------
