@@ -86,9 +86,13 @@ def main(argv=None) -> int:
         bwt = [e["bwt"] for e in entries]
         mem = [e["memory_bytes"] for e in entries]
         secs = [e["train_seconds"] for e in entries]
-        summary["methods"][m] = {"final_avg": fa, "bwt": bwt, "memory_bytes": mem, "train_seconds": secs}
-        rows.append([entries[0].get("title", m), f"{fmt(mean(fa))} ± {fmt(sd(fa))}", " ".join(fmt(v) for v in fa), fmt(mean(bwt)), fmt_bytes(mean(mem)), f"{mean(secs):.0f}"])
-    table = Table(f"{args.benchmark}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})", ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s"], rows)
+        cpu = [e.get("train_cpu_seconds") for e in entries]
+        summary["methods"][m] = {"final_avg": fa, "bwt": bwt, "memory_bytes": mem, "train_seconds": secs, "train_cpu_seconds": cpu}
+        cpu_mean = mean(cpu) if all(c is not None for c in cpu) else None  # not a mean of some seeds
+        rows.append([entries[0].get("title", m), f"{fmt(mean(fa))} ± {fmt(sd(fa))}", " ".join(fmt(v) for v in fa), fmt(mean(bwt)), fmt_bytes(mean(mem)),
+                     f"{mean(secs):.0f}", "-" if cpu_mean is None else f"{cpu_mean:.0f}"])
+    table = Table(f"{args.benchmark}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})",
+                  ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s (wall)", "train s (CPU)"], rows)
 
     figures = []
     if "tl" in methods and "jl" in methods:
