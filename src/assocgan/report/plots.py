@@ -151,7 +151,7 @@ def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
 
 def memory_figure(results: dict):
     """Figure 5a: bytes kept between tasks against the number of tasks learned, log scale."""
-    fig = _figure(6.4, 4.0)
+    fig = _figure(8.6, 4.0)
     ax = fig.subplots()
     tasks = results["tasks"]
     zero = []
@@ -170,11 +170,13 @@ def memory_figure(results: dict):
         from matplotlib.ticker import FuncFormatter
 
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
+        # between the decades, label only 2x and 5x: enough to read a value, too few to overlap
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: fmt_bytes(v) if f"{v:.0e}"[0] in "25" else ""))
         ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if zero:
-        ax.text(0.01, 0.01, "keep nothing (0 B): " + ", ".join(zero), transform=ax.transAxes, fontsize=8, va="bottom", color="#555")
+        where = (1.01, 0.0, "left") if drawn else (0.01, 0.01, "left")  # beside the legend, off the lines
+        ax.text(where[0], where[1], "keep nothing (0 B): " + ", ".join(zero), transform=ax.transAxes, fontsize=8, va="bottom", ha=where[2], color="#555")
     _task_ticks(ax, tasks)
     ax.set_xlim(0.7, len(tasks) + 0.3)
     ax.set_xlabel("tasks learned")
