@@ -167,6 +167,14 @@ def test_sweep_values(sweepable):
         studies.sweep_values(sweepable, "strength", "1,x")
 
 
+def test_lambda_run_names_keep_large_and_small_values_apart(sweepable):
+    from assocgan.config import make_config
+
+    runs = studies.lambda_runs(make_config("smoke"), sweepable, "strength", [3e-6, 0.5, 3e6])
+    names = [r.name for r in runs]
+    assert len(set(names)) == 3 and "3e06" in names[2] and "3e-06" in names[0]
+
+
 def test_lambda_study_and_a_failed_run(sweepable, tmp_path):
     out = tmp_path / "lambda"
     st = studies.make_study("lambda", base([sweepable]), out, method=sweepable, option="strength", values="0,13,2")
