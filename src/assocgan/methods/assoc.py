@@ -24,8 +24,8 @@ Fisher of one sample's mean-squared error, so lambda' counts in samples: lambda'
 approximation of n samples' likelihood. Calibrated on restore4 at the quick preset (``assocgan study lambda``,
 docs/results.md): from 0 to 3000 the final average stays on a plateau within seed noise; from 30000 on the
 penalty stops the weights from learning the later tasks. The default, 300, lies in the plateau.
-Between tasks theta* is kept in int8 (one scale per tensor) and F as 8-bit codes of its logarithm: 2 bytes a weight instead of 8 in float32 (``--distill-storage half``: float16 and
-bfloat16, 4 bytes).
+Between tasks theta* is kept in int8 (one scale per tensor) and F as 8-bit codes of its logarithm: 2 bytes a
+weight instead of 8 in float32 (``--distill-storage half``: float16 and bfloat16, 4 bytes).
 
 **Memory.** The mappers (float16) plus theta* and F: counted in ``memory_bytes``.
 
