@@ -72,7 +72,7 @@ class QuadraticAnchor:
         self.storage = storage
         self.stored_theta: dict[str, torch.Tensor | Stored8bit] = {}
         self.stored_importance: dict[str, torch.Tensor | Stored8bit] = {}
-        self._work: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._work: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None  # params, theta*, F
 
     @property
     def active(self) -> bool:
@@ -96,13 +96,14 @@ class QuadraticAnchor:
     def bind(self, model: nn.Module) -> None:
         """Prepare float32 working copies, derived from the stored tensors, for the penalty on ``model``."""
         params = dict(model.named_parameters())
-        self._work = [(params[k], self.stored_theta[k].float(), self.stored_importance[k].float()) for k in self.stored_theta]
+        keys = list(self.stored_theta)
+        self._work = ([params[k] for k in keys], [self.stored_theta[k].float() for k in keys], [self.stored_importance[k].float() for k in keys])
 
     def penalty(self) -> torch.Tensor | None:
         """0.5 * sum F (theta - theta*)^2, or None before the first anchor; differentiable in the weights."""
-        if not self._work:
+        if self._work is None or not self._work[0]:
             return None
-        params, thetas, importances = zip(*self._work)
+        params, thetas, importances = self._work
         return _QuadraticPenalty.apply(thetas, importances, *params)
 
     def memory_bytes(self) -> int:
@@ -116,8 +117,8 @@ class _QuadraticPenalty(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, thetas, importances, *params):
-        diff = torch._foreach_sub([p.detach() for p in params], list(thetas))
-        weighted = torch._foreach_mul(diff, list(importances))
+        diff = torch._foreach_sub([p.detach() for p in params], thetas)
+        weighted = torch._foreach_mul(diff, importances)
         ctx.save_for_backward(*weighted)
         value = sum(torch.dot(w.flatten(), d.flatten()) for w, d in zip(weighted, diff))
         return 0.5 * value

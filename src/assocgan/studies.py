@@ -78,7 +78,7 @@ def default_methods() -> list[str]:
 
 
 def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", s).strip("-")
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", s.replace("+", "")).strip("-")  # 3e+06 -> 3e06, not 3e-06
 
 
 def variant(base: RunConfig, methods: list[str], options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> RunConfig:
@@ -186,7 +186,7 @@ def sweep_values(method: str, option: str, values: str | list | None) -> list[An
 def lambda_runs(base: RunConfig, method: str, option: str, values: list[Any]) -> list[RunSpec]:
     flag = "--" + option.replace("_", "-")
     return [
-        RunSpec(_safe(f"{method}_{option}={v:g}".replace("e+", "e")), f"{flag} {v:g}", variant(base, [method], {method: {option: v}}), how=f"{method} {flag} {v:g}", meta={"method": method, "value": v})
+        RunSpec(_safe(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {option: v}}), how=f"{method} {flag} {v:g}", meta={"method": method, "value": v})
         for v in values
     ]
 

@@ -12,6 +12,14 @@ def to_float(u8: torch.Tensor) -> torch.Tensor:
     return u8.float().div_(255)
 
 
+def random_flips(gen: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same random horizontal flips (each image with probability 1/2) applied in place to aligned batches."""
+    flip = torch.rand(batches[0].shape[0], generator=gen) < 0.5
+    for b in batches:
+        b[flip] = b[flip].flip(-1)
+    return batches
+
+
 @dataclass
 class Task:
     """Paired images x (source) -> y (target).
@@ -57,16 +65,12 @@ class Task:
         """``n`` random training pairs with random horizontal flips."""
         idx = torch.randint(0, self.n_train, (n,), generator=gen)
         x, y = self.pairs(idx, gen)
-        flip = torch.rand(n, generator=gen) < 0.5
-        x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
-        return x, y
+        return random_flips(gen, x, y)
 
     def sample_targets(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """``n`` random training targets with random horizontal flips, without making their sources."""
         idx = torch.randint(0, self.n_train, (n,), generator=gen)
-        y = to_float(self.train_y[idx])
-        flip = torch.rand(n, generator=gen) < 0.5
-        y[flip] = y[flip].flip(-1)
+        (y,) = random_flips(gen, to_float(self.train_y[idx]))
         return y
 
     def test_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:

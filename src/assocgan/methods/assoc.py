@@ -79,6 +79,7 @@ class AssocGAN(Method):
         Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)"),
         Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images"),
     )
+    POOL_STEPS = 8  # association samples are made for this many steps at once: one mapper call per past task
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
@@ -115,8 +116,6 @@ class AssocGAN(Method):
         xa, ya = (p[:n_assoc] for p in self._pool)
         self._pool = tuple(p[n_assoc:] for p in self._pool)
         return torch.cat([x, xa]), torch.cat([y, ya])
-
-    POOL_STEPS = 8  # association samples are made for this many steps at once: one mapper call per past task
 
     def make_associations(self, task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` association samples (M_j(y), y) from random current targets y, each with a past task j drawn at

@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from ..data.tasks import random_flips
 from ..errors import UserError
 from ..memory import image_bytes
 from .base import Method, Option
@@ -44,13 +45,6 @@ def replay_count(fraction: float, n: int, gen: torch.Generator) -> int:
 def past_share(option: float, t: int) -> float:
     """The replayed share of a batch on task ``t``: the option, or t / (t + 1) (as JL) when it is negative."""
     return t / (t + 1) if option < 0 else option
-
-
-def flip_half(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal flips of pairs, the same augmentation ``Task.sample`` applies."""
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
-    return x, y
 
 
 class Replay(Method):
@@ -130,7 +124,7 @@ class Replay(Method):
             rows[sel] = torch.randint(0, self.stores[k][0].shape[0], (int(sel.sum()),), generator=gen)
         xs = torch.stack([self.stores[k][0][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
         ys = torch.stack([self.stores[k][1][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
-        xs, ys = flip_half(xs, ys, gen)
+        xs, ys = random_flips(gen, xs, ys)  # the augmentation Task.sample applies
         self.last_replayed = (torch.tensor([self.task_of_store[k] for k in which.tolist()]), rows)
         return torch.cat([x_new, xs]), torch.cat([y_new, ys])
 

@@ -175,8 +175,8 @@ def memory_figure(results: dict):
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if zero:
-        where = (1.01, 0.0, "left") if drawn else (0.01, 0.01, "left")  # beside the legend, off the lines
-        ax.text(where[0], where[1], "keep nothing (0 B): " + ", ".join(zero), transform=ax.transAxes, fontsize=8, va="bottom", ha=where[2], color="#555")
+        x, y = (1.01, 0.0) if drawn else (0.01, 0.01)  # beside the legend, off the lines
+        ax.text(x, y, "keep nothing (0 B): " + ", ".join(zero), transform=ax.transAxes, fontsize=8, va="bottom", color="#555")
     _task_ticks(ax, tasks)
     ax.set_xlim(0.7, len(tasks) + 0.3)
     ax.set_xlabel("tasks learned")
