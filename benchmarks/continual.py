@@ -2,13 +2,20 @@
 TL -> JL gap does each method close?
 
     python benchmarks/continual.py --benchmark restore4 --seeds 0,1,2 --out runs/bench/restore4
-    python benchmarks/continual.py --benchmark tones3 --seeds 0,1,2 --methods tl,jl,assoc --out runs/bench/tones3
+    python benchmarks/continual.py --benchmark tones3 --seeds 0,1,2 --methods tl,jl,single,assoc --out runs/bench/tones3
+    python benchmarks/continual.py --recipe motion:9,noise:0.08+blur:1,lowlight:0.5 --out runs/bench/recipe
+
+``--recipe`` without ``--clean-images`` builds the benchmark from the built-in *test* photos (copied to
+``OUT/clean_images``) through the same path as a user's ``--clean-images`` folder.
 
 Each seed is an ordinary run folder (``OUT/seed<k>``); methods already complete there are not run again.
 ``replay@assoc`` is raw replay given exactly the bytes Assoc-GAN keeps in the same seed (``--replay-bytes``).
 Prints, side by side: per-seed final AVG / BWT / memory / train seconds, and over the seeds TL's BWT, the
 JL - TL gap, the share of the gap each method closes, Assoc-GAN's memory as a share of JL's and its training
-time as a multiple of TL's. Writes ``OUT/summary.md`` and ``OUT/summary.json``.
+time as a multiple of TL's; and the competence checks: doing nothing, each task's specialist (``single``) and
+JL per task, whether each specialist beats doing nothing by the margin (2 dB PSNR, any SSIM gain), whether JL
+beats doing nothing on every task and ends within 1.5 dB of the specialists' mean, and whether TL forgets
+(BWT -5 dB / -0.10 SSIM or worse). Writes ``OUT/summary.md`` and ``OUT/summary.json``.
 """
 from __future__ import annotations
 
@@ -26,22 +33,40 @@ from assocgan.runner import RESULTS, run
 EQUAL_BYTES = "replay@assoc"
 
 
+def bench_args(args) -> dict:
+    """``run``'s data arguments: a clean-image folder and recipe, or nothing for a built-in benchmark."""
+    if not args.recipe:
+        return {}
+    folder = args.clean_images
+    if folder is None:  # the built-in test photos, as a user's folder of clean images
+        import shutil
+
+        from assocgan.data import photos
+
+        folder = Path(args.out) / "clean_images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in photos.photo_files("test"):
+            shutil.copyfile(f, folder / f.name)
+    return {"clean_images": str(folder), "recipe": args.recipe}
+
+
 def run_seed(args, seed: int, methods: list[str]) -> dict:
     out = Path(args.out) / f"seed{seed}"
     base = dict(benchmark=args.benchmark, seed=seed, threads=args.threads)
+    data = bench_args(args)
     if args.steps:
         base["steps"] = args.steps
     done = (read_json(out / RESULTS) or {}).get("methods", {})
     plain = [m for m in methods if m != EQUAL_BYTES and not done.get(m, {}).get("complete")]
     if plain:
         cfg = make_config(args.preset, methods=plain, **base)
-        run(cfg, out)
+        run(cfg, out, **data)
     if EQUAL_BYTES in methods and not done.get(EQUAL_BYTES, {}).get("complete"):
         res = read_json(out / RESULTS)
         budget = res["methods"]["assoc"]["memory_bytes"]
         cfg = make_config(args.preset, methods=["replay"], method_options={"replay": {"replay_bytes": float(budget)}}, **base)
         tmp = out / "replay_equal_bytes"
-        r2 = run(cfg, tmp)
+        r2 = run(cfg, tmp, **data)
         res = read_json(out / RESULTS)
         entry = dict(r2["methods"]["replay"])
         entry["title"] = f"replay at Assoc-GAN's bytes ({fmt_bytes(budget)})"
@@ -60,11 +85,56 @@ def sd(xs):
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+MARGIN = {"psnr": 2.0, "ssim": 0.0}  # a specialist must beat doing nothing by more than this
+JL_TO_SPECIALISTS = {"psnr": 1.5, "ssim": 0.05}  # JL ends within this of the specialists' mean
+TL_BWT = {"psnr": -5.0, "ssim": -0.10}  # TL forgets at least this much: the benchmark tests forgetting
+
+
+def competence(per_seed, seeds, methods, metric, fmt, summary) -> list[Table]:
+    """Per task over the seeds: doing nothing, each specialist, JL and TL at the end; and the checks."""
+    first = per_seed[seeds[0]]
+    tasks = first["tasks"]
+    ident = [mean([per_seed[s]["identity"][metric][j] for s in seeds]) for j in range(len(tasks))]
+    final = {m: [[per_seed[s]["methods"][m]["matrix"][-1][j] for s in seeds] for j in range(len(tasks))]
+             for m in ("single", "jl", "tl") if m in methods}
+    rows = []
+    for j, name in enumerate(tasks):
+        row = [f"T{j + 1} {name}", fmt(ident[j])]
+        for m in ("single", "jl", "tl"):
+            if m in final:
+                row.append(f"{fmt(mean(final[m][j]))} ± {fmt(sd(final[m][j]))}")
+        rows.append(row)
+    header = ["task", "input (do nothing)"] + [f"{m} final (mean ± sd)" for m in ("single", "jl", "tl") if m in final]
+    out = [Table(f"Competence per task ({metric.upper()}, seeds {','.join(map(str, seeds))})", header, rows)]
+    checks = []
+    if "single" in final:
+        gains = [mean(final["single"][j]) - ident[j] for j in range(len(tasks))]
+        checks.append((f"every specialist beats doing nothing by > {MARGIN[metric]:g}", min(gains) > MARGIN[metric],
+                       "gains " + ", ".join(fmt(g) for g in gains)))
+    if "jl" in final:
+        gains = [mean(final["jl"][j]) - ident[j] for j in range(len(tasks))]
+        checks.append(("JL beats doing nothing on every task", min(gains) > 0, "gains " + ", ".join(fmt(g) for g in gains)))
+        if "single" in final:
+            jl_avg = mean([mean(v) for v in final["jl"]])
+            sp_avg = mean([mean(v) for v in final["single"]])
+            checks.append((f"JL within {JL_TO_SPECIALISTS[metric]:g} of the specialists' mean", sp_avg - jl_avg <= JL_TO_SPECIALISTS[metric],
+                           f"JL {fmt(jl_avg)}, specialists {fmt(sp_avg)}"))
+    if "tl" in methods:
+        bwt = mean(summary["methods"]["tl"]["bwt"])
+        checks.append((f"TL forgets (BWT {TL_BWT[metric]:g} or worse)", bwt <= TL_BWT[metric], f"BWT {fmt(bwt)}"))
+    summary["checks"] = {name: {"ok": ok, "measured": what} for name, ok, what in checks}
+    out.append(Table("Checks: does the benchmark measure what it claims", ["check", "holds", "measured"],
+                     [[name, "yes" if ok else "NO", what] for name, ok, what in checks]))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="restore4")
+    p.add_argument("--recipe", help="a degradation recipe on --clean-images (default: the built-in test photos)")
+    p.add_argument("--clean-images", help="a folder of clean images for --recipe")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--methods", default=f"tl,jl,assoc,{EQUAL_BYTES}")
+    p.add_argument("--methods", default=f"tl,jl,single,assoc,{EQUAL_BYTES}")
     p.add_argument("--preset", default="quick")
     p.add_argument("--steps", type=int, default=0, help="override the preset's steps per task")
     p.add_argument("--threads", type=int, default=0)
@@ -129,9 +199,10 @@ def main(argv=None) -> int:
             figures.append(("Assoc-GAN - replay at equal bytes (final AVG)", fmt(a - r)))
             summary["assoc_minus_replay_equal_bytes"] = a - r
     fig_table = Table("Figures", ["figure", "value"], [[k, v] for k, v in figures])
-    print(to_text(table) + "\n\n" + to_text(fig_table))
+    tables = [table, fig_table] + competence(per_seed, seeds, methods, metric, fmt, summary)
+    print("\n\n".join(to_text(t) for t in tables))
     cmd = "python benchmarks/continual.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_text(Path(args.out) / "summary.md", f"`{cmd}`\n\n" + to_markdown(table) + "\n\n" + to_markdown(fig_table) + "\n")
+    write_text(Path(args.out) / "summary.md", f"`{cmd}`\n\n" + "\n\n".join(to_markdown(t) for t in tables) + "\n")
     write_json(Path(args.out) / "summary.json", summary)
     return 0
 

@@ -10,7 +10,7 @@ from assocgan.config import make_config
 from assocgan.data.benchmarks import Benchmark, load_benchmark
 from assocgan.fisher import QuadraticAnchor, diagonal_fisher, per_sample_content_loss
 from assocgan.memory import module_bytes
-from assocgan.metrics import psnr
+from assocgan.metrics import noise_sigma, psnr
 from assocgan.nets import UNet
 from assocgan.nets.mapper import Mapper
 from assocgan.train import train_method
@@ -45,18 +45,46 @@ def test_noise_mapper_reproduces_the_noise_level(noise_blur_method):
     assert float((m.association_samples(y, 0) - fake).abs().mean()) > 0.05
 
 
-def test_deterministic_task_gets_no_noise_and_a_faithful_mean(noise_blur_method):
+def test_deterministic_task_gets_almost_no_noise_and_a_faithful_mean(noise_blur_method):
     m = noise_blur_method
     assert float(m.mappers[0].noise_scale) > 0.5
-    assert float(m.mappers[1].noise_scale) == 0.0  # blur: two draws of the source agree
-    assert float(m.mappers[2].noise_scale) == 0.0  # low light
+    noise_level = float(noise_sigma(m.association_samples(_bench(["noise"]).tasks[0].test_pairs()[1], 0)).mean())
     for j, name in ((1, "blur"), (2, "lowlight")):
         x, y = _bench([name]).tasks[0].test_pairs()
         fake = m.association_samples(y, j)
         # the mapper's source is closer to the real source than the clean target is
         assert float(psnr(fake, x).mean()) > float(psnr(y, x).mean()) + 1.0, name
-        # deterministic: the same answer twice
-        assert torch.equal(fake, m.association_samples(y, j))
+        # nearly deterministic: no noisier than the real source, two draws almost the same
+        assert float(noise_sigma(fake).mean()) < float(noise_sigma(x).mean()) + 0.1 * noise_level, name
+        assert float((fake - m.association_samples(y, j)).abs().mean()) < 0.1 * noise_level, name
+
+
+def test_noise_is_calibrated_from_stored_pairs_of_a_user_folder(tmp_path, monkeypatch):
+    """A --data folder of noisy pairs (no degradation known to the tool): the mapper's samples get the noise
+    level of the stored sources, and no degradation is ever called."""
+    from PIL import Image
+
+    from assocgan.data.degradations import Degradation
+
+    def refuse(self, *a, **k):
+        raise AssertionError("a degradation was called")
+
+    monkeypatch.setattr(Degradation, "__call__", refuse)
+    clean = _bench(["blur"], n_train=24).tasks[0]
+    rng = torch.Generator().manual_seed(0)
+    for split, ys in (("train", clean.train_y), ("test", clean.test_y)):
+        for i, y in enumerate(ys):
+            x = (y.float() + 0.1 * 255 * torch.randn(y.shape, generator=rng)).clamp(0, 255).round().to(torch.uint8)
+            for side, img in (("A", x), ("B", y)):
+                d = tmp_path / "denoise" / split / side
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i:03d}.png")
+    bench = load_benchmark(data=tmp_path, size=32)
+    m = _train(bench, steps=2, mapper_steps=250, mapper_batch=16)
+    x, y = bench.tasks[0].test_pairs()
+    fake = m.association_samples(y, 0)
+    want, got = float((x - y).std()), float((fake - y).std())
+    assert abs(got - want) / want < 0.3, (got, want)
 
 
 def test_controller_mixes_balanced_association_samples(noise_blur_method):

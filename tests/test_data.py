@@ -124,20 +124,57 @@ def test_builtin_specs_match_the_listing():
     assert [f for _, f in BUILTIN["tones3"].tasks] == list(tones.FILTERS)
 
 
-def test_train_and_test_photos_are_disjoint(r4):
-    assert not set(photos.TRAIN_PHOTOS) & set(photos.TEST_PHOTOS)
-    short = benchmarks.PHOTO_SCALE * SIZE  # the benchmark crops the photos shrunk to this shorter side
+def test_builtin_photos_are_many_credited_and_split_by_photo():
+    info = photos.manifest()
+    files = [p.file for p in info]
+    assert len(files) == len(set(files)) >= 50
+    train, test = photos.photo_files("train"), photos.photo_files("test")
+    assert not {p.name for p in train} & {p.name for p in test}
+    assert 0.15 <= len(test) / len(files) <= 0.25
+    credits = (photos.FOLDER / "CREDITS.md").read_text()
+    for p in info:
+        assert p.licence and p.package and p.source_path, p.file
+        assert p.file in credits, f"{p.file} is not credited"
+    # colour photos: no grey image among them
+    for img in photos.builtin_photos("test") + photos.builtin_photos("train", 64):
+        chroma = img.astype(float).std(axis=2).mean()
+        assert chroma > 2, "a built-in photo is grey"
+    # the test categories cover what the train split has (no category trained on but never tested, or v.v.)
+    cats = {s: {p.category for p in info if p.split == s} for s in ("train", "test")}
+    assert cats["train"] == cats["test"]
+
+
+def test_crops_come_from_their_split_only(monkeypatch):
+    monkeypatch.setattr(photos, "MAX_SCALE", 1.0)  # exact crops, so that each can be found in its photo
+    bench = load_benchmark("restore4", size=SIZE, n_train=6, n_test=3, seed=0)
+    short = photos.SHORT_SIDE * SIZE  # the benchmark crops the photos shrunk to this shorter side
     train, test = photos.builtin_photos("train", short), photos.builtin_photos("test", short)
-    for a in train:
-        for b in test:
-            assert a.shape != b.shape or not np.array_equal(a, b)
-    for task in r4.tasks:
+    for task in bench.tasks:
         for crop in task.train_y.numpy():
             assert _locations(crop, train), f"{task.name}: a train crop is not from a train photo"
             assert not _locations(crop, test), f"{task.name}: a train crop comes from a test photo"
         for crop in task.test_y.numpy():
             assert _locations(crop, test), f"{task.name}: a test crop is not from a test photo"
             assert not _locations(crop, train), f"{task.name}: a test crop comes from a train photo"
+
+
+def test_crops_come_at_several_scales():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shapes = [(320, 480), (100, 90)]
+    boxes = photos.crop_boxes(shapes, 200, 32, rng)
+    sides = np.array([b[3] for b in boxes])
+    assert sides.min() >= 32 and sides.max() <= 4 * 32
+    assert (sides < 48).mean() > 0.2 and (sides > 96).mean() > 0.1  # close-ups and wide views both
+    for p, top, left, side in boxes:  # inside their photo, spread over the photos in turn
+        h, w = shapes[p]
+        assert 0 <= top <= h - side and 0 <= left <= w - side and side <= min(h, w)
+    assert [b[0] for b in boxes[:4]] == [0, 1, 0, 1]
+    img = (np.arange(120 * 100 * 3) % 251).astype(np.uint8).reshape(120, 100, 3)
+    box = (0, 10, 5, 64)
+    want = np.asarray(Image.fromarray(img[10:74, 5:69]).resize((32, 32), Image.LANCZOS)).transpose(2, 0, 1)
+    assert np.array_equal(photos.cut(img, box, 32), want)
 
 
 def test_crops_are_seeded(r4):
@@ -153,20 +190,26 @@ def test_crops_are_seeded(r4):
     assert not torch.equal(r4.tasks[0].train_y, r4.tasks[1].train_y)
 
 
-def test_train_degradations_are_drawn_anew_and_test_inputs_fixed(r4):
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round()
+
+
+def test_training_pairs_are_fixed_and_made_once_from_the_seed(r4):
     noise, blur = r4.tasks[0], r4.tasks[1]
     idx = torch.arange(4)
     gen = torch.Generator().manual_seed(0)
     x1, y1 = noise.pairs(idx, gen)
     x2, y2 = noise.pairs(idx, gen)
-    assert torch.equal(y1, y2)
-    assert not torch.equal(x1, x2)  # a new noise draw for the same images
-    assert abs((x1 - y1).std().item() - 0.15) < 0.03
-    # blur is deterministic: the same input each time, and it is the blur of the target
-    b1, by = blur.pairs(idx, gen)
-    b2, _ = blur.pairs(idx, gen)
-    assert torch.equal(b1, b2)
-    assert torch.allclose(b1, _apply("blur:2", by), atol=1e-6)
+    assert torch.equal(y1, y2) and torch.equal(x1, x2)  # one stored source per target, as a dataset has
+    assert torch.equal(_to_u8(x1), noise.train_x[idx].float())
+    assert abs((x1 - y1).std().item() - 0.15) < 0.03  # one noise draw of the right level
+    assert not torch.equal(noise.train_x[0], noise.train_x[1])
+    # a deterministic task's stored source is its degradation of the target (to uint8 rounding)
+    bx, by = blur.pairs(idx, gen)
+    assert (bx - blur.degrade(by)).abs().max() <= 0.5 / 255 + 1e-6
+    # the same pairs whenever the benchmark is built from the same seed; other pairs from another seed
+    again = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0).tasks[0]
+    assert torch.equal(again.train_x, noise.train_x) and torch.equal(again.test_x, noise.test_x)
     # samples come with random flips and random indices, as floats in [0, 1]
     sx, sy = noise.sample(6, gen)
     assert sx.shape == sy.shape == (6, 3, SIZE, SIZE) and sx.dtype == torch.float32
@@ -176,9 +219,28 @@ def test_train_degradations_are_drawn_anew_and_test_inputs_fixed(r4):
     tx2, ty2 = noise.test_pairs()
     assert torch.equal(tx1, tx2) and torch.equal(ty1, ty2)
     assert not torch.equal(tx1, ty1)
-    # the fixed test input of a deterministic task is its degradation of the test target (to uint8 rounding)
     bx, byy = blur.test_pairs()
-    assert (bx - _apply("blur:2", byy)).abs().max() <= 0.5 / 255 + 1e-6
+    assert (bx - blur.degrade(byy)).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_fresh_degradations_draw_sources_anew():
+    fixed = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0)
+    fresh = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, fresh=True)
+    noise, blur = fresh.tasks[0], fresh.tasks[1]
+    idx = torch.arange(4)
+    gen = torch.Generator().manual_seed(0)
+    x1, y1 = noise.pairs(idx, gen)
+    x2, _ = noise.pairs(idx, gen)
+    assert not torch.equal(x1, x2)  # a new noise draw for the same images at every draw
+    assert abs((x1 - y1).std().item() - 0.15) < 0.03
+    b1, by = blur.pairs(idx, gen)
+    assert torch.allclose(b1, blur.degrade(by), atol=1e-6)  # deterministic kinds give the same source
+    for a, b in zip(fixed.tasks, fresh.tasks):  # the same crops, the same stored pairs and test pairs
+        assert torch.equal(a.train_y, b.train_y) and torch.equal(a.train_x, b.train_x) and torch.equal(a.test_x, b.test_x)
+        x, y = b.stored_pairs(idx)
+        assert torch.equal(_to_u8(x), b.train_x[idx].float())
+    with pytest.raises(UserError, match="--fresh-degradations"):
+        load_benchmark("tones3", size=SIZE, n_train=2, n_test=1, fresh=True)
 
 
 def test_pair_bytes_counts_uint8_pairs(r4):
@@ -376,6 +438,7 @@ def test_tone_filters_change_the_image(tiny_photos):
 
 def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
     monkeypatch.setattr(photos, "builtin_photos", lambda split, short_side=None: [p.copy() for p in tiny_photos[split]])
+    monkeypatch.setattr(photos, "MAX_SCALE", 1.0)  # exact crops, so that each can be found in its photo
     s = 16
     bench = load_benchmark("tones3", size=s, n_train=6, n_test=3, seed=0)
     names = list(tones.FILTERS)

@@ -153,3 +153,36 @@ def test_unet_trains_on_a_batch():
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(p.grad is not None for p in G.parameters())
+
+
+def test_image_statistics_per_channel():
+    from assocgan.nets.unet import image_statistics
+
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    s = image_statistics(x)
+    assert s.shape == (3, 12)
+    flat = x.flatten(2)
+    assert torch.allclose(s[:, :3], flat.mean(2), atol=1e-6)
+    assert torch.allclose(s[:, 3:6], flat.std(2), atol=1e-6)
+    assert torch.allclose(s[:, 6:9], torch.quantile(flat, 0.02, dim=2), atol=1e-6)
+    assert torch.allclose(s[:, 9:], torch.quantile(flat, 0.98, dim=2), atol=1e-6)
+
+
+def test_global_context_starts_inert_and_takes_part_in_training():
+    """The context starts as the plain U-Net (same outputs with the same U-Net weights); once the output layer
+    has moved, the context's parameters receive gradients and its modulation depends on the image's level."""
+    torch.manual_seed(0)
+    ctx = UNet(3, 3, 8, context=True)
+    plain = UNet(3, 3, 8)
+    plain.load_state_dict({k: v for k, v in ctx.state_dict().items() if not k.startswith("context.")})
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(plain(x), ctx(x), atol=1e-6)
+    opt = torch.optim.Adam(ctx.parameters(), lr=1e-3)
+    y = x.flip(-1)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(ctx(x), y).backward()
+        opt.step()
+    assert ctx.context.mlp[-1].weight.grad.abs().sum() > 0
+    dark, bright = ctx.context(x * 0.3 * 2 - 1), ctx.context(x * 2 - 1)
+    assert not torch.allclose(dark[0][0], bright[0][0])  # the scale depends on the global level

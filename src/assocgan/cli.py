@@ -19,6 +19,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--recipe", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
     g.add_argument("--metric", choices=["psnr", "ssim"], help="metric of the accuracy matrix (default: the benchmark's)")
     g.add_argument("--order", help="task order: names or 1-based positions, comma-separated")
+    g.add_argument("--fresh-degradations", action="store_true", default=None,
+                   help="draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)")
     if with_methods:
         g.add_argument("--methods", default=methods, help=f"comma-separated, from: {', '.join(METHODS)}" + ("" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
     g.add_argument("--preset", default="quick", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
@@ -36,6 +38,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float, help="Adam learning rate (2e-4)")
     g.add_argument("--beta1", type=float, help="Adam beta1 (0.5)")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth")
     g.add_argument("--lambda-content", type=float, help="content (MSE) weight (1)")
     g.add_argument("--lambda-adv", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
     g.add_argument("--gan-mode", choices=["lsgan", "vanilla"])
@@ -70,7 +73,7 @@ def config_from_args(args: argparse.Namespace):
     from .methods import parse_methods
 
     methods = parse_methods(args.methods)
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order")}
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order", "fresh_degradations", "lr_schedule")}
     if args.amp is not None:
         overrides["amp"] = args.amp == "on"
     return make_config(args.preset, benchmark=args.benchmark, methods=methods, seed=args.seed, method_options=_method_options(args, methods), **overrides)

@@ -53,3 +53,16 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_
 
 
 METRICS = {"psnr": psnr, "ssim": ssim}
+
+
+def noise_sigma(images: torch.Tensor) -> torch.Tensor:
+    """The standard deviation of white Gaussian noise in each image, estimated from the image alone
+    (Immerkær 1996, "Fast noise variance estimation": the mean absolute response of a Laplacian-difference
+    mask that cancels smooth structure), averaged over channels in variance; one value per (N, C, H, W) image."""
+    if images.dim() != 4 or min(images.shape[-2:]) < 3:
+        raise ValueError(f"expected (N,C,H,W) images of at least 3x3 pixels, got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], dtype=torch.float64)
+    resp = F.conv2d(images.double().reshape(n * c, 1, h, w), mask[None, None]).abs()
+    sigma = resp.flatten(1).mean(1) * (torch.pi / 2) ** 0.5 / 6
+    return sigma.reshape(n, c).pow(2).mean(1).sqrt().float()

@@ -36,6 +36,13 @@ def set_threads(cfg: RunConfig) -> None:
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
 
 
+def lr_schedule(opt: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning rate over one task's steps: constant, or a cosine decay from ``lr`` to a tenth of it."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=0.1 * cfg.lr)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
 @dataclass
 class TaskRecord:
     """What one method did on one task: scores on every task seen so far, and its costs."""
@@ -98,6 +105,7 @@ def train_method(
         method.before_task(t, task)
         opt_g = torch.optim.Adam(list(method.g_parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) if use_gan else None
+        schedules = [lr_schedule(o, cfg) for o in (opt_g, opt_d) if o is not None]
         sums: dict[str, float] = {}
         G.train()
         D.train()
@@ -137,6 +145,8 @@ def train_method(
             loss_g.backward()
             opt_g.step()
             method.after_step(step)
+            for sched in schedules:
+                sched.step()
             global_step += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)

@@ -10,7 +10,7 @@ import torch
 from ..errors import UserError
 from . import folders, photos, tones
 from .degradations import Degradation, parse_recipe
-from .tasks import Task
+from .tasks import Task, to_float, to_uint8
 
 
 @dataclass
@@ -37,7 +37,7 @@ BUILTIN: dict[str, BuiltinSpec] = {
     "restore4": BuiltinSpec(
         "Photo restoration, 4 distortions whose best mappings conflict (the paper's DFD split)",
         "psnr",
-        (("noise", "noise:0.15"), ("blur", "blur:2"), ("lowlight", "lowlight:0.35"), ("colorcast", "colorcast:1")),
+        (("noise", "noise:0.1"), ("blur", "blur:2"), ("colorcast", "colorcast:1"), ("fade", "fade:0.3")),
         "restore",
     ),
     "tones3": BuiltinSpec(
@@ -49,24 +49,23 @@ BUILTIN: dict[str, BuiltinSpec] = {
 }
 
 
-PHOTO_SCALE = 4  # built-in photos are shrunk to a shorter side of 4 crop sizes
-
-
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed) -> list[Task]:
-    """One task per degradation: clean crops of the train photos (degraded anew at each draw) and fixed
-    degraded crops of the test photos. Each task gets its own crops."""
+def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed, fresh: bool = False) -> list[Task]:
+    """One task per degradation, each with its own multi-scale crops of the photos: ``n_train`` training and
+    ``n_test`` test pairs, each clean crop degraded once from the seed (fixed pairs, as a dataset holds them;
+    ``fresh`` draws training sources anew at every step instead)."""
     tasks = []
     for k, (name, deg) in enumerate(degradations):
         rng = np.random.default_rng([seed, k])
         train_y = _t(photos.random_crops(train_photos, n_train, size, rng))
         test_y = _t(photos.random_crops(test_photos, n_test, size, rng))
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        test_x = (deg(test_y.float() / 255, gen).clamp(0, 1) * 255).round().to(torch.uint8)
-        tasks.append(Task(name, train_y, test_x, test_y, degrade=deg, description=deg.name))
+        train_x = to_uint8(deg(to_float(train_y), gen))
+        test_x = to_uint8(deg(to_float(test_y), gen))
+        tasks.append(Task(name, train_x, train_y, test_x, test_y, degrade=deg, fresh=fresh, description=deg.name))
     return tasks
 
 
@@ -79,7 +78,7 @@ def _tone_chain(imgs: list[np.ndarray], names) -> list[list[np.ndarray]]:
 
 def tone_tasks(spec: BuiltinSpec, size, n_train, n_test, seed) -> list[Task]:
     names = [f for _, f in spec.tasks]
-    short = PHOTO_SCALE * size
+    short = photos.SHORT_SIDE * size
     train_v = _tone_chain(photos.builtin_photos("train", short), names)
     test_v = _tone_chain(photos.builtin_photos("test", short), names)
     tasks = []
@@ -88,7 +87,7 @@ def tone_tasks(spec: BuiltinSpec, size, n_train, n_test, seed) -> list[Task]:
         tx, ty = photos.aligned_crops([train_v[k], train_v[k + 1]], n_train, size, rng)
         vx, vy = photos.aligned_crops([test_v[k], test_v[k + 1]], n_test, size, rng)
         src = "photo" if k == 0 else spec.tasks[k - 1][0]
-        tasks.append(Task(name, _t(ty), _t(vx), _t(vy), train_x=_t(tx), description=f"{src} -> {name}"))
+        tasks.append(Task(name, _t(tx), _t(ty), _t(vx), _t(vy), description=f"{src} -> {name}"))
     return tasks
 
 
@@ -97,7 +96,7 @@ def folder_tasks(root: Path, size: int) -> list[Task]:
     for d in folders.task_folders(root):
         tx, ty = folders.load_split(d / "train", size)
         vx, vy = folders.load_split(d / "test", size)
-        tasks.append(Task(d.name, _t(ty), _t(vx), _t(vy), train_x=_t(tx), description=str(d)))
+        tasks.append(Task(d.name, _t(tx), _t(ty), _t(vx), _t(vy), description=str(d)))
     return tasks
 
 
@@ -131,13 +130,17 @@ def load_benchmark(
     recipe: str | None = None,
     metric: str | None = None,
     order: str | None = None,
+    fresh: bool = False,
 ) -> Benchmark:
     """Build a benchmark: a built-in one by name, a user's paired folders (``data``), or a clean-image
-    folder plus a degradation recipe (``clean_images`` + ``recipe``)."""
+    folder plus a degradation recipe (``clean_images`` + ``recipe``). Pairs are fixed; ``fresh`` draws the training
+    sources of degradation tasks anew at every step (``--fresh-degradations``)."""
     if size % 16 or size < 16:
         raise UserError(f"--size {size}: must be a positive multiple of 16")
     if metric is not None and metric not in ("psnr", "ssim"):
         raise UserError(f"--metric {metric!r}: choose psnr or ssim")
+    if fresh and (data is not None or (clean_images is None and name in BUILTIN and BUILTIN[name].kind != "restore")):
+        raise UserError("--fresh-degradations: only for tasks made by a degradation (restore4 or --clean-images with --recipe)")
     if data is not None:
         root = Path(data)
         tasks = folder_tasks(root, size)
@@ -146,10 +149,10 @@ def load_benchmark(
         if not recipe:
             raise UserError("--clean-images needs --recipe (e.g. blur:3,noise:0.2,jpeg:10)")
         degs = parse_recipe(recipe)
-        imgs = folders.clean_images(Path(clean_images), size)
+        imgs = [photos.shrink(im, photos.SHORT_SIDE * size) for im in folders.clean_images(Path(clean_images), size)]
         n_test_imgs = max(1, len(imgs) // 5)
         train_imgs, test_imgs = imgs[:-n_test_imgs], imgs[-n_test_imgs:]
-        tasks = restoration_tasks(train_imgs, test_imgs, [(d.name, d) for d in degs], size, n_train, n_test, seed)
+        tasks = restoration_tasks(train_imgs, test_imgs, [(d.name, d) for d in degs], size, n_train, n_test, seed, fresh)
         bench = Benchmark(Path(clean_images).name, metric or "psnr", tasks, f"{clean_images} with recipe {recipe}")
     else:
         if recipe is not None:
@@ -159,8 +162,8 @@ def load_benchmark(
         spec = BUILTIN[name]
         if spec.kind == "restore":
             degs = [(tname, parse_recipe(r)[0]) for tname, r in spec.tasks]
-            short = PHOTO_SCALE * size
-            tasks = restoration_tasks(photos.builtin_photos("train", short), photos.builtin_photos("test", short), degs, size, n_train, n_test, seed)
+            short = photos.SHORT_SIDE * size
+            tasks = restoration_tasks(photos.builtin_photos("train", short), photos.builtin_photos("test", short), degs, size, n_train, n_test, seed, fresh)
         else:
             tasks = tone_tasks(spec, size, n_train, n_test, seed)
         bench = Benchmark(name, metric or spec.metric, tasks, spec.description)

@@ -105,6 +105,16 @@ def colorcast(y: Tensor, strength: float, gen: torch.Generator | None = None) ->
     return (y * gain + offset).clamp(0, 1)
 
 
+FADE_TINT = (0.85, 0.75, 0.55)
+
+
+def fade(y: Tensor, amount: float, gen: torch.Generator | None = None) -> Tensor:
+    """A faded, yellowed print: ``(1 - a) * y + a * tint`` with a warm tint, so blacks are lifted and contrast
+    lost (an image no natural photo looks like: its darkest pixels are ``a * tint``)."""
+    tint = torch.tensor(FADE_TINT, dtype=y.dtype).view(1, 3, 1, 1)
+    return (1 - amount) * y + amount * tint
+
+
 @dataclass(frozen=True)
 class Kind:
     fn: Callable[[Tensor, float, torch.Generator | None], Tensor]
@@ -122,6 +132,7 @@ KINDS: dict[str, Kind] = {
     "motion": Kind(motion_blur, "motion blur length in pixels, random direction", 2, 41, True),
     "lowlight": Kind(lowlight, f"under-exposure gain a in a*y^{LOWLIGHT_GAMMA} (<1 is darker)", 0.05, 1, False),
     "colorcast": Kind(colorcast, "colour-cast strength (1 is a strong warm cast)", 0.05, 2, False),
+    "fade": Kind(fade, f"fading amount a in (1-a)*y + a*{FADE_TINT} (a faded, yellowed print)", 0.05, 0.9, False),
 }
 
 

@@ -1,32 +1,48 @@
-"""Built-in source photos: real images that ship inside scikit-image and scikit-learn (nothing downloads).
+"""Built-in source photos: real colour photographs shipped with the package (``data/photos/``, credited in
+``data/photos/CREDITS.md``), split by photo into train and test (``manifest.tsv``); nothing downloads.
 
-Train and test crops come from different photos. The test photos are not smoother than the train
-photos (mean horizontal gradient 9.0 against 6.7 grey levels), so a model that sharpens is not
-favoured on the test split.
+Crops are taken at several scales: a crop covers between 1 and ``MAX_SCALE`` times the crop size of the
+photo (log-uniformly) and is resized to the crop size, so that the same photo gives texture close-ups and
+whole-object views. The photos are first shrunk so that their shorter side is at most ``SHORT_SIDE`` crop sizes.
 """
 from __future__ import annotations
 
+import csv
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
-TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "camera", "brick", "coins", "flower")
-TEST_PHOTOS = ("coffee", "chelsea", "china")
+FOLDER = Path(__file__).with_name("photos")
+MAX_SCALE = 4.0  # a crop covers at most this many crop sizes of the (shrunk) photo
+SHORT_SIDE = 5  # photos are shrunk to a shorter side of at most this many crop sizes
 
 
-def _load(name: str) -> np.ndarray:
-    import skimage.data as sk
+@dataclass(frozen=True)
+class PhotoInfo:
+    file: str
+    split: str
+    category: str
+    package: str
+    source_path: str
+    author: str
+    licence: str
 
-    if name == "motorcycle":
-        img = sk.stereo_motorcycle()[0]
-    elif name in ("china", "flower"):
-        from sklearn.datasets import load_sample_image
 
-        img = load_sample_image(f"{name}.jpg")
-    else:
-        img = getattr(sk, name)()
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+@functools.lru_cache(maxsize=None)
+def manifest() -> tuple[PhotoInfo, ...]:
+    """Every built-in photo with its split, category, source and licence."""
+    with open(FOLDER / "manifest.tsv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return tuple(PhotoInfo(**{k: r[k] for k in PhotoInfo.__dataclass_fields__}) for r in rows)
+
+
+def photo_files(split: str) -> list[Path]:
+    """The files of a split ('train' or 'test'), in manifest order."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split {split!r}: 'train' or 'test'")
+    return [FOLDER / p.file for p in manifest() if p.split == split]
 
 
 def shrink(img: np.ndarray, short_side: int | None) -> np.ndarray:
@@ -40,35 +56,61 @@ def shrink(img: np.ndarray, short_side: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.LANCZOS))
 
 
+@functools.lru_cache(maxsize=4)
+def _load_split(split: str, short_side: int | None) -> tuple[np.ndarray, ...]:
+    from PIL import Image
+
+    out = []
+    for path in photo_files(split):
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGB"))
+        img = shrink(img, short_side)
+        img.setflags(write=False)
+        out.append(img)
+    return tuple(out)
+
+
 def builtin_photos(split: str, short_side: int | None = None) -> list[np.ndarray]:
-    """The built-in photos of a split ('train' or 'test'), as HxWx3 uint8 arrays, optionally downscaled so that
-    their shorter side is ``short_side`` (crops then show whole objects rather than texture close-ups)."""
-    names = {"train": TRAIN_PHOTOS, "test": TEST_PHOTOS}[split]
-    return [shrink(_load(n), short_side) for n in names]
+    """The built-in photos of a split ('train' or 'test'), as read-only HxWx3 uint8 arrays, optionally
+    downscaled so that their shorter side is at most ``short_side``."""
+    return list(_load_split(split, short_side))
 
 
-def random_crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random ``size``x``size`` crops, spread evenly over the photos; returns (n, 3, size, size) uint8."""
-    out = np.empty((n, 3, size, size), dtype=np.uint8)
+def crop_boxes(shapes: list[tuple[int, int]], n: int, size: int, rng: np.random.Generator, max_scale: float | None = None) -> list[tuple[int, int, int, int]]:
+    """``n`` crop boxes (photo, top, left, side), spread evenly over the photos (photo ``i % len``); each box's
+    side is ``size`` times a log-uniform scale in [1, max_scale] (default ``MAX_SCALE``), as far as the photo allows."""
+    max_scale = MAX_SCALE if max_scale is None else max_scale
+    boxes = []
     for i in range(n):
-        img = photos[i % len(photos)]
-        h, w = img.shape[:2]
-        if h < size or w < size:
+        p = i % len(shapes)
+        h, w = shapes[p]
+        if min(h, w) < size:
             raise ValueError(f"photo of {h}x{w} pixels is smaller than the crop size {size}")
-        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        out[i] = img[top : top + size, left : left + size].transpose(2, 0, 1)
-    return out
+        top_scale = max(1.0, min(max_scale, min(h, w) / size))
+        side = min(min(h, w), int(round(size * np.exp(rng.uniform(0, np.log(top_scale))))))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        boxes.append((p, top, left, side))
+    return boxes
 
 
-def aligned_crops(sources: list[list[np.ndarray]], n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Crops at the same places in several aligned versions of the same photos (e.g. a photo and its filtered
+def cut(img: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The box of ``img`` resized (antialiased) to ``size`` x ``size``; returns (3, size, size) uint8."""
+    from PIL import Image
+
+    _, top, left, side = box
+    part = img[top : top + side, left : left + side]
+    if side != size:
+        part = np.asarray(Image.fromarray(np.ascontiguousarray(part)).resize((size, size), Image.LANCZOS, reducing_gap=None))
+    return np.ascontiguousarray(part.transpose(2, 0, 1))
+
+
+def aligned_crops(sources: list[list[np.ndarray]], n: int, size: int, rng: np.random.Generator, max_scale: float | None = None) -> list[np.ndarray]:
+    """Crops of the same boxes in several aligned versions of the same photos (e.g. a photo and its filtered
     versions). ``sources[k][p]`` is version k of photo p; returns one (n, 3, size, size) uint8 array per version."""
-    outs = [np.empty((n, 3, size, size), dtype=np.uint8) for _ in sources]
-    n_photos = len(sources[0])
-    for i in range(n):
-        p = i % n_photos
-        h, w = sources[0][p].shape[:2]
-        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        for k, version in enumerate(sources):
-            outs[k][i] = version[p][top : top + size, left : left + size].transpose(2, 0, 1)
-    return outs
+    boxes = crop_boxes([im.shape[:2] for im in sources[0]], n, size, rng, max_scale)
+    return [np.stack([cut(version[b[0]], b, size) for b in boxes]) if n else np.empty((0, 3, size, size), np.uint8) for version in sources]
+
+
+def random_crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator, max_scale: float | None = None) -> np.ndarray:
+    """``n`` multi-scale crops, spread evenly over the photos; returns (n, 3, size, size) uint8."""
+    return aligned_crops([photos], n, size, rng, max_scale)[0]

@@ -12,6 +12,11 @@ def to_float(u8: torch.Tensor) -> torch.Tensor:
     return u8.float().div_(255)
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float images as uint8, as an image file stores them."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def random_flips(gen: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The same random horizontal flips (each image with probability 1/2) applied in place to aligned batches."""
     flip = torch.rand(batches[0].shape[0], generator=gen) < 0.5
@@ -22,24 +27,28 @@ def random_flips(gen: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Te
 
 @dataclass
 class Task:
-    """Paired images x (source) -> y (target).
+    """Paired images x (source) -> y (target), stored as uint8 (N, 3, H, W).
 
-    Train pairs are either fixed (``train_x``) or made by ``degrade`` from the clean ``train_y``, drawn anew
-    every time a sample is drawn. Test pairs are always fixed. Images are stored as uint8 (N, 3, H, W).
+    Training pairs are fixed, as a dataset holds them: ``train_x[i]`` is the one source of ``train_y[i]``.
+    A built-in or recipe task also keeps the ``degrade`` that made its sources; with ``fresh`` set, a source
+    is drawn anew from it at every draw instead (``--fresh-degradations``). Test pairs are always fixed.
     """
 
     name: str
+    train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    train_x: torch.Tensor | None = None
     degrade: Degradation | None = None
+    fresh: bool = False
     description: str = ""
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if (self.train_x is None) == (self.degrade is None):
-            raise ValueError(f"task {self.name}: give exactly one of train_x and degrade")
+        if self.fresh and self.degrade is None:
+            raise ValueError(f"task {self.name}: fresh degradations need the degradation that made the pairs")
+        if self.train_x.shape != self.train_y.shape or self.test_x.shape != self.test_y.shape:
+            raise ValueError(f"task {self.name}: sources and targets differ in shape")
 
     @property
     def n_train(self) -> int:
@@ -55,11 +64,16 @@ class Task:
         c, h, w = self.image_shape
         return 2 * n * c * h * w
 
+    def stored_pairs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored training pairs at ``idx`` as floats in [0, 1] (never a fresh draw)."""
+        return to_float(self.train_x[idx]), to_float(self.train_y[idx])
+
     def pairs(self, idx: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training pairs at ``idx`` as floats in [0, 1]; degraded sources are drawn anew."""
+        """Training pairs at ``idx`` as floats in [0, 1]: the stored ones, or fresh sources with ``fresh``."""
+        if not self.fresh:
+            return self.stored_pairs(idx)
         y = to_float(self.train_y[idx])
-        x = to_float(self.train_x[idx]) if self.train_x is not None else self.degrade(y, gen)
-        return x, y
+        return self.degrade(y, gen).clamp(0, 1), y
 
     def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random training pairs with random horizontal flips."""
@@ -68,7 +82,7 @@ class Task:
         return random_flips(gen, x, y)
 
     def sample_targets(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """``n`` random training targets with random horizontal flips, without making their sources."""
+        """``n`` random training targets with random horizontal flips, without their sources."""
         idx = torch.randint(0, self.n_train, (n,), generator=gen)
         (y,) = random_flips(gen, to_float(self.train_y[idx]))
         return y

@@ -12,7 +12,7 @@ import pkgutil
 from ..errors import UserError
 from .base import Context, Method, Option, Step
 
-ORDER = ("tl", "jl", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
+ORDER = ("tl", "jl", "single", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
 
 
 def _discover() -> dict[str, type[Method]]:

@@ -3,11 +3,12 @@ task's targets, and a continual distillation that slows the drift of the weights
 
 **Mapping memory.** After task j is trained, while its data is still there, a small mapper M_j learns the
 inverse mapping y -> x of that task (``nets/mapper.py``: a scaled-down ResNet generator that predicts a
-per-pixel mean and log-std). Its noise scale is then calibrated on the task's data: where the task's
-sources are drawn anew for the same target (random degradations), the sampled variance is matched to the
-measured variance between two draws; where two draws agree (deterministic degradations such as blur or
-colour shifts) the mapper answers with its mean, so it adds no noise the task never had. Only M_j is kept
-(in half precision), never the data.
+per-pixel mean and log-std). Its noise scale is then calibrated on the task's stored pairs alone (no call to
+any degradation, the same for built-in, recipe and a user's own paired data): the sampled variance is matched
+to the white-noise level of the residual between the stored sources and the mapper's mean. A random
+degradation (noise) leaves its noise there; a deterministic one (blur, tone curves, colour shifts) leaves only
+the mapper's smooth error, so its mapper adds almost no noise the task never had. Only M_j is kept (in half
+precision), never the data.
 
 **Controller and association samples.** While task i > 1 trains, a share r of each batch becomes association
 samples (M_j(y), y), made from targets y of the current task with j drawn per sample among the past tasks,
@@ -38,6 +39,7 @@ import torch
 
 from ..fisher import QuadraticAnchor, diagonal_fisher
 from ..memory import module_bytes
+from ..metrics import noise_sigma
 from ..nets.mapper import Mapper, mapper_loss
 from .base import Method, Option
 
@@ -173,18 +175,15 @@ class AssocGAN(Method):
         return mapper
 
     @torch.no_grad()
-    def calibrate_noise(self, mapper: Mapper, task, n: int = 32) -> float:
-        """Scale of the sampled noise so that its variance matches the task's own randomness: the variance
-        between two draws of the source for the same targets (halved). Fixed pairs keep the fitted std."""
-        if task.train_x is not None:
-            return 1.0
+    def calibrate_noise(self, mapper: Mapper, task, n: int = 64) -> float:
+        """Scale of the sampled noise so that its variance matches the task's own randomness, measured on the
+        stored pairs alone: the white-noise level (``metrics.noise_sigma``) of the residual between stored
+        sources and the mapper's mean. A random degradation leaves its noise in that residual; a deterministic
+        one (blur, a tone curve, a colour shift) leaves only the mapper's smooth error, and so little noise."""
         idx = torch.randperm(task.n_train, generator=self.ctx.gen)[:n]
-        x1, y = task.pairs(idx, self.ctx.gen)
-        x2, _ = task.pairs(idx, self.ctx.gen)
-        var_task = float((x1 - x2).pow(2).mean() / 2)
-        if var_task < 1e-8:
-            return 0.0
-        _, log_std = mapper(y.to(self.ctx.device))
+        x, y = task.stored_pairs(idx)
+        mean, log_std = mapper(y.to(self.ctx.device))
+        var_task = float(noise_sigma(x - mean.float().cpu()).pow(2).mean())
         var_model = float(log_std.float().mul(2).exp().mean())
         return (var_task / max(var_model, 1e-12)) ** 0.5
 

@@ -114,7 +114,7 @@ class Method:
         """The generator this method trains (built before the method, with the run's seed). Default: the U-Net."""
         from ..nets import UNet
 
-        return UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual)
+        return UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual, context=cfg.context)
 
     def before_task(self, t: int, task: "Task") -> None:
         """Called before training on task t."""

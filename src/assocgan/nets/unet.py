@@ -17,8 +17,36 @@ from .layers import init_weights, norm_layer
 LEVELS = 4  # four stride-2 stages: sizes must be multiples of 16
 
 
+def image_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per-image global statistics of (N, C, H, W) images in [-1, 1]: each channel's mean, standard deviation,
+    and its 2nd and 98th percentiles (N, 4C): exposure, contrast and colour, which instance normalisation
+    removes from the features."""
+    flat = x.float().flatten(2)
+    q = torch.quantile(flat, torch.tensor([0.02, 0.98], device=x.device), dim=2)  # (2, N, C)
+    return torch.cat([flat.mean(2), flat.std(2), q[0], q[1]], 1)
+
+
+class GlobalContext(nn.Module):
+    """Per-channel scale and shift of the decoder's features from the input's global statistics (FiLM;
+    Perez et al. 2018), so that a correction that depends on the whole image's exposure and colour (a dark
+    image to brighten, a faded one to deepen) is not decided from instance-normalised features alone, which
+    have lost them. Its last layer starts at zero: an untrained context changes nothing."""
+
+    def __init__(self, in_ch: int, widths: list[int], hidden: int = 64):
+        super().__init__()
+        self.widths = widths
+        self.mlp = nn.Sequential(nn.Linear(4 * in_ch, hidden), nn.ReLU(True), nn.Linear(hidden, 2 * sum(widths)))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        film = self.mlp(image_statistics(x)).split([2 * w for w in self.widths], 1)
+        return [(1 + f[:, :w, None, None], f[:, w:, None, None]) for f, w in zip(film, self.widths)]
+
+
 class UNet(nn.Module):
-    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, norm: str = "instance", residual: bool = True, dropout: float = 0.0):
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, norm: str = "instance", residual: bool = True, dropout: float = 0.0,
+                 context: bool = False):
         super().__init__()
         widths = [ngf * m for m in (1, 2, 4, 8)]
         self.residual = residual and in_ch == out_ch
@@ -41,6 +69,8 @@ class UNet(nn.Module):
                 if dropout > 0 and i >= LEVELS - 2:
                     layers.append(nn.Dropout(dropout))
             self.up.append(nn.Sequential(*layers))
+        # the decoder stages that are modulated by the global context: every one but the output layer
+        self.context = GlobalContext(in_ch, [widths[i - 1] for i in reversed(range(1, LEVELS))]) if context else None
         init_weights(self)
         if self.residual:
             # start as the identity: the last layer's correction is zero until training moves it
@@ -58,8 +88,11 @@ class UNet(nn.Module):
         for layer in self.down:
             z = layer(z)
             skips.append(z)
+        film = self.context(xs) if self.context is not None else []
         z = self.up[0](skips[-1])
-        for layer, skip in zip(self.up[1:], reversed(skips[:-1])):
+        for k, (layer, skip) in enumerate(zip(self.up[1:], reversed(skips[:-1]))):
+            if k < len(film):
+                z = z * film[k][0].to(z.dtype) + film[k][1].to(z.dtype)
             z = layer(torch.cat([z, skip], 1))
         out = xs + 2 * torch.tanh(z.float() / 2) if self.residual else torch.tanh(z.float())
         return (out + 1) / 2

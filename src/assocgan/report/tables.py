@@ -56,27 +56,48 @@ def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
     mat = res["matrix"] if metric == results["metric"] else res[metric]
     tasks = results["tasks"]
     n_done = len(mat)
-    header = [metric.upper()] + step_names(len(tasks))
+    ident = identity(results, metric)
+    header = [metric.upper()] + step_names(len(tasks)) + (["input"] if ident else [])
     rows = []
     for j, tname in enumerate(tasks):
         cells = [f"T{j + 1} {tname}"]
         for i in range(len(tasks)):
             v = mat[i][j] if i < n_done and j < len(mat[i]) else None
             cells.append(fmt_metric(v, metric))
-        rows.append(cells)
+        rows.append(cells + ([fmt_metric(ident[j], metric)] if ident else []))
     avgs = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)]
-    rows.append(["AVG"] + [fmt_metric(avgs[i], metric) if i < n_done else "" for i in range(len(tasks))])
-    return Table(method_label(name, res), header, rows, rules_before={len(tasks)})
+    rows.append(["AVG"] + [fmt_metric(avgs[i], metric) if i < n_done else "" for i in range(len(tasks))]
+                + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else []))
+    return Table(method_label(name, res), header, rows, rules_before={len(tasks)},
+                 note="input: the score of returning the input unchanged (doing nothing)." if ident else "")
+
+
+def identity(results: dict, metric: str) -> list[float] | None:
+    """The do-nothing score of every task in ``metric``, or None where the results do not hold it."""
+    vals = (results.get("identity") or {}).get(metric)
+    return list(vals) if vals and len(vals) == len(results["tasks"]) and None not in vals else None
+
+
+def below_input(res: dict, ident: list[float] | None) -> str:
+    """The tasks on which a complete method ends below doing nothing, in the benchmark's metric: "none", a
+    list such as "T2,T4", or "" where unknown."""
+    if not ident or not res.get("complete"):
+        return ""
+    below = [f"T{j + 1}" for j, v in enumerate(res["matrix"][-1]) if v is not None and v < ident[j]]
+    return ",".join(below) or "none"
 
 
 def summary_table(results: dict) -> Table:
     """One row per method: final AVG, BWT, forgetting, memory, train time; and the gap closed from TL to JL."""
     metric = results["metric"]
     methods = results["methods"]
-    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed"]
+    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed", "below input"]
     tl, jl = methods.get("tl", {}).get("final_avg"), methods.get("jl", {}).get("final_avg")
     gap_ok = tl is not None and jl is not None and methods["tl"].get("complete") and methods["jl"].get("complete") and jl > tl
+    ident = identity(results, metric)
     rows = []
+    if ident:
+        rows.append(["Input (do nothing)", fmt_metric(sum(ident) / len(ident), metric), "", "", "", "", "", "", ""])
     for name, res in methods.items():
         closed = ""
         if gap_ok and res.get("complete"):
@@ -91,10 +112,12 @@ def summary_table(results: dict) -> Table:
             f"{res.get('train_seconds', 0):.0f}",
             f"{res['train_cpu_seconds']:.0f}" if res.get("train_cpu_seconds") else "-",
             closed,
+            below_input(res, ident),
         ])
     return Table(f"Summary: {results['benchmark']}", header, rows,
                  note="train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
-                      "comparable between runs on a shared machine.")
+                      "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
+                      "(a defect, not a result).", rules_before={1} if ident else set())
 
 
 def tasks_table(results: dict) -> Table:
