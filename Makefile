@@ -24,7 +24,7 @@ install-test: $(VENV)/.installed-test
 DEMO_FLAGS ?= --preset quick
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/assocgan run --benchmark restore4 --methods tl,jl,assoc --seed 0 --out runs/demo $(DEMO_FLAGS)
+	$(VENV)/bin/assocgan run --benchmark restore4 --methods tl,jl,single,assoc --seed 0 --out runs/demo $(DEMO_FLAGS)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

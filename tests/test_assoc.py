@@ -30,7 +30,7 @@ def _train(bench, steps=6, **opts):
 @pytest.fixture(scope="module")
 def noise_blur_method():
     torch.set_num_threads(1)
-    return _train(_bench(["noise", "blur", "lowlight"]), steps=4, mapper_steps=250, mapper_batch=16)
+    return _train(_bench(["noise", "blur", "colorcast"]), steps=4, mapper_steps=250, mapper_batch=16)
 
 
 def test_noise_mapper_reproduces_the_noise_level(noise_blur_method):
@@ -49,13 +49,13 @@ def test_deterministic_task_gets_almost_no_noise_and_a_faithful_mean(noise_blur_
     m = noise_blur_method
     assert float(m.mappers[0].noise_scale) > 0.5
     noise_level = float(noise_sigma(m.association_samples(_bench(["noise"]).tasks[0].test_pairs()[1], 0)).mean())
-    for j, name in ((1, "blur"), (2, "lowlight")):
+    for j, name in ((1, "blur"), (2, "colorcast")):
         x, y = _bench([name]).tasks[0].test_pairs()
         fake = m.association_samples(y, j)
         # the mapper's source is closer to the real source than the clean target is
         assert float(psnr(fake, x).mean()) > float(psnr(y, x).mean()) + 1.0, name
-        # nearly deterministic: no noisier than the real source, two draws almost the same
-        assert float(noise_sigma(fake).mean()) < float(noise_sigma(x).mean()) + 0.1 * noise_level, name
+        # (nearly) deterministic: the calibration adds (almost) no noise, two draws (almost) the same
+        assert float(m.mappers[j].noise_scale) < 0.1 * float(m.mappers[0].noise_scale), name
         assert float((fake - m.association_samples(y, j)).abs().mean()) < 0.1 * noise_level, name
 
 
@@ -69,8 +69,8 @@ def test_noise_is_calibrated_from_stored_pairs_of_a_user_folder(tmp_path, monkey
     def refuse(self, *a, **k):
         raise AssertionError("a degradation was called")
 
-    monkeypatch.setattr(Degradation, "__call__", refuse)
     clean = _bench(["blur"], n_train=24).tasks[0]
+    monkeypatch.setattr(Degradation, "__call__", refuse)
     rng = torch.Generator().manual_seed(0)
     for split, ys in (("train", clean.train_y), ("test", clean.test_y)):
         for i, y in enumerate(ys):

@@ -98,7 +98,7 @@ def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
 
     r4 = load_benchmark("restore4", size=SIZE, n_train=4, n_test=2, seed=0)
     assert r4.metric == "psnr"
-    assert r4.task_names == ["noise", "blur", "lowlight", "colorcast"]
+    assert r4.task_names == ["noise", "blur", "colorcast", "fade"]
     t3 = load_benchmark("tones3", size=SIZE, n_train=4, n_test=2, seed=0)
     assert t3.metric == "ssim"
     assert t3.task_names == ["cartoon", "sketch", "blueprint"]
@@ -117,7 +117,7 @@ def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
 
 def test_builtin_specs_match_the_listing():
     assert list(BUILTIN) == ["restore4", "tones3"]
-    assert [name for name, _ in BUILTIN["restore4"].tasks] == ["noise", "blur", "lowlight", "colorcast"]
+    assert [name for name, _ in BUILTIN["restore4"].tasks] == ["noise", "blur", "colorcast", "fade"]
     # every built-in restoration recipe parses
     for _, recipe in BUILTIN["restore4"].tasks:
         assert len(parse_recipe(recipe)) == 1
@@ -253,7 +253,7 @@ def test_pair_bytes_counts_uint8_pairs(r4):
 # degradations
 
 
-@pytest.mark.parametrize("recipe", ["blur:1.5", "noise:0.3", "jpeg:20", "downscale:3", "motion:7", "lowlight:0.4", "colorcast:1", "blur:1+noise:0.1+jpeg:30"])
+@pytest.mark.parametrize("recipe", ["blur:1.5", "noise:0.3", "jpeg:20", "downscale:3", "motion:7", "lowlight:0.4", "colorcast:1", "fade:0.3", "blur:1+noise:0.1+jpeg:30"])
 def test_degradation_keeps_shape_and_range(clean, recipe):
     before = clean.clone()
     out = _apply(recipe, clean)
@@ -266,7 +266,7 @@ def test_degradation_keeps_shape_and_range(clean, recipe):
 
 
 def test_every_kind_is_covered():
-    assert set(KINDS) == {"blur", "noise", "jpeg", "downscale", "motion", "lowlight", "colorcast"}
+    assert set(KINDS) == {"blur", "noise", "jpeg", "downscale", "motion", "lowlight", "colorcast", "fade"}
 
 
 def test_blur_degree_lowers_high_frequencies(clean):
@@ -474,10 +474,10 @@ def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
 def test_apply_order_by_names_and_positions(r4):
     tasks = r4.tasks
     assert apply_order(tasks, None) is tasks
-    out = apply_order(tasks, "lowlight, noise,4,2")
-    assert [t.name for t in out] == ["lowlight", "noise", "colorcast", "blur"]
+    out = apply_order(tasks, "colorcast, noise,4,2")
+    assert [t.name for t in out] == ["colorcast", "noise", "fade", "blur"]
     assert out[0] is tasks[2]
-    assert [t.name for t in apply_order(tasks, "4,3,2,1")] == ["colorcast", "lowlight", "blur", "noise"]
+    assert [t.name for t in apply_order(tasks, "4,3,2,1")] == ["fade", "colorcast", "blur", "noise"]
 
 
 @pytest.mark.parametrize("order,named", [("noise,sharpen", "sharpen"), ("1,5", "5"), ("0,1", "0"), ("1,noise", "twice"), ("blur,blur", "twice")])
@@ -488,8 +488,8 @@ def test_apply_order_errors(r4, order, named):
 
 
 def test_order_keeps_each_tasks_data(r4):
-    reordered = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, order="colorcast,blur,noise,lowlight")
-    assert reordered.task_names == ["colorcast", "blur", "noise", "lowlight"]
+    reordered = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, order="fade,blur,noise,colorcast")
+    assert reordered.task_names == ["fade", "blur", "noise", "colorcast"]
     by_name = {t.name: t for t in r4.tasks}
     for t in reordered.tasks:
         assert torch.equal(t.test_x, by_name[t.name].test_x)

@@ -110,7 +110,10 @@ def test_images_are_resized_and_centre_cropped(tmp_path):
     assert np.array_equal(fit(a, S).transpose(1, 2, 0), ref[:, left : left + S])
 
 
-def test_clean_images_and_recipe(tmp_path):
+def test_clean_images_and_recipe(tmp_path, monkeypatch):
+    from assocgan.data import photos
+
+    monkeypatch.setattr(photos, "MAX_SCALE", 1.0)  # exact crops, so that each can be found in its image
     folder = tmp_path / "clean"
     imgs = [_img(i, 48, 48) for i in range(5)]
     for i, a in enumerate(imgs):

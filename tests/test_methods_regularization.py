@@ -261,3 +261,15 @@ def test_cli_smoke_run_of_all_five(tmp_path):
         entry = res["methods"][name]
         assert entry["complete"] and len(entry["matrix"]) == len(res["tasks"])
         assert entry["memory_bytes"] > 0
+
+
+def test_discriminator_methods_refuse_a_run_without_the_adversarial_term(tmp_path, capsys):
+    from assocgan.cli import main
+
+    for name in ("thanh", "liang"):
+        out = tmp_path / name
+        rc = main(["run", "--preset", "smoke", "--lambda-adv", "0", "--methods", f"tl,{name}", "--out", str(out)])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert name in err and "--lambda-adv" in err
+        assert not (out / "results.json").exists()  # refused before anything was trained

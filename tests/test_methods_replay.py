@@ -82,9 +82,14 @@ def test_replay_quota_as_count_and_fraction():
 
 # ---- generative replay -------------------------------------------------------------------------------
 def closer_to_past(method) -> tuple[float, float]:
-    """Distances in simple image statistics between the source model's samples of task 1 (lowlight, past)
+    """Distances in simple image statistics between the source model's samples of task 1 (low light, past)
     and the inputs of task 1 and of task 2 (noise, current)."""
-    cfg, bench, recs = train(method, steps=30, order="lowlight,noise")
+    from assocgan.data import photos
+    from assocgan.data.benchmarks import load_benchmark
+
+    cfg, _ = smoke(method, steps=30)
+    bench = load_benchmark(clean_images=photos.FOLDER, recipe="lowlight:0.35,noise:0.15", size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test)
+    recs = train_method(method, bench, cfg)
     m = recs[-1].method
     g = torch.Generator().manual_seed(0)
     real = [image_statistics(t.sample(64, g)[0]) for t in bench.tasks]

@@ -147,20 +147,17 @@ def test_ssim_rejects_images_smaller_than_its_window():
 
 
 def test_noise_sigma_measures_white_noise_on_real_photos():
-    from skimage.restoration import estimate_sigma
-
-    img = torch.from_numpy(skdata.astronaut()[::4, ::4].copy()).permute(2, 0, 1)[None].float() / 255
+    img = torch.from_numpy(skdata.astronaut()[::2, ::2].copy()).permute(2, 0, 1)[None].float() / 255
     gen = torch.Generator().manual_seed(0)
     base = float(noise_sigma(img))
     assert base < 0.03  # a clean photo: its texture reads as little noise
     for sigma in (0.05, 0.1, 0.2):
         noisy = img + sigma * torch.randn(img.shape, generator=gen)
         got = float(noise_sigma(noisy))
-        assert abs(got - sigma) < 0.1 * sigma + base, (sigma, got)
-        # agrees with scikit-image's wavelet estimator (a different method) to within 15%
-        ref = float(np.mean(estimate_sigma(noisy[0].permute(1, 2, 0).numpy(), channel_axis=-1)))
-        assert abs(got - ref) < 0.15 * sigma, (sigma, got, ref)
+        assert abs(got - sigma) < base + 0.05 * sigma, (sigma, got)  # the texture adds at most its own level
     # a pure noise image, and a smooth one
     assert abs(float(noise_sigma(0.3 * torch.randn(2, 3, 64, 64, generator=gen)).mean()) - 0.3) < 0.01
     ramp = torch.linspace(0, 1, 64).expand(1, 3, 64, 64)
     assert float(noise_sigma(ramp)) < 1e-6
+    with pytest.raises(ValueError):
+        noise_sigma(torch.zeros(3, 8, 8))

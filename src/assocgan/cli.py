@@ -34,6 +34,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--ngf", type=int, help="generator width")
     g.add_argument("--ndf", type=int, help="discriminator width")
     g.add_argument("--norm", choices=["instance", "batch", "none"])
+    g.add_argument("--context", choices=["on", "off"], help="the generator's decoder modulated by the input's global statistics (on in the quick preset)")
     g.add_argument("--steps", type=int, help="training steps per task")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float, help="Adam learning rate (2e-4)")
@@ -74,8 +75,9 @@ def config_from_args(args: argparse.Namespace):
 
     methods = parse_methods(args.methods)
     overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order", "fresh_degradations", "lr_schedule")}
-    if args.amp is not None:
-        overrides["amp"] = args.amp == "on"
+    for flag in ("amp", "context"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag) == "on"
     return make_config(args.preset, benchmark=args.benchmark, methods=methods, seed=args.seed, method_options=_method_options(args, methods), **overrides)
 
 

@@ -159,6 +159,10 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
     out = Path(out)
     bench = bench or benchmark_for(cfg, **bench_args)
     dev = pick_device(device)
+    from .methods import get_method
+
+    for name in cfg.methods:  # refuse a method that cannot run before training any
+        get_method(name).check_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out, bench, cfg)
     write_json(out / RESULTS, results)

@@ -85,6 +85,7 @@ def train_method(
     device = device or pick_device()
     set_threads(cfg)
     cls = get_method(method_name)
+    cls.check_config(cfg)
     torch.manual_seed(cfg.seed)  # the same initial networks for every method of a run
     G, D = build_networks(cfg, device, cls)
     gen = torch.Generator().manual_seed(cfg.seed + 1)

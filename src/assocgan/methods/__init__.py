@@ -59,7 +59,10 @@ def methods_markdown() -> str:
     """docs/methods.md, made from each method's module docstring and declared options."""
     import inspect
 
-    out = ["# Methods", "", "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.", ""]
+    from ..nets import unet
+
+    out = ["# Methods", "", "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.", "",
+           "## The generator every method trains", "", inspect.getdoc(unet) or "", ""]
     for m in METHODS.values():
         doc = inspect.getdoc(importlib.import_module(m.__module__)) or ""
         out += [f"## `{m.name}`: {m.title}", "", f"*{m.cite}*" + (" Evaluated with the true task identity." if m.needs_task_id else ""), "", doc, ""]

@@ -5,9 +5,9 @@ task's targets, and a continual distillation that slows the drift of the weights
 inverse mapping y -> x of that task (``nets/mapper.py``: a scaled-down ResNet generator that predicts a
 per-pixel mean and log-std). Its noise scale is then calibrated on the task's stored pairs alone (no call to
 any degradation, the same for built-in, recipe and a user's own paired data): the sampled variance is matched
-to the white-noise level of the residual between the stored sources and the mapper's mean. A random
-degradation (noise) leaves its noise there; a deterministic one (blur, tone curves, colour shifts) leaves only
-the mapper's smooth error, so its mapper adds almost no noise the task never had. Only M_j is kept (in half
+to the white-noise variance the stored sources have beyond the mapper's mean (Immerkær's estimator on both). A
+random degradation (noise) leaves its noise in the sources and not in the mean; a deterministic one (blur,
+tone curves, colour shifts) leaves none, so its mapper adds no noise the task never had. Only M_j is kept (in half
 precision), never the data.
 
 **Controller and association samples.** While task i > 1 trains, a share r of each batch becomes association
@@ -177,13 +177,15 @@ class AssocGAN(Method):
     @torch.no_grad()
     def calibrate_noise(self, mapper: Mapper, task, n: int = 64) -> float:
         """Scale of the sampled noise so that its variance matches the task's own randomness, measured on the
-        stored pairs alone: the white-noise level (``metrics.noise_sigma``) of the residual between stored
-        sources and the mapper's mean. A random degradation leaves its noise in that residual; a deterministic
-        one (blur, a tone curve, a colour shift) leaves only the mapper's smooth error, and so little noise."""
+        stored pairs alone: the white-noise variance (``metrics.noise_sigma``) that the stored sources have
+        beyond the mapper's mean for the same targets. A random degradation (noise) leaves it in the sources
+        and not in the mean; a deterministic one (blur, a tone curve, a colour shift) leaves none, so its mapper
+        adds no noise the task never had."""
         idx = torch.randperm(task.n_train, generator=self.ctx.gen)[:n]
         x, y = task.stored_pairs(idx)
         mean, log_std = mapper(y.to(self.ctx.device))
-        var_task = float(noise_sigma(x - mean.float().cpu()).pow(2).mean())
+        excess = noise_sigma(x).pow(2) - noise_sigma(mean.float().cpu().clamp(0, 1)).pow(2)
+        var_task = max(float(excess.mean()), 0.0)
         var_model = float(log_std.float().mul(2).exp().mean())
         return (var_task / max(var_model, 1e-12)) ** 0.5
 

@@ -95,6 +95,14 @@ class Method:
     cite: ClassVar[str] = ""  # the paper it follows
     options: ClassVar[tuple[Option, ...]] = ()
     needs_task_id: ClassVar[bool] = False  # evaluated with the true task identity
+    needs_discriminator: ClassVar[bool] = False  # acts on D: meaningless without the adversarial term
+
+    @classmethod
+    def check_config(cls, cfg: "RunConfig") -> None:
+        """Refuse a configuration the method cannot run on (before anything is trained)."""
+        if cls.needs_discriminator and cfg.lambda_adv <= 0:
+            raise UserError(f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
+                            "give --lambda-adv 1e-3 (the paper's objective) or leave the method out")
 
     def __init__(self, ctx: Context, **opts: Any):
         self.ctx = ctx

@@ -50,6 +50,8 @@ class Liang(Method):
         Option("liang_damping", 1e-5, "xi in omega / (delta^2 + xi)"),
     )
 
+    needs_discriminator = True
+
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         if self.opt.liang_every < 1:
@@ -65,15 +67,13 @@ class Liang(Method):
         return None if penalty is None else self.opt.liang_c * penalty
 
     def after_step(self, step):
-        if self.ctx.cfg.lambda_adv <= 0:
-            return
         self.path.accumulate()  # D's .grad still holds the gradient of this step's discriminator update
         self.steps += 1
         if self.steps % self.opt.liang_every == 0:
             self._close_segment()
 
     def after_task(self, t, task):
-        if self.ctx.cfg.lambda_adv > 0 and self.steps % self.opt.liang_every:
+        if self.steps % self.opt.liang_every:
             self._close_segment()
 
     def _close_segment(self):

@@ -13,7 +13,9 @@ piggyback filters x bank size); biases and normalisation parameters are per task
 coefficients, new filters, biases and norms train; everything of earlier tasks is frozen, so a task's outputs
 never change once it is learned (bit for bit on the same device). A new task starts from the previous task's
 network, which is exactly expressible in the grown bank (so it fine-tunes from where it was, like the other
-methods). The discriminator is shared and fine-tuned as in TL; it is not needed at test time.
+methods). The discriminator is shared and fine-tuned as in TL; it is not needed at test time. The U-Net's
+global context (``--context``, on in the quick preset) is not a filter of any task and would be shared, so it is
+never trained here: it stays at its inert start and every task's network is a plain U-Net.
 It needs the task identity at test time: it is evaluated with the true task id (``eval_generator(t)``
 answers with task t's filters), which the tables say.
 

@@ -57,6 +57,8 @@ class ThanhTung(Method):
         Option("thanh_gamma", 0.9, "discount of the earlier Fisher estimates at each re-estimate"),
     )
 
+    needs_discriminator = True
+
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         if self.opt.thanh_every < 1:
@@ -70,7 +72,7 @@ class ThanhTung(Method):
 
     def after_step(self, step):
         self.steps += 1
-        if self.ctx.cfg.lambda_adv <= 0 or self.steps % self.opt.thanh_every:
+        if self.steps % self.opt.thanh_every:
             return
         F = discriminator_fisher(self.ctx.D, step.x, step.y.float(), step.fake.detach().float(), self.ctx.cfg.gan_mode)
         self.anchor.update(self.ctx.D, F)
