@@ -344,3 +344,18 @@ def test_unknown_preset_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["nosuchcommand"])
     assert e.value.code == 2
+
+
+def test_fresh_degradations_flag(tmp_path, capsys):
+    from assocgan.cli import main
+
+    rc = main(["run", "--preset", "smoke", "--benchmark", "tones3", "--fresh-degradations", "--methods", "tl", "--out", str(tmp_path / "t3")])
+    assert rc == 2 and "--fresh-degradations" in capsys.readouterr().err
+    out = tmp_path / "r4"
+    rc = main(["run", "--preset", "smoke", "--steps", "2", "--fresh-degradations", "--methods", "tl", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["fresh_degradations"] is True
+    # a folder made with fixed pairs is not mixed with one made with fresh draws
+    rc = main(["run", "--preset", "smoke", "--steps", "2", "--methods", "jl", "--out", str(out)])
+    assert rc == 2 and "fresh_degradations" in capsys.readouterr().err
