@@ -359,3 +359,26 @@ def test_fresh_degradations_flag(tmp_path, capsys):
     # a folder made with fixed pairs is not mixed with one made with fresh draws
     rc = main(["run", "--preset", "smoke", "--steps", "2", "--methods", "jl", "--out", str(out)])
     assert rc == 2 and "fresh_degradations" in capsys.readouterr().err
+
+
+def test_lr_schedule_per_task():
+    import torch
+
+    from assocgan.config import make_config
+    from assocgan.errors import UserError
+    from assocgan.train import lr_schedule
+
+    for schedule, end in (("cosine", 0.1), ("constant", 1.0)):
+        cfg = make_config("smoke", steps=10, lr=1e-3, lr_schedule=schedule)
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        sched = lr_schedule(opt, cfg)
+        lrs = []
+        for _ in range(cfg.steps):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert lrs[0] == pytest.approx(1e-3)
+        assert opt.param_groups[0]["lr"] == pytest.approx(end * 1e-3)
+        assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    with pytest.raises(UserError, match="--lr-schedule"):
+        make_config("smoke", lr_schedule="step")
