@@ -202,7 +202,7 @@ def test_training_pairs_are_fixed_and_made_once_from_the_seed(r4):
     x2, y2 = noise.pairs(idx, gen)
     assert torch.equal(y1, y2) and torch.equal(x1, x2)  # one stored source per target, as a dataset has
     assert torch.equal(_to_u8(x1), noise.train_x[idx].float())
-    assert abs((x1 - y1).std().item() - 0.15) < 0.03  # one noise draw of the right level
+    assert abs((x1 - y1).std().item() - noise.degrade.steps[0][1]) < 0.03  # one noise draw of the right level
     assert not torch.equal(noise.train_x[0], noise.train_x[1])
     # a deterministic task's stored source is its degradation of the target (to uint8 rounding)
     bx, by = blur.pairs(idx, gen)
@@ -232,7 +232,7 @@ def test_fresh_degradations_draw_sources_anew():
     x1, y1 = noise.pairs(idx, gen)
     x2, _ = noise.pairs(idx, gen)
     assert not torch.equal(x1, x2)  # a new noise draw for the same images at every draw
-    assert abs((x1 - y1).std().item() - 0.15) < 0.03
+    assert abs((x1 - y1).std().item() - noise.degrade.steps[0][1]) < 0.03
     b1, by = blur.pairs(idx, gen)
     assert torch.allclose(b1, blur.degrade(by), atol=1e-6)  # deterministic kinds give the same source
     for a, b in zip(fixed.tasks, fresh.tasks):  # the same crops, the same stored pairs and test pairs
