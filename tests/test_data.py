@@ -350,6 +350,17 @@ def test_colorcast_shifts_channel_means(clean):
     assert (m2[0] - m2[2]) - (m0[0] - m0[2]) > 0.2
 
 
+def test_fade_lifts_blacks_lowers_contrast_and_yellows(clean):
+    from assocgan.data.degradations import FADE_TINT
+
+    mild, strong = _apply("fade:0.1", clean), _apply("fade:0.5", clean)
+    tint = torch.tensor(FADE_TINT).view(1, 3, 1, 1)
+    assert (strong >= 0.5 * tint - 1e-6).all()  # nothing darker than the lifted black
+    assert torch.allclose(strong, 0.5 * clean + 0.5 * tint)
+    assert clean.std() > mild.std() > strong.std()  # contrast lost with the amount
+    assert strong.mean((0, 2, 3))[2] < strong.mean((0, 2, 3))[0]  # yellowed: blue below red
+
+
 # ---------------------------------------------------------------------------------------------
 # recipes
 
