@@ -5,9 +5,9 @@ baseline keeps a random subset of each past task's real training samples and mix
 data of later tasks.
 
 *Here.* When a task ends (``after_task``, while its data is still there) a random subset of its training
-pairs is stored as uint8 images, source and target together. Tasks whose sources are made by a random
-degradation store one draw of it, frozen, exactly as a stored data set would hold it. While task t > 1 trains,
-a share of each batch is drawn from the memory (for each replayed sample a past task uniformly, then one of
+pairs is stored as uint8 images, source and target together: exactly the pairs the task's data set holds
+(with ``--fresh-degradations`` too, where training draws new sources, the store keeps the task's fixed
+ones). While task t > 1 trains, a share of each batch is drawn from the memory (for each replayed sample a past task uniformly, then one of
 its stored pairs, with a random horizontal flip as for current pairs); the rest comes from the current task.
 The default share is t / (t + 1) of the batch, the share JL gives the past tasks; the number of replayed
 samples is that share of the batch size, rounded at random so that its mean is exact.
@@ -99,13 +99,7 @@ class Replay(Method):
                 self.source_index[k] = self.source_index[k][:keep].clone()
         n = self.per_task_pairs(task, n_past)
         idx = torch.randperm(task.n_train, generator=gen)[:n]
-        y = task.train_y[idx].clone()
-        if task.train_x is not None:
-            x = task.train_x[idx].clone()
-        else:  # one draw of the random degradation, stored as an image would be
-            xf, _ = task.pairs(idx, gen)
-            x = (xf.clamp(0, 1) * 255).round().to(torch.uint8)
-        self.stores.append((x, y))
+        self.stores.append((task.train_x[idx].clone(), task.train_y[idx].clone()))  # the task's own stored pairs
         self.task_of_store.append(t)
         self.source_index.append(idx)
 
