@@ -7,8 +7,9 @@ data of later tasks.
 *Here.* When a task ends (``after_task``, while its data is still there) a random subset of its training
 pairs is stored as uint8 images, source and target together: exactly the pairs the task's data set holds
 (with ``--fresh-degradations`` too, where training draws new sources, the store keeps the task's fixed
-ones). While task t > 1 trains, a share of each batch is drawn from the memory (for each replayed sample a past task uniformly, then one of
-its stored pairs, with a random horizontal flip as for current pairs); the rest comes from the current task.
+ones). While task t > 1 trains, a share of each batch is drawn from the memory (for each replayed sample a
+past task uniformly, then one of its stored pairs, with a random horizontal flip as for current pairs); the
+rest comes from the current task.
 The default share is t / (t + 1) of the batch, the share JL gives the past tasks; the number of replayed
 samples is that share of the batch size, rounded at random so that its mean is exact.
 
