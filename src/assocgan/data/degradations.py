@@ -20,6 +20,11 @@ from ..errors import UserError
 Tensor = torch.Tensor
 
 
+def to_uint8(x: Tensor) -> Tensor:
+    """[0, 1] float images as uint8, as an image file stores them."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def _gaussian_kernel1d(sigma: float) -> Tensor:
     radius = max(1, math.ceil(3 * sigma))
     ax = torch.arange(-radius, radius + 1, dtype=torch.float32)
@@ -55,7 +60,7 @@ def jpeg(y: Tensor, quality: float, gen: torch.Generator | None = None) -> Tenso
 
     q = int(round(quality))
     out = torch.empty_like(y)
-    arr = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arr = to_uint8(y).permute(0, 2, 3, 1).numpy()
     for i, a in enumerate(arr):
         buf = io.BytesIO()
         Image.fromarray(a).save(buf, format="JPEG", quality=q)

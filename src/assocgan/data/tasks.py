@@ -5,16 +5,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .degradations import Degradation
+from .degradations import Degradation, to_uint8
 
 
 def to_float(u8: torch.Tensor) -> torch.Tensor:
     return u8.float().div_(255)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images as uint8, as an image file stores them."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def random_flips(gen: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
