@@ -6,7 +6,6 @@ import contextlib
 import html as htmlmod
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from assocgan.io import read_json, write_json
 from assocgan.report import plots
 from assocgan.report.html import write_report
 from assocgan.report.tables import ablation_table, lambda_table, order_table, quota_table, tasks_table, to_text
+from browser import CHROMIUM_FLAGS
 
 TINY = ["--preset", "smoke", "--size", "16", "--steps", "4", "--n-train", "4", "--n-test", "2", "--batch-size", "2", "--threads", "1"]
 RUN_PLOTS = {"forgetting", "avg_by_task", "memory", "time", "time_vs_metric"}
@@ -226,26 +226,6 @@ def test_report_markdown_of_a_study_prints_its_table(study_dir, capsys):
 
 
 # ---- headless Chromium -----------------------------------------------------------------------
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; installed with apt-get when missing (CI runs as root)."""
-    exe = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
-    if exe is None:
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            pytest.skip("chromium is missing and cannot be installed here (needs apt-get as root)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        lock = ["-o", "DPkg::Lock::Timeout=600"]
-        subprocess.run(["apt-get", *lock, "update"], env=env, check=True, capture_output=True, timeout=900)
-        subprocess.run(["apt-get", *lock, "install", "-y", "--no-install-recommends", "chromium"], env=env, check=True, capture_output=True, timeout=1800)
-        exe = "/usr/bin/chromium"
-    assert Path(exe).exists(), "chromium did not install"
-    return exe
-
-
 def _chromium(exe: str, tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
     profile = tmp_path / f"profile-{page.stem}-{len(list(tmp_path.iterdir()))}"
     cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]

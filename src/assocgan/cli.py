@@ -125,21 +125,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .studies import rebuild_report, report_tables
 
     path = rebuild_report(args.folder)
-    if args.markdown:
-        from .report.tables import to_markdown
+    if args.markdown or args.latex:
+        from .report.tables import to_latex, to_markdown
 
-        print("\n\n".join(to_markdown(t) for t in report_tables(args.folder)))
+        render = to_latex if args.latex else to_markdown
+        print("\n\n".join(render(t) for t in report_tables(args.folder)))
     else:
         print(path)
     return 0
-
-
-STUDY_HELP = {
-    "quota": "average metric after each task as tasks arrive, per method (paper Fig. 11a)",
-    "order": "the same methods over several task orders: final metric by arrival position (Fig. 11b)",
-    "lambda": "sweep of a method option, by default Assoc-GAN's --lambda-distill (Fig. 14)",
-    "ablation": "the paper's Table 3: backbone, +MSE, +adversarial, +distillation, +heuristics, full Assoc-GAN",
-}
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -167,12 +160,42 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_study_parser(sub) -> None:
-    from .studies import DEFAULT_SWEEP
+def cmd_perceptual(args: argparse.Namespace) -> int:
+    from .perceptual.server import serve_study
 
-    sp = sub.add_parser("study", help="the paper's analyses, each a set of runs: " + ", ".join(STUDY_HELP))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    serve_study(args.run_dir, groups=args.groups, methods=methods, show_target=args.show_target, host=args.host, port=args.port,
+                bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe})
+    return 0
+
+
+def _add_perceptual_parser(ssub, kind: str, text: str) -> None:
+    p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Each group is one test image through every method; "
+                        "the outputs are made once, from the run's checkpoints, into RUN_DIR/perceptual/. Run it again to go on "
+                        "collecting votes; options left out keep the study's design.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (results.json, checkpoints/)")
+    p.add_argument("--groups", type=int, help="groups per participant, spread evenly over the tasks (default 60, as in the paper)")
+    p.add_argument("--methods", help="comma-separated methods of the run to compare (default: every complete one)")
+    p.add_argument("--show-target", action=argparse.BooleanOptionalAction, default=None, help="show each group's target beside the input (default: hidden)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    g = p.add_argument_group("a run on your own data: the data it was trained on")
+    g.add_argument("--data", help="the run's --data ROOT")
+    g.add_argument("--clean-images", help="the run's --clean-images DIR")
+    g.add_argument("--recipe", help="the run's --recipe")
+    p.set_defaults(fn=cmd_perceptual)
+
+
+def _add_study_parser(sub) -> None:
+    from .studies import DEFAULT_SWEEP, STUDIES
+
+    sp = sub.add_parser("study", help="the paper's analyses: " + ", ".join(STUDIES))
     ssub = sp.add_subparsers(dest="study", required=True)
-    for kind, text in STUDY_HELP.items():
+    for kind, sk in STUDIES.items():
+        if not sk.trains:
+            _add_perceptual_parser(ssub, kind, sk.help)
+            continue
+        text = sk.help
         p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Its runs are run folders under OUT/runs/ (done ones are skipped); OUT/report.html shows the table and plot.")
         _add_run_options(p, with_methods=kind in ("quota", "order"), methods=None, out=f"runs/study_{kind}")
         g = p.add_argument_group("study")
@@ -200,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_parser(sub)
     rp = sub.add_parser("report", help="rebuild report.html (and plots) of a run or study folder from its files")
     rp.add_argument("folder")
-    rp.add_argument("--markdown", action="store_true", help="then print the folder's tables as Markdown (to paste into a paper or a README)")
+    fmt = rp.add_mutually_exclusive_group()
+    fmt.add_argument("--markdown", action="store_true", help="then print the folder's tables as Markdown (to paste into a paper or a README)")
+    fmt.add_argument("--latex", action="store_true", help="then print the folder's tables as LaTeX (booktabs)")
     rp.set_defaults(fn=cmd_report)
     return p
 

@@ -11,6 +11,8 @@ report.html, and ``run.json`` saying how it was configured, ``log.txt`` its outp
 - ``lambda``: a sweep of one numeric option of one method (default: Assoc-GAN's ``lambda_distill``);
   the prior tasks' and all tasks' final metric (Figure 14).
 - ``ablation``: the paper's Table 3 rows, from TL without content loss to the full Assoc-GAN.
+- ``perceptual``: the user study (Table 4) on a finished run folder: a local voting page (``assocgan.perceptual``);
+  it trains nothing, and ``assocgan report RUN_DIR`` shows its votes.
 
 A study resumes: a run whose results.json holds complete entries for its methods, made with the same
 settings, is not run again; a run folder made with other settings is an error (choose another ``--out``).
@@ -36,7 +38,25 @@ from .config import RunConfig, validate
 from .errors import UserError
 from .io import read_json, write_json
 
-STUDIES = ("quota", "order", "lambda", "ablation")
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    """A kind of study: what it shows, and whether it trains runs of its own (into ``--out``) or works on a
+    finished run folder."""
+
+    help: str
+    trains: bool = True
+
+
+STUDIES: dict[str, StudyKind] = {
+    "quota": StudyKind("average metric after each task as tasks arrive, per method (paper Fig. 11a)"),
+    "order": StudyKind("the same methods over several task orders: final metric by arrival position (Fig. 11b)"),
+    "lambda": StudyKind("sweep of a method option, by default Assoc-GAN's --lambda-distill (Fig. 14)"),
+    "ablation": StudyKind("the paper's Table 3: backbone, +MSE, +adversarial, +distillation, +heuristics, full Assoc-GAN"),
+    "perceptual": StudyKind("the user study (Table 4): a local page on which participants pick the most realistic output of each "
+                            "group of a finished run; its votes go to RUN_DIR/perceptual/", trains=False),
+}
 STUDY_FILE = "study.json"
 RUN_SPEC = "run.json"
 LOG = "log.txt"
@@ -447,8 +467,8 @@ def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str
                method: str | None = None, option: str | None = None, values: str | list | None = None, rows=ABLATION_ROWS,
                bench_args: dict[str, Any] | None = None, device: str | None = None, command: str | None = None) -> Study:
     """The runs a study needs (nothing is run)."""
-    if kind not in STUDIES:
-        raise UserError(f"unknown study {kind!r}; choose one of {', '.join(STUDIES)}")
+    if kind not in STUDIES or not STUDIES[kind].trains:
+        raise UserError(f"unknown study {kind!r}; choose one of {', '.join(k for k, s in STUDIES.items() if s.trains)}")
     bench_args = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") and v else v) for k, v in (bench_args or {}).items() if v is not None}
     names = task_names(base, bench_args)
     params: dict[str, Any] = {}
@@ -543,15 +563,16 @@ def rebuild_report(folder: str | Path) -> Path:
 
 
 def report_tables(folder: str | Path) -> list:
-    """The tables of a run folder (its matrices and summary) or of a study folder (its table in the paper's layout)."""
-    from .report.html import study_tables
+    """The tables of a run folder (its matrices and summary, and its user study's votes) or of a study folder (its
+    table in the paper's layout)."""
+    from .report.html import study_tables, vote_tables
     from .report.tables import run_tables
 
     folder = Path(folder)
     study = read_json(folder / STUDY_FILE)
     if study is not None:
         return study_tables(study)
-    return run_tables(read_json(folder / "results.json"))
+    return run_tables(read_json(folder / "results.json")) + vote_tables(folder)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from ..errors import UserError
 from ..io import read_json, write_text
 from .plots import CAPTIONS, write_plots
 from .tables import (
-    Table, ablation_table, lambda_table, matrix_table, order_table, quota_table, study_runs_table, summary_table, tasks_table, to_html,
+    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, quota_table, study_runs_table, summary_table, tasks_table,
+    to_html,
 )
 
 REPORT = "report.html"
@@ -162,6 +163,11 @@ def run_page(folder: Path, results: dict) -> str:
     body.append(_tables([matrix_table(results, n) for n in methods]))
     if methods:
         body.append(f"<details><summary>the same in {other.upper()}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>")
+    votes = vote_tables(folder)
+    if votes:
+        body.append("<h2 id='votes'>User study (the paper's Table 4)</h2><p class='note'>Votes cast on the page of <code>assocgan study "
+                    "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>"
+                    + _tables(votes))
     body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
                 "left block: inputs, middle: outputs, right: targets (the first test images).</p>")
@@ -172,10 +178,19 @@ def run_page(folder: Path, results: dict) -> str:
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
                     "blocks of association samples made by its mapper from the same targets.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
-    nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices"), ("plots", "Plots"), ("samples", "Samples")]
+    nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices")] + ([("votes", "User study")] if votes else [])
+    nav += [("plots", "Plots"), ("samples", "Samples")]
     nav += [("pictures", "Pictures")] if pictures else []
     nav += [("config", "Configuration")]
     return _page(f"assocgan run: {results['benchmark']}", nav, body)
+
+
+def vote_tables(folder: Path) -> list[Table]:
+    """The user study's table (Table 4) of a run folder with votes (``assocgan study perceptual``); none without."""
+    from ..perceptual.votes import tally
+
+    summary = tally(folder)
+    return [perceptual_table(summary)] if summary else []
 
 
 # ---- study folders ----------------------------------------------------------------------

@@ -204,6 +204,24 @@ def ablation_table(summary: dict) -> Table:
                  note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric.")
 
 
+def perceptual_table(summary: dict) -> Table:
+    """The paper's Table 4 (user study): each method's share of the votes for the most realistic output, per
+    task and over all tasks, with its number of votes and a 95% Wilson interval (from ``perceptual.votes.tally``)."""
+    tasks, totals = summary["tasks"], summary["totals"]
+    header = ["Method"] + [f"T{j + 1} {t} (n={n})" for j, (t, n) in enumerate(zip(tasks, totals))] + [f"All tasks (n={totals[-1]})"]
+    rows = []
+    for m in summary["methods"]:
+        cells = [f"{c['share']:.2f} ({c['k']}) [{c['interval'][0]:.2f}, {c['interval'][1]:.2f}]" if c["n"] else "-" for c in summary["cells"][m]]
+        rows.append([method_label(m, summary["titles"].get(m) or {})] + cells)
+    chance = 1 / len(summary["methods"])
+    people = f"{summary['participants']} participant" + ("s" if summary["participants"] != 1 else "")
+    return Table(f"User study: share of the votes for the most realistic output ({summary['benchmark']}, {people}, {summary['groups']} groups)",
+                 header, rows,
+                 note=f"A cell: the share of the votes cast on the task's groups that chose the method, (its number of votes), [95% Wilson "
+                      f"interval]; n: the votes cast on the task. A pick at random gets {chance:.2f}. "
+                      + ("The target was shown beside the input." if summary.get("show_target") else "The target was not shown."))
+
+
 def study_runs_table(study: dict) -> Table:
     """The runs of a study: what each is, where it is, and how far it got."""
     summary = study.get("summary") or {}
@@ -253,6 +271,30 @@ def to_html(table: Table) -> str:
         body.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
     note = f'<p class="note">{e(table.note)}</p>' if table.note else ""
     return f'<table><caption>{e(table.title)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def to_latex(table: Table) -> str:
+    """A ``table`` environment with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
+    e = latex_escape
+    out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{e(table.title)}}}", "\\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
+           "\\toprule", " & ".join(e(h) for h in table.header) + " \\\\", "\\midrule"]
+    for i, r in enumerate(table.rows):
+        if i in table.rules_before:
+            out.append("\\midrule")
+        out.append(" & ".join(e(c) for c in r) + " \\\\")
+    out += ["\\bottomrule", "\\end{tabular}"]
+    if table.note:
+        out.append(f"\\par\\smallskip{{\\footnotesize {e(table.note)}}}")
+    out.append("\\end{table}")
+    return "\n".join(out)
 
 
 def to_rich(table: Table):
