@@ -412,52 +412,54 @@ def check_group_page(s: dict, study, phone: bool = False) -> None:
         assert all(0 <= left and right <= s["width"] and height >= 44 for left, right, height in s["buttons"])
 
 
+def enter(browser: Browser, url: str, name: str, by_key: bool, **page_options):
+    """A new page on which a participant types a name or code and starts (Enter, or a click on Start)."""
+    page = browser.page(**page_options)
+    page.goto(url)
+    page.click("#name")
+    page.type(name)
+    page.press("Enter") if by_key else page.click("form.join button")
+    return page
+
+
+def vote_through(page, study, vote, midway, js: bool, phone: bool = False):
+    """Vote on every group with ``vote(page, k)``; after the middle one, go on with the page ``midway(page, done)``
+    returns. Returns the groups in the order shown, and the last page."""
+    seen, n = [], len(study.groups)
+    for k in range(n):
+        s = state(page, k)
+        check_group_page(s, study, phone)
+        assert s["js"] == js
+        seen.append(s["group"])
+        vote(page, k)
+        if k == n // 2:
+            state(page, k + 1)
+            page = midway(page, k + 1)
+    assert state(page, n)["kind"] == "end"
+    return seen, page
+
+
 def test_two_participants_vote_in_chromium_and_the_report_counts_them(chromium, study_dir, tmp_path, capsys):
     study = load_groups(study_dir)
     n, m = len(study.groups), len(study.methods)
+    phone = {"width": 390, "height": 844, "mobile": True, "javascript": False}
     browser = Browser(chromium, tmp_path / "profile")
     try:
         with serving(study_dir) as server:
+            def reload(page, done):  # the same group again after a reload
+                shown = page.eval("+document.querySelector('main').dataset.group")
+                page.reload()
+                assert state(page, done)["group"] == shown
+                return page
+
             # ann: JavaScript on, picks with the number keys, reloads the page midway and resumes
-            ann = browser.page()
-            ann.goto(server.url)
-            ann.click("#name")
-            ann.type("ann")
-            ann.press("Enter")
-            seen = []
-            for k in range(n):
-                s = state(ann, k)
-                check_group_page(s, study)
-                assert s["js"]
-                seen.append(s["group"])
-                ann.press(str(1 + k % m))
-                if k == n // 2:
-                    state(ann, k + 1)
-                    shown = ann.eval("+document.querySelector('main').dataset.group")
-                    ann.reload()
-                    assert state(ann, k + 1)["group"] == shown  # the same group again after the reload
-            assert state(ann, n)["kind"] == "end"
-            # bob: JavaScript off (plain forms), on a phone, clicks; leaves midway and comes back with his name
-            bob = browser.page(width=390, height=844, mobile=True, javascript=False)
-            bob.goto(server.url)
-            bob.click("#name")
-            bob.type("bob")
-            bob.click("form.join button")
-            seen_bob = []
-            for k in range(n):
-                s = state(bob, k)
-                check_group_page(s, study, phone=True)
-                assert not s["js"]
-                seen_bob.append(s["group"])
-                bob.click(f"button.choice[value='{1 + (k * 7) % m}']")
-                if k == n // 2:
-                    state(bob, k + 1)
-                    bob = browser.page(width=390, height=844, mobile=True, javascript=False)
-                    bob.goto(server.url)
-                    bob.click("#name")
-                    bob.type("Bob")  # the same participant, however typed
-                    bob.click("form.join button")
-            assert state(bob, n)["kind"] == "end" and "Thank you, bob" in state(bob, n)["text"]
+            ann = enter(browser, server.url, "ann", by_key=True)
+            seen, _ = vote_through(ann, study, lambda page, k: page.press(str(1 + k % m)), reload, js=True)
+            # bob: JavaScript off (plain forms), on a phone, clicks; leaves midway and comes back with his name, however typed
+            bob = enter(browser, server.url, "bob", by_key=False, **phone)
+            seen_bob, bob = vote_through(bob, study, lambda page, k: page.click(f"button.choice[value='{1 + (k * 7) % m}']"),
+                                         lambda page, done: enter(browser, server.url, "Bob", by_key=False, **phone), js=False, phone=True)
+            assert "Thank you, bob" in state(bob, n)["text"]
     finally:
         browser.close()
     ids = sorted(g.id for g in study.groups)
