@@ -326,6 +326,15 @@ def test_two_browsers_at_once_count_every_vote_once(study_dir, capsys):
     recorded = sorted((names[r[1]], r[2]) for r in rows["votes"] if names[r[1]] != "dup")
     assert recorded == sorted(acked) and len(recorded) == 4 * N_GROUPS
     assert_report_counts_the_database(study_dir, capsys)
+    # the same table as LaTeX: one line a row, the special characters escaped
+    assert main(["report", str(study_dir), "--latex"]) == 0
+    latex = capsys.readouterr().out
+    table = latex[latex.index("\\caption{User study"):]
+    table = table[: table.index("\\end{table}")]
+    assert "\\begin{tabular}{lrrrrr}" in table and "95\\% Wilson" in table
+    lines = [ln for ln in table.splitlines() if ln.endswith("\\\\")]
+    assert len(lines) == 1 + len(METHODS) and lines[2].startswith("Single (task id at test) & ")
+    assert all(ln.count(" & ") == 5 for ln in lines)
 
 
 def test_a_killed_server_loses_no_recorded_vote_and_participants_resume(study_dir):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -280,7 +282,10 @@ def serve_study(run_dir: str | Path, *, groups: int | None = None, methods: list
     db = study.folder / DB
     print(f"Perceptual study of {run_dir}: {len(study.groups)} groups over {len(study.tasks)} tasks, methods {', '.join(study.methods)} "
           f"(shown shuffled and unlabelled), target {'shown' if study.show_target else 'hidden'}; {count_votes(study.folder)} votes so far in {db}")
-    print(f"Open {server.url}  (Ctrl-C stops, the votes are kept; then `assocgan report {run_dir}` counts them)", flush=True)
+    print(f"Open {server.url}  (Ctrl-C stops, the votes are kept; then `assocgan report {run_dir}` counts them)")
+    if host not in ("127.0.0.1", "localhost"):
+        print(f"Participants on the network open http://{socket.gethostname() if host == '0.0.0.0' else host}:{server.server_address[1]}/")
+    sys.stdout.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
