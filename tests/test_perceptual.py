@@ -27,7 +27,7 @@ from assocgan.config import RunConfig
 from assocgan.errors import UserError
 from assocgan.evaluate import evaluate_task, predict
 from assocgan.imaging import to_uint8
-from assocgan.io import read_json
+from assocgan.io import read_json, write_json
 from assocgan.perceptual.groups import load_generator, load_groups, prepare, task_generator
 from assocgan.perceptual.server import MAX_BODY, make_server, serve_in_thread
 from assocgan.perceptual.votes import DB, Store, wilson
@@ -197,6 +197,18 @@ def test_bad_options_are_one_line_errors(study_dir, args, says, capsys):
     assert main(["study", "perceptual", str(study_dir), *args, "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err
+
+
+def test_a_run_on_own_data_needs_that_data(study_dir, tmp_path, capsys):
+    results = read_json(study_dir / "results.json")
+    write_json(study_dir / "results.json", {**results, "benchmark": "mine"})
+    shutil.rmtree(study_dir / "perceptual")
+    assert main(["study", "perceptual", str(study_dir), "--groups", "8", "--port", "0"]) == 2
+    assert "was trained on your own data (mine); give its --data" in capsys.readouterr().err
+    (tmp_path / "other" / "a" / "train").mkdir(parents=True)
+    assert main(["study", "perceptual", str(study_dir), "--groups", "8", "--data", str(tmp_path / "other"), "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("assocgan: error: ")
+    assert not (study_dir / "perceptual" / "groups.json").exists()
 
 
 def test_a_folder_without_a_run_is_a_user_error(tmp_path, capsys):

@@ -44,6 +44,7 @@ class StudyGroups:
     groups: list[Group]
     show_target: bool
     seed: int
+    test_counts: list[int]  # test images of each task, which the groups are drawn from
 
     @property
     def by_id(self) -> dict[int, Group]:
@@ -58,11 +59,11 @@ class StudyGroups:
         return self.folder / "images" / f"g{group_id:03d}_{what}.png"
 
     def to_json(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "tasks": self.tasks, "seed": self.seed, **self.design()}
+        return {"benchmark": self.benchmark, "tasks": self.tasks, "seed": self.seed, "test_counts": self.test_counts, **self.design()}
 
     @classmethod
     def from_json(cls, folder: Path, d: dict[str, Any]) -> "StudyGroups":
-        return cls(folder, d["benchmark"], d["tasks"], d["methods"], [Group(**g) for g in d["groups"]], d["show_target"], d["seed"])
+        return cls(folder, d["benchmark"], d["tasks"], d["methods"], [Group(**g) for g in d["groups"]], d["show_target"], d["seed"], d["test_counts"])
 
 
 def load_groups(run_dir: str | Path) -> StudyGroups | None:
@@ -174,9 +175,12 @@ def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str
         show_target = old.show_target if show_target is None else show_target
     methods = choose_methods(results, methods, run_dir)
     tasks, seed = results["tasks"], int(results["config"].get("seed", 0))
-    n_test = [int(results["config"]["n_test"])] * len(tasks)
-    chosen = choose_groups(tasks, n_test, DEFAULT_GROUPS if groups is None else groups, seed)
-    study = StudyGroups(run_dir / FOLDER, results["benchmark"], tasks, methods, chosen, bool(show_target), seed)
+    bench = None
+    if old is None:
+        bench = _benchmark(run_dir, results, bench_args or {})
+    counts = old.test_counts if old is not None else [t.test_x.shape[0] for t in bench.tasks]
+    chosen = choose_groups(tasks, counts, DEFAULT_GROUPS if groups is None else groups, seed)
+    study = StudyGroups(run_dir / FOLDER, results["benchmark"], tasks, methods, chosen, bool(show_target), seed, counts)
     if old is not None and old.design() == study.design():
         if all(study.image_path(g.id, w).exists() for g in study.groups for w in ["input", "target", *methods]):
             return old
@@ -187,7 +191,7 @@ def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str
     say(f"preparing {len(chosen)} groups of {len(methods)} methods in {study.folder} ...")
     if old is not None and old.design() != study.design():
         shutil.rmtree(study.folder / "images", ignore_errors=True)  # the old design's pictures
-    write_images(run_dir, study, _benchmark(run_dir, results, bench_args or {}))
+    write_images(run_dir, study, bench or _benchmark(run_dir, results, bench_args or {}))
     write_json(study.folder / MANIFEST, study.to_json())
     return study
 
@@ -216,8 +220,8 @@ def write_images(run_dir: Path, study: StudyGroups, bench) -> None:
         mine = [g for g in study.groups if g.task == t]
         if not mine:
             continue
-        if max(g.image for g in mine) >= task.test_x.shape[0]:
-            raise UserError(f"task {task.name}: has {task.test_x.shape[0]} test images, fewer than the run's n_test; give the run's own data")
+        if task.test_x.shape[0] != study.test_counts[t]:
+            raise UserError(f"task {task.name}: has {task.test_x.shape[0]} test images, not the {study.test_counts[t]} the study was drawn from; give the run's own data")
         x, y = task.test_pairs()
         idx = torch.tensor([g.image for g in mine])
         pictures = {"input": x[idx], "target": y[idx]}
