@@ -211,6 +211,14 @@ def test_a_run_on_own_data_needs_that_data(study_dir, tmp_path, capsys):
     assert not (study_dir / "perceptual" / "groups.json").exists()
 
 
+@pytest.mark.parametrize("text, says", [("{", "not valid JSON"), ('{"methods": ["tl"]}', "not a study's groups")])
+def test_a_broken_groups_file_is_a_user_error(study_dir, text, says, capsys):
+    (study_dir / "perceptual" / "groups.json").write_text(text)
+    assert main(["study", "perceptual", str(study_dir), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "groups.json: " + says in err and "move" in err
+
+
 def test_a_folder_without_a_run_is_a_user_error(tmp_path, capsys):
     assert main(["study", "perceptual", str(tmp_path), "--port", "0"]) == 2
     assert "no results.json" in capsys.readouterr().err

@@ -73,7 +73,12 @@ def load_groups(run_dir: str | Path) -> StudyGroups | None:
         d = read_json(folder / MANIFEST)
     except ValueError as e:
         raise UserError(f"{folder / MANIFEST}: not valid JSON ({e}); move {folder} away to prepare the study again") from None
-    return None if d is None else StudyGroups.from_json(folder, d)
+    if d is None:
+        return None
+    try:
+        return StudyGroups.from_json(folder, d)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{folder / MANIFEST}: not a study's groups (missing or wrong {e}); move {folder} away to prepare the study again") from None
 
 
 # ---- generators ------------------------------------------------------------------------
