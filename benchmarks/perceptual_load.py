@@ -74,6 +74,15 @@ def pick(voter: str, rng: random.Random, client: Client, nxt: dict, target: np.n
 
 
 def participant(name: str, host: str, port: int, args, study, out: dict, lock: threading.Lock) -> None:
+    try:
+        vote_through(name, host, port, args, study, out, lock)
+    except Exception as e:  # noqa: BLE001 - counted as a failure of the load test
+        with lock:
+            out["errors"].append(f"{name}: {type(e).__name__}: {e}")
+
+
+def vote_through(name: str, host: str, port: int, args, study, out: dict, lock: threading.Lock) -> None:
+    """One participant from joining to the last group."""
     client = Client(host, port)
     rng = random.Random(f"{args.seed}:{name}")
     status, joined = client.call("POST", "/start", {"name": name})
@@ -121,7 +130,7 @@ def check(run_dir: Path, out: dict, names: list[str], n_groups: int) -> list[str
     rows = db.execute("SELECT p.name, v.group_id FROM votes v JOIN participants p ON p.id = v.participant WHERE p.name IN (%s)"
                       % ",".join("?" * len(names)), names).fetchall()
     db.close()
-    problems = []
+    problems = list(out["errors"])
     answered = out["answered"]
     if len(rows) != len(answered):
         problems.append(f"{len(rows)} rows for {len(answered)} votes answered 200")
@@ -165,7 +174,7 @@ def main() -> int:
         study = load_groups(run_dir)
         prefix = "synthetic" if args.run else "load"
         names = [f"{prefix}-{k + 1:02d}" for k in range(args.participants)]
-        out: dict = {"latency": [], "status": [], "answered": [], "second": []}
+        out: dict = {"latency": [], "status": [], "answered": [], "second": [], "errors": []}
         lock = threading.Lock()
         threads = [threading.Thread(target=participant, args=(name, host, port, args, study, out, lock)) for name in names]
         start = time.perf_counter()

@@ -248,6 +248,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class StudyServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # connections waiting to be accepted (socketserver's 5 resets some when a room starts at once)
 
     def __init__(self, store: Store, host: str, port: int):
         self.store = store
