@@ -103,6 +103,7 @@ def next_json(store: Store, p: Participant) -> dict[str, Any]:
 class Handler(BaseHTTPRequestHandler):
     server: "StudyServer"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: with Nagle's algorithm each answer waited for a delayed ACK (~40 ms)
     server_version = "assocgan-perceptual"
     sys_version = ""
 
