@@ -9,7 +9,9 @@ from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.data.benchmarks import Benchmark, load_benchmark
 from assocgan.fisher import QuadraticAnchor, diagonal_fisher, per_sample_content_loss
+from assocgan.losses import content_loss
 from assocgan.memory import module_bytes
+from assocgan.methods import Batch
 from assocgan.metrics import noise_sigma, psnr
 from assocgan.nets import UNet
 from assocgan.nets.mapper import Mapper
@@ -92,17 +94,42 @@ def test_controller_mixes_balanced_association_samples(noise_blur_method):
     task = _bench(["colorcast"]).tasks[0]
     n = m.ctx.cfg.batch_size
     assert m.ratio(3) == pytest.approx(3 / 4)  # three past tasks: each task gets a quarter of the batch
-    x, y = m.batch(3, task)
+    m.before_task(3, task)
+    b = m.batch(3, task)
     n_assoc = round(3 / 4 * n)
-    assert x.shape == y.shape and not x.requires_grad
-    # the first part are current pairs (colour cast raises red relative to blue); the rest are associations
-    cur_x = x[: n - n_assoc]
-    assert torch.all(cur_x[:, 0].mean((1, 2)) - cur_x[:, 2].mean((1, 2)) > y[: n - n_assoc, 0].mean((1, 2)) - y[: n - n_assoc, 2].mean((1, 2)))
-    assert not torch.equal(x[n - n_assoc :], y[n - n_assoc :])
+    assert b.x.shape == b.y.shape == (n, 3, 32, 32) and not b.x.requires_grad
+    cur, assoc = b.where(Batch.CURRENT), b.where(Batch.ASSOCIATION)
+    assert int(cur.sum()) == n - n_assoc and int(assoc.sum()) == n_assoc
+    assert set(b.task[cur].tolist()) == {3} and set(b.task[assoc].tolist()) <= {0, 1, 2}
+    # eq. 3: the current pairs weigh 1 - r of the content loss, the association samples r
+    assert float(b.weight[cur].sum()) == pytest.approx(1 / 4) and float(b.weight[assoc].sum()) == pytest.approx(3 / 4)
+    # the current pairs are colour-cast sources (red raised against blue); association sources differ from targets
+    x, y = b.x[cur], b.y[cur]
+    assert torch.all(x[:, 0].mean((1, 2)) - x[:, 2].mean((1, 2)) > y[:, 0].mean((1, 2)) - y[:, 2].mean((1, 2)))
+    assert not torch.equal(b.x[assoc], b.y[assoc])
+
+
+@pytest.mark.parametrize("r", ["0.05", "0.5"])
+def test_any_ratio_weighs_its_share_of_the_loss(noise_blur_method, r, monkeypatch):
+    """eq. 3 with any r and any batch: r = 0.05 of a batch of 4 is still one association sample, weighted 0.05."""
+    m = noise_blur_method
+    monkeypatch.setattr(m.opt, "assoc_ratio", float(r))
+    task = _bench(["colorcast"]).tasks[0]
+    m.before_task(3, task)
+    b = m.batch(3, task)
+    assoc = b.where(Batch.ASSOCIATION)
+    assert 1 <= int(assoc.sum()) < len(b)
+    assert float(b.weight[assoc].sum()) == pytest.approx(float(r)) and float(b.weight.sum()) == pytest.approx(1.0)
+    # the loop's content loss is that weighted sum of the samples' errors
+    fake = torch.rand_like(b.y)
+    per = (fake - b.y).pow(2).flatten(1).mean(1)
+    want = (1 - float(r)) * per[~assoc].mean() + float(r) * per[assoc].mean()
+    assert float(content_loss(fake, b.y, b.weight)) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_blur_method, monkeypatch):
     m = noise_blur_method
+    monkeypatch.setattr(m.opt, "assoc_target", "current")  # the paper's eq. 3: every association target is a current target
     task = _bench(["colorcast"]).tasks[0]
     calls = []
     for j, work in enumerate(m._work):
@@ -112,10 +139,10 @@ def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_
     n_assoc = round(3 / 4 * n)
     targets = {tuple(img.flatten()[:64].tolist()) for u8 in (task.train_y, task.train_y.flip(-1)) for img in u8.float().div(255)}
     for _ in range(m.POOL_STEPS):
-        x, y = m.batch(3, task)
-        assert x.shape == (n, 3, 32, 32)
+        b = m.batch(3, task)
+        assert b.x.shape == (n, 3, 32, 32)
         # association targets are targets of the current task (possibly flipped)
-        assert all(tuple(img.flatten()[:64].tolist()) in targets for img in y[n - n_assoc :])
+        assert all(tuple(img.flatten()[:64].tolist()) in targets for img in b.y[b.where(Batch.ASSOCIATION)])
     assert sorted(j for j, _ in calls) == [0, 1, 2]  # one call per past task for POOL_STEPS steps
     assert sum(k for _, k in calls) == n_assoc * m.POOL_STEPS
     m.batch(3, task)
@@ -137,7 +164,8 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
     assert mem["mappers"] == 3 * (2 * mapper_params + 2)  # float16 weights and the noise-scale buffer
     n_tensors = sum(1 for _ in m.ctx.G.parameters())
-    assert mem["distillation"] == 2 * n_params_g + 2 * 8 * n_tensors  # theta* int8 + F 8-bit log codes, 2 scales each
+    assert mem["distillation"] == 3 * n_params_g + 8 * n_tensors  # theta* float16 + F 8-bit log codes with 2 bounds
+    assert mem["domain_signatures"] == 3 * 2 * 4 * 14  # a mean and a spread of 14 features per past task
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
     assert m.memory_bytes() == sum(mem.values())
     assert module_bytes(m.mappers[0]) == 2 * mapper_params + 2
@@ -185,7 +213,7 @@ def test_distillation_penalty_pulls_towards_the_anchor():
     assert float(anchor.stored_importance[next(iter(fisher))].float().mean()) == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("storage,per_weight", [("half", 4), ("8bit", 2)])
+@pytest.mark.parametrize("storage,per_weight", [("half", 4), ("compact", 3)])
 def test_compact_anchor_storage_keeps_the_penalty(storage, per_weight):
     torch.manual_seed(0)
     G = UNet(ngf=4)

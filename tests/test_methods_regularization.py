@@ -15,7 +15,7 @@ import torch
 
 from assocgan.config import make_config
 from assocgan.data.benchmarks import Benchmark
-from assocgan.methods import Context, Step, get_method
+from assocgan.methods import Batch, Context, Step, get_method
 from assocgan.methods.lifelonggan import montage, swapped_halves
 from assocgan.methods.liss import JIGSAW_ORDERS, encode, jigsaw, rotations
 from assocgan.runner import benchmark_for
@@ -122,23 +122,26 @@ def test_liang_path_integral_penalty_pulls_discriminator_back(bench2):
     assert_pulls_towards_anchor(m.ctx.D, m, lambda: m.discriminator_loss(None), m.opt.liang_c)
 
 
-def test_path_integral_importance_follows_the_loss_decrease():
+def test_path_integral_importance_is_the_curvature_of_a_quadratic_walked_to_its_minimum():
+    """Zenke et al.'s importance on L = h/2 (w - 0)^2 from w = 1 to (nearly) 0 is h: each weight's share of the
+    loss decrease over its squared displacement, doubled, the curvature (the unit of the quadratic anchor)."""
     from assocgan.methods.helpers import PathIntegral
 
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(4, 1, bias=False)
+    lin = torch.nn.Linear(3, 1, bias=False)
+    h = torch.tensor([2.0, 0.5, 0.0])  # the third weight does not change the loss
     with torch.no_grad():
-        lin.weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0]]))
-    path = PathIntegral(lin, damping=1e-3)
-    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
-    x = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # only the first weight changes the loss
-    for _ in range(5):
+        lin.weight.fill_(1.0)
+    path = PathIntegral(lin, damping=1e-12)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.01)
+    for _ in range(2000):
         opt.zero_grad()
-        lin(x).pow(2).sum().backward()
+        (0.5 * h * lin.weight[0].pow(2)).sum().backward()
+        path.record()
+        lin.weight.grad.mul_(3.0)  # a penalty's gradient joining after record() speeds the walk; it is not integrated
         opt.step()
         path.accumulate()
     imp = path.consolidate()["weight"][0]
-    assert imp[0] > 0 and (imp[1:] == 0).all()
+    assert imp[0] == pytest.approx(2.0, rel=0.05) and imp[1] == pytest.approx(0.5, rel=0.05) and imp[2] == 0
 
 
 # ---- Lifelong GAN: distillation from the previous generator on auxiliary images ----------------
@@ -204,7 +207,7 @@ def test_liss_heads_learn_their_task(bench2):
     task = bench2.tasks[0]
     for s in range(160):
         x, y = task.sample(16, gen)
-        loss = m.generator_loss(Step(0, s, x, y, None))  # no reference yet: the auxiliary losses alone
+        loss = m.generator_loss(Step(0, s, Batch.of(x, y, 0), None))  # no reference yet: the auxiliary losses alone
         opt.zero_grad()
         loss.backward()
         opt.step()

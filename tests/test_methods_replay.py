@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.evaluate import predict
 from assocgan.memory import module_bytes
-from assocgan.methods import Step
+from assocgan.methods import Batch, Step
 from assocgan.methods.mergan import SourceCritic, SourceGenerator, image_statistics
 from assocgan.methods.lvaegan import SourceEncoder
 from assocgan.methods.piggyback import PiggybackConv
@@ -40,9 +41,9 @@ def test_replay_stores_real_pairs_of_past_tasks_within_a_byte_budget(monkeypatch
     original = Replay.batch
 
     def spy(self, t, task):
-        x, y = original(self, t, task)
-        seen.append((t, self.last_replayed, y.clone(), [sy.clone() for _, sy in self.stores]))
-        return x, y
+        b = original(self, t, task)
+        seen.append((t, self.last_replayed, b.y.clone(), [sy.clone() for _, sy in self.stores]))
+        return b
 
     monkeypatch.setattr(Replay, "batch", spy)
     cfg, bench, recs = train("replay", steps=10, opts={"replay_bytes": budget})
@@ -103,12 +104,23 @@ def check_generative_replay(cfg, bench, recs, dist):
     m = recs[-1].method
     # a batch on task 2 holds generated past inputs (label 0) with pseudo-targets from the frozen previous G
     m.before_task(1, bench.tasks[1])  # (again: a frozen copy of the source model serves the replay)
-    x, y = m.batch(1, bench.tasks[1])
-    k = m.n_current
-    assert x.shape[0] == cfg.batch_size and k < cfg.batch_size
-    assert (m.labels[k:] == 0).all() and (m.labels[:k] == 1).all()
-    assert torch.allclose(y[k:], m.teacher(x[k:]).clamp(0, 1))
-    assert m.generator_loss(Step(1, 0, x, y, y + 0.1)) > 0  # the alignment term acts on the replayed rows
+    b = m.batch(1, bench.tasks[1])
+    gen_rows = b.where(Batch.GENERATED)
+    assert len(b) == cfg.batch_size and 0 < int(gen_rows.sum()) < cfg.batch_size
+    assert (b.task[gen_rows] == 0).all() and (b.task[~gen_rows] == 1).all()
+    assert torch.allclose(b.y[gen_rows], m.teacher(b.x[gen_rows]).clamp(0, 1))
+    # JTR: the replayed pairs are judged by D; they stay out of the content loss, where RA alone covers them
+    assert b.judged.all() and float(b.weight[gen_rows].sum()) == 0
+    assert float(b.weight.sum()) == pytest.approx(float((~gen_rows).float().mean()))
+    fake = b.y + 0.1
+    share = float(gen_rows.float().mean())
+    ra = m.generator_loss(Step(1, 0, b, fake))
+    assert float(ra) == pytest.approx(m.o("align") * share * 0.01, rel=1e-4)  # RA: align x share x MSE on replayed rows
+    setattr(m.opt, f"{m.prefix}_align", 0.0)
+    assert m.generator_loss(Step(1, 0, b, fake)) is None
+    setattr(m.opt, f"{m.prefix}_jtr", False)
+    b2 = m.batch(1, bench.tasks[1])
+    assert not b2.judged[b2.where(Batch.GENERATED)].any() and b2.judged[~b2.where(Batch.GENERATED)].all()
     # memory: the source model and a float16 copy of G, the same after every task
     assert all(r.memory == recs[0].memory for r in recs)
     assert recs[-1].memory["previous_generator"] == module_bytes(UNet(3, 3, cfg.ngf), torch.float16)

@@ -11,12 +11,11 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
+from .losses import per_sample_mse
 from .memory import tensor_bytes
 
 
-def per_sample_content_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample content loss whose gradient defines the Fisher: the mean squared error over pixels."""
-    return (pred - target).pow(2).flatten(1).mean(1)
+per_sample_content_loss = per_sample_mse  # the per-sample content loss whose gradient defines the Fisher
 
 
 def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> dict[str, torch.Tensor]:
@@ -25,27 +24,21 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: i
 
 
 class Stored8bit:
-    """A tensor kept in 8 bits: ``linear`` (int8, symmetric, one scale per tensor) for weights, or ``log`` (uint8
-    codes of log(value) between the tensor's smallest and largest positive values) for non-negative
-    importances that span many orders of magnitude. ``nbytes`` counts the codes and the two float32 numbers."""
+    """A non-negative tensor (an importance, spanning many orders of magnitude) kept as uint8 codes of its
+    logarithm between its smallest and largest positive values (0 codes zero). ``nbytes`` counts the codes
+    and the two float32 bounds."""
 
-    def __init__(self, value: torch.Tensor, kind: str):
-        self.kind, self.shape = kind, value.shape
+    def __init__(self, value: torch.Tensor):
+        self.shape = value.shape
         v = value.detach().float()
-        if kind == "linear":
-            self.lo, self.hi = 0.0, float(v.abs().max().clamp_min(1e-12)) / 127
-            self.codes = torch.round(v / self.hi).clamp(-127, 127).to(torch.int8)
-        else:
-            pos = v[v > 0]
-            self.lo = float(pos.min().log()) if pos.numel() else 0.0
-            self.hi = float(pos.max().log()) if pos.numel() else 0.0
-            span = max(self.hi - self.lo, 1e-6)
-            codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / span * 254) + 1
-            self.codes = torch.where(v > 0, codes.clamp(1, 255), torch.zeros_like(codes)).to(torch.uint8)
+        pos = v[v > 0]
+        self.lo = float(pos.min().log()) if pos.numel() else 0.0
+        self.hi = float(pos.max().log()) if pos.numel() else 0.0
+        span = max(self.hi - self.lo, 1e-6)
+        codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / span * 254) + 1
+        self.codes = torch.where(v > 0, codes.clamp(1, 255), torch.zeros_like(codes)).to(torch.uint8)
 
     def float(self) -> torch.Tensor:
-        if self.kind == "linear":
-            return self.codes.float() * self.hi
         span = max(self.hi - self.lo, 1e-6)
         vals = torch.exp(self.lo + (self.codes.float() - 1) / 254 * span)
         return torch.where(self.codes > 0, vals, torch.zeros_like(vals))
@@ -58,19 +51,23 @@ class Stored8bit:
 class QuadraticAnchor:
     """Keeps anchor weights theta* and an importance per weight; penalty = 0.5 * sum(F * (theta - theta*)^2).
 
-    Between tasks both are stored compactly and counted as memory: with ``storage="half"`` theta* in float16
-    and the importance in bfloat16 (its values span many orders of magnitude; bfloat16 keeps float32's range),
-    4 bytes a weight; with ``storage="8bit"`` theta* in int8 and the importance as 8-bit log codes, 2 bytes a
-    weight. Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to the newest
-    weights. The penalty uses float32 working copies derived from the stored tensors.
+    Between tasks both are stored compactly and counted as memory: theta* in float16 (so that the penalty at the
+    weights it was taken from is zero to within float16's rounding, 1e-7 of a unit weight's curvature) and the
+    importance either in bfloat16 (``storage="half"``, 4 bytes a weight; its values span many orders of
+    magnitude, which bfloat16's range keeps) or as 8-bit codes of its logarithm (``storage="compact"``, 3 bytes
+    a weight; an importance is a rough estimate, and 255 levels over its range lose nothing that matters).
+    Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to the newest weights.
+    The penalty uses float32 working copies derived from the stored tensors.
     """
 
+    STORAGES = ("compact", "half")
+
     def __init__(self, decay: float = 1.0, storage: str = "half"):
-        if storage not in ("half", "8bit"):
-            raise ValueError(f"storage must be 'half' or '8bit', got {storage!r}")
+        if storage not in self.STORAGES:
+            raise ValueError(f"storage must be one of {self.STORAGES}, got {storage!r}")
         self.decay = decay
         self.storage = storage
-        self.stored_theta: dict[str, torch.Tensor | Stored8bit] = {}
+        self.stored_theta: dict[str, torch.Tensor] = {}
         self.stored_importance: dict[str, torch.Tensor | Stored8bit] = {}
         self._work: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None  # params, theta*, F
 
@@ -79,9 +76,11 @@ class QuadraticAnchor:
         return bool(self.stored_theta)
 
     def _store(self, v: torch.Tensor, importance: bool):
-        if self.storage == "8bit":
-            return Stored8bit(v, "log" if importance else "linear")
-        return v.detach().to(torch.bfloat16 if importance else torch.float16).clone()
+        if not importance:
+            return v.detach().to(torch.float16).clone()
+        if self.storage == "compact":
+            return Stored8bit(v)
+        return v.detach().to(torch.bfloat16).clone()
 
     def update(self, model: nn.Module, importance: dict[str, torch.Tensor]) -> None:
         """Anchor at the model's current weights and fold in a new importance estimate."""
@@ -162,15 +161,25 @@ def per_sample_fisher(
     return {k: f / n for k, f in fisher.items()}
 
 
-def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
-    """The diagonal Fisher of ``diagonal_fisher`` rescaled to the curvature of the mean content loss, and that loss.
+def laplace_curvature(fisher: dict[str, torch.Tensor], values: int, residual_mse: float | None) -> dict[str, torch.Tensor]:
+    """The one calibration of every quadratic penalty: the diagonal empirical Fisher of a per-sample loss that is
+    a *mean* over ``values`` terms, turned into the curvature of that mean loss (the Laplace approximation).
 
-    For per-pixel residuals of variance ``mse`` the empirical Fisher of the per-sample mean squared error over
-    ``P`` values is ``4 mse / P^2 * sum_p J_p^2`` while the (Gauss-Newton) curvature of the same loss is
-    ``2 / P * sum_p J_p^2``; so ``F * P / (2 mse)`` estimates the curvature, and ``0.5 * sum H (theta - theta*)^2``
-    estimates how much the content loss on these samples rises when the weights move away from theta*.
-    A quadratic penalty built on it is in the units of the content loss, whatever the image size.
+    For terms that are squared residuals of variance ``residual_mse`` (the loss at theta*), the empirical Fisher
+    of the mean is ``4 mse / values^2 * sum_v J_v^2`` while the (Gauss-Newton) curvature of the same loss is
+    ``2 / values * sum_v J_v^2``: the factor is ``values / (2 mse)``. For terms that are negative
+    log-likelihoods (``residual_mse`` None, e.g. a binary cross-entropy) the Fisher of one term is its expected
+    curvature and the factor is ``values``. ``0.5 * sum H (theta - theta*)^2`` then estimates how much the loss
+    on these samples rises when the weights leave theta*, in the units of the loss itself, at any image size:
+    a penalty weight of 1 is that plain second-order estimate (EWC with the old task weighing as much as the new).
     """
+    scale = values if residual_mse is None else values / (2 * max(residual_mse, 1e-8))
+    return {k: f * scale for k, f in fisher.items()}
+
+
+def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
+    """The curvature of the mean content loss on (x, y) at the model's weights (``laplace_curvature`` of
+    ``diagonal_fisher``), and that loss."""
     fisher = diagonal_fisher(model, x, y, chunk=chunk)
     was_training = model.training
     model.eval()
@@ -179,5 +188,4 @@ def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk:
             mse = float(sum(per_sample_content_loss(model(x[i : i + chunk]), y[i : i + chunk]).sum() for i in range(0, x.shape[0], chunk)) / x.shape[0])
     finally:
         model.train(was_training)
-    scale = y[0].numel() / (2 * max(mse, 1e-8))
-    return {k: f * scale for k, f in fisher.items()}, mse
+    return laplace_curvature(fisher, y[0].numel(), mse), mse

@@ -111,30 +111,34 @@ def train_method(
         G.train()
         D.train()
         for s in range(cfg.steps):
-            x, y = method.batch(t, task)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            batch = method.batch(t, task).to(device)
+            x, y = batch.x, batch.y
             with autocast():
                 fake = G(x)
+            step = Step(t, s, batch, fake)
             losses: dict[str, torch.Tensor] = {}
             if use_gan:
+                judged = slice(None) if bool(batch.judged.all()) else batch.judged.to(device)
+                xj, yj, fake_j = x[judged], y[judged], fake[judged]
                 with autocast():
-                    d_real, d_fake = D(x, y), D(x, fake.detach())
+                    d_real, d_fake = D(xj, yj), D(xj, fake_j.detach())
                 loss_d = 0.5 * (gan_loss(d_real, True, cfg.gan_mode) + gan_loss(d_fake, False, cfg.gan_mode))
-                extra_d = method.discriminator_loss(Step(t, s, x, y, fake.detach()))
-                if extra_d is not None:
-                    loss_d = loss_d + extra_d
-                    losses["d_extra"] = extra_d.detach()
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
+                d_step = Step(t, s, batch, fake.detach())
+                method.discriminator_gradients(d_step)
+                extra_d = method.discriminator_loss(d_step)
+                if extra_d is not None:
+                    extra_d.backward()
+                    losses["d_extra"] = extra_d.detach()
                 opt_d.step()
                 losses["d"] = loss_d.detach()
-            step = Step(t, s, x, y, fake)
-            loss_c = content_loss(fake, y)
+            loss_c = content_loss(fake, y, batch.weight)
             loss_g = cfg.lambda_content * loss_c
             losses["content"] = loss_c.detach()
             if use_gan:
                 with no_weight_grads(D), autocast():
-                    pred = D(x, fake)
+                    pred = D(xj, fake_j)
                 loss_adv = gan_loss(pred, True, cfg.gan_mode)
                 loss_g = loss_g + cfg.lambda_adv * loss_adv
                 losses["adv"] = loss_adv.detach()

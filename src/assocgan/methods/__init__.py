@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from ..errors import UserError
-from .base import Context, Method, Option, Step
+from .base import Batch, Context, Method, Option, Step
 
 ORDER = ("tl", "jl", "single", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
 
@@ -73,4 +73,4 @@ def methods_markdown() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["METHODS", "Method", "Option", "Context", "Step", "get_method", "parse_methods", "methods_markdown"]
+__all__ = ["METHODS", "Batch", "Method", "Option", "Context", "Step", "get_method", "parse_methods", "methods_markdown"]

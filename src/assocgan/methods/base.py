@@ -4,9 +4,10 @@ The one training loop (``assocgan.train``) calls, for each task t in order::
 
     method.before_task(t, task)
     for each step:
-        x, y = method.batch(t, task)                 # what G trains on (current data, replay, associations)
-        D step:  GAN loss + method.discriminator_loss(step)
-        G step:  content + adversarial + method.generator_loss(step)
+        batch = method.batch(t, task)                # what G trains on (current data, replay, associations)
+        D step:  GAN loss, backward; method.discriminator_gradients(step) sees D's gradient of it;
+                 then method.discriminator_loss(step) (a penalty) joins it before D's update
+        G step:  weighted content + adversarial + method.generator_loss(step)
         method.after_step(step)
     method.after_task(t, task)                       # keep what the method remembers
     evaluate method.eval_generator(j) on every task j <= t
@@ -76,15 +77,99 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
+def _uniform(n: int) -> torch.Tensor:
+    return torch.full((n,), 1.0 / max(n, 1))
+
+
+@dataclass
+class Batch:
+    """One step's training samples: sources ``x`` and targets ``y``, and for each sample the task it stands for
+    (``task``), the weight of its content loss (``weight``, summing to at most 1 over the batch: the loop's
+    content loss is ``sum_i weight_i * MSE(G(x_i), y_i)``), where it came from (``source``, one of ``SOURCES``)
+    and whether the discriminator judges it (``judged``: D's loss and G's adversarial term cover these samples).
+
+    Most batches weigh every sample alike (``of``, ``cat``); a method with an explicit mixture, such as the
+    paper's eq. 3, gives each part its share of the loss (``mix``), whatever the number of samples in it.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor  # (N,) long
+    weight: torch.Tensor  # (N,) float, sums to 1
+    source: torch.Tensor  # (N,) long, an index into SOURCES
+    judged: torch.Tensor  # (N,) bool
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ("x", "y", "task", "weight", "source", "judged")
+    SOURCES: ClassVar[tuple[str, ...]] = ("current", "stored", "association", "generated")
+    CURRENT: ClassVar[int] = 0  # the current task's own pairs
+    STORED: ClassVar[int] = 1  # pairs of a past task kept in memory
+    ASSOCIATION: ClassVar[int] = 2  # sources made from current targets by a model of a past task's degradation
+    GENERATED: ClassVar[int] = 3  # sources sampled from a generative model, with pseudo-targets
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor, task: int | torch.Tensor, source: int = 0, judged: bool = True) -> "Batch":
+        """Samples of one kind, each weighing the same; ``task`` one index for all or one per sample."""
+        n = x.shape[0]
+        task = torch.full((n,), task, dtype=torch.long) if isinstance(task, int) else task.long()
+        return cls(x, y, task, _uniform(n), torch.full((n,), source, dtype=torch.long), torch.full((n,), judged))
+
+    @classmethod
+    def cat(cls, *parts: "Batch") -> "Batch":
+        """The parts' samples together, each sample weighing the same."""
+        out = cls._join([p for p in parts if len(p)])
+        out.weight = _uniform(len(out))
+        return out
+
+    @classmethod
+    def mix(cls, *parts: tuple["Batch", float]) -> "Batch":
+        """The parts' samples together, part k weighing ``share_k`` of the content loss in all (its samples
+        alike). The shares of the parts that have samples are normalised to sum to 1 when they sum to more; a
+        share of 0 keeps a part's samples out of the content loss (a method's own term may cover them)."""
+        parts = tuple((p, s) for p, s in parts if len(p))
+        total = max(sum(s for _, s in parts), 1.0)
+        out = cls._join([p for p, _ in parts])
+        out.weight = torch.cat([_uniform(len(p)) * (s / total) for p, s in parts])
+        return out
+
+    @classmethod
+    def _join(cls, parts: list["Batch"]) -> "Batch":
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in cls._FIELDS))
+
+    def split(self, n: int) -> tuple["Batch", "Batch"]:
+        """The first ``n`` samples and the rest, each part weighing its samples alike."""
+        parts = tuple(Batch(*(getattr(self, f)[sl] for f in self._FIELDS)) for sl in (slice(0, n), slice(n, None)))
+        for p in parts:
+            p.weight = _uniform(len(p))
+        return parts
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.task, self.weight.to(device), self.source,
+                     self.judged)
+
+    def where(self, source: int) -> torch.Tensor:
+        """A boolean mask of the samples from ``source``."""
+        return self.source == source
+
+
 @dataclass
 class Step:
     """One training step as a method's loss hooks see it."""
 
     t: int  # task index
     step: int  # step within the task
-    x: torch.Tensor
-    y: torch.Tensor
+    batch: Batch
     fake: torch.Tensor  # G(x), with gradient in the G step and detached in the D step
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.batch.x
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.batch.y
 
 
 class Method:
@@ -131,17 +216,22 @@ class Method:
         """The generator parameters the optimiser trains on the coming task (read after before_task)."""
         return self.ctx.G.parameters()
 
-    def batch(self, t: int, task: "Task") -> tuple[torch.Tensor, torch.Tensor]:
-        """The (x, y) batch of one step. Default: a batch of the current task."""
-        return task.sample(self.ctx.cfg.batch_size, self.ctx.gen)
+    def batch(self, t: int, task: "Task") -> Batch:
+        """The training samples of one step. Default: a batch of the current task."""
+        return Batch.of(*task.sample(self.ctx.cfg.batch_size, self.ctx.gen), t)
 
     def generator_loss(self, step: Step) -> torch.Tensor | None:
         """Extra generator loss (penalties, distillation); None for none."""
         return None
 
     def discriminator_loss(self, step: Step) -> torch.Tensor | None:
-        """Extra discriminator loss; None for none."""
+        """Extra discriminator loss (a penalty on its weights); None for none. Its gradient joins D's after
+        ``discriminator_gradients``."""
         return None
+
+    def discriminator_gradients(self, step: Step) -> None:
+        """Called in the D step while D's ``.grad`` holds the gradient of the GAN loss alone (before the
+        method's own ``discriminator_loss`` joins it and before the update)."""
 
     def after_step(self, step: Step) -> None:
         """Called after both optimiser steps."""

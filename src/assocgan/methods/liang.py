@@ -66,8 +66,11 @@ class Liang(Method):
         penalty = self.anchor.penalty()
         return None if penalty is None else self.opt.liang_c * penalty
 
+    def discriminator_gradients(self, step):
+        self.path.record()  # D's gradient of its GAN loss alone, as Zenke et al. integrate it
+
     def after_step(self, step):
-        self.path.accumulate()  # D's .grad still holds the gradient of this step's discriminator update
+        self.path.accumulate()
         self.steps += 1
         if self.steps % self.opt.liang_every == 0:
             self._close_segment()

@@ -31,7 +31,7 @@ import torch
 from ..data.tasks import random_flips
 from ..errors import UserError
 from ..memory import image_bytes
-from .base import Method, Option
+from .base import Batch, Method, Option
 
 
 def replay_count(fraction: float, n: int, gen: torch.Generator) -> int:
@@ -108,10 +108,10 @@ class Replay(Method):
         gen, n = self.ctx.gen, self.ctx.cfg.batch_size
         live = [k for k, (x, _) in enumerate(self.stores) if x.shape[0] > 0]
         n_old = replay_count(past_share(self.opt.replay_fraction, t), n, gen) if live else 0
-        x_new, y_new = task.sample(n - n_old, gen)
+        current = Batch.of(*task.sample(n - n_old, gen), t)
         if n_old == 0:
             self.last_replayed = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
-            return x_new, y_new
+            return current
         which = torch.tensor(live)[torch.randint(0, len(live), (n_old,), generator=gen)]
         rows = torch.empty(n_old, dtype=torch.long)
         for k in which.unique().tolist():
@@ -120,8 +120,9 @@ class Replay(Method):
         xs = torch.stack([self.stores[k][0][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
         ys = torch.stack([self.stores[k][1][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
         xs, ys = random_flips(gen, xs, ys)  # the augmentation Task.sample applies
-        self.last_replayed = (torch.tensor([self.task_of_store[k] for k in which.tolist()]), rows)
-        return torch.cat([x_new, xs]), torch.cat([y_new, ys])
+        tasks = torch.tensor([self.task_of_store[k] for k in which.tolist()])
+        self.last_replayed = (tasks, rows)
+        return Batch.cat(current, Batch.of(xs, ys, tasks, Batch.STORED))
 
     def memory(self):
         return {"pairs": sum(image_bytes(x) + image_bytes(y) for x, y in self.stores)}

@@ -35,16 +35,21 @@ import torch
 
 from ..errors import UserError
 from ..losses import gan_loss
-from ..fisher import QuadraticAnchor, per_sample_fisher
+from ..fisher import QuadraticAnchor, laplace_curvature, per_sample_fisher
 from .base import Method, Option
 
 
 def discriminator_fisher(D, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, mode: str) -> dict[str, torch.Tensor]:
-    """Diagonal empirical Fisher of D's per-sample GAN loss over the real pairs (x, y) and the generated (x, fake)."""
-
+    """The curvature of D's mean GAN loss over the real pairs (x, y) and the generated (x, fake), from the
+    diagonal empirical Fisher of its per-sample loss (a mean over the patch outputs) by the one calibration,
+    ``fisher.laplace_curvature``: squared residuals to the labels for LSGAN, log-likelihoods for the vanilla loss."""
     real = per_sample_fisher(D, lambda call, xi, yi: gan_loss(call(xi, yi), True, mode), x, y)
     gen = per_sample_fisher(D, lambda call, xi, yi: gan_loss(call(xi, yi), False, mode), x, fake)
-    return {k: 0.5 * (real[k] + gen[k]) for k in real}
+    fisher = {k: 0.5 * (real[k] + gen[k]) for k in real}
+    with torch.no_grad():
+        pred_real, pred_fake = D(x, y), D(x, fake)
+        loss = 0.5 * (gan_loss(pred_real, True, mode) + gan_loss(pred_fake, False, mode))
+    return laplace_curvature(fisher, pred_real[0].numel(), float(loss) if mode == "lsgan" else None)
 
 
 class ThanhTung(Method):
@@ -52,7 +57,7 @@ class ThanhTung(Method):
     title = "Thanh-Tung & Tran"
     cite = "Thanh-Tung & Tran 2018, On catastrophic forgetting and mode collapse in GANs [41]"
     options = (
-        Option("thanh_lambda", 1000.0, "weight of the EWC penalty on the discriminator"),
+        Option("thanh_lambda", 1.0, "weight of the EWC penalty on the discriminator (1: the Laplace estimate of its loss rise)"),
         Option("thanh_every", 50, "re-estimate the discriminator's Fisher every this many steps"),
         Option("thanh_gamma", 0.9, "discount of the earlier Fisher estimates at each re-estimate"),
     )
