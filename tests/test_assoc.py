@@ -11,6 +11,7 @@ from assocgan.data.benchmarks import Benchmark, load_benchmark
 from assocgan.fisher import QuadraticAnchor, diagonal_fisher, per_sample_content_loss
 from assocgan.losses import content_loss
 from assocgan.memory import module_bytes
+from assocgan.methods.assoc import DomainSignature
 from assocgan.methods import Batch
 from assocgan.metrics import noise_sigma, psnr
 from assocgan.nets import UNet
@@ -259,3 +260,53 @@ def test_bad_assoc_ratio_is_a_clear_error(tmp_path, capsys):
     code = main(["run", "--preset", "smoke", "--methods", "assoc", "--assoc-ratio", "1.5", "--out", str(tmp_path / "r")])
     assert code == 2
     assert "--assoc-ratio" in capsys.readouterr().err
+
+
+# ---- association targets on a chain ------------------------------------------------------------------
+class _Tint(torch.nn.Module):
+    """A stand-in mapper that maps its input exactly to another domain: ``y * scale + shift`` per channel."""
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale, self.shift = torch.tensor(scale).view(1, 3, 1, 1), torch.tensor(shift).view(1, 3, 1, 1)
+
+    def forward(self, y):
+        return (y * self.scale + self.shift).clamp(0, 1), torch.full_like(y, -7.0)
+
+    def sample(self, y, gen=None):
+        return self(y)[0]
+
+
+def _chain_bench():
+    """Three chained tasks on four colour domains: dark -> grey -> red -> green (task k's targets are task
+    k+1's inputs), made from the same textures."""
+    from assocgan.data.tasks import Task
+
+    base = _bench(["noise"], n_train=16).tasks[0].train_y.float().div(255)
+    dark, grey = base * 0.3, base * 0.5 + 0.25
+    red, green = grey * torch.tensor([1.0, 0.3, 0.3]).view(1, 3, 1, 1), grey * torch.tensor([0.3, 1.0, 0.3]).view(1, 3, 1, 1)
+    u8 = lambda v: v.mul(255).round().to(torch.uint8)  # noqa: E731
+    domains = [u8(d) for d in (dark, grey, red, green)]
+    return Benchmark("chain", "ssim", [Task(f"t{k}", domains[k], domains[k + 1], domains[k][:4], domains[k + 1][:4]) for k in range(3)])
+
+
+def test_domain_targets_follow_a_chain_and_the_paper_target_does_not():
+    bench = _chain_bench()
+    m = _train(Benchmark("chain", "ssim", bench.tasks[:2]), steps=1, mapper_steps=1)
+    # exact inverse mappers: task 0 made grey from dark, task 1 red from grey
+    m._work = [_Tint([0.6, 0.6, 0.6], [-0.15, -0.15, -0.15]), _Tint([1.0, 1.0 / 0.3, 1.0 / 0.3], [0.0, 0.0, 0.0])]
+    task = bench.tasks[2]  # red -> green
+    m.before_task(2, task)
+    assert m.plan == {1: "input", 0: 1}  # task 1's targets (red) are the current inputs; task 0's (grey) come from M_1
+    assoc = m.make_associations(task, 64)
+    sig = [m.signatures[j] for j in (0, 1)]
+    for j in (0, 1):
+        z = assoc.y[assoc.task == j]
+        assert sig[j].distance(z) < min(s.distance(z) for k, s in enumerate(sig) if k != j) and sig[j].distance(z) < 2.0
+        # each association sample is a pair of its own task: its source lies in that task's input domain
+        assert torch.allclose(assoc.x[assoc.task == j], m._work[j].sample(z), atol=1e-6)
+    assert DomainSignature(bench.tasks[0].train_x.float().div(255)).distance(assoc.x[assoc.task == 0]) < 2.0
+    # the paper's eq. 3 labels every association sample with a current (green) target instead
+    m.opt.assoc_target = "current"
+    green = DomainSignature(task.train_y.float().div(255))
+    assert green.distance(m.make_associations(task, 16).y) < 2.0
