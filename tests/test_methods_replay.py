@@ -148,7 +148,7 @@ def test_lvaegan_source_model_remembers_past_inputs_and_its_latent_groups_tasks(
 
 # ---- piggyback ---------------------------------------------------------------------------------------
 def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
-    cfg, bench = smoke("piggyback", steps=3)
+    cfg, bench = smoke("piggyback-ti", steps=3)
     x1 = bench.tasks[0].test_pairs()[0]
     outs, banks, mems = [], [], []
 
@@ -161,7 +161,7 @@ def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
         # what it keeps beyond the plain generator every method has, exactly
         assert sum(rec.memory.values()) == module_bytes(G) - module_bytes(UNet(3, 3, cfg.ngf))
 
-    recs = train_method("piggyback", bench, cfg, on_task=on_task)
+    recs = train_method("piggyback-ti", bench, cfg, on_task=on_task)
     m = recs[-1].method
     assert m.needs_task_id
     for t in range(1, 4):
@@ -174,6 +174,18 @@ def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
     assert totals[0] == 0 and all(b > a for a, b in zip(totals, totals[1:]))
     convs = [c for c in recs[-1].generator.modules() if isinstance(c, PiggybackConv)]
     assert mems[-1]["new_filters"] == sum(3 * c.n_new * c.bank0[0].numel() * 4 for c in convs)
+
+
+def test_piggyback_without_the_task_id_answers_every_task_with_the_newest_filters():
+    """The paper's PiggybackGAN (no task identity at test) forgets: after task 4 it answers task 1 with task 4's
+    filters, where the task-identity variant trained the same way answers with task 1's."""
+    cfg, bench = smoke("piggyback", steps=3)
+    x1 = bench.tasks[0].test_pairs()[0]
+    plain = train_method("piggyback", bench, cfg)[-1].method
+    told = train_method("piggyback-ti", bench, cfg)[-1].method
+    assert not plain.needs_task_id and told.needs_task_id
+    assert torch.equal(predict(plain.eval_generator(0), x1), predict(told.eval_generator(3), x1))
+    assert not torch.equal(predict(plain.eval_generator(0), x1), predict(told.eval_generator(0), x1))
 
 
 # ---- the command line --------------------------------------------------------------------------------
@@ -194,6 +206,6 @@ def test_run_smoke_with_the_four_methods(tmp_path, capsys):
     assert m["lvaegan"]["memory_by_task"] == [enc + gen + critic + g16] * 4
     pb = m["piggyback"]["memory_by_task"]
     assert pb[0] == 0 and pb[1] < pb[2] < pb[3]  # grows by new filters and coefficients per task
-    assert m["piggyback"]["task_id_at_test"] is True
+    assert m["piggyback"]["task_id_at_test"] is False
     for name in ("replay", "mergan", "lvaegan", "piggyback"):
         assert m[name]["complete"] and m[name]["memory_bytes"] == m[name]["memory_by_task"][-1]

@@ -12,7 +12,7 @@ import pkgutil
 from ..errors import UserError
 from .base import Batch, Context, Method, Option, Step
 
-ORDER = ("tl", "jl", "single", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
+ORDER = ("tl", "jl", "single", "piggyback-ti", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
 
 
 def _discover() -> dict[str, type[Method]]:
@@ -26,11 +26,11 @@ def _discover() -> dict[str, type[Method]]:
                 if obj.name in found:
                     raise RuntimeError(f"method name {obj.name!r} defined twice")
                 found[obj.name] = obj
-    owners: dict[str, str] = {}
-    for m in found.values():  # an option is one CLI flag: two methods may not declare the same name
+    owners: dict[str, tuple[str, Option]] = {}
+    for m in found.values():  # an option is one CLI flag: two methods may not declare the same name (a variant inherits it)
         for o in m.options:
-            if owners.setdefault(o.name, m.name) != m.name:
-                raise RuntimeError(f"option {o.flag} is declared by both {owners[o.name]} and {m.name}")
+            if owners.setdefault(o.name, (m.name, o))[1] is not o:
+                raise RuntimeError(f"option {o.flag} is declared by both {owners[o.name][0]} and {m.name}")
     rank = {n: i for i, n in enumerate(ORDER)}
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
