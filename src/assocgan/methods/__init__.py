@@ -65,6 +65,9 @@ def methods_markdown() -> str:
            "## The generator every method trains", "", inspect.getdoc(unet) or "", ""]
     for m in METHODS.values():
         doc = inspect.getdoc(importlib.import_module(m.__module__)) or ""
+        parent = m.__bases__[0]
+        if getattr(parent, "name", "") and parent.__module__ == m.__module__:  # a variant, described with its parent
+            doc = f"A variant of `{parent.name}`, described in its section."
         out += [f"## `{m.name}`: {m.title}", "", f"*{m.cite}*" + (" Evaluated with the true task identity." if m.needs_task_id else ""), "", doc, ""]
         if m.options:
             out += ["| option | default | meaning |", "|---|---|---|"]
