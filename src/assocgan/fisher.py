@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
@@ -23,25 +25,45 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: i
     return per_sample_fisher(model, lambda call, xi, yi: per_sample_content_loss(call(xi), yi[None])[0], x, y, chunk=chunk)
 
 
-class Stored8bit:
-    """A non-negative tensor (an importance, spanning many orders of magnitude) kept as uint8 codes of its
-    logarithm between its smallest and largest positive values (0 codes zero). ``nbytes`` counts the codes
-    and the two float32 bounds."""
+class LogCodes:
+    """A non-negative tensor (an importance, spanning many orders of magnitude) kept as ``bits``-bit codes (8 or
+    4; two 4-bit codes share a byte) of its logarithm between its smallest positive value (with 4 bits, at least a
+    millionth of the largest: smaller ones become zero, 1e-6 of what the largest weighs) and its largest; code 0
+    is zero. A code decodes to the mean of its bin (values spread evenly in log), so that sums over many weights
+    keep their size. ``nbytes`` counts the packed codes and the two float32 bounds."""
 
-    def __init__(self, value: torch.Tensor):
-        self.shape = value.shape
-        v = value.detach().float()
+    FLOOR_4BIT = math.log(1e-6)
+
+    def __init__(self, value: torch.Tensor, bits: int = 8):
+        if bits not in (4, 8):
+            raise ValueError(f"bits must be 4 or 8, got {bits}")
+        self.shape, self.bits, self.numel = value.shape, bits, value.numel()
+        v = value.detach().float().flatten()
         pos = v[v > 0]
         self.lo = float(pos.min().log()) if pos.numel() else 0.0
         self.hi = float(pos.max().log()) if pos.numel() else 0.0
-        span = max(self.hi - self.lo, 1e-6)
-        codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / span * 254) + 1
-        self.codes = torch.where(v > 0, codes.clamp(1, 255), torch.zeros_like(codes)).to(torch.uint8)
+        if bits == 4:
+            self.lo = max(self.lo, self.hi + self.FLOOR_4BIT)
+        top = 2**bits - 1
+        codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / self._step()) + 1
+        keep = v >= math.exp(self.lo) * (1 - 1e-6)
+        codes = torch.where(keep, codes.clamp(1, top), torch.zeros_like(codes)).to(torch.uint8)
+        if bits == 4:
+            codes = torch.cat([codes, codes.new_zeros(codes.numel() % 2)])
+            codes = codes[0::2] << 4 | codes[1::2]
+        self.codes = codes
+
+    def _step(self) -> float:
+        return max(self.hi - self.lo, 1e-6) / (2**self.bits - 2)
 
     def float(self) -> torch.Tensor:
-        span = max(self.hi - self.lo, 1e-6)
-        vals = torch.exp(self.lo + (self.codes.float() - 1) / 254 * span)
-        return torch.where(self.codes > 0, vals, torch.zeros_like(vals))
+        codes = self.codes
+        if self.bits == 4:
+            codes = torch.stack([codes >> 4, codes & 15], 1).flatten()[: self.numel]
+        h = self._step() / 2
+        bin_mean = math.sinh(h) / h if h > 1e-6 else 1.0  # the mean of exp over a bin of half-width h, log-uniform
+        vals = torch.exp(self.lo + (codes.float() - 1) * self._step()) * bin_mean
+        return torch.where(codes > 0, vals, torch.zeros_like(vals)).view(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -52,23 +74,23 @@ class QuadraticAnchor:
     """Keeps anchor weights theta* and an importance per weight; penalty = 0.5 * sum(F * (theta - theta*)^2).
 
     Between tasks both are stored compactly and counted as memory: theta* in float16 (so that the penalty at the
-    weights it was taken from is zero to within float16's rounding, 1e-7 of a unit weight's curvature) and the
-    importance either in bfloat16 (``storage="half"``, 4 bytes a weight; its values span many orders of
-    magnitude, which bfloat16's range keeps) or as 8-bit codes of its logarithm (``storage="compact"``, 3 bytes
-    a weight; an importance is a rough estimate, and 255 levels over its range lose nothing that matters).
-    Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to the newest weights.
-    The penalty uses float32 working copies derived from the stored tensors.
+    weights it was taken from is zero to within float16's rounding) and the importance in bfloat16
+    (``storage="half"``, 4 bytes a weight; its values span many orders of magnitude, which bfloat16's range
+    keeps), or as codes of its logarithm, 8 bits (``"8bit"``, 3 bytes a weight) or 4 (``"compact"``, 2.5 bytes a
+    weight; an importance is a rough estimate to begin with, and 15 levels over its range keep the penalty's
+    size: see the tests). Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to
+    the newest weights. The penalty uses float32 working copies derived from the stored tensors.
     """
 
-    STORAGES = ("compact", "half")
+    STORAGES = {"compact": 4, "8bit": 8, "half": 16}  # bits of the importance
 
     def __init__(self, decay: float = 1.0, storage: str = "half"):
         if storage not in self.STORAGES:
-            raise ValueError(f"storage must be one of {self.STORAGES}, got {storage!r}")
+            raise ValueError(f"storage must be one of {', '.join(self.STORAGES)}, got {storage!r}")
         self.decay = decay
         self.storage = storage
         self.stored_theta: dict[str, torch.Tensor] = {}
-        self.stored_importance: dict[str, torch.Tensor | Stored8bit] = {}
+        self.stored_importance: dict[str, torch.Tensor | LogCodes] = {}
         self._work: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None  # params, theta*, F
 
     @property
@@ -78,9 +100,9 @@ class QuadraticAnchor:
     def _store(self, v: torch.Tensor, importance: bool):
         if not importance:
             return v.detach().to(torch.float16).clone()
-        if self.storage == "compact":
-            return Stored8bit(v)
-        return v.detach().to(torch.bfloat16).clone()
+        if self.storage == "half":
+            return v.detach().to(torch.bfloat16).clone()
+        return LogCodes(v, self.STORAGES[self.storage])
 
     def update(self, model: nn.Module, importance: dict[str, torch.Tensor]) -> None:
         """Anchor at the model's current weights and fold in a new importance estimate."""
@@ -107,7 +129,7 @@ class QuadraticAnchor:
 
     def memory_bytes(self) -> int:
         stored = list(self.stored_theta.values()) + list(self.stored_importance.values())
-        return sum(v.nbytes if isinstance(v, Stored8bit) else tensor_bytes(v) for v in stored)
+        return sum(v.nbytes if isinstance(v, LogCodes) else tensor_bytes(v) for v in stored)
 
 
 class _QuadraticPenalty(torch.autograd.Function):
