@@ -46,6 +46,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--amp", choices=["on", "off"], help="bf16 autocast for training")
     g.add_argument("--threads", type=int, help="CPU threads (0: all)")
     g.add_argument("--eval-every", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g.add_argument("--checkpoint-every", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
     seen: dict[str, str] = {}
     for m in METHODS.values():
         if not m.options:
@@ -74,7 +75,7 @@ def config_from_args(args: argparse.Namespace):
     from .methods import parse_methods
 
     methods = parse_methods(args.methods)
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order", "fresh_degradations", "lr_schedule")}
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule")}
     for flag in ("amp", "context"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag) == "on"
@@ -82,13 +83,16 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import shlex
+
     from rich.console import Console
 
     from .runner import run
 
     cfg = config_from_args(args)
     console = Console(stderr=False)
-    run(cfg, args.out, console=console, device=args.device, data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    run(cfg, args.out, console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
+        data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
     console.print(f"Results: {Path(args.out) / 'results.json'}")
     return 0
 
@@ -188,10 +192,15 @@ def _add_study_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="assocgan", description="Continual learning of image-to-image translation")
+    p.add_argument("--version", action="version", version=f"assocgan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables")
+    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
+                       description="Train methods on a benchmark into --out. Methods already complete there are skipped; an interrupted one resumes where its training state was last saved.")
     _add_run_options(r)
+    r.add_argument("--restart", action="store_true", help="train the given methods from the start, discarding what --out holds of them")
     r.set_defaults(fn=cmd_run)
     sub.add_parser("benchmarks", help="list the built-in benchmarks and their tasks").set_defaults(fn=cmd_benchmarks)
     mp = sub.add_parser("methods", help="list the methods and their options")
@@ -208,11 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    from .runner import RunFailed
+
     try:
         return args.fn(args)
     except UserError as e:
         print(f"assocgan: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"assocgan: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
         return 130

@@ -41,6 +41,7 @@ class RunConfig:
     # outputs
     sample_images: int = 6
     eval_every: int = 0
+    checkpoint_every: int = 100  # save the full training state every K steps (and after each task); 0: after each task only
     # per-method options, {method: {option: value}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -48,7 +49,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     # settings that may differ between methods written to one run folder
-    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images")
+    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every")
 
     def shared_settings(self) -> dict[str, Any]:
         """The settings every method of one run folder must share (data, networks, optimisation, seed)."""
@@ -96,6 +97,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
         (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
         (cfg.eval_every >= 0, "--eval-every", "must not be negative"),
+        (cfg.checkpoint_every >= 0, "--checkpoint-every", "must not be negative"),
     ]
     for ok, option, msg in checks:
         if not ok:

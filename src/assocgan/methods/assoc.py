@@ -151,11 +151,25 @@ class AssocGAN(Method):
             fisher = diagonal_fisher(G, x.to(self.ctx.device), y.to(self.ctx.device))
             self.anchor.update(G, fisher)
         if self.opt.heuristics:
-            mapper = self.train_mapper(task)
-            self.mappers.append(mapper.half().eval())
-            work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
-            work.load_state_dict({k: v.float() for k, v in self.mappers[-1].state_dict().items()})
-            self._work.append(work.eval())
+            self.remember(self.train_mapper(task).half())
+
+    def remember(self, mapper: Mapper) -> None:
+        """Keep a trained mapper (float16) in the mapping memory, with its float32 working copy."""
+        self.mappers.append(mapper.eval())
+        work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
+        work.load_state_dict({k: v.float() for k, v in mapper.state_dict().items()})
+        self._work.append(work.eval())
+
+    def state_dict(self):
+        return {"mappers": [m.state_dict() for m in self.mappers], "anchor": self.anchor.state_dict(), "pool": list(self._pool)}
+
+    def load_state_dict(self, state, seen):
+        for sd in state["mappers"]:
+            mapper = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device).half()
+            mapper.load_state_dict(sd)
+            self.remember(mapper)
+        self.anchor.load_state_dict(state["anchor"], self.ctx.G)
+        self._pool = tuple(state["pool"])
 
     def train_mapper(self, task) -> Mapper:
         gen, dev = self.ctx.gen, self.ctx.device

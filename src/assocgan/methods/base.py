@@ -11,6 +11,11 @@ The one training loop (``assocgan.train``) calls, for each task t in order::
     method.after_task(t, task)                       # keep what the method remembers
     evaluate method.eval_generator(j) on every task j <= t
 
+After each task and every ``--checkpoint-every`` steps the loop saves the networks, optimisers and random
+streams with ``method.state_dict()``; a killed run resumes from there through ``load_state_dict`` and goes on
+bit for bit as it would have. ``generator_from_checkpoints`` says how the saved generators answer for a task
+(``assocgan.load_generator``, ``assocgan translate``).
+
 A method declares its own options beside its code (``options``); they become CLI flags
 (``--assoc-ratio``) and appear in ``results.json``. What it keeps between tasks is reported by
 ``memory()`` in bytes as stored.
@@ -161,6 +166,26 @@ class Method:
     def eval_generator(self, t: int) -> nn.Module:
         """The generator that answers for task t at test time."""
         return self.ctx.G
+
+    # ---- saving and resuming -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What the method holds beyond G and D (its memory, counters, its own networks and optimisers), as
+        tensors, numbers, strings, lists and dicts. Default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], seen: list["Task"]) -> None:
+        """Restore what ``state_dict`` returned, on a method just built (G and D get their saved weights right
+        after, in place). ``seen``: the tasks ``before_task`` had been given when the state was saved. On a resume
+        in the middle of a task ``before_task`` is not called again: what it sets up must be in the state."""
+
+    @classmethod
+    def generator_from_checkpoints(cls, cfg: "RunConfig", load: Callable[[int], dict[str, torch.Tensor]], after: int, task: int) -> nn.Module:
+        """The generator that answers for task ``task`` once task ``after`` is trained (0-based), built from the
+        run's saved generators (``load(k)``: the generator's tensors saved after task k), as ``eval_generator``
+        answers in the run. Default: the generator saved after task ``after``."""
+        G = cls.build_generator(cfg)
+        G.load_state_dict(load(after))
+        return G
 
     # ---- derived -----------------------------------------------------------------------
     def memory_bytes(self) -> int:

@@ -58,5 +58,12 @@ class CLGAN(Method):
         importance, self.last_mse = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device))
         self.anchor.update(G, importance)
 
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "last_mse": self.last_mse}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.G)
+        self.last_mse = state["last_mse"]
+
     def memory(self):
         return {"anchor": self.anchor.memory_bytes()} if self.anchor.active else {}

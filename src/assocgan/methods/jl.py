@@ -25,6 +25,9 @@ class JL(Method):
         parts = [self.seen[k].sample(int((which == k).sum()), self.ctx.gen) for k in range(len(self.seen)) if (which == k).any()]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
+    def load_state_dict(self, state, seen):
+        self.seen = list(seen)
+
     def memory(self):
         # the training pairs of every task seen, as the benchmark stores them
         return {"pairs": sum(task.pair_bytes() for task in self.seen)}

@@ -79,6 +79,14 @@ class Liang(Method):
     def _close_segment(self):
         self.anchor.update(self.ctx.D, self.path.consolidate())
 
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "path": self.path.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.D)
+        self.path.load_state_dict(state["path"])
+        self.steps = state["steps"]
+
     def memory(self):
         if not self.anchor.active:
             return {}

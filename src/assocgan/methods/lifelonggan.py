@@ -113,5 +113,11 @@ class LifelongGAN(Method):
     def after_task(self, t, task):
         self.teacher = FrozenTeacher(self.ctx.G)
 
+    def state_dict(self):
+        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
+
+    def load_state_dict(self, state, seen):
+        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
+
     def memory(self):
         return {"teacher": self.teacher.memory_bytes()} if self.teacher is not None else {}

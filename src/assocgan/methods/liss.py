@@ -174,8 +174,18 @@ class LiSS(Method):
                 ref = encode(self.reference.model, x)
         return sum((f.float() - r.float()).abs().mean() for f, r in zip(feats, ref)) / len(ref)
 
+    def state_dict(self):
+        return {"heads": self.heads.state_dict(), "reference": None if self.reference is None else self.reference.state_dict()}
+
+    def load_state_dict(self, state, seen):
+        self.heads.load_state_dict(state["heads"])
+        self.reference = FrozenTeacher.restore(self.encoder_copy(), state["reference"])
+
+    def encoder_copy(self) -> nn.Sequential:
+        return nn.Sequential(*copy.deepcopy(encoder_stages(self.ctx.G)))
+
     def after_task(self, t, task):
-        encoder = nn.Sequential(*copy.deepcopy(encoder_stages(self.ctx.G)))
+        encoder = self.encoder_copy()
         if self.reference is not None and self.opt.liss_ema < 1:
             a = self.opt.liss_ema
             old = self.reference.model.state_dict()

@@ -161,6 +161,7 @@ class GenerativeReplay(Method):
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         self.source_prev: nn.Module | None = None  # frozen working copy of the source model during a task
+        self.source_opt: torch.optim.Optimizer | None = None  # the source model's optimiser during a task
         self.teacher: FrozenTeacher | None = None  # G after the previous task
         self.labels = torch.empty(0, dtype=torch.long)  # task of each row of the current batch
         self.n_current = 0  # rows of the current batch from the current task (the rest is replay)
@@ -225,6 +226,24 @@ class GenerativeReplay(Method):
         self.teacher = FrozenTeacher(self.ctx.G)
         self.source_prev = None
         self.source_opt = None
+
+    def state_dict(self):
+        return {
+            "source": {k: m.state_dict() for k, m in self.source_modules().items()},
+            "teacher": None if self.teacher is None else self.teacher.state_dict(),
+            "source_opt": None if self.source_opt is None else self.source_opt.state_dict(),
+            "source_prev": None if self.source_prev is None else self.source_prev.state_dict(),
+        }
+
+    def load_state_dict(self, state, seen):
+        for k, m in self.source_modules().items():
+            m.load_state_dict(state["source"][k])
+        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
+        if state["source_opt"] is not None:  # in the middle of a task: what before_task set up
+            self.before_task(len(seen) - 1, seen[-1])
+            self.source_opt.load_state_dict(state["source_opt"])
+            if state["source_prev"] is not None:
+                self.source_prev.load_state_dict(state["source_prev"])
 
     def memory(self):
         out = {k: module_bytes(m) for k, m in self.source_modules().items()}

@@ -218,6 +218,27 @@ class Piggyback(Method):
         for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own
             p.requires_grad_(False)
 
+    def state_dict(self):
+        G: PiggybackNet = self.ctx.G
+        return {"n_tasks": G.n_tasks, "task": G.task, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
+
+    def load_state_dict(self, state, seen):
+        G: PiggybackNet = self.ctx.G
+        while G.n_tasks < state["n_tasks"]:
+            G.add_task()
+        G.task = state["task"]
+        trainable = set(state["trainable"])
+        for k, p in G.named_parameters():
+            p.requires_grad_(k in trainable)
+
+    @classmethod
+    def generator_from_checkpoints(cls, cfg, load, after, task):
+        G = cls.build_generator(cfg)
+        for _ in range(after):
+            G.add_task()
+        G.load_state_dict(load(after))
+        return TaskView(G, task)
+
     def eval_generator(self, t):
         return TaskView(self.ctx.G, t)
 

@@ -123,5 +123,13 @@ class Replay(Method):
         self.last_replayed = (torch.tensor([self.task_of_store[k] for k in which.tolist()]), rows)
         return torch.cat([x_new, xs]), torch.cat([y_new, ys])
 
+    def state_dict(self):
+        return {"stores": [list(s) for s in self.stores], "task_of_store": list(self.task_of_store), "source_index": list(self.source_index)}
+
+    def load_state_dict(self, state, seen):
+        self.stores = [(x, y) for x, y in state["stores"]]
+        self.task_of_store = list(state["task_of_store"])
+        self.source_index = list(state["source_index"])
+
     def memory(self):
         return {"pairs": sum(image_bytes(x) + image_bytes(y) for x, y in self.stores)}

@@ -77,5 +77,12 @@ class ThanhTung(Method):
         F = discriminator_fisher(self.ctx.D, step.x, step.y.float(), step.fake.detach().float(), self.ctx.cfg.gan_mode)
         self.anchor.update(self.ctx.D, F)
 
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.D)
+        self.steps = state["steps"]
+
     def memory(self):
         return {"anchor": self.anchor.memory_bytes()} if self.anchor.active else {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import read_json, write_bytes
+from ..runfolder import RunFolder
 from .tables import fmt_bytes, method_label
 
 # the paper's task colours: blue, red, yellow, green; then the rest of a qualitative palette
@@ -379,7 +380,7 @@ def write_plots(folder: str | Path) -> list[Path]:
     if study is not None:
         makers = study_figures(study)
     else:
-        results = read_json(folder / "results.json")
+        results = RunFolder(folder).read_results()
         if results is None or not results.get("methods"):
             return []
         makers = run_figures(results)
