@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UserError
-from .io import atomic_write, read_json, write_json, write_text
+from .io import atomic_write, read_json, remove_partial_files, write_json, write_text
 
 RESULTS = "results.json"
 LOG = "log.txt"
@@ -120,15 +120,19 @@ class RunFolder:
         return self.path / "state" / f"{method}.pt"
 
     # ---- the lock --------------------------------------------------------------------------
-    def lock(self):
-        """Context manager: this process is the only one writing the folder (see ``folder_lock``)."""
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """This process is the only one writing the folder while the body runs (see ``folder_lock``); what a
+        killed writer left half written is removed first."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--out {self.path}: cannot create the folder ({e.strerror or e})") from None
-        if not os.access(self.path, os.W_OK):
+        if not os.access(self.path, os.W_OK | os.X_OK):
             raise UserError(f"--out {self.path}: the folder is not writable")
-        return folder_lock(self.path)
+        with folder_lock(self.path):
+            remove_partial_files(self.path)
+            yield
 
     # ---- results ---------------------------------------------------------------------------
     def read_results(self) -> dict[str, Any] | None:

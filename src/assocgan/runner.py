@@ -193,6 +193,7 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                 todo.append(name)
         states = {name: checked_state(folder, name, cfg, options[name]) for name in todo}
         tb = TensorBoard(folder.path / "tb")
+        last_report = time.monotonic()
         total = len(todo) * len(bench.tasks) * cfg.steps
         try:
             with Progress(console, total) as progress:
@@ -232,8 +233,9 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                         print(f"assocgan: {e}", file=sys.stderr)
                         continue
                     folder.clear_state(name)
-                    if name != todo[-1]:
+                    if name != todo[-1] and time.monotonic() - last_report > REPORT_EVERY:
                         write_report_safely(folder.path)  # a long run has a report of the methods done so far
+                        last_report = time.monotonic()
         finally:
             tb.close()
         print_tables(results, console)
@@ -244,6 +246,9 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
     if failures:
         raise RunFailed(f"{', '.join(e.method for e in failures)} failed ({failures[0]}); the other methods' results are in {folder.results_path}")
     return results
+
+
+REPORT_EVERY = 60.0  # seconds: while methods remain, report.html is rewritten after a method at most this often
 
 
 class RunFailed(Exception):
