@@ -138,6 +138,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .translate import translate_files
+
+    written = translate_files(args.run, args.inputs, args.out, method=args.method, after_task=args.after_task, task=args.task, mode=args.mode,
+                              tile=args.tile, device=args.device, console=Console(stderr=True))
+    print(f"{len(written)} image(s) written to {args.out}")
+    return 0
+
+
 STUDY_HELP = {
     "quota": "average metric after each task as tasks arrive, per method (paper Fig. 11a)",
     "order": "the same methods over several task orders: final metric by arrival position (Fig. 11b)",
@@ -207,6 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--markdown", action="store_true", help="print docs/methods.md")
     mp.set_defaults(fn=cmd_methods)
     _add_study_parser(sub)
+    from .translate import MODES
+
+    tp = sub.add_parser("translate", help="apply a trained generator of a run folder to your images",
+                        description="Translate image files with a generator a run trained (its checkpoint after a task); outputs are PNG files of the same names in --out.")
+    tp.add_argument("run", help="the run folder (its checkpoints/)")
+    tp.add_argument("inputs", nargs="+", help="image files or folders of images")
+    tp.add_argument("--out", required=True, help="folder for the outputs (<name>.png)")
+    tp.add_argument("--method", help="the method whose generator is applied (needed when the run trained several)")
+    tp.add_argument("--after-task", help="the generator as it stood after this task (name or 1-based position; default: the last)")
+    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback)")
+    tp.add_argument("--mode", default="pad", choices=MODES, help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were")
+    tp.add_argument("--tile", type=int, help="tile size for --mode tile, a multiple of 16 (default: the trained image size)")
+    tp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    tp.set_defaults(fn=cmd_translate)
     rp = sub.add_parser("report", help="rebuild report.html (and plots) of a run or study folder from its files")
     rp.add_argument("folder")
     rp.add_argument("--markdown", action="store_true", help="then print the folder's tables as Markdown (to paste into a paper or a README)")
