@@ -244,7 +244,8 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
     if path is not None and console is not None:
         console.print(f"\nReport: {path}")
     if failures:
-        raise RunFailed(f"{', '.join(e.method for e in failures)} failed ({failures[0]}); the other methods' results are in {folder.results_path}")
+        raise RunFailed(f"{len(failures)} method(s) failed ({', '.join(e.method for e in failures)}: diverged); "
+                        f"the results of the others are in {folder.results_path}")
     return results
 
 

@@ -241,7 +241,7 @@ def train_method(
                     loss_d = loss_d + extra_d
                     losses["d_extra"] = extra_d.detach()
                 if not bool(torch.isfinite(loss_d)):
-                    raise diverged(t, s + 1, f"the discriminator's loss is {float(loss_d)}")
+                    raise diverged(t, s + 1, f"the discriminator's loss is {float(loss_d.detach())}")
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
@@ -261,7 +261,7 @@ def train_method(
                 loss_g = loss_g + extra_g
                 losses["g_extra"] = extra_g.detach()
             if not bool(torch.isfinite(loss_g)):
-                raise diverged(t, s + 1, f"the generator's loss is {float(loss_g)}")
+                raise diverged(t, s + 1, f"the generator's loss is {float(loss_g.detach())}")
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()

@@ -145,7 +145,7 @@ def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
     ax.set_ylabel(f"average {_metric_name(metric)} over tasks seen")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.25)
-    if series:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     return fig
 
