@@ -13,7 +13,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     from .methods import METHODS
 
     g = p.add_argument_group("what to run")
-    g.add_argument("--benchmark", default="restore4", help="built-in benchmark (see `assocgan benchmarks`)")
+    g.add_argument("--config", help="the settings of an earlier run (its folder, its results.json, or a study run's run.json); options given beside it override them")
+    g.add_argument("--benchmark", help="built-in benchmark (see `assocgan benchmarks`; default restore4)")
     g.add_argument("--data", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
     g.add_argument("--clean-images", help="a folder of clean images, with --recipe")
     g.add_argument("--recipe", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
@@ -22,9 +23,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--fresh-degradations", action="store_true", default=None,
                    help="draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)")
     if with_methods:
-        g.add_argument("--methods", default=methods, help=f"comma-separated, from: {', '.join(METHODS)}" + ("" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
-    g.add_argument("--preset", default="quick", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
-    g.add_argument("--seed", type=int, default=0)
+        g.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
+    g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
+    g.add_argument("--seed", type=int, help="default 0")
     g.add_argument("--out", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     g = p.add_argument_group("sizes and training (override the preset)")
@@ -59,27 +60,41 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
             g.add_argument(o.flag, dest=f"opt_{o.name}", default=None, help=f"{o.help} (default {o.default})")
 
 
-def _method_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+def _method_options(args: argparse.Namespace, methods: list[str], saved: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Each method's options: those given as flags, over those of a ``--config`` run, over the defaults."""
     from .methods import get_method
 
     out: dict[str, dict] = {}
     for name in methods:
         cls = get_method(name)
         given = {o.name: getattr(args, f"opt_{o.name}") for o in cls.options if getattr(args, f"opt_{o.name}", None) is not None}
-        out[name] = cls.resolve_options(given)
+        out[name] = cls.resolve_options({**(saved or {}).get(name, {}), **given})
     return out
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
+    """The run configuration of the command line: a preset (or the settings of ``--config``) with the options
+    given. Data options not given are taken from ``--config`` too."""
     from .config import make_config
     from .methods import parse_methods
+    from .runfolder import saved_settings
 
-    methods = parse_methods(args.methods)
+    saved, inputs = saved_settings(args.config) if getattr(args, "config", None) else (None, {})
+    if saved is not None:
+        if args.preset:
+            raise UserError("--preset: not with --config, whose run's settings take the preset's place (override single settings instead)")
+        for key in ("data", "clean_images", "recipe", "metric"):
+            if getattr(args, key, None) is None and inputs.get(key) is not None:
+                setattr(args, key, inputs[key])
+    methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
     overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule")}
     for flag in ("amp", "context"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag) == "on"
-    return make_config(args.preset, benchmark=args.benchmark, methods=methods, seed=args.seed, method_options=_method_options(args, methods), **overrides)
+    options = _method_options(args, methods, saved.get("method_options") if saved is not None else None)
+    benchmark = args.benchmark or (None if saved is not None else "restore4")
+    seed = args.seed if args.seed is not None else (None if saved is not None else 0)
+    return make_config(args.preset or "quick", base=saved, benchmark=benchmark, methods=methods, seed=seed, method_options=options, **overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -69,10 +69,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str = "quick", **overrides: Any) -> RunConfig:
+def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """The preset's settings (or ``base``, a saved configuration, instead) with ``overrides`` that are not None."""
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    values = dict(PRESETS[preset] if base is None else base)
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(values) - names

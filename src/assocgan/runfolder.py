@@ -243,6 +243,25 @@ class RunFolder:
             pass
 
 
+def saved_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(configuration, data inputs) of an earlier run, for ``--config``: from a run folder, its results.json, or a
+    study run's run.json; a UserError naming the file if it holds none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS if (path / RESULTS).exists() else path / "run.json"
+    if not path.is_file():
+        raise UserError(f"--config {path}: not found (give a run folder, its results.json, or a study run's run.json)")
+    try:
+        saved = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path}: not valid JSON ({e})") from None
+    cfg = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("methods"), list):
+        raise UserError(f"--config {path}: holds no run configuration ('config' with its 'methods')")
+    inputs = saved.get("inputs") or saved.get("bench_args") or {}
+    return cfg, inputs if isinstance(inputs, dict) else {}
+
+
 def results_problem(res: Any) -> str | None:
     """What makes ``res`` not a run's results.json, or None."""
     if not isinstance(res, dict):

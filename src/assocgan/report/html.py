@@ -16,7 +16,8 @@ from ..io import read_json, write_text
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
 from .tables import (
-    Table, ablation_table, lambda_table, matrix_table, order_table, quota_table, study_runs_table, summary_table, tasks_table, to_html,
+    Table, ablation_table, lambda_table, matrix_table, order_table, provenance_table, quota_table, study_runs_table, summary_table, tasks_table,
+    to_html,
 )
 
 REPORT = "report.html"
@@ -173,6 +174,11 @@ def run_page(folder: Path, results: dict) -> str:
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
                     "blocks of association samples made by its mapper from the same targets.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
+    if results.get("inputs"):
+        body.append("<h3>Data</h3>" + _config(results["inputs"]))
+    if results.get("provenance"):
+        body.append("<h3>Made by</h3><p class='note'>Each time the run was started or resumed: the command, the versions, the device and "
+                    "the source's git commit.</p>" + _tables([provenance_table(results["provenance"])]))
     nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices"), ("plots", "Plots"), ("samples", "Samples")]
     nav += [("pictures", "Pictures")] if pictures else []
     nav += [("config", "Configuration")]

@@ -81,6 +81,15 @@ def failed_note(entry: dict) -> str:
     return f"; failed at task {f.get('task')} step {f.get('step')}" if f else ""
 
 
+PROVENANCE = ("date", "command", "assocgan", "torch", "python", "device", "platform", "git_commit")
+
+
+def provenance_table(entries: list[dict]) -> Table:
+    """Who made a run: one row per start or resume (command, versions, device, git commit)."""
+    rows = [[str(e.get(k) or "") for k in PROVENANCE] for e in entries]
+    return Table("Made by", list(PROVENANCE), rows)
+
+
 def identity(results: dict, metric: str) -> list[float] | None:
     """The do-nothing score of every task in ``metric``, or None where the results do not hold it."""
     vals = (results.get("identity") or {}).get(metric)
