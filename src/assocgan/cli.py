@@ -86,6 +86,12 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
         for key in ("data", "clean_images", "recipe", "metric"):
             if getattr(args, key, None) is None and inputs.get(key) is not None:
                 setattr(args, key, inputs[key])
+    if getattr(args, "data", None) is not None:  # the folders hold the pairs: these options would be ignored
+        for flag, value in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--benchmark", args.benchmark), ("--recipe", args.recipe)):
+            if value is not None:
+                raise UserError(f"{flag}: not with --data, whose folders hold the tasks and their pairs")
+    if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
+        raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
     methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
     overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule")}
     for flag in ("amp", "context"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,14 @@ def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **ove
     return cfg
 
 
+MAX_THREADS = 1024
+
+
 def validate(cfg: RunConfig) -> None:
+    for f in dataclasses.fields(RunConfig):  # NaN and infinity pass no comparison below, but say so plainly
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"--{f.name.replace('_', '-')} {v}: must be a finite number")
     checks = [
         (cfg.size % 16 == 0 and cfg.size >= 16, "--size", "must be a positive multiple of 16"),
         (cfg.steps >= 1, "--steps", "must be at least 1"),
@@ -93,13 +101,17 @@ def validate(cfg: RunConfig) -> None:
         (cfg.lr > 0, "--lr", "must be positive"),
         (cfg.lr_schedule in ("constant", "cosine"), "--lr-schedule", "choose constant or cosine"),
         (0 <= cfg.beta1 < 1, "--beta1", "must be in [0, 1)"),
+        (0 <= cfg.beta2 < 1, "beta2", "must be in [0, 1)"),
         (cfg.lambda_adv >= 0 and cfg.lambda_content >= 0, "--lambda-adv/--lambda-content", "must not be negative"),
         (cfg.gan_mode in ("lsgan", "vanilla"), "--gan-mode", "choose lsgan or vanilla"),
         (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
         (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
         (cfg.eval_every >= 0, "--eval-every", "must not be negative"),
         (cfg.checkpoint_every >= 0, "--checkpoint-every", "must not be negative"),
+        (0 <= cfg.threads <= MAX_THREADS, "--threads", f"must be 0 (all cores) to {MAX_THREADS}"),
+        (cfg.sample_images >= 1, "sample_images", "must be at least 1"),
     ]
     for ok, option, msg in checks:
         if not ok:
-            raise UserError(f"{option}: {msg}")
+            value = getattr(cfg, option.lstrip("-").split("/")[0].replace("-", "_"), None)
+            raise UserError(f"{option}" + (f" {value}" if value is not None and "/" not in option else "") + f": {msg}")

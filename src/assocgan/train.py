@@ -141,7 +141,7 @@ def check_method(method_name: str, bench: Benchmark, cfg: RunConfig) -> None:
     with torch.random.fork_rng(devices=[]):
         G, D = build_networks(cfg, device, cls)
         ctx = Context(cfg, G, D, torch.Generator(), len(bench.tasks), bench.task_names, contextlib.nullcontext, device=device)
-        cls(ctx, **cfg.method_options.get(method_name, {}))
+        cls(ctx, **cfg.method_options.get(method_name, {})).check_tasks(bench.tasks)
 
 
 def train_method(
@@ -179,6 +179,7 @@ def train_method(
 
     ctx = Context(cfg, G, D, gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), log_scalar, device)
     method = cls(ctx, **cfg.method_options.get(method_name, {}))
+    method.check_tasks(bench.tasks)
     autocast = ctx.autocast
     use_gan = cfg.lambda_adv > 0
     records: list[TaskRecord] = []

@@ -112,6 +112,8 @@ def input_files(inputs: list[str]) -> list[Path]:
             raise UserError(f"{p}: no such file or folder")
     seen: dict[str, Path] = {}
     for f in files:
+        if len(f"{f.stem}.png".encode()) > 255:
+            raise UserError(f"{f}: its name is too long for the output file {f.stem[:20]}....png; rename it")
         if f.stem in seen and seen[f.stem] != f:
             raise UserError(f"{f}: would be written to the same {f.stem}.png as {seen[f.stem]}; translate them into different --out folders")
         seen[f.stem] = f

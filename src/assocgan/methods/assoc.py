@@ -71,15 +71,15 @@ class AssocGAN(Method):
         Option("assoc_ratio", "balanced", "share r of each batch made of association samples: 'balanced' ((i-1)/i at task i) or a number in [0, 1)"),
         Option("heuristics", True, "association samples from the mapping memory (off: ablation)"),
         Option("distill", True, "continual distillation penalty (off: ablation)"),
-        Option("lambda_distill", 300.0, "lambda', weight of the distillation penalty (in samples; see docs)"),
-        Option("fisher_samples", 64, "training pairs used for the Fisher after each task"),
+        Option("lambda_distill", 300.0, "lambda', weight of the distillation penalty (in samples; see docs)", low=0),
+        Option("fisher_samples", 64, "training pairs used for the Fisher after each task", low=1),
         Option("distill_storage", "8bit", "how theta* and F are kept between tasks: 8bit (2 bytes a weight) or half (4)", ("8bit", "half")),
-        Option("mapper_ngf", 16, "width of the mapper"),
-        Option("mapper_blocks", 2, "residual blocks of the mapper"),
-        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)"),
-        Option("mapper_batch", 16, "batch size of mapper training"),
-        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)"),
-        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images"),
+        Option("mapper_ngf", 16, "width of the mapper", low=1),
+        Option("mapper_blocks", 2, "residual blocks of the mapper", low=0),
+        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)", low=0),
+        Option("mapper_batch", 16, "batch size of mapper training", low=1),
+        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)", low=0, open_low=True),
+        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images", low=0),
     )
     POOL_STEPS = 8  # association samples are made for this many steps at once: one mapper call per past task
 

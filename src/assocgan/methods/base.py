@@ -22,6 +22,7 @@ A method declares its own options beside its code (``options``); they become CLI
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
@@ -44,6 +45,9 @@ class Option:
     default: Any
     help: str
     choices: tuple | None = None
+    low: float | None = None  # a number must be at least this (above it with ``open_low``)
+    high: float | None = None  # and at most this
+    open_low: bool = False
 
     @property
     def flag(self) -> str:
@@ -63,6 +67,13 @@ class Option:
                 raise UserError(f"{self.flag}: {value!r} is not a valid {kind.__name__}") from None
         if self.choices is not None and value not in self.choices:
             raise UserError(f"{self.flag}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{self.flag} {value}: must be a finite number")
+            if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+                raise UserError(f"{self.flag} {value:g}: must be {'above' if self.open_low else 'at least'} {self.low:g}")
+            if self.high is not None and value > self.high:
+                raise UserError(f"{self.flag} {value:g}: must be at most {self.high:g}")
         return value
 
 
@@ -108,6 +119,9 @@ class Method:
         if cls.needs_discriminator and cfg.lambda_adv <= 0:
             raise UserError(f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
                             "give --lambda-adv 1e-3 (the paper's objective) or leave the method out")
+
+    def check_tasks(self, tasks: list["Task"]) -> None:
+        """Refuse a benchmark the method's options cannot run on (called before anything is trained)."""
 
     def __init__(self, ctx: Context, **opts: Any):
         self.ctx = ctx

@@ -36,9 +36,9 @@ class CLGAN(Method):
     title = "CLGAN"
     cite = "Seff et al. 2017, Continual learning in generative adversarial nets [40]"
     options = (
-        Option("clgan_lambda", 1.0, "weight of the EWC penalty (1: the second-order estimate of the old tasks' content-loss rise)"),
-        Option("clgan_samples", 64, "training pairs of a task that estimate its Fisher"),
-        Option("clgan_decay", 1.0, "online EWC: the old importance is multiplied by this before the new is added"),
+        Option("clgan_lambda", 1.0, "weight of the EWC penalty (1: the second-order estimate of the old tasks' content-loss rise)", low=0),
+        Option("clgan_samples", 64, "training pairs of a task that estimate its Fisher", low=1),
+        Option("clgan_decay", 1.0, "online EWC: the old importance is multiplied by this before the new is added", low=0),
     )
 
     def __init__(self, ctx, **opts):

@@ -108,9 +108,9 @@ class LiSS(Method):
     cite = "Schmidt et al. 2020, Towards lifelong self-supervision for unpaired image-to-image translation [39]"
     options = (
         Option("liss_aux", "rotation,jigsaw", "self-supervised tasks of the encoder: rotation, jigsaw or both (comma-separated)"),
-        Option("liss_lambda_aux", 0.001, "weight of each auxiliary cross-entropy (the paper: 1, beside a cycle loss of 10)"),
-        Option("liss_lambda_distill", 0.05, "weight of the L1 distillation of encoder features (the paper: 5)"),
-        Option("liss_ema", 1.0, "reference encoder = ema * new + (1 - ema) * previous reference (1: the latest encoder)"),
+        Option("liss_lambda_aux", 0.001, "weight of each auxiliary cross-entropy (the paper: 1, beside a cycle loss of 10)", low=0),
+        Option("liss_lambda_distill", 0.05, "weight of the L1 distillation of encoder features (the paper: 5)", low=0),
+        Option("liss_ema", 1.0, "reference encoder = ema * new + (1 - ema) * previous reference (1: the latest encoder)", low=0, open_low=True, high=1),
     )
 
     def __init__(self, ctx, **opts):

@@ -141,12 +141,12 @@ def moment_loss(fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor) ->
 def gr_options(prefix: str, width: int, nz: int, lr: float) -> tuple[Option, ...]:
     """The options every generative-replay method declares, under its own prefix."""
     return (
-        Option(f"{prefix}_fraction", -1.0, "share of each batch that is generated replay (negative: t/(t+1) on task t, as JL)"),
-        Option(f"{prefix}_align", 1.0, "weight of the alignment term MSE(G(x~), G_prev(x~)) on the replayed samples"),
-        Option(f"{prefix}_width", width, "width of the source model's networks (its memory grows with the square)"),
-        Option(f"{prefix}_nz", nz, "size of the source model's noise / latent vector"),
-        Option(f"{prefix}_lr", lr, "Adam learning rate of the source model"),
-        Option(f"{prefix}_moments", 1.0, "weight of the term matching the sources' colour mean/std and sharpness per task"),
+        Option(f"{prefix}_fraction", -1.0, "share of each batch that is generated replay (negative: t/(t+1) on task t, as JL)", high=1),
+        Option(f"{prefix}_align", 1.0, "weight of the alignment term MSE(G(x~), G_prev(x~)) on the replayed samples", low=0),
+        Option(f"{prefix}_width", width, "width of the source model's networks (its memory grows with the square)", low=1),
+        Option(f"{prefix}_nz", nz, "size of the source model's noise / latent vector", low=1),
+        Option(f"{prefix}_lr", lr, "Adam learning rate of the source model", low=0, open_low=True),
+        Option(f"{prefix}_moments", 1.0, "weight of the term matching the sources' colour mean/std and sharpness per task", low=0),
     )
 
 

@@ -191,7 +191,7 @@ class Piggyback(Method):
     name = "piggyback"
     title = "PiggybackGAN"
     cite = "Zhai et al. [51]: per-task filters from a frozen filter bank"
-    options = (Option("piggyback_new", 0.25, "fraction of each layer's filters that are new (unconstrained) on tasks after the first"),)
+    options = (Option("piggyback_new", 0.25, "fraction of each layer's filters that are new (unconstrained) on tasks after the first", low=0, high=1),)
     needs_task_id = True
 
     @classmethod

@@ -52,9 +52,9 @@ class ThanhTung(Method):
     title = "Thanh-Tung & Tran"
     cite = "Thanh-Tung & Tran 2018, On catastrophic forgetting and mode collapse in GANs [41]"
     options = (
-        Option("thanh_lambda", 1000.0, "weight of the EWC penalty on the discriminator"),
-        Option("thanh_every", 50, "re-estimate the discriminator's Fisher every this many steps"),
-        Option("thanh_gamma", 0.9, "discount of the earlier Fisher estimates at each re-estimate"),
+        Option("thanh_lambda", 1000.0, "weight of the EWC penalty on the discriminator", low=0),
+        Option("thanh_every", 50, "re-estimate the discriminator's Fisher every this many steps", low=1),
+        Option("thanh_gamma", 0.9, "discount of the earlier Fisher estimates at each re-estimate", low=0),
     )
 
     needs_discriminator = True
