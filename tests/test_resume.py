@@ -18,7 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from assocgan import load_generator
 from assocgan.cli import main
+from assocgan.data.benchmarks import load_benchmark
+from assocgan.evaluate import evaluate_task
 from assocgan.errors import UserError
 from assocgan.methods import METHODS
 from assocgan.runfolder import RunFolder
@@ -89,6 +92,12 @@ def test_every_method_killed_at_random_points_resumes_bit_for_bit(tmp_path):
     assert not [p for p in out.rglob(".*") if p.is_file()]  # no half-written file is left
     log = (out / "log.txt").read_text()
     assert log.count("resumed at") >= len(METHODS) // 2, log
+    # every method's saved generators answer as the run evaluated them
+    bench = load_benchmark("restore4", size=32, n_train=16, n_test=4, seed=0)
+    res = json.loads((out / "results.json").read_text())["methods"]
+    for m in METHODS:
+        G = load_generator(out, m, task="noise")
+        assert evaluate_task(G, bench.tasks[0])["psnr"] == res[m]["psnr"][-1][0], m
 
 
 def test_a_complete_method_is_skipped_and_restart_trains_it_again(tmp_path):

@@ -17,18 +17,18 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
-from .io import atomic_write
+from .io import write_bytes
 from .runfolder import RunFolder
 
 FORMAT = "assocgan-generator/1"
 
 
 def save_generator(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
-    atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata))
+    write_bytes(path, save(state, metadata=metadata))  # bytes, then one atomic write: no temporary file of the library's
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

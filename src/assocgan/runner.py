@@ -180,15 +180,16 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
             for name in cfg.methods:
                 folder.discard(name)
                 results["methods"].pop(name, None)
+        results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
+        results["provenance"] = results.get("provenance", []) + [provenance(command, dev)]
+        if bench.left_out:
+            results["tasks_left_out"] = list(bench.left_out)
+        folder.write_results(results)
+        folder.log(f"start: {results['provenance'][-1]['command']} (methods {', '.join(cfg.methods)}, device {dev})")
         if bench.left_out:
             note = f"--order {cfg.order}: runs {len(bench.tasks)} of the {len(bench.tasks) + len(bench.left_out)} tasks; left out: {', '.join(bench.left_out)}"
             say(f"note: {note}")
             folder.log(note)
-            results["tasks_left_out"] = list(bench.left_out)
-        results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
-        results["provenance"] = results.get("provenance", []) + [provenance(command, dev)]
-        folder.write_results(results)
-        folder.log(f"start: {results['provenance'][-1]['command']} (methods {', '.join(cfg.methods)}, device {dev})")
         todo = []
         for name in cfg.methods:
             if folder.entry_state(results, name, options[name]) == "complete":
