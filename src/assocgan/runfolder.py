@@ -9,7 +9,7 @@ Layout (``--out DIR``)::
     checkpoints/<method>/task<k>_<name>.safetensors   the generator after task k, with metadata
     samples/<method>/after_task<k>_<name>.png         sample grids; pictures/<method>/ the method's own
     state/<method>.pt                  the full training state of an incomplete method (deleted when complete)
-    .lock                              held (flock) by the process writing the folder
+    .lock                              there while a process writes the folder (it holds a flock on it)
 
 Every file is written atomically (``io.atomic_write``): a run killed at any moment leaves each file whole, either
 the old one or the new one. A method whose entry is complete is not trained again (``pending``); one that was
