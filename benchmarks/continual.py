@@ -28,9 +28,10 @@ import sys
 from pathlib import Path
 
 from assocgan.config import make_config
-from assocgan.io import read_json, write_json, write_text
+from assocgan.io import write_json, write_text
 from assocgan.report.tables import Table, fmt_bytes, to_markdown, to_text
-from assocgan.runner import RESULTS, run
+from assocgan.runfolder import RunFolder
+from assocgan.runner import run
 
 EQUAL_BYTES = "replay@assoc"
 
@@ -89,23 +90,24 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     data = bench_args(args)
     if args.steps:
         base["steps"] = args.steps
-    done = (read_json(out / RESULTS) or {}).get("methods", {})
+    folder = RunFolder(out)
+    done = (folder.read_results() or {}).get("methods", {})
     plain = [m for m in methods if m != EQUAL_BYTES and not done.get(m, {}).get("complete")]
     if plain:
         cfg = make_config(args.preset, methods=plain, **base)
         run(cfg, out, **data)
     if EQUAL_BYTES in methods and not done.get(EQUAL_BYTES, {}).get("complete"):
-        res = read_json(out / RESULTS)
+        res = folder.read_results()
         budget = res["methods"]["assoc"]["memory_bytes"]
         cfg = make_config(args.preset, methods=["replay"], method_options={"replay": {"replay_bytes": float(budget)}}, **base)
         tmp = out / "replay_equal_bytes"
         r2 = run(cfg, tmp, **data)
-        res = read_json(out / RESULTS)
+        res = folder.read_results()
         entry = dict(r2["methods"]["replay"])
         entry["title"] = f"replay at Assoc-GAN's bytes ({fmt_bytes(budget)})"
         res["methods"][EQUAL_BYTES] = entry
-        write_json(out / RESULTS, res)
-    return read_json(out / RESULTS)
+        folder.write_results(res)
+    return folder.read_results()
 
 
 def mean(xs):

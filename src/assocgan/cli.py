@@ -13,7 +13,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     from .methods import METHODS
 
     g = p.add_argument_group("what to run")
-    g.add_argument("--benchmark", default="restore4", help="built-in benchmark (see `assocgan benchmarks`)")
+    g.add_argument("--config", help="the settings of an earlier run (its folder, its results.json, or a study run's run.json); options given beside it override them")
+    g.add_argument("--benchmark", help="built-in benchmark (see `assocgan benchmarks`; default restore4)")
     g.add_argument("--data", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
     g.add_argument("--clean-images", help="a folder of clean images, with --recipe")
     g.add_argument("--recipe", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
@@ -22,9 +23,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--fresh-degradations", action="store_true", default=None,
                    help="draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)")
     if with_methods:
-        g.add_argument("--methods", default=methods, help=f"comma-separated, from: {', '.join(METHODS)}" + ("" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
-    g.add_argument("--preset", default="quick", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
-    g.add_argument("--seed", type=int, default=0)
+        g.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
+    g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
+    g.add_argument("--seed", type=int, help="default 0")
     g.add_argument("--out", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     g = p.add_argument_group("sizes and training (override the preset)")
@@ -46,6 +47,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--amp", choices=["on", "off"], help="bf16 autocast for training")
     g.add_argument("--threads", type=int, help="CPU threads (0: all)")
     g.add_argument("--eval-every", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g.add_argument("--checkpoint-every", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
     seen: dict[str, str] = {}
     for m in METHODS.values():
         if not m.options:
@@ -58,37 +60,60 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
             g.add_argument(o.flag, dest=f"opt_{o.name}", default=None, help=f"{o.help} (default {o.default})")
 
 
-def _method_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+def _method_options(args: argparse.Namespace, methods: list[str], saved: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Each method's options: those given as flags, over those of a ``--config`` run, over the defaults."""
     from .methods import get_method
 
     out: dict[str, dict] = {}
     for name in methods:
         cls = get_method(name)
         given = {o.name: getattr(args, f"opt_{o.name}") for o in cls.options if getattr(args, f"opt_{o.name}", None) is not None}
-        out[name] = cls.resolve_options(given)
+        out[name] = cls.resolve_options({**(saved or {}).get(name, {}), **given})
     return out
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
+    """The run configuration of the command line: a preset (or the settings of ``--config``) with the options
+    given. Data options not given are taken from ``--config`` too."""
     from .config import make_config
     from .methods import parse_methods
+    from .runfolder import saved_settings
 
-    methods = parse_methods(args.methods)
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order", "fresh_degradations", "lr_schedule")}
+    saved, inputs = saved_settings(args.config) if getattr(args, "config", None) else (None, {})
+    if saved is not None:
+        if args.preset:
+            raise UserError("--preset: not with --config, whose run's settings take the preset's place (override single settings instead)")
+        for key in ("data", "clean_images", "recipe", "metric"):
+            if getattr(args, key, None) is None and inputs.get(key) is not None:
+                setattr(args, key, inputs[key])
+    if getattr(args, "data", None) is not None:  # the folders hold the pairs: these options would be ignored
+        for flag, value in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--benchmark", args.benchmark), ("--recipe", args.recipe)):
+            if value is not None:
+                raise UserError(f"{flag}: not with --data, whose folders hold the tasks and their pairs")
+    if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
+        raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
+    methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule")}
     for flag in ("amp", "context"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag) == "on"
-    return make_config(args.preset, benchmark=args.benchmark, methods=methods, seed=args.seed, method_options=_method_options(args, methods), **overrides)
+    options = _method_options(args, methods, saved.get("method_options") if saved is not None else None)
+    benchmark = args.benchmark or (None if saved is not None else "restore4")
+    seed = args.seed if args.seed is not None else (None if saved is not None else 0)
+    return make_config(args.preset or "quick", base=saved, benchmark=benchmark, methods=methods, seed=seed, method_options=options, **overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import shlex
+
     from rich.console import Console
 
     from .runner import run
 
     cfg = config_from_args(args)
     console = Console(stderr=False)
-    run(cfg, args.out, console=console, device=args.device, data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    run(cfg, args.out, console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
+        data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
     console.print(f"Results: {Path(args.out) / 'results.json'}")
     return 0
 
@@ -131,6 +156,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("\n\n".join(to_markdown(t) for t in report_tables(args.folder)))
     else:
         print(path)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .translate import translate_files
+
+    written = translate_files(args.run, args.inputs, args.out, method=args.method, after_task=args.after_task, task=args.task, mode=args.mode,
+                              tile=args.tile, device=args.device, console=Console(stderr=True))
+    print(f"{len(written)} image(s) written to {args.out}")
     return 0
 
 
@@ -188,16 +224,35 @@ def _add_study_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="assocgan", description="Continual learning of image-to-image translation")
+    p.add_argument("--version", action="version", version=f"assocgan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables")
+    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
+                       description="Train methods on a benchmark into --out. Methods already complete there are skipped; an interrupted one resumes where its training state was last saved.")
     _add_run_options(r)
+    r.add_argument("--restart", action="store_true", help="train the given methods from the start, discarding what --out holds of them")
     r.set_defaults(fn=cmd_run)
     sub.add_parser("benchmarks", help="list the built-in benchmarks and their tasks").set_defaults(fn=cmd_benchmarks)
     mp = sub.add_parser("methods", help="list the methods and their options")
     mp.add_argument("--markdown", action="store_true", help="print docs/methods.md")
     mp.set_defaults(fn=cmd_methods)
     _add_study_parser(sub)
+    from .translate import MODES
+
+    tp = sub.add_parser("translate", help="apply a trained generator of a run folder to your images",
+                        description="Translate image files with a generator a run trained (its checkpoint after a task); outputs are PNG files of the same names in --out.")
+    tp.add_argument("run", help="the run folder (its checkpoints/)")
+    tp.add_argument("inputs", nargs="+", help="image files or folders of images")
+    tp.add_argument("--out", required=True, help="folder for the outputs (<name>.png)")
+    tp.add_argument("--method", help="the method whose generator is applied (needed when the run trained several)")
+    tp.add_argument("--after-task", help="the generator as it stood after this task (name or 1-based position; default: the last)")
+    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback)")
+    tp.add_argument("--mode", default="pad", choices=MODES, help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were")
+    tp.add_argument("--tile", type=int, help="tile size for --mode tile, a multiple of 16 (default: the trained image size)")
+    tp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    tp.set_defaults(fn=cmd_translate)
     rp = sub.add_parser("report", help="rebuild report.html (and plots) of a run or study folder from its files")
     rp.add_argument("folder")
     rp.add_argument("--markdown", action="store_true", help="then print the folder's tables as Markdown (to paste into a paper or a README)")
@@ -208,11 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    from .runner import RunFailed
+
     try:
         return args.fn(args)
     except UserError as e:
         print(f"assocgan: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"assocgan: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
         return 130

@@ -69,6 +69,16 @@ class LogCodes:
     def nbytes(self) -> int:
         return self.codes.numel() + 8
 
+    def state_dict(self) -> dict:
+        return {"bits": self.bits, "lo": self.lo, "hi": self.hi, "codes": self.codes, "shape": list(self.shape)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "LogCodes":
+        obj = cls.__new__(cls)
+        obj.bits, obj.lo, obj.hi, obj.codes, obj.shape = state["bits"], state["lo"], state["hi"], state["codes"], torch.Size(state["shape"])
+        obj.numel = math.prod(obj.shape)
+        return obj
+
 
 class QuadraticAnchor:
     """Keeps anchor weights theta* and an importance per weight; penalty = 0.5 * sum(F * (theta - theta*)^2).
@@ -119,6 +129,23 @@ class QuadraticAnchor:
         params = dict(model.named_parameters())
         keys = list(self.stored_theta)
         self._work = ([params[k] for k in keys], [self.stored_theta[k].float() for k in keys], [self.stored_importance[k].float() for k in keys])
+
+    def state_dict(self) -> dict:
+        def save(v):
+            return v.state_dict() if isinstance(v, LogCodes) else v
+
+        return {"theta": {k: save(v) for k, v in self.stored_theta.items()}, "importance": {k: save(v) for k, v in self.stored_importance.items()}}
+
+    def load_state_dict(self, state: dict, model: nn.Module) -> None:
+        """Restore ``state_dict()``'s anchor and bind it to ``model`` (whose weights may be loaded afterwards, in place)."""
+        def load(v):
+            return LogCodes.from_state(v) if isinstance(v, dict) else v
+
+        self.stored_theta = {k: load(v) for k, v in state["theta"].items()}
+        self.stored_importance = {k: load(v) for k, v in state["importance"].items()}
+        self._work = None
+        if self.stored_theta:
+            self.bind(model)
 
     def penalty(self) -> torch.Tensor | None:
         """0.5 * sum F (theta - theta*)^2, or None before the first anchor; differentiable in the weights."""

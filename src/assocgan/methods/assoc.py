@@ -81,6 +81,12 @@ class DomainSignature:
         f = domain_features(images)
         self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-3)
 
+    @classmethod
+    def of(cls, mean: torch.Tensor, std: torch.Tensor) -> "DomainSignature":
+        sig = cls.__new__(cls)
+        sig.mean, sig.std = mean, std
+        return sig
+
     @property
     def nbytes(self) -> int:
         return 4 * (self.mean.numel() + self.std.numel())
@@ -111,16 +117,17 @@ class AssocGAN(Method):
         Option("assoc_target", "domain", "what M_j is applied to and trains towards: 'current' target (the paper's eq. 3) or, per past task, "
                "the current image in its target 'domain' (holds on chained styles; see docs)", ("domain", "current")),
         Option("distill", True, "continual distillation penalty (off: ablation)"),
-        Option("lambda_distill", 1.0, "lambda', weight of the distillation penalty (1: the Laplace estimate of the old tasks' content-loss rise; see docs)"),
-        Option("fisher_samples", 64, "training pairs used for the Fisher after each task"),
+        Option("lambda_distill", 1.0, "lambda', weight of the distillation penalty (1: the Laplace estimate of the old tasks' content-loss rise; see docs)",
+               low=0),
+        Option("fisher_samples", 64, "training pairs used for the Fisher after each task", low=1),
         Option("distill_storage", "compact", "how theta* and F are kept between tasks: compact (float16 and 4-bit log codes, 2.5 bytes a weight), "
                "8bit (3) or half (4)", ("compact", "8bit", "half")),
-        Option("mapper_ngf", 16, "width of the mapper"),
-        Option("mapper_blocks", 2, "residual blocks of the mapper"),
-        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)"),
-        Option("mapper_batch", 16, "batch size of mapper training"),
-        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)"),
-        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images"),
+        Option("mapper_ngf", 16, "width of the mapper", low=1),
+        Option("mapper_blocks", 2, "residual blocks of the mapper", low=0),
+        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)", low=0),
+        Option("mapper_batch", 16, "batch size of mapper training", low=1),
+        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)", low=0, open_low=True),
+        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images", low=0),
     )
     POOL_STEPS = 8  # association samples are made for this many steps at once: one mapper call per past task
 
@@ -226,11 +233,29 @@ class AssocGAN(Method):
             self.anchor.update(G, curvature)
         if self.opt.heuristics:
             self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))
-            mapper = self.train_mapper(task)
-            self.mappers.append(mapper.half().eval())
-            work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
-            work.load_state_dict({k: v.float() for k, v in self.mappers[-1].state_dict().items()})
-            self._work.append(work.eval())
+            self.remember(self.train_mapper(task).half())
+
+    def remember(self, mapper: Mapper) -> None:
+        """Keep a trained mapper (float16) in the mapping memory, with its float32 working copy."""
+        self.mappers.append(mapper.eval())
+        work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
+        work.load_state_dict({k: v.float() for k, v in mapper.state_dict().items()})
+        self._work.append(work.eval())
+
+    def state_dict(self):
+        pool = None if self._pool is None else {f: getattr(self._pool, f) for f in Batch._FIELDS}
+        return {"mappers": [m.state_dict() for m in self.mappers], "anchor": self.anchor.state_dict(), "pool": pool,
+                "signatures": [(sig.mean, sig.std) for sig in self.signatures], "plan": self.plan}
+
+    def load_state_dict(self, state, seen):
+        for sd in state["mappers"]:
+            mapper = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device).half()
+            mapper.load_state_dict(sd)
+            self.remember(mapper)
+        self.anchor.load_state_dict(state["anchor"], self.ctx.G)
+        self._pool = None if state["pool"] is None else Batch(**state["pool"])
+        self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
+        self.plan = dict(state["plan"])
 
     def train_mapper(self, task) -> Mapper:
         gen, dev = self.ctx.gen, self.ctx.device

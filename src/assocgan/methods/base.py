@@ -12,12 +12,18 @@ The one training loop (``assocgan.train``) calls, for each task t in order::
     method.after_task(t, task)                       # keep what the method remembers
     evaluate method.eval_generator(j) on every task j <= t
 
+After each task and every ``--checkpoint-every`` steps the loop saves the networks, optimisers and random
+streams with ``method.state_dict()``; a killed run resumes from there through ``load_state_dict`` and goes on
+bit for bit as it would have. ``generator_from_checkpoints`` says how the saved generators answer for a task
+(``assocgan.load_generator``, ``assocgan translate``).
+
 A method declares its own options beside its code (``options``); they become CLI flags
 (``--assoc-ratio``) and appear in ``results.json``. What it keeps between tasks is reported by
 ``memory()`` in bytes as stored.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
@@ -40,6 +46,9 @@ class Option:
     default: Any
     help: str
     choices: tuple | None = None
+    low: float | None = None  # a number must be at least this (above it with ``open_low``)
+    high: float | None = None  # and at most this
+    open_low: bool = False
 
     @property
     def flag(self) -> str:
@@ -59,6 +68,13 @@ class Option:
                 raise UserError(f"{self.flag}: {value!r} is not a valid {kind.__name__}") from None
         if self.choices is not None and value not in self.choices:
             raise UserError(f"{self.flag}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{self.flag} {value}: must be a finite number")
+            if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+                raise UserError(f"{self.flag} {value:g}: must be {'above' if self.open_low else 'at least'} {self.low:g}")
+            if self.high is not None and value > self.high:
+                raise UserError(f"{self.flag} {value:g}: must be at most {self.high:g}")
         return value
 
 
@@ -189,6 +205,9 @@ class Method:
             raise UserError(f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
                             "give --lambda-adv 1e-3 (the paper's objective) or leave the method out")
 
+    def check_tasks(self, tasks: list["Task"]) -> None:
+        """Refuse a benchmark the method's options cannot run on (called before anything is trained)."""
+
     def __init__(self, ctx: Context, **opts: Any):
         self.ctx = ctx
         self.opt = SimpleNamespace(**self.resolve_options(opts))
@@ -251,6 +270,26 @@ class Method:
     def eval_generator(self, t: int) -> nn.Module:
         """The generator that answers for task t at test time."""
         return self.ctx.G
+
+    # ---- saving and resuming -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What the method holds beyond G and D (its memory, counters, its own networks and optimisers), as
+        tensors, numbers, strings, lists and dicts. Default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], seen: list["Task"]) -> None:
+        """Restore what ``state_dict`` returned, on a method just built (G and D get their saved weights right
+        after, in place). ``seen``: the tasks ``before_task`` had been given when the state was saved. On a resume
+        in the middle of a task ``before_task`` is not called again: what it sets up must be in the state."""
+
+    @classmethod
+    def generator_from_checkpoints(cls, cfg: "RunConfig", load: Callable[[int], dict[str, torch.Tensor]], after: int, task: int) -> nn.Module:
+        """The generator that answers for task ``task`` once task ``after`` is trained (0-based), built from the
+        run's saved generators (``load(k)``: the generator's tensors saved after task k), as ``eval_generator``
+        answers in the run. Default: the generator saved after task ``after``."""
+        G = cls.build_generator(cfg)
+        G.load_state_dict(load(after))
+        return G
 
     # ---- derived -----------------------------------------------------------------------
     def memory_bytes(self) -> int:

@@ -36,9 +36,9 @@ class CLGAN(Method):
     title = "CLGAN"
     cite = "Seff et al. 2017, Continual learning in generative adversarial nets [40]"
     options = (
-        Option("clgan_lambda", 1.0, "weight of the EWC penalty (1: the second-order estimate of the old tasks' content-loss rise)"),
-        Option("clgan_samples", 64, "training pairs of a task that estimate its Fisher"),
-        Option("clgan_decay", 1.0, "online EWC: the old importance is multiplied by this before the new is added"),
+        Option("clgan_lambda", 1.0, "weight of the EWC penalty (1: the second-order estimate of the old tasks' content-loss rise)", low=0),
+        Option("clgan_samples", 64, "training pairs of a task that estimate its Fisher", low=1),
+        Option("clgan_decay", 1.0, "online EWC: the old importance is multiplied by this before the new is added", low=0),
     )
 
     def __init__(self, ctx, **opts):
@@ -57,6 +57,13 @@ class CLGAN(Method):
         x, y = task.sample(self.opt.clgan_samples, self.ctx.gen)
         importance, self.last_mse = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device))
         self.anchor.update(G, importance)
+
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "last_mse": self.last_mse}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.G)
+        self.last_mse = state["last_mse"]
 
     def memory(self):
         return {"anchor": self.anchor.memory_bytes()} if self.anchor.active else {}

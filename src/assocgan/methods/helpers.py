@@ -30,6 +30,19 @@ class FrozenTeacher:
     def memory_bytes(self) -> int:
         return module_bytes(self.stored)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.stored.state_dict()
+
+    @classmethod
+    def restore(cls, template: nn.Module, state: dict[str, torch.Tensor] | None, dtype: torch.dtype = torch.float16) -> "FrozenTeacher | None":
+        """A teacher of ``template``'s structure holding the saved ``state`` (None for None)."""
+        if state is None:
+            return None
+        teacher = cls(template, dtype)
+        teacher.stored.load_state_dict(state)
+        teacher.model = copy.deepcopy(teacher.stored).float().eval()
+        return teacher
+
 
 class PathIntegral:
     """Online importance of a network's weights by the path integral of synaptic intelligence (Zenke et al., 2017).
@@ -81,3 +94,12 @@ class PathIntegral:
 
     def memory_bytes(self) -> int:
         return tensor_bytes(self.omega) + tensor_bytes(self.grad) + tensor_bytes(self.start) + tensor_bytes(self.prev)
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"omega": self.omega, "grad": self.grad, "start": self.start, "prev": self.prev}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for key in ("omega", "grad", "start", "prev"):
+            for k, v in getattr(self, key).items():
+                v.copy_(state[key][k])

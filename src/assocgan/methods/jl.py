@@ -25,6 +25,9 @@ class JL(Method):
         return Batch.cat(*(Batch.of(*self.seen[k].sample(int((which == k).sum()), self.ctx.gen), k, Batch.CURRENT if k == t else Batch.STORED)
                            for k in range(len(self.seen)) if (which == k).any()))
 
+    def load_state_dict(self, state, seen):
+        self.seen = list(seen)
+
     def memory(self):
         # the training pairs of every task seen, as the benchmark stores them
         return {"pairs": sum(task.pair_bytes() for task in self.seen)}

@@ -44,10 +44,10 @@ class Liang(Method):
     title = "Liang et al."
     cite = "Liang et al. 2018, Generative adversarial network training is a continual learning problem [23]"
     options = (
-        Option("liang_c", 1.0, "weight c of the path-integral penalty on the discriminator"),
-        Option("liang_every", 50, "close a segment (fold its importance in, move the anchor) every this many steps"),
-        Option("liang_gamma", 0.9, "discount of the earlier importance when a segment closes"),
-        Option("liang_damping", 1e-5, "xi in omega / (delta^2 + xi)"),
+        Option("liang_c", 1.0, "weight c of the path-integral penalty on the discriminator", low=0),
+        Option("liang_every", 50, "close a segment (fold its importance in, move the anchor) every this many steps", low=1),
+        Option("liang_gamma", 0.9, "discount of the earlier importance when a segment closes", low=0),
+        Option("liang_damping", 1e-5, "xi in omega / (delta^2 + xi)", low=0, open_low=True),
     )
 
     needs_discriminator = True
@@ -81,6 +81,14 @@ class Liang(Method):
 
     def _close_segment(self):
         self.anchor.update(self.ctx.D, self.path.consolidate())
+
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "path": self.path.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.D)
+        self.path.load_state_dict(state["path"])
+        self.steps = state["steps"]
 
     def memory(self):
         if not self.anchor.active:

@@ -146,13 +146,13 @@ def moment_loss(fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor) ->
 def gr_options(prefix: str, width: int, nz: int, lr: float) -> tuple[Option, ...]:
     """The options every generative-replay method declares, under its own prefix."""
     return (
-        Option(f"{prefix}_fraction", -1.0, "share of each batch that is generated replay (negative: t/(t+1) on task t, as JL)"),
+        Option(f"{prefix}_fraction", -1.0, "share of each batch that is generated replay (negative: t/(t+1) on task t, as JL)", high=1),
         Option(f"{prefix}_jtr", True, "joint training with replay: the replayed pairs (x~, G_prev(x~)) are judged by the discriminator as real data"),
-        Option(f"{prefix}_align", 1.0, "replay alignment: weight of MSE(G(x~), G_prev(x~)) on the replayed samples (0: off)"),
-        Option(f"{prefix}_width", width, "width of the source model's networks (its memory grows with the square)"),
-        Option(f"{prefix}_nz", nz, "size of the source model's noise / latent vector"),
-        Option(f"{prefix}_lr", lr, "Adam learning rate of the source model"),
-        Option(f"{prefix}_moments", 1.0, "weight of the term matching the sources' colour mean/std and sharpness per task"),
+        Option(f"{prefix}_align", 1.0, "replay alignment: weight of MSE(G(x~), G_prev(x~)) on the replayed samples (0: off)", low=0),
+        Option(f"{prefix}_width", width, "width of the source model's networks (its memory grows with the square)", low=1),
+        Option(f"{prefix}_nz", nz, "size of the source model's noise / latent vector", low=1),
+        Option(f"{prefix}_lr", lr, "Adam learning rate of the source model", low=0, open_low=True),
+        Option(f"{prefix}_moments", 1.0, "weight of the term matching the sources' colour mean/std and sharpness per task", low=0),
     )
 
 
@@ -167,6 +167,7 @@ class GenerativeReplay(Method):
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         self.source_prev: nn.Module | None = None  # frozen working copy of the source model during a task
+        self.source_opt: torch.optim.Optimizer | None = None  # the source model's optimiser during a task
         self.teacher: FrozenTeacher | None = None  # G after the previous task
         self.make_source()
 
@@ -234,6 +235,24 @@ class GenerativeReplay(Method):
         self.teacher = FrozenTeacher(self.ctx.G)
         self.source_prev = None
         self.source_opt = None
+
+    def state_dict(self):
+        return {
+            "source": {k: m.state_dict() for k, m in self.source_modules().items()},
+            "teacher": None if self.teacher is None else self.teacher.state_dict(),
+            "source_opt": None if self.source_opt is None else self.source_opt.state_dict(),
+            "source_prev": None if self.source_prev is None else self.source_prev.state_dict(),
+        }
+
+    def load_state_dict(self, state, seen):
+        for k, m in self.source_modules().items():
+            m.load_state_dict(state["source"][k])
+        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
+        if state["source_opt"] is not None:  # in the middle of a task: what before_task set up
+            self.before_task(len(seen) - 1, seen[-1])
+            self.source_opt.load_state_dict(state["source_opt"])
+            if state["source_prev"] is not None:
+                self.source_prev.load_state_dict(state["source_prev"])
 
     def memory(self):
         out = {k: module_bytes(m) for k, m in self.source_modules().items()}

@@ -194,7 +194,7 @@ class Piggyback(Method):
     name = "piggyback"
     title = "PiggybackGAN"
     cite = "Zhai et al. [51]: per-task filters from a frozen filter bank"
-    options = (Option("piggyback_new", 0.25, "fraction of each layer's filters that are new (unconstrained) on tasks after the first"),)
+    options = (Option("piggyback_new", 0.25, "fraction of each layer's filters that are new (unconstrained) on tasks after the first", low=0, high=1),)
 
     @classmethod
     def build_generator(cls, cfg):
@@ -219,6 +219,27 @@ class Piggyback(Method):
     def after_task(self, t, task):
         for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own
             p.requires_grad_(False)
+
+    def state_dict(self):
+        G: PiggybackNet = self.ctx.G
+        return {"n_tasks": G.n_tasks, "task": G.task, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
+
+    def load_state_dict(self, state, seen):
+        G: PiggybackNet = self.ctx.G
+        while G.n_tasks < state["n_tasks"]:
+            G.add_task()
+        G.task = state["task"]
+        trainable = set(state["trainable"])
+        for k, p in G.named_parameters():
+            p.requires_grad_(k in trainable)
+
+    @classmethod
+    def generator_from_checkpoints(cls, cfg, load, after, task):
+        G = cls.build_generator(cfg)
+        for _ in range(after):
+            G.add_task()
+        G.load_state_dict(load(after))
+        return TaskView(G, task if cls.needs_task_id else after)  # without the task id the newest filters answer
 
     def eval_generator(self, t):
         """The newest task's filters answer for every task (no task identity at test)."""

@@ -57,9 +57,9 @@ class ThanhTung(Method):
     title = "Thanh-Tung & Tran"
     cite = "Thanh-Tung & Tran 2018, On catastrophic forgetting and mode collapse in GANs [41]"
     options = (
-        Option("thanh_lambda", 1.0, "weight of the EWC penalty on the discriminator (1: the Laplace estimate of its loss rise)"),
-        Option("thanh_every", 50, "re-estimate the discriminator's Fisher every this many steps"),
-        Option("thanh_gamma", 0.9, "discount of the earlier Fisher estimates at each re-estimate"),
+        Option("thanh_lambda", 1.0, "weight of the EWC penalty on the discriminator (1: the Laplace estimate of its loss rise)", low=0),
+        Option("thanh_every", 50, "re-estimate the discriminator's Fisher every this many steps", low=1),
+        Option("thanh_gamma", 0.9, "discount of the earlier Fisher estimates at each re-estimate", low=0),
     )
 
     needs_discriminator = True
@@ -81,6 +81,13 @@ class ThanhTung(Method):
             return
         F = discriminator_fisher(self.ctx.D, step.x, step.y.float(), step.fake.detach().float(), self.ctx.cfg.gan_mode)
         self.anchor.update(self.ctx.D, F)
+
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.D)
+        self.steps = state["steps"]
 
     def memory(self):
         return {"anchor": self.anchor.memory_bytes()} if self.anchor.active else {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import read_json, write_bytes
+from ..runfolder import RunFolder
 from .tables import fmt_bytes, method_label
 
 # the paper's task colours: blue, red, yellow, green; then the rest of a qualitative palette
@@ -144,7 +145,7 @@ def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
     ax.set_ylabel(f"average {_metric_name(metric)} over tasks seen")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.25)
-    if series:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     return fig
 
@@ -379,7 +380,7 @@ def write_plots(folder: str | Path) -> list[Path]:
     if study is not None:
         makers = study_figures(study)
     else:
-        results = read_json(folder / "results.json")
+        results = RunFolder(folder).read_results()
         if results is None or not results.get("methods"):
             return []
         makers = run_figures(results)

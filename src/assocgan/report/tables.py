@@ -68,8 +68,26 @@ def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
     avgs = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)]
     rows.append(["AVG"] + [fmt_metric(avgs[i], metric) if i < n_done else "" for i in range(len(tasks))]
                 + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else []))
-    return Table(method_label(name, res), header, rows, rules_before={len(tasks)},
-                 note="input: the score of returning the input unchanged (doing nothing)." if ident else "")
+    notes = ["input: the score of returning the input unchanged (doing nothing)."] if ident else []
+    if res.get("failed"):
+        f = res["failed"]
+        notes.append(f"Failed: diverged on task {f.get('task')} ({f.get('task_name')}) at step {f.get('step')}: {f.get('reason')}.")
+    return Table(method_label(name, res), header, rows, rules_before={len(tasks)}, note=" ".join(notes))
+
+
+def failed_note(entry: dict) -> str:
+    """``"; failed at task K step S"`` for a method that diverged, else ``""``."""
+    f = entry.get("failed")
+    return f"; failed at task {f.get('task')} step {f.get('step')}" if f else ""
+
+
+PROVENANCE = ("date", "command", "assocgan", "torch", "python", "device", "platform", "git_commit")
+
+
+def provenance_table(entries: list[dict]) -> Table:
+    """Who made a run: one row per start or resume (command, versions, device, git commit)."""
+    rows = [[str(e.get(k) or "") for k in PROVENANCE] for e in entries]
+    return Table("Made by", list(PROVENANCE), rows)
 
 
 def identity(results: dict, metric: str) -> list[float] | None:
@@ -102,7 +120,7 @@ def summary_table(results: dict) -> Table:
         closed = ""
         if gap_ok and res.get("complete"):
             closed = f"{100 * (res['final_avg'] - tl) / (jl - tl):.0f}%"
-        done = "" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])} tasks)"
+        done = "" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])} tasks{failed_note(res)})"
         rows.append([
             method_label(name, res) + done,
             fmt_metric(res.get("final_avg"), metric),
