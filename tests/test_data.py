@@ -121,7 +121,7 @@ def test_builtin_specs_match_the_listing():
     # every built-in restoration recipe parses
     for _, recipe in BUILTIN["restore4"].tasks:
         assert len(parse_recipe(recipe)) == 1
-    assert [f for _, f in BUILTIN["tones3"].tasks] == list(tones.FILTERS)
+    assert all(f in tones.FILTERS for _, f in BUILTIN["tones3"].tasks)
 
 
 def test_builtin_photos_are_many_credited_and_split_by_photo():
