@@ -20,7 +20,7 @@ from assocgan.data.benchmarks import load_benchmark
 from assocgan.evaluate import evaluate_task
 from assocgan.translate import translate_padded, translate_tiled
 
-METHODS = ("tl", "single", "piggyback")  # piggyback and single answer with the task identity
+METHODS = ("tl", "single", "piggyback-ti")  # piggyback-ti and single answer with the task identity
 N = 2  # sample images per task at the smoke preset
 
 
@@ -53,11 +53,11 @@ def _grid_outputs(run: Path, method: str, k: int, task: str, j: int) -> np.ndarr
 
 
 def test_checkpoints_carry_metadata(run):
-    path = run / "checkpoints" / "piggyback" / "task2_blur.safetensors"
+    path = run / "checkpoints" / "piggyback-ti" / "task2_blur.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = {k: json.loads(v) for k, v in f.metadata().items() if k != "format"}
         assert f.metadata()["format"] == "assocgan-generator/1"
-    assert meta["method"] == "piggyback" and meta["after_task"] == 2 and meta["task"] == "blur"
+    assert meta["method"] == "piggyback-ti" and meta["after_task"] == 2 and meta["task"] == "blur"
     assert meta["tasks"] == ["noise", "blur", "colorcast", "fade"] and meta["needs_task_id"] is True
     assert meta["config"]["size"] == 32 and meta["config"]["ngf"] == 8 and meta["assocgan"] == assocgan.__version__
 
@@ -116,11 +116,11 @@ def test_tiles_blend_back_to_the_whole():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "piggyback"], "--task: piggyback answers with the task's identity"),
-    (["--method", "piggyback", "--task", "fade", "--after-task", "2"], "--task 'fade': not one of 1 (noise), 2 (blur)"),
+    (["--method", "piggyback-ti"], "--task: piggyback-ti answers with the task's identity"),
+    (["--method", "piggyback-ti", "--task", "fade", "--after-task", "2"], "--task 'fade': not one of 1 (noise), 2 (blur)"),
     (["--method", "tl", "--after-task", "9"], "--after-task 9: not one of"),
-    (["--method", "jl"], "no checkpoints of method 'jl' (this run has piggyback, single, tl)"),
-    ([], "--method: name the method to apply (piggyback, single, tl)"),
+    (["--method", "jl"], "no checkpoints of method 'jl' (this run has piggyback-ti, single, tl)"),
+    ([], "--method: name the method to apply (piggyback-ti, single, tl)"),
     (["--method", "tl", "--tile", "20", "--mode", "tile"], "--tile 20: must be a positive multiple of 16"),
 ])
 def test_translate_errors(run, tmp_path, capsys, args, message):
