@@ -150,12 +150,50 @@ def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_
     assert len(calls) == 6  # the pool is refilled when it runs out
 
 
-def test_fixed_ratio_and_no_heuristics():
+def _batches_while_training(monkeypatch, bench, steps=2, **opts):
+    """Train Assoc-GAN on ``bench``; every batch the loop got, with its task index."""
+    from assocgan.methods.assoc import AssocGAN
+
+    seen, original = [], AssocGAN.batch
+
+    def spy(self, t, task):
+        b = original(self, t, task)
+        seen.append((t, b))
+        return b
+
+    monkeypatch.setattr(AssocGAN, "batch", spy)
+    m = _train(bench, steps=steps, **opts)
+    monkeypatch.setattr(AssocGAN, "batch", original)
+    return m, seen
+
+
+def test_fixed_ratio_and_no_heuristics(monkeypatch):
     bench = _bench(["noise", "blur"])
-    m = _train(bench, steps=2, assoc_ratio="0.25", mapper_steps=2)
-    assert m.ratio(1) == 0.25
-    m2 = _train(bench, steps=2, heuristics=False)
-    assert m2.mappers == [] and m2.ratio(1) == 0.0 and "mappers" not in m2.memory()
+    n = make_config("smoke").batch_size
+    m, seen = _batches_while_training(monkeypatch, bench, assoc_ratio="0.3", mapper_steps=2)
+    assert m.ratio(1) == 0.3 and len(m.mappers) == 2
+    for t, b in seen:
+        assoc = b.where(Batch.ASSOCIATION)
+        assert len(b) == n and float(b.weight.sum()) == pytest.approx(1.0)
+        if t == 0:  # no past task yet: the current pairs alone, alike
+            assert not assoc.any() and torch.allclose(b.weight, torch.full((n,), 1 / n))
+        else:  # r = 0.3 of the content loss on round(0.3 n) samples (balanced would give the one past task a half)
+            assert int(assoc.sum()) == round(0.3 * n) and (b.task[assoc] == 0).all()
+            assert float(b.weight[assoc].sum()) == pytest.approx(0.3) and float(b.weight[~assoc].sum()) == pytest.approx(0.7)
+    assert {t for t, _ in seen} == {0, 1}
+    # without the heuristics module: no mapper is trained or kept, no association sample, the distillation stays
+
+    def refuse(self, task):
+        raise AssertionError("a mapper was trained")
+
+    from assocgan.methods.assoc import AssocGAN
+
+    monkeypatch.setattr(AssocGAN, "train_mapper", refuse)
+    m2, seen2 = _batches_while_training(monkeypatch, bench, heuristics=False)
+    assert m2.mappers == [] and m2.signatures == [] and m2.ratio(1) == 0.0
+    assert all(not b.where(Batch.ASSOCIATION).any() and (b.task == t).all() for t, b in seen2)
+    assert {t for t, _ in seen2} == {0, 1}
+    assert set(m2.memory()) == {"distillation"} and m2.anchor.active
 
 
 def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
@@ -234,28 +272,41 @@ def test_compact_anchor_storage_keeps_the_penalty(storage, per_weight):
     assert at_anchor < 1e-4 * b  # an 8-bit theta* (one scale per tensor) would leave a pull of the size of b itself
 
 
-def test_penalty_is_absent_on_task_one_and_acts_after(noise_blur_method):
-    bench = _bench(["noise", "blur"])
-    cfg = make_config("smoke", steps=3, method_options={"assoc": {"mapper_steps": 2}})
-    seen = []
-
+def test_penalty_is_absent_on_task_one_and_acts_after(monkeypatch):
+    """No penalty while the first task trains; on the second, lambda' * 0.5 * sum F (theta - theta*)^2 with theta*
+    the generator after the first task: zero but for float16 rounding at the start, growing as G leaves it."""
     from assocgan.methods.assoc import AssocGAN
 
-    orig = AssocGAN.generator_loss
+    bench = _bench(["noise", "blur"])
+    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "lambda_distill": 3.0, "distill_storage": "half"}})
+    seen, kept = [], []
+    original = AssocGAN.generator_loss
 
     def spy(self, step):
-        out = orig(self, step)
-        seen.append((step.t, None if out is None else float(out.detach())))
+        out = original(self, step)
+        hand = None
+        if self.anchor.active:
+            G = dict(self.ctx.G.named_parameters())
+            theta = {k: v.float() for k, v in self.anchor.stored_theta.items()}
+            hand = 3.0 * 0.5 * sum(float((f.float() * (G[k].detach() - theta[k]).pow(2)).sum()) for k, f in self.anchor.stored_importance.items())
+        if step.t == 1:  # anchored at the generator after the first task
+            assert all(torch.equal(self.anchor.stored_theta[k], kept[0][k].half()) for k in kept[0])
+        seen.append((step.t, None if out is None else float(out.detach()), hand))
         return out
 
-    AssocGAN.generator_loss = spy
-    try:
-        train_method("assoc", bench, cfg)
-    finally:
-        AssocGAN.generator_loss = orig
-    assert all(v is None for t, v in seen if t == 0)
-    later = [v for t, v in seen if t == 1]
-    assert max(later) > 0 and later[0] < max(later)  # grows as G leaves theta*
+    monkeypatch.setattr(AssocGAN, "generator_loss", spy)
+    recs = train_method("assoc", bench, cfg, on_task=lambda r: kept.append({k: p.detach().clone() for k, p in r.generator.named_parameters()}))
+    m = recs[-1].method
+    assert [v for t, v, _ in seen if t == 0] == [None] * cfg.steps
+    assert "g_extra" not in recs[0].losses and recs[1].losses["g_extra"] > 0
+    later = [(v, hand) for t, v, hand in seen if t == 1]
+    assert len(later) == cfg.steps
+    for v, hand in later:
+        assert v == pytest.approx(hand, rel=1e-5)
+    # theta* now is the generator after the last task (it moves to the newest weights), in float16
+    assert all(torch.equal(m.anchor.stored_theta[k], kept[-1][k].half()) for k in kept[-1])
+    values = [v for v, _ in later]
+    assert values[0] < 0.01 * values[-1] and values == sorted(values)  # grows as G leaves theta*
 
 
 def test_bad_assoc_ratio_is_a_clear_error(tmp_path, capsys):

@@ -11,6 +11,7 @@ from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.evaluate import predict
 from assocgan.memory import module_bytes
+from assocgan.metrics import psnr
 from assocgan.methods import Batch, Step
 from assocgan.methods.mergan import SourceCritic, SourceGenerator, image_statistics
 from assocgan.methods.lvaegan import SourceEncoder
@@ -74,11 +75,29 @@ def test_replay_stores_real_pairs_of_past_tasks_within_a_byte_budget(monkeypatch
     assert abs(n_replayed - expected) < 0.15 * expected
 
 
-def test_replay_quota_as_count_and_fraction():
-    for quota, per_task in ((3, 3), (0.25, 4)):  # smoke: 16 training images per task
-        _, bench, recs = train("replay", steps=1, opts={"quota": quota})
-        pair = bench.tasks[0].pair_bytes(1)
-        assert [r.memory["pairs"] for r in recs] == [(t + 1) * per_task * pair for t in range(4)]
+@pytest.fixture(scope="module")
+def smoke_bench():
+    return smoke("replay")
+
+
+@pytest.mark.parametrize("quota,per_task", [(3, 3), (1, 1), (1.0, 1), (0.25, 4), (0.15, 2), (0.17, 3), (0.999, 16), (40, 16)])
+def test_replay_quota_as_count_and_fraction(smoke_bench, quota, per_task):
+    """--quota below 1 is a fraction of a task's 16 training pairs (rounded), from 1 a count (at most all of
+    them): after each task that many distinct pairs of it are kept, exactly as the task stores them."""
+    from assocgan.methods import Context
+
+    cfg, bench = smoke_bench
+    gen = torch.Generator().manual_seed(0)
+    m = Replay(Context(cfg, None, None, gen, len(bench.tasks), bench.task_names, lambda: None), quota=quota)
+    pair = bench.tasks[0].pair_bytes(1)
+    for t, task in enumerate(bench.tasks):
+        m.before_task(t, task)
+        m.after_task(t, task)
+        assert [x.shape[0] for x, _ in m.stores] == [per_task] * (t + 1)
+        assert m.memory() == {"pairs": (t + 1) * per_task * pair}
+        (x, y), idx = m.stores[t], m.source_index[t]
+        assert len(set(idx.tolist())) == per_task  # distinct pairs
+        assert torch.equal(x, task.train_x[idx]) and torch.equal(y, task.train_y[idx])
 
 
 # ---- generative replay -------------------------------------------------------------------------------
@@ -204,8 +223,21 @@ def test_run_smoke_with_the_four_methods(tmp_path, capsys):
     assert m["mergan"]["memory_by_task"] == [gen + critic + g16] * 4  # constant: a source GAN and G_prev
     enc = module_bytes(SourceEncoder(4, cfg.size))
     assert m["lvaegan"]["memory_by_task"] == [enc + gen + critic + g16] * 4
-    pb = m["piggyback"]["memory_by_task"]
-    assert pb[0] == 0 and pb[1] < pb[2] < pb[3]  # grows by new filters and coefficients per task
     assert m["piggyback"]["task_id_at_test"] is False
-    for name in ("replay", "mergan", "lvaegan", "piggyback"):
-        assert m[name]["complete"] and m[name]["memory_bytes"] == m[name]["memory_by_task"][-1]
+    # piggyback keeps, beyond the plain generator every method has, what its checkpoint holds beyond one
+    from safetensors.torch import load_file
+
+    tasks = res["tasks"]
+    plain = module_bytes(UNet(3, 3, cfg.ngf))
+    for t, task in enumerate(tasks):
+        state = load_file(str(out / "checkpoints" / "piggyback" / f"task{t + 1}_{task}.safetensors"))
+        assert m["piggyback"]["memory_by_task"][t] == sum(v.numel() * v.element_size() for v in state.values()) - plain
+    assert m["piggyback"]["memory_by_task"][0] == 0 < m["piggyback"]["memory_by_task"][1]
+    # each of the other three answers with its final generator: its checkpoint gives the last row of the matrix
+    bench = benchmark_for(cfg)
+    for name in ("replay", "mergan", "lvaegan"):
+        G = UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual)
+        G.load_state_dict(load_file(str(out / "checkpoints" / name / f"task4_{tasks[-1]}.safetensors")))
+        for j, task in enumerate(bench.tasks):
+            x, y = task.test_pairs()
+            assert m[name]["matrix"][-1][j] == pytest.approx(float(psnr(predict(G, x), y).mean()), abs=1e-4), (name, j)

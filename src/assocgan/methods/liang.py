@@ -25,9 +25,9 @@ generator feels it only through the adversarial term. The damping ``xi`` is scal
 discriminator's weights move in one segment here (at most about lr x N = 1e-2, delta^2 <= 1e-4). Measured
 figures: docs/results.md.
 
-*Memory kept:* the discriminator's theta* (float16) and Omega (bfloat16) (``anchor``), plus the running
-segment's path integral and two float32 copies of the discriminator's weights (``path``), about 16 bytes a
-discriminator weight in all; nothing of the generator.
+*Memory kept:* the discriminator's theta* (float16) and Omega (bfloat16) (``anchor``, 4 bytes a weight), plus the
+running segment's path integral, the recorded gradient and two float32 copies of the discriminator's weights
+(``path``, 16 bytes a weight): 20 bytes a discriminator weight in all; nothing of the generator.
 """
 from __future__ import annotations
 
