@@ -92,8 +92,12 @@ class DomainSignature:
         return 4 * (self.mean.numel() + self.std.numel())
 
     def distance(self, images: torch.Tensor) -> float:
-        """Mean squared standardised distance of ``images``' features from the domain (0: typical of it)."""
-        return float(((domain_features(images) - self.mean) / self.std).pow(2).mean())
+        """How far a batch of ``images`` lies from the domain: the squared z-score of the batch's mean features
+        against the domain's (standard error of a mean of ``len(images)``), averaged over features: about 1 for
+        a batch of the domain, far more for another (a blurred, faded or tinted batch of photos whose single
+        images would all pass for photos)."""
+        f = domain_features(images)
+        return float((len(f) * ((f.mean(0) - self.mean) / self.std).pow(2)).mean())
 
 
 def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
