@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from assocgan.fisher import QuadraticAnchor, Stored8bit, _QuadraticPenalty, content_curvature, laplace_curvature
+from assocgan.fisher import LogCodes, QuadraticAnchor, _QuadraticPenalty, content_curvature, laplace_curvature
 from assocgan.losses import gan_loss
 from assocgan.methods.thanh import discriminator_fisher
 from assocgan.nets import PatchGAN
@@ -104,7 +104,7 @@ def test_anchor_importance_is_decayed_and_added_and_theta_star_moves(decay):
     estimates = [{k: torch.rand(p.shape, generator=gen) * 10.0 ** torch.randint(-3, 2, p.shape, generator=gen) for k, p in lin.named_parameters()}
                  for _ in range(3)]
     anchor = QuadraticAnchor(decay=decay, storage="half")
-    compact = QuadraticAnchor(decay=decay, storage="compact")
+    compact = QuadraticAnchor(decay=decay, storage="8bit")
     want = None
     for i, est in enumerate(estimates):
         anchor.update(lin, est)
@@ -113,7 +113,7 @@ def test_anchor_importance_is_decayed_and_added_and_theta_star_moves(decay):
         want = {k: (v if want is None else decay * want[k].float() + v).to(torch.bfloat16) for k, v in est.items()}
         for k in est:
             assert torch.equal(anchor.stored_importance[k], want[k]), (i, k)
-            assert isinstance(compact.stored_importance[k], Stored8bit)
+            assert isinstance(compact.stored_importance[k], LogCodes)
             torch.testing.assert_close(compact.stored_importance[k].float(), want[k].float(), rtol=0.03, atol=0)
         theta_star = {k: p.detach().half() for k, p in lin.named_parameters()}
         assert all(torch.equal(anchor.stored_theta[k], theta_star[k]) for k in theta_star)  # the newest weights
