@@ -48,6 +48,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--threads", type=int, help="CPU threads (0: all)")
     g.add_argument("--eval-every", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
     g.add_argument("--checkpoint-every", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
+    g = p.add_argument_group("evaluation (how outputs are scored)")
+    g.add_argument("--eval-quantize", choices=["on", "off"], help="round outputs to 8-bit values before the metric, as saved images are (default on)")
+    g.add_argument("--eval-space", choices=["rgb", "y"], help="score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does (default rgb)")
+    g.add_argument("--crop-border", type=int, metavar="N", help="pixels cut off each side of output and target before the metric (default 0)")
     seen: dict[str, str] = {}
     for m in METHODS.values():
         if not m.options:
@@ -93,8 +97,8 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
     methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule")}
-    for flag in ("amp", "context"):
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border")}
+    for flag in ("amp", "context", "eval_quantize"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag) == "on"
     options = _method_options(args, methods, saved.get("method_options") if saved is not None else None)

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .data.tasks import Task
-from .metrics import psnr, ssim
+from .metrics import Convention, scores
 
 
 @torch.no_grad()
@@ -27,17 +27,17 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 32, device: torch.de
     return torch.cat(outs)
 
 
-def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None) -> dict[str, float]:
-    """Mean PSNR and SSIM of ``model`` on the task's test split."""
+def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = Convention()) -> dict[str, float]:
+    """Mean PSNR and SSIM of ``model`` on the task's test split, under the evaluation ``convention``."""
     x, y = task.test_pairs()
     out = predict(model, x, device=device)
-    return {"psnr": float(psnr(out, y).mean()), "ssim": float(ssim(out, y).mean())}
+    return {k: float(v.mean()) for k, v in scores(out, y, convention).items()}
 
 
-def identity_scores(task: Task) -> dict[str, float]:
+def identity_scores(task: Task, convention: Convention = Convention()) -> dict[str, float]:
     """The scores of doing nothing (the input as the output): the floor a model must beat."""
     x, y = task.test_pairs()
-    return {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}
+    return {k: float(v.mean()) for k, v in scores(x, y, convention).items()}
 
 
 def summarize(matrix: list[list[float | None]]) -> dict:

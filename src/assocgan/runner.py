@@ -36,7 +36,7 @@ def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
         "metric": bench.metric,
         "tasks": bench.task_names,
         "task_descriptions": [t.description for t in bench.tasks],
-        "identity": {m: [identity_scores(t)[m] for t in bench.tasks] for m in ("psnr", "ssim")},
+        "identity": {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in ("psnr", "ssim")},
         "config": cfg.to_dict(),
         "methods": {},
     }

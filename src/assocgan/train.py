@@ -181,6 +181,7 @@ def train_method(
     method = cls(ctx, **cfg.method_options.get(method_name, {}))
     method.check_tasks(bench.tasks)
     autocast = ctx.autocast
+    convention = cfg.convention()
     use_gan = cfg.lambda_adv > 0
     records: list[TaskRecord] = []
     curves: list[CurvePoint] = []
@@ -284,7 +285,7 @@ def train_method(
                 on_step(1)
             if cfg.eval_every and global_step % cfg.eval_every == 0:
                 eval_start, eval_cpu = time.perf_counter(), time.process_time()
-                scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
+                scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device, convention) for j in range(t + 1)]
                 curves.append(CurvePoint(global_step, t, scores))
                 if on_curve is not None:
                     on_curve(curves[-1])
@@ -298,7 +299,7 @@ def train_method(
         bad = non_finite(G, D)
         if bad is not None:
             raise diverged(t, cfg.steps, f"weight {bad} is not finite")
-        scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
+        scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device, convention) for j in range(t + 1)]
         for j, sc in enumerate(scores):
             for m, v in sc.items():
                 log_scalar(f"{m}/{bench.tasks[j].name}", v)

@@ -5,6 +5,8 @@ import html
 import math
 from dataclasses import dataclass, field
 
+from ..config import convention_of
+
 ORDINALS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
 
@@ -146,8 +148,9 @@ def tasks_table(results: dict) -> Table:
     for j, name in enumerate(results["tasks"]):
         rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else "",
                      fmt_metric((ident.get("psnr") or [None] * (j + 1))[j], "psnr"), fmt_metric((ident.get("ssim") or [None] * (j + 1))[j], "ssim")])
+    scored = f"Every score: PSNR and SSIM {convention_of(results['config']).describe()}. " if results.get("config") else ""
     return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
-                 note="input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
+                 note=scored + "input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
 
 
 def run_tables(results: dict) -> list[Table]:
