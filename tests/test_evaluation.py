@@ -179,3 +179,56 @@ def test_a_folder_scored_otherwise_is_refused(y_run, capsys):
     assert main(["run", "--preset", "smoke", "--threads", "1", "--steps", "2", "--n-train", "4", "--n-test", "2", "--methods", "tl",
                  "--eval-space", "y", "--crop-border", "2", "--out", str(y_run)]) == 2
     assert "crop_border" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# forward transfer
+
+
+def test_fwt_on_a_hand_made_matrix():
+    from assocgan.evaluate import summarize
+
+    matrix = [[20.0], [18.0, 25.0], [17.0, 24.0, 30.0]]
+    ahead, initial = [16.0, 19.0], [15.0, 14.0, 20.0]  # R[0][1], R[1][2]; the untrained model on each task
+    s = summarize(matrix, ahead, initial)
+    assert s["fwt"] == pytest.approx(((16 - 14) + (19 - 20)) / 2)  # 0.5
+    assert s["bwt"] == pytest.approx(((17 - 20) + (24 - 25)) / 2)  # unchanged by FWT
+    assert summarize(matrix)["fwt"] is None
+    assert summarize(matrix, [16.0, None], initial)["fwt"] is None
+    assert summarize([[20.0]], [], [15.0])["fwt"] is None  # one task: nothing comes before it
+
+
+@pytest.fixture(scope="module")
+def fwt_run(tmp_path_factory):
+    from assocgan.cli import main
+
+    out = tmp_path_factory.mktemp("fwt") / "run"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["run", "--preset", "smoke", "--threads", "1", "--steps", "3", "--n-train", "4", "--n-test", "2", "--order", "1,2,3",
+                     "--methods", "tl,single", "--out", str(out)])
+    assert code == 0, buf.getvalue()
+    return out, buf.getvalue()
+
+
+def test_fwt_is_measured_on_the_generators_the_run_trained(fwt_run):
+    from assocgan import load_generator
+    from assocgan.data.benchmarks import load_benchmark
+    from assocgan.evaluate import evaluate_task
+
+    out, printed = fwt_run
+    res = json.loads((out / "results.json").read_text())
+    tasks = load_benchmark("restore4", size=32, n_train=4, n_test=2, seed=0, order="1,2,3").tasks
+    tl = res["methods"]["tl"]
+    # b_j: the untrained residual U-Net is the identity, so it scores exactly what doing nothing scores
+    np.testing.assert_allclose(tl["initial"]["psnr"], res["identity"]["psnr"], atol=1e-5)
+    for j in (1, 2):  # R[j-1][j]: task j as the generator saved after task j-1 answers it
+        sc = evaluate_task(load_generator(out, "tl", after_task=j), tasks[j])
+        assert tl["ahead"]["psnr"][j - 1] == pytest.approx(sc["psnr"], abs=1e-4)
+        assert tl["ahead"]["ssim"][j - 1] == pytest.approx(sc["ssim"], abs=1e-5)
+        assert tl["matrix"][j - 1][j] is None  # the matrix keeps its null cells
+    want = sum(tl["ahead"]["psnr"][j - 1] - tl["initial"]["psnr"][j] for j in (1, 2)) / 2
+    assert tl["fwt"] == pytest.approx(want, abs=1e-9) and abs(tl["fwt"]) > 1e-4
+    single = res["methods"]["single"]  # told the task identity: its answer for a task does not exist before it
+    assert single["fwt"] is None and single["ahead"]["psnr"] == [None, None]
+    assert "FWT" in printed and f"{tl['fwt']:+.2f}" in printed
