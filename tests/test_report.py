@@ -182,6 +182,42 @@ def test_plots_fall_back_to_matrix_points_and_tolerate_partial_runs(results, tmp
     assert "Partial (2/4 tasks)" in page and "no sample grids" in page
 
 
+def test_plots_come_as_pdf_and_svg_beside_each_png(run_dir):
+    pngs = sorted((run_dir / "plots").glob("*.png"))
+    assert {p.stem for p in pngs} >= RUN_PLOTS
+    for p in pngs:
+        pdf, svg = p.with_suffix(".pdf").read_bytes(), p.with_suffix(".svg").read_text()
+        assert pdf.startswith(b"%PDF") and b"CreationDate" not in pdf, p.stem
+        assert "<svg" in svg and "</svg>" in svg and "<dc:date>" not in svg, p.stem
+
+
+def test_memory_plot_is_full_width(run_dir):
+    page = (run_dir / "report.html").read_text()
+    assert '<figure class="plot wide"><img alt="memory"' in page
+    assert '<figure class="plot"><img alt="time"' in page  # the others as they were
+
+
+def test_forgetting_curves_end_markers_lie_inside_the_axes(results):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    res = json.loads(json.dumps(results))
+    for m in res["methods"].values():
+        m["curve"] = []  # markers at each evaluation after a task, the last at the sequence's last step
+    fig = plots.forgetting_figure(res)
+    FigureCanvasAgg(fig).draw()
+    checked = 0
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        for line in ax.get_lines():
+            if line.get_marker() in (None, "None", ""):
+                continue
+            r = line.get_markersize() * fig.dpi / 72 / 2  # the marker's radius in pixels
+            for x, y in ax.transData.transform(line.get_xydata()[[0, -1]]):
+                assert box.x0 + r <= x <= box.x1 - r and box.y0 + r <= y <= box.y1 - r, (ax.get_title(), line.get_label())
+                checked += 1
+    assert checked >= 2 * len(res["tasks"])
+
+
 def test_tasks_table_shows_the_do_nothing_floor(results):
     text = to_text(tasks_table(results))
     for t in results["tasks"]:
