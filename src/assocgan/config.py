@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .metrics import SPACES, Convention
 
 
 @dataclass
@@ -39,6 +40,10 @@ class RunConfig:
     gan_mode: str = "lsgan"
     amp: bool = True  # bf16 autocast for training steps
     threads: int = 0  # 0: all cores
+    # evaluation (metrics.Convention): outputs rounded to uint8, RGB or the Y of YCbCr, a border cut off
+    eval_quantize: bool = True
+    eval_space: str = "rgb"
+    crop_border: int = 0
     # outputs
     sample_images: int = 6
     eval_every: int = 0
@@ -51,6 +56,10 @@ class RunConfig:
 
     # settings that may differ between methods written to one run folder
     PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every")
+
+    def convention(self) -> Convention:
+        """How outputs are scored (the one evaluation path applies it)."""
+        return convention_of(self.to_dict())
 
     def shared_settings(self) -> dict[str, Any]:
         """The settings every method of one run folder must share (data, networks, optimisation, seed)."""
@@ -85,7 +94,18 @@ def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **ove
     return cfg
 
 
+# the evaluation of a run whose configuration predates these settings: float outputs, RGB, no border
+EVAL_BEFORE = {"eval_quantize": False, "eval_space": "rgb", "crop_border": 0}
+
+
+def convention_of(config: dict[str, Any]) -> Convention:
+    """The evaluation convention of a configuration as results.json stores it."""
+    get = lambda k: config.get(k, EVAL_BEFORE[k])  # noqa: E731
+    return Convention(quantize=bool(get("eval_quantize")), space=get("eval_space"), crop_border=int(get("crop_border")))
+
+
 MAX_THREADS = 1024
+SSIM_WINDOW = 11
 
 
 def validate(cfg: RunConfig) -> None:
@@ -110,6 +130,10 @@ def validate(cfg: RunConfig) -> None:
         (cfg.checkpoint_every >= 0, "--checkpoint-every", "must not be negative"),
         (0 <= cfg.threads <= MAX_THREADS, "--threads", f"must be 0 (all cores) to {MAX_THREADS}"),
         (cfg.sample_images >= 1, "sample_images", "must be at least 1"),
+        (cfg.eval_space in SPACES, "--eval-space", f"choose {' or '.join(SPACES)}"),
+        (isinstance(cfg.crop_border, int) and cfg.crop_border >= 0, "--crop-border", "must be a whole number, 0 or more"),
+        (cfg.size - 2 * cfg.crop_border >= SSIM_WINDOW, "--crop-border",
+         f"must leave at least {SSIM_WINDOW} px of the {cfg.size} px test images (the SSIM window)"),
     ]
     for ok, option, msg in checks:
         if not ok:

@@ -36,7 +36,7 @@ def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
         "metric": bench.metric,
         "tasks": bench.task_names,
         "task_descriptions": [t.description for t in bench.tasks],
-        "identity": {m: [identity_scores(t)[m] for t in bench.tasks] for m in ("psnr", "ssim")},
+        "identity": {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in ("psnr", "ssim")},
         "config": cfg.to_dict(),
         "methods": {},
     }
@@ -63,7 +63,11 @@ def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], r
     ssim = [[sc["ssim"] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records]
     mat = psnr if bench.metric == "psnr" else ssim
     trimmed = [row[: i + 1] for i, row in enumerate(mat)]
-    s = summarize(trimmed) if records else {"avg": [], "final_avg": None, "bwt": None, "forgetting": None}
+    initial = records[0].initial if records and records[0].initial else None
+    initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in ("psnr", "ssim")}
+    ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in ("psnr", "ssim")}
+    s = (summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric]) if records
+         else {"avg": [], "final_avg": None, "bwt": None, "forgetting": None, "fwt": None})
     last = records[-1].memory if records else {}
     return {
         "title": cls.title,
@@ -76,6 +80,9 @@ def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], r
         "final_avg": s["final_avg"],
         "bwt": s["bwt"],
         "forgetting": s["forgetting"],
+        "fwt": s["fwt"],
+        "initial": initial_scores,  # the untrained generator on each task (FWT's b_j)
+        "ahead": ahead_scores,  # ahead[m][j-1]: task j after training task j-1, before its own training (FWT's R[j-1][j])
         "memory_bytes": int(sum(last.values())),
         "memory_breakdown": last,
         "memory_by_task": [int(sum(r.memory.values())) for r in records],

@@ -504,7 +504,7 @@ def run_study(study: Study, jobs: int = 1, console=None) -> dict[str, Any]:
     path = write_report(folder)
     for t in study_tables(record):
         if console is not None:
-            console.print(to_rich(t))
+            console.print(to_rich(t, console.width))
         else:
             print(to_text(t) + "\n")
     say(f"Report: {path}")

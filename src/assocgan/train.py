@@ -70,14 +70,16 @@ class TaskRecord:
     method: Method | None
     losses: dict[str, float] = field(default_factory=dict)
     cpu_seconds: float = 0.0  # process CPU time of the same span: comparable between runs on a shared machine
+    ahead: dict[str, float] | None = None  # task t+1 before it is trained (for FWT); None on the last task or with the task id
+    initial: list[dict[str, float]] | None = None  # on the first record: the untrained generator on every task (FWT's b_j)
 
     def to_state(self) -> dict[str, Any]:
         return {"t": self.t, "scores": self.scores, "train_seconds": self.train_seconds, "memory": self.memory,
-                "losses": self.losses, "cpu_seconds": self.cpu_seconds}
+                "losses": self.losses, "cpu_seconds": self.cpu_seconds, "ahead": self.ahead, "initial": self.initial}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "TaskRecord":
-        return cls(d["t"], d["scores"], d["train_seconds"], d["memory"], None, None, d["losses"], d["cpu_seconds"])
+        return cls(d["t"], d["scores"], d["train_seconds"], d["memory"], None, None, d["losses"], d["cpu_seconds"], d.get("ahead"), d.get("initial"))
 
 
 @dataclass
@@ -181,10 +183,13 @@ def train_method(
     method = cls(ctx, **cfg.method_options.get(method_name, {}))
     method.check_tasks(bench.tasks)
     autocast = ctx.autocast
+    convention = cfg.convention()
     use_gan = cfg.lambda_adv > 0
     records: list[TaskRecord] = []
     curves: list[CurvePoint] = []
     first_task, first_step = 0, 0
+    # the untrained generator on every task: the b_j of forward transfer (evaluation draws no random numbers)
+    initial = [evaluate_task(G, task, device, convention) for task in bench.tasks] if resume is None else resume.get("initial")
     if resume is not None:
         first_task, first_step, global_step = resume["task"], resume["step"], resume["global_step"]
         records, curves = history(resume)
@@ -204,7 +209,7 @@ def train_method(
             raise diverged(t, s, f"weight {bad} is not finite")
         on_state({"method": method_name, "task": t, "step": s, "global_step": global_step, "G": G.state_dict(), "D": D.state_dict(),
                   "method_state": method.state_dict(), "records": [r.to_state() for r in records],
-                  "curves": [vars(c) for c in curves], "rng": _rng_state(gen), **extra})
+                  "curves": [vars(c) for c in curves], "rng": _rng_state(gen), "initial": initial, **extra})
 
     for t in range(first_task, len(bench.tasks)):
         task = bench.tasks[t]
@@ -284,7 +289,7 @@ def train_method(
                 on_step(1)
             if cfg.eval_every and global_step % cfg.eval_every == 0:
                 eval_start, eval_cpu = time.perf_counter(), time.process_time()
-                scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
+                scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device, convention) for j in range(t + 1)]
                 curves.append(CurvePoint(global_step, t, scores))
                 if on_curve is not None:
                     on_curve(curves[-1])
@@ -298,11 +303,17 @@ def train_method(
         bad = non_finite(G, D)
         if bad is not None:
             raise diverged(t, cfg.steps, f"weight {bad} is not finite")
-        scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device) for j in range(t + 1)]
+        scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device, convention) for j in range(t + 1)]
         for j, sc in enumerate(scores):
             for m, v in sc.items():
                 log_scalar(f"{m}/{bench.tasks[j].name}", v)
-        rec = TaskRecord(t, scores, seconds, method.memory(), G, method, {k: v / cfg.steps for k, v in sums.items()}, cpu_seconds)
+        # forward transfer: the next task as this generator answers it before training on it (not defined for a
+        # method told the task identity, whose answer for a task does not exist before it is trained)
+        ahead = None
+        if t + 1 < len(bench.tasks) and not cls.needs_task_id:
+            ahead = evaluate_task(method.eval_generator(t + 1), bench.tasks[t + 1], device, convention)
+        rec = TaskRecord(t, scores, seconds, method.memory(), G, method, {k: v / cfg.steps for k, v in sums.items()}, cpu_seconds,
+                         ahead, initial if t == 0 else None)
         records.append(rec)
         if on_task is not None:
             on_task(rec)

@@ -114,7 +114,7 @@ def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generato
 class AssocGAN(Method):
     name = "assoc"
     title = "Assoc-GAN"
-    cite = "Assoc-GAN: heuristics module + continual distillation"
+    cite = "the paper this project implements: heuristics module + continual distillation"
     options = (
         Option("assoc_ratio", "balanced", "share r of each batch made of association samples: 'balanced' ((i-1)/i at task i) or a number in [0, 1)"),
         Option("heuristics", True, "association samples from the mapping memory (off: ablation)"),

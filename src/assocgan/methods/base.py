@@ -38,6 +38,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..data.tasks import Task
 
 
+# the spellings a switch (an on|off option) accepts
+SWITCH_ON = ("on", "true", "yes", "1")
+SWITCH_OFF = ("off", "false", "no", "0")
+SWITCH_SPELLINGS = "true/false, yes/no and 1/0 are accepted too"
+
+
+def parse_switch(flag: str, value: str) -> bool:
+    """An on|off option's value, in any of its spellings; a UserError naming ``flag`` otherwise."""
+    if value.lower() not in SWITCH_ON + SWITCH_OFF:
+        raise UserError(f"{flag}: {value!r} is not a switch value; give on or off ({SWITCH_SPELLINGS})")
+    return value.lower() in SWITCH_ON
+
+
 @dataclass(frozen=True)
 class Option:
     """One method option: ``name`` in Python (``assoc_ratio``), flag ``--assoc-ratio``."""
@@ -54,14 +67,25 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def metavar(self) -> str:
+        """What the flag takes, for ``--help``: on|off, the choices, N (a whole number), X (a number) or TEXT."""
+        if self.choices is not None:
+            return "|".join(map(str, self.choices))
+        if isinstance(self.default, bool):
+            return "on|off"
+        return {int: "N", float: "X"}.get(type(self.default), "TEXT")
+
+    def shown(self, value: Any) -> str:
+        """``value`` as the command line spells it (a switch as on or off)."""
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
     def parse(self, value: Any) -> Any:
         if isinstance(value, str) and not isinstance(self.default, str):
             kind = type(self.default)
             try:
                 if kind is bool:
-                    if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError(value)
-                    value = value.lower() in ("1", "true", "yes", "on")
+                    value = parse_switch(self.flag, value)
                 else:
                     value = kind(value)
             except ValueError:

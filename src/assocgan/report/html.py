@@ -60,7 +60,7 @@ STUDY_TEXT = {
 }
 
 
-WIDE = {"forgetting", "order", "lambda", "ablation"}  # plots shown at full width
+WIDE = {"forgetting", "memory", "order", "lambda", "ablation"}  # plots shown at full width
 
 
 def _e(s) -> str:
