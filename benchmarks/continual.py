@@ -4,9 +4,11 @@ TL -> JL gap does each method close?
     python benchmarks/continual.py --benchmark restore4 --seeds 0,1,2 --out runs/bench/restore4
     python benchmarks/continual.py --benchmark tones3 --seeds 0,1,2 --methods tl,jl,single,assoc --out runs/bench/tones3
     python benchmarks/continual.py --recipe motion:9,noise:0.08+blur:1,lowlight:0.5 --out runs/bench/recipe
+    python benchmarks/continual.py --chain sepia,posterize,emboss --out runs/bench/chain
 
 ``--recipe`` without ``--clean-images`` builds the benchmark from the built-in *test* photos (copied to
-``OUT/clean_images``) through the same path as a user's ``--clean-images`` folder.
+``OUT/clean_images``) through the same path as a user's ``--clean-images`` folder. ``--chain`` writes a chain of
+styles made from the built-in photos as a user's paired folders (``OUT/chain_data``) and runs on them as ``--data``.
 
 Each seed is an ordinary run folder (``OUT/seed<k>``); methods already complete there are not run again.
 ``replay@assoc`` is raw replay given exactly the bytes Assoc-GAN keeps in the same seed (``--replay-bytes``).
@@ -26,15 +28,47 @@ import sys
 from pathlib import Path
 
 from assocgan.config import make_config
-from assocgan.io import read_json, write_json, write_text
+from assocgan.io import write_json, write_text
 from assocgan.report.tables import Table, fmt_bytes, to_markdown, to_text
-from assocgan.runner import RESULTS, run
+from assocgan.runfolder import RunFolder
+from assocgan.runner import run
 
 EQUAL_BYTES = "replay@assoc"
 
 
+def chain_folder(filters: list[str], out: Path, size: int, n_train: int, n_test: int) -> Path:
+    """A user's paired folders (``--data``) of a chain of styles made from the built-in photos: task k maps
+    style k-1 (a photo for k = 1) to style k, as tones3 does with its own filters; ``n_train`` training and
+    ``n_test`` test crops a task (train and test photos apart), written once."""
+    import numpy as np
+    from PIL import Image
+
+    from assocgan.data import photos, tones
+
+    root = out / "chain_data"
+    if (root / ".complete").exists():
+        return root
+    for split, n in (("train", n_train), ("test", n_test)):
+        versions = [photos.builtin_photos(split, photos.SHORT_SIDE * size)]
+        for f in filters:
+            versions.append([tones.FILTERS[f](im) for im in versions[-1]])
+        for k, f in enumerate(filters):
+            xs, ys = photos.aligned_crops([versions[k], versions[k + 1]], n, size, np.random.default_rng([k, split == "test"]))
+            for side, imgs in (("A", xs), ("B", ys)):
+                d = root / f"{k + 1}_{f}" / split / side
+                d.mkdir(parents=True, exist_ok=True)
+                for i, im in enumerate(imgs):
+                    Image.fromarray(im.transpose(1, 2, 0)).save(d / f"{i:04d}.png")
+    (root / ".complete").touch()
+    return root
+
+
 def bench_args(args) -> dict:
-    """``run``'s data arguments: a clean-image folder and recipe, or nothing for a built-in benchmark."""
+    """``run``'s data arguments: a clean-image folder and recipe, a chain of styles as paired folders, or
+    nothing for a built-in benchmark."""
+    if args.chain:
+        cfg = make_config(args.preset)
+        return {"data": str(chain_folder(args.chain.split(","), Path(args.out), cfg.size, cfg.n_train, cfg.n_test)), "metric": "ssim"}
     if not args.recipe:
         return {}
     folder = args.clean_images
@@ -56,23 +90,24 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     data = bench_args(args)
     if args.steps:
         base["steps"] = args.steps
-    done = (read_json(out / RESULTS) or {}).get("methods", {})
+    folder = RunFolder(out)
+    done = (folder.read_results() or {}).get("methods", {})
     plain = [m for m in methods if m != EQUAL_BYTES and not done.get(m, {}).get("complete")]
     if plain:
         cfg = make_config(args.preset, methods=plain, **base)
         run(cfg, out, **data)
     if EQUAL_BYTES in methods and not done.get(EQUAL_BYTES, {}).get("complete"):
-        res = read_json(out / RESULTS)
+        res = folder.read_results()
         budget = res["methods"]["assoc"]["memory_bytes"]
         cfg = make_config(args.preset, methods=["replay"], method_options={"replay": {"replay_bytes": float(budget)}}, **base)
         tmp = out / "replay_equal_bytes"
         r2 = run(cfg, tmp, **data)
-        res = read_json(out / RESULTS)
+        res = folder.read_results()
         entry = dict(r2["methods"]["replay"])
         entry["title"] = f"replay at Assoc-GAN's bytes ({fmt_bytes(budget)})"
         res["methods"][EQUAL_BYTES] = entry
-        write_json(out / RESULTS, res)
-    return read_json(out / RESULTS)
+        folder.write_results(res)
+    return folder.read_results()
 
 
 def mean(xs):
@@ -133,6 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("--benchmark", default="restore4")
     p.add_argument("--recipe", help="a degradation recipe on --clean-images (default: the built-in test photos)")
     p.add_argument("--clean-images", help="a folder of clean images for --recipe")
+    p.add_argument("--chain", help="style filters chained into paired folders (--data, SSIM), e.g. sepia,posterize,emboss")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=f"tl,jl,single,assoc,{EQUAL_BYTES}")
     p.add_argument("--preset", default="quick")

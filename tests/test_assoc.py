@@ -9,7 +9,10 @@ from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.data.benchmarks import Benchmark, load_benchmark
 from assocgan.fisher import QuadraticAnchor, diagonal_fisher, per_sample_content_loss
+from assocgan.losses import content_loss
 from assocgan.memory import module_bytes
+from assocgan.methods.assoc import DomainSignature
+from assocgan.methods import Batch
 from assocgan.metrics import noise_sigma, psnr
 from assocgan.nets import UNet
 from assocgan.nets.mapper import Mapper
@@ -92,17 +95,42 @@ def test_controller_mixes_balanced_association_samples(noise_blur_method):
     task = _bench(["colorcast"]).tasks[0]
     n = m.ctx.cfg.batch_size
     assert m.ratio(3) == pytest.approx(3 / 4)  # three past tasks: each task gets a quarter of the batch
-    x, y = m.batch(3, task)
+    m.before_task(3, task)
+    b = m.batch(3, task)
     n_assoc = round(3 / 4 * n)
-    assert x.shape == y.shape and not x.requires_grad
-    # the first part are current pairs (colour cast raises red relative to blue); the rest are associations
-    cur_x = x[: n - n_assoc]
-    assert torch.all(cur_x[:, 0].mean((1, 2)) - cur_x[:, 2].mean((1, 2)) > y[: n - n_assoc, 0].mean((1, 2)) - y[: n - n_assoc, 2].mean((1, 2)))
-    assert not torch.equal(x[n - n_assoc :], y[n - n_assoc :])
+    assert b.x.shape == b.y.shape == (n, 3, 32, 32) and not b.x.requires_grad
+    cur, assoc = b.where(Batch.CURRENT), b.where(Batch.ASSOCIATION)
+    assert int(cur.sum()) == n - n_assoc and int(assoc.sum()) == n_assoc
+    assert set(b.task[cur].tolist()) == {3} and set(b.task[assoc].tolist()) <= {0, 1, 2}
+    # eq. 3: the current pairs weigh 1 - r of the content loss, the association samples r
+    assert float(b.weight[cur].sum()) == pytest.approx(1 / 4) and float(b.weight[assoc].sum()) == pytest.approx(3 / 4)
+    # the current pairs are colour-cast sources (red raised against blue); association sources differ from targets
+    x, y = b.x[cur], b.y[cur]
+    assert torch.all(x[:, 0].mean((1, 2)) - x[:, 2].mean((1, 2)) > y[:, 0].mean((1, 2)) - y[:, 2].mean((1, 2)))
+    assert not torch.equal(b.x[assoc], b.y[assoc])
+
+
+@pytest.mark.parametrize("r", ["0.05", "0.5"])
+def test_any_ratio_weighs_its_share_of_the_loss(noise_blur_method, r, monkeypatch):
+    """eq. 3 with any r and any batch: r = 0.05 of a batch of 4 is still one association sample, weighted 0.05."""
+    m = noise_blur_method
+    monkeypatch.setattr(m.opt, "assoc_ratio", float(r))
+    task = _bench(["colorcast"]).tasks[0]
+    m.before_task(3, task)
+    b = m.batch(3, task)
+    assoc = b.where(Batch.ASSOCIATION)
+    assert 1 <= int(assoc.sum()) < len(b)
+    assert float(b.weight[assoc].sum()) == pytest.approx(float(r)) and float(b.weight.sum()) == pytest.approx(1.0)
+    # the loop's content loss is that weighted sum of the samples' errors
+    fake = torch.rand_like(b.y)
+    per = (fake - b.y).pow(2).flatten(1).mean(1)
+    want = (1 - float(r)) * per[~assoc].mean() + float(r) * per[assoc].mean()
+    assert float(content_loss(fake, b.y, b.weight)) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_blur_method, monkeypatch):
     m = noise_blur_method
+    monkeypatch.setattr(m.opt, "assoc_target", "current")  # the paper's eq. 3: every association target is a current target
     task = _bench(["colorcast"]).tasks[0]
     calls = []
     for j, work in enumerate(m._work):
@@ -112,22 +140,60 @@ def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_
     n_assoc = round(3 / 4 * n)
     targets = {tuple(img.flatten()[:64].tolist()) for u8 in (task.train_y, task.train_y.flip(-1)) for img in u8.float().div(255)}
     for _ in range(m.POOL_STEPS):
-        x, y = m.batch(3, task)
-        assert x.shape == (n, 3, 32, 32)
+        b = m.batch(3, task)
+        assert b.x.shape == (n, 3, 32, 32)
         # association targets are targets of the current task (possibly flipped)
-        assert all(tuple(img.flatten()[:64].tolist()) in targets for img in y[n - n_assoc :])
+        assert all(tuple(img.flatten()[:64].tolist()) in targets for img in b.y[b.where(Batch.ASSOCIATION)])
     assert sorted(j for j, _ in calls) == [0, 1, 2]  # one call per past task for POOL_STEPS steps
     assert sum(k for _, k in calls) == n_assoc * m.POOL_STEPS
     m.batch(3, task)
     assert len(calls) == 6  # the pool is refilled when it runs out
 
 
-def test_fixed_ratio_and_no_heuristics():
+def _batches_while_training(monkeypatch, bench, steps=2, **opts):
+    """Train Assoc-GAN on ``bench``; every batch the loop got, with its task index."""
+    from assocgan.methods.assoc import AssocGAN
+
+    seen, original = [], AssocGAN.batch
+
+    def spy(self, t, task):
+        b = original(self, t, task)
+        seen.append((t, b))
+        return b
+
+    monkeypatch.setattr(AssocGAN, "batch", spy)
+    m = _train(bench, steps=steps, **opts)
+    monkeypatch.setattr(AssocGAN, "batch", original)
+    return m, seen
+
+
+def test_fixed_ratio_and_no_heuristics(monkeypatch):
     bench = _bench(["noise", "blur"])
-    m = _train(bench, steps=2, assoc_ratio="0.25", mapper_steps=2)
-    assert m.ratio(1) == 0.25
-    m2 = _train(bench, steps=2, heuristics=False)
-    assert m2.mappers == [] and m2.ratio(1) == 0.0 and "mappers" not in m2.memory()
+    n = make_config("smoke").batch_size
+    m, seen = _batches_while_training(monkeypatch, bench, assoc_ratio="0.3", mapper_steps=2)
+    assert m.ratio(1) == 0.3 and len(m.mappers) == 2
+    for t, b in seen:
+        assoc = b.where(Batch.ASSOCIATION)
+        assert len(b) == n and float(b.weight.sum()) == pytest.approx(1.0)
+        if t == 0:  # no past task yet: the current pairs alone, alike
+            assert not assoc.any() and torch.allclose(b.weight, torch.full((n,), 1 / n))
+        else:  # r = 0.3 of the content loss on round(0.3 n) samples (balanced would give the one past task a half)
+            assert int(assoc.sum()) == round(0.3 * n) and (b.task[assoc] == 0).all()
+            assert float(b.weight[assoc].sum()) == pytest.approx(0.3) and float(b.weight[~assoc].sum()) == pytest.approx(0.7)
+    assert {t for t, _ in seen} == {0, 1}
+    # without the heuristics module: no mapper is trained or kept, no association sample, the distillation stays
+
+    def refuse(self, task):
+        raise AssertionError("a mapper was trained")
+
+    from assocgan.methods.assoc import AssocGAN
+
+    monkeypatch.setattr(AssocGAN, "train_mapper", refuse)
+    m2, seen2 = _batches_while_training(monkeypatch, bench, heuristics=False)
+    assert m2.mappers == [] and m2.signatures == [] and m2.ratio(1) == 0.0
+    assert all(not b.where(Batch.ASSOCIATION).any() and (b.task == t).all() for t, b in seen2)
+    assert {t for t, _ in seen2} == {0, 1}
+    assert set(m2.memory()) == {"distillation"} and m2.anchor.active
 
 
 def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
@@ -137,7 +203,8 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
     assert mem["mappers"] == 3 * (2 * mapper_params + 2)  # float16 weights and the noise-scale buffer
     n_tensors = sum(1 for _ in m.ctx.G.parameters())
-    assert mem["distillation"] == 2 * n_params_g + 2 * 8 * n_tensors  # theta* int8 + F 8-bit log codes, 2 scales each
+    assert mem["distillation"] == 2 * n_params_g + sum((p.numel() + 1) // 2 + 8 for p in m.ctx.G.parameters())  # theta* float16 + F 4-bit codes
+    assert mem["domain_signatures"] == 3 * 2 * 4 * 14  # a mean and a spread of 14 features per past task
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
     assert m.memory_bytes() == sum(mem.values())
     assert module_bytes(m.mappers[0]) == 2 * mapper_params + 2
@@ -185,7 +252,7 @@ def test_distillation_penalty_pulls_towards_the_anchor():
     assert float(anchor.stored_importance[next(iter(fisher))].float().mean()) == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("storage,per_weight", [("half", 4), ("8bit", 2)])
+@pytest.mark.parametrize("storage,per_weight", [("half", 4), ("8bit", 3), ("compact", 2.5)])
 def test_compact_anchor_storage_keeps_the_penalty(storage, per_weight):
     torch.manual_seed(0)
     G = UNet(ngf=4)
@@ -196,38 +263,103 @@ def test_compact_anchor_storage_keeps_the_penalty(storage, per_weight):
     anchor.update(G, fisher)
     n = sum(p.numel() for p in G.parameters())
     assert per_weight * n <= anchor.memory_bytes() <= per_weight * n + 16 * len(fisher)
+    at_anchor = float(anchor.penalty().detach())  # theta* in float16: only its rounding is left
     with torch.no_grad():
         for p in G.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(0.05 * p.abs().mean() * torch.randn_like(p))
     a, b = float(exact.penalty().detach()), float(anchor.penalty().detach())
     assert b == pytest.approx(a, rel=0.1)
+    assert at_anchor < 1e-4 * b  # an 8-bit theta* (one scale per tensor) would leave a pull of the size of b itself
 
 
-def test_penalty_is_absent_on_task_one_and_acts_after(noise_blur_method):
-    bench = _bench(["noise", "blur"])
-    cfg = make_config("smoke", steps=3, method_options={"assoc": {"mapper_steps": 2}})
-    seen = []
-
+def test_penalty_is_absent_on_task_one_and_acts_after(monkeypatch):
+    """No penalty while the first task trains; on the second, lambda' * 0.5 * sum F (theta - theta*)^2 with theta*
+    the generator after the first task: zero but for float16 rounding at the start, growing as G leaves it."""
     from assocgan.methods.assoc import AssocGAN
 
-    orig = AssocGAN.generator_loss
+    bench = _bench(["noise", "blur"])
+    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "lambda_distill": 3.0, "distill_storage": "half"}})
+    seen, kept = [], []
+    original = AssocGAN.generator_loss
 
     def spy(self, step):
-        out = orig(self, step)
-        seen.append((step.t, None if out is None else float(out.detach())))
+        out = original(self, step)
+        hand = None
+        if self.anchor.active:
+            G = dict(self.ctx.G.named_parameters())
+            theta = {k: v.float() for k, v in self.anchor.stored_theta.items()}
+            hand = 3.0 * 0.5 * sum(float((f.float() * (G[k].detach() - theta[k]).pow(2)).sum()) for k, f in self.anchor.stored_importance.items())
+        if step.t == 1:  # anchored at the generator after the first task
+            assert all(torch.equal(self.anchor.stored_theta[k], kept[0][k].half()) for k in kept[0])
+        seen.append((step.t, None if out is None else float(out.detach()), hand))
         return out
 
-    AssocGAN.generator_loss = spy
-    try:
-        train_method("assoc", bench, cfg)
-    finally:
-        AssocGAN.generator_loss = orig
-    assert all(v is None for t, v in seen if t == 0)
-    later = [v for t, v in seen if t == 1]
-    assert max(later) > 0 and later[0] < max(later)  # grows as G leaves theta*
+    monkeypatch.setattr(AssocGAN, "generator_loss", spy)
+    recs = train_method("assoc", bench, cfg, on_task=lambda r: kept.append({k: p.detach().clone() for k, p in r.generator.named_parameters()}))
+    m = recs[-1].method
+    assert [v for t, v, _ in seen if t == 0] == [None] * cfg.steps
+    assert "g_extra" not in recs[0].losses and recs[1].losses["g_extra"] > 0
+    later = [(v, hand) for t, v, hand in seen if t == 1]
+    assert len(later) == cfg.steps
+    for v, hand in later:
+        assert v == pytest.approx(hand, rel=1e-5)
+    # theta* now is the generator after the last task (it moves to the newest weights), in float16
+    assert all(torch.equal(m.anchor.stored_theta[k], kept[-1][k].half()) for k in kept[-1])
+    values = [v for v, _ in later]
+    assert values[0] < 0.01 * values[-1] and values == sorted(values)  # grows as G leaves theta*
 
 
 def test_bad_assoc_ratio_is_a_clear_error(tmp_path, capsys):
     code = main(["run", "--preset", "smoke", "--methods", "assoc", "--assoc-ratio", "1.5", "--out", str(tmp_path / "r")])
     assert code == 2
     assert "--assoc-ratio" in capsys.readouterr().err
+
+
+# ---- association targets on a chain ------------------------------------------------------------------
+class _Tint(torch.nn.Module):
+    """A stand-in mapper that maps its input exactly to another domain: ``y * scale + shift`` per channel."""
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale, self.shift = torch.tensor(scale).view(1, 3, 1, 1), torch.tensor(shift).view(1, 3, 1, 1)
+
+    def forward(self, y):
+        return (y * self.scale + self.shift).clamp(0, 1), torch.full_like(y, -7.0)
+
+    def sample(self, y, gen=None):
+        return self(y)[0]
+
+
+def _chain_bench():
+    """Three chained tasks on four colour domains: dark -> grey -> red -> green (task k's targets are task
+    k+1's inputs), made from the same textures."""
+    from assocgan.data.tasks import Task
+
+    base = _bench(["noise"], n_train=16).tasks[0].train_y.float().div(255)
+    dark, grey = base * 0.3, base * 0.5 + 0.25
+    red, green = grey * torch.tensor([1.0, 0.3, 0.3]).view(1, 3, 1, 1), grey * torch.tensor([0.3, 1.0, 0.3]).view(1, 3, 1, 1)
+    u8 = lambda v: v.mul(255).round().to(torch.uint8)  # noqa: E731
+    domains = [u8(d) for d in (dark, grey, red, green)]
+    return Benchmark("chain", "ssim", [Task(f"t{k}", domains[k], domains[k + 1], domains[k][:4], domains[k + 1][:4]) for k in range(3)])
+
+
+def test_domain_targets_follow_a_chain_and_the_paper_target_does_not():
+    bench = _chain_bench()
+    m = _train(Benchmark("chain", "ssim", bench.tasks[:2]), steps=1, mapper_steps=1)
+    # exact inverse mappers: task 0 made grey from dark, task 1 red from grey
+    m._work = [_Tint([0.6, 0.6, 0.6], [-0.15, -0.15, -0.15]), _Tint([1.0, 1.0 / 0.3, 1.0 / 0.3], [0.0, 0.0, 0.0])]
+    task = bench.tasks[2]  # red -> green
+    m.before_task(2, task)
+    assert m.plan == {1: "input", 0: 1}  # task 1's targets (red) are the current inputs; task 0's (grey) come from M_1
+    assoc = m.make_associations(task, 64)
+    sig = [m.signatures[j] for j in (0, 1)]
+    for j in (0, 1):
+        z = assoc.y[assoc.task == j]
+        assert sig[j].distance(z) < min(s.distance(z) for k, s in enumerate(sig) if k != j) and sig[j].distance(z) < 2.0
+        # each association sample is a pair of its own task: its source lies in that task's input domain
+        assert torch.allclose(assoc.x[assoc.task == j], m._work[j].sample(z), atol=1e-6)
+    assert DomainSignature(bench.tasks[0].train_x.float().div(255)).distance(assoc.x[assoc.task == 0]) < 2.0
+    # the paper's eq. 3 labels every association sample with a current (green) target instead
+    m.opt.assoc_target = "current"
+    green = DomainSignature(task.train_y.float().div(255))
+    assert green.distance(m.make_associations(task, 16).y) < 2.0

@@ -115,13 +115,42 @@ def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
             assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
 
 
-def test_builtin_specs_match_the_listing():
-    assert list(BUILTIN) == ["restore4", "tones3"]
-    assert [name for name, _ in BUILTIN["restore4"].tasks] == ["noise", "blur", "colorcast", "fade"]
-    # every built-in restoration recipe parses
-    for _, recipe in BUILTIN["restore4"].tasks:
-        assert len(parse_recipe(recipe)) == 1
-    assert [f for _, f in BUILTIN["tones3"].tasks] == list(tones.FILTERS)
+def test_builtin_specs_match_the_listing(r4, capsys):
+    """`assocgan benchmarks` lists each built-in benchmark with its metric and its tasks in order, each with its
+    recipe or filter; restore4 loads as listed (names, order, metric, each task's degradation; tones3's loading
+    is checked above)."""
+    from assocgan.cli import main
+
+    assert main(["benchmarks"]) == 0
+    listing: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current = None
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("Recipe degradations"):
+            break
+        if line and not line.startswith(" "):
+            current = line.split()[0]
+            listing[current] = (line.split("(")[1].split(")")[0], [])
+        elif line.strip().startswith("T"):
+            label, task, recipe = line.split()
+            assert label == f"T{len(listing[current][1]) + 1}"
+            listing[current][1].append((task, recipe))
+    # the documented benchmarks: restore4 (PSNR) and tones3 (SSIM), the chain of the three tone filters
+    assert {name: metric for name, (metric, _) in listing.items()} == {"restore4": "PSNR", "tones3": "SSIM"}
+    assert [name for name, _ in listing["restore4"][1]] == ["noise", "blur", "colorcast", "fade"]
+    assert [f for _, f in listing["tones3"][1]] == ["cartoon", "sketch", "blueprint"]
+    assert all(f in tones.FILTERS for _, f in listing["tones3"][1])
+    for name, (metric, tasks) in listing.items():
+        assert BUILTIN[name].metric == metric.lower() and list(BUILTIN[name].tasks) == tasks
+    # restore4 loads as listed: each task degraded by its recipe
+    assert r4.metric == "psnr" and r4.task_names == [name for name, _ in listing["restore4"][1]]
+    for task, (_, recipe) in zip(r4.tasks, listing["restore4"][1]):
+        (deg,) = parse_recipe(recipe)
+        assert task.degrade == deg and task.description == deg.name
+        if not deg.random:
+            assert torch.equal(task.test_x, benchmarks.to_uint8(deg(benchmarks.to_float(task.test_y))))
+        else:
+            (kind, sigma), = deg.steps
+            assert kind == "noise" and abs(float((task.test_x.float() - task.test_y.float()).std()) / 255 - sigma) < 0.3 * sigma
 
 
 def test_builtin_photos_are_many_credited_and_split_by_photo():
@@ -265,8 +294,27 @@ def test_degradation_keeps_shape_and_range(clean, recipe):
     assert torch.equal(out, _apply(recipe, clean))
 
 
-def test_every_kind_is_covered():
+def test_every_kind_is_covered(clean):
+    """Each documented degradation kind is known to recipes and to the listing, degrades an image at any degree
+    of its range (a different image at another degree), keeps [0, 1], refuses degrees outside its range, and is
+    random (a new draw with another seed) exactly when it says so."""
     assert set(KINDS) == {"blur", "noise", "jpeg", "downscale", "motion", "lowlight", "colorcast", "fade"}
+    for name, kind in KINDS.items():
+        lo, hi = kind.low + 0.25 * (kind.high - kind.low), kind.low + 0.75 * (kind.high - kind.low)
+        a, b = _apply(f"{name}:{lo:g}", clean), _apply(f"{name}:{hi:g}", clean)
+        for out in (a, b):
+            assert out.shape == clean.shape and 0 <= out.min() and out.max() <= 1, name
+            assert float(psnr(out, clean).mean()) < 40, name  # a real degradation, not the image
+        assert float((a - b).abs().mean()) > 1e-3, name  # the degree matters
+        assert torch.equal(a, _apply(f"{name}:{lo:g}", clean)), name  # the same seed, the same image
+        other_seed = _apply(f"{name}:{lo:g}", clean, seed=1)
+        assert torch.equal(a, other_seed) != kind.random, name
+        (deg,) = parse_recipe(f"{name}:{lo:g}")
+        assert deg.random == kind.random and deg.steps == ((name, float(f"{lo:g}")),)
+        span = kind.high - kind.low
+        for bad in (kind.low - 0.01 * span, kind.high + 0.01 * span):
+            with pytest.raises(UserError, match=name):
+                parse_recipe(f"{name}:{bad:g}")
 
 
 def test_blur_degree_lowers_high_frequencies(clean):
@@ -452,7 +500,7 @@ def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
     monkeypatch.setattr(photos, "MAX_SCALE", 1.0)  # exact crops, so that each can be found in its photo
     s = 16
     bench = load_benchmark("tones3", size=s, n_train=6, n_test=3, seed=0)
-    names = list(tones.FILTERS)
+    names = [f for _, f in BUILTIN["tones3"].tasks]
     assert bench.task_names == names
     versions = {}
     for split in ("train", "test"):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.evaluate import predict
 from assocgan.memory import module_bytes
-from assocgan.methods import Step
+from assocgan.metrics import scores
+from assocgan.methods import Batch, Step
 from assocgan.methods.mergan import SourceCritic, SourceGenerator, image_statistics
 from assocgan.methods.lvaegan import SourceEncoder
 from assocgan.methods.piggyback import PiggybackConv
@@ -40,9 +42,9 @@ def test_replay_stores_real_pairs_of_past_tasks_within_a_byte_budget(monkeypatch
     original = Replay.batch
 
     def spy(self, t, task):
-        x, y = original(self, t, task)
-        seen.append((t, self.last_replayed, y.clone(), [sy.clone() for _, sy in self.stores]))
-        return x, y
+        b = original(self, t, task)
+        seen.append((t, self.last_replayed, b.y.clone(), [sy.clone() for _, sy in self.stores]))
+        return b
 
     monkeypatch.setattr(Replay, "batch", spy)
     cfg, bench, recs = train("replay", steps=10, opts={"replay_bytes": budget})
@@ -73,11 +75,29 @@ def test_replay_stores_real_pairs_of_past_tasks_within_a_byte_budget(monkeypatch
     assert abs(n_replayed - expected) < 0.15 * expected
 
 
-def test_replay_quota_as_count_and_fraction():
-    for quota, per_task in ((3, 3), (0.25, 4)):  # smoke: 16 training images per task
-        _, bench, recs = train("replay", steps=1, opts={"quota": quota})
-        pair = bench.tasks[0].pair_bytes(1)
-        assert [r.memory["pairs"] for r in recs] == [(t + 1) * per_task * pair for t in range(4)]
+@pytest.fixture(scope="module")
+def smoke_bench():
+    return smoke("replay")
+
+
+@pytest.mark.parametrize("quota,per_task", [(3, 3), (1, 1), (1.0, 1), (0.25, 4), (0.15, 2), (0.17, 3), (0.999, 16), (40, 16)])
+def test_replay_quota_as_count_and_fraction(smoke_bench, quota, per_task):
+    """--quota below 1 is a fraction of a task's 16 training pairs (rounded), from 1 a count (at most all of
+    them): after each task that many distinct pairs of it are kept, exactly as the task stores them."""
+    from assocgan.methods import Context
+
+    cfg, bench = smoke_bench
+    gen = torch.Generator().manual_seed(0)
+    m = Replay(Context(cfg, None, None, gen, len(bench.tasks), bench.task_names, lambda: None), quota=quota)
+    pair = bench.tasks[0].pair_bytes(1)
+    for t, task in enumerate(bench.tasks):
+        m.before_task(t, task)
+        m.after_task(t, task)
+        assert [x.shape[0] for x, _ in m.stores] == [per_task] * (t + 1)
+        assert m.memory() == {"pairs": (t + 1) * per_task * pair}
+        (x, y), idx = m.stores[t], m.source_index[t]
+        assert len(set(idx.tolist())) == per_task  # distinct pairs
+        assert torch.equal(x, task.train_x[idx]) and torch.equal(y, task.train_y[idx])
 
 
 # ---- generative replay -------------------------------------------------------------------------------
@@ -103,12 +123,23 @@ def check_generative_replay(cfg, bench, recs, dist):
     m = recs[-1].method
     # a batch on task 2 holds generated past inputs (label 0) with pseudo-targets from the frozen previous G
     m.before_task(1, bench.tasks[1])  # (again: a frozen copy of the source model serves the replay)
-    x, y = m.batch(1, bench.tasks[1])
-    k = m.n_current
-    assert x.shape[0] == cfg.batch_size and k < cfg.batch_size
-    assert (m.labels[k:] == 0).all() and (m.labels[:k] == 1).all()
-    assert torch.allclose(y[k:], m.teacher(x[k:]).clamp(0, 1))
-    assert m.generator_loss(Step(1, 0, x, y, y + 0.1)) > 0  # the alignment term acts on the replayed rows
+    b = m.batch(1, bench.tasks[1])
+    gen_rows = b.where(Batch.GENERATED)
+    assert len(b) == cfg.batch_size and 0 < int(gen_rows.sum()) < cfg.batch_size
+    assert (b.task[gen_rows] == 0).all() and (b.task[~gen_rows] == 1).all()
+    assert torch.allclose(b.y[gen_rows], m.teacher(b.x[gen_rows]).clamp(0, 1))
+    # JTR: the replayed pairs are judged by D; they stay out of the content loss, where RA alone covers them
+    assert b.judged.all() and float(b.weight[gen_rows].sum()) == 0
+    assert float(b.weight.sum()) == pytest.approx(float((~gen_rows).float().mean()))
+    fake = b.y + 0.1
+    share = float(gen_rows.float().mean())
+    ra = m.generator_loss(Step(1, 0, b, fake))
+    assert float(ra) == pytest.approx(m.o("align") * share * 0.01, rel=1e-4)  # RA: align x share x MSE on replayed rows
+    setattr(m.opt, f"{m.prefix}_align", 0.0)
+    assert m.generator_loss(Step(1, 0, b, fake)) is None
+    setattr(m.opt, f"{m.prefix}_jtr", False)
+    b2 = m.batch(1, bench.tasks[1])
+    assert not b2.judged[b2.where(Batch.GENERATED)].any() and b2.judged[~b2.where(Batch.GENERATED)].all()
     # memory: the source model and a float16 copy of G, the same after every task
     assert all(r.memory == recs[0].memory for r in recs)
     assert recs[-1].memory["previous_generator"] == module_bytes(UNet(3, 3, cfg.ngf), torch.float16)
@@ -136,7 +167,7 @@ def test_lvaegan_source_model_remembers_past_inputs_and_its_latent_groups_tasks(
 
 # ---- piggyback ---------------------------------------------------------------------------------------
 def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
-    cfg, bench = smoke("piggyback", steps=3)
+    cfg, bench = smoke("piggyback-ti", steps=3)
     x1 = bench.tasks[0].test_pairs()[0]
     outs, banks, mems = [], [], []
 
@@ -149,7 +180,7 @@ def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
         # what it keeps beyond the plain generator every method has, exactly
         assert sum(rec.memory.values()) == module_bytes(G) - module_bytes(UNet(3, 3, cfg.ngf))
 
-    recs = train_method("piggyback", bench, cfg, on_task=on_task)
+    recs = train_method("piggyback-ti", bench, cfg, on_task=on_task)
     m = recs[-1].method
     assert m.needs_task_id
     for t in range(1, 4):
@@ -162,6 +193,18 @@ def test_piggyback_freezes_its_bank_and_keeps_task_one_bit_identical():
     assert totals[0] == 0 and all(b > a for a, b in zip(totals, totals[1:]))
     convs = [c for c in recs[-1].generator.modules() if isinstance(c, PiggybackConv)]
     assert mems[-1]["new_filters"] == sum(3 * c.n_new * c.bank0[0].numel() * 4 for c in convs)
+
+
+def test_piggyback_without_the_task_id_answers_every_task_with_the_newest_filters():
+    """The paper's PiggybackGAN (no task identity at test) forgets: after task 4 it answers task 1 with task 4's
+    filters, where the task-identity variant trained the same way answers with task 1's."""
+    cfg, bench = smoke("piggyback", steps=3)
+    x1 = bench.tasks[0].test_pairs()[0]
+    plain = train_method("piggyback", bench, cfg)[-1].method
+    told = train_method("piggyback-ti", bench, cfg)[-1].method
+    assert not plain.needs_task_id and told.needs_task_id
+    assert torch.equal(predict(plain.eval_generator(0), x1), predict(told.eval_generator(3), x1))
+    assert not torch.equal(predict(plain.eval_generator(0), x1), predict(told.eval_generator(0), x1))
 
 
 # ---- the command line --------------------------------------------------------------------------------
@@ -180,8 +223,22 @@ def test_run_smoke_with_the_four_methods(tmp_path, capsys):
     assert m["mergan"]["memory_by_task"] == [gen + critic + g16] * 4  # constant: a source GAN and G_prev
     enc = module_bytes(SourceEncoder(4, cfg.size))
     assert m["lvaegan"]["memory_by_task"] == [enc + gen + critic + g16] * 4
-    pb = m["piggyback"]["memory_by_task"]
-    assert pb[0] == 0 and pb[1] < pb[2] < pb[3]  # grows by new filters and coefficients per task
-    assert m["piggyback"]["task_id_at_test"] is True
-    for name in ("replay", "mergan", "lvaegan", "piggyback"):
-        assert m[name]["complete"] and m[name]["memory_bytes"] == m[name]["memory_by_task"][-1]
+    assert m["piggyback"]["task_id_at_test"] is False
+    # piggyback keeps, beyond the plain generator every method has, what its checkpoint holds beyond one
+    from safetensors.torch import load_file
+
+    tasks = res["tasks"]
+    plain = module_bytes(UNet(3, 3, cfg.ngf))
+    for t, task in enumerate(tasks):
+        state = load_file(str(out / "checkpoints" / "piggyback" / f"task{t + 1}_{task}.safetensors"))
+        assert m["piggyback"]["memory_by_task"][t] == sum(v.numel() * v.element_size() for v in state.values()) - plain
+    assert m["piggyback"]["memory_by_task"][0] == 0 < m["piggyback"]["memory_by_task"][1]
+    # each of the other three answers with its final generator: its checkpoint gives the last row of the matrix
+    bench = benchmark_for(cfg)
+    for name in ("replay", "mergan", "lvaegan"):
+        G = UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual)
+        G.load_state_dict(load_file(str(out / "checkpoints" / name / f"task4_{tasks[-1]}.safetensors")))
+        for j, task in enumerate(bench.tasks):
+            x, y = task.test_pairs()
+            want = float(scores(predict(G, x), y, cfg.convention())["psnr"].mean())  # the run's evaluation convention
+            assert m[name]["matrix"][-1][j] == pytest.approx(want, abs=1e-4), (name, j)

@@ -8,7 +8,7 @@ from skimage import data as skdata
 from skimage import filters
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from assocgan.metrics import METRICS, noise_sigma, psnr, ssim
+from assocgan.metrics import METRICS, Convention, noise_sigma, psnr, ssim
 
 
 def _photo_crops(h: int = 48, w: int = 64) -> np.ndarray:
@@ -123,8 +123,28 @@ def test_worse_distortion_scores_lower():
     assert scores[0][1] > scores[1][1] > scores[2][1]
 
 
-def test_registry_names_both_metrics():
-    assert METRICS["psnr"] is psnr and METRICS["ssim"] is ssim
+def test_registry_names_both_metrics_and_evaluation_reports_each_by_its_name():
+    """Every score of a run is one of METRICS by its name: evaluation gives, for each name, that function's mean
+    over the task's test pairs (a swap of the two, here or in the registry, fails), and each built-in
+    benchmark's metric is one of them."""
+    from assocgan.data.benchmarks import BUILTIN, load_benchmark
+    from assocgan.evaluate import evaluate_task, identity_scores, predict
+    from assocgan.nets import UNet
+
+    assert METRICS["psnr"] is psnr and METRICS["ssim"] is ssim  # the functions checked against scikit-image above
+    assert {spec.metric for spec in BUILTIN.values()} == set(METRICS)
+    task = load_benchmark("restore4", size=32, n_train=2, n_test=3, seed=0).tasks[1]
+    x, y = task.test_pairs()
+    torch.manual_seed(0)
+    G = UNet(3, 3, 4, residual=False)  # an untrained network: outputs far from the inputs
+    out = predict(G, x)
+    raw = Convention(quantize=False)  # the metric functions on the outputs as they are (the rounding is tested apart)
+    scores, floor = evaluate_task(G, task, convention=raw), identity_scores(task, raw)
+    assert set(scores) == set(floor) == set(METRICS)
+    for name, fn in METRICS.items():
+        assert scores[name] == pytest.approx(float(fn(out, y).mean()), abs=1e-6), name
+        assert floor[name] == pytest.approx(float(fn(x, y).mean()), abs=1e-6), name
+    assert abs(scores["psnr"] - scores["ssim"]) > 1 and abs(floor["psnr"] - floor["ssim"]) > 1
 
 
 @pytest.mark.parametrize("fn", [psnr, ssim])

@@ -97,7 +97,41 @@ def test_report_markdown_prints_the_run_tables(run_dir, results, capsys):
     row = next(line for line in out.splitlines() if line.startswith("| TL |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[1]) == pytest.approx(tl["final_avg"], abs=0.006)  # final AVG as measured, 2 decimals
-    assert int(cells[6]) == round(tl["train_cpu_seconds"]) or cells[6] == "-"
+    header = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| Method |")).strip("|").split("|")]
+    cpu = cells[header.index("CPU s")]
+    assert int(cpu) == round(tl["train_cpu_seconds"]) or cpu == "-"
+
+
+def test_report_latex_prints_every_table_as_booktabs(run_dir, results, capsys):
+    assert main(["report", str(run_dir), "--latex"]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split(r"\begin{table}")[1:]
+    assert len(blocks) == len(results["methods"]) + 1  # a matrix per method, then the summary
+    for b in blocks:
+        body = b.split(r"\begin{tabular}", 1)[1].split(r"\end{tabular}", 1)[0]
+        assert body.index(r"\toprule") < body.index(r"\midrule") < body.index(r"\bottomrule")
+        assert r"\end{table}" in b
+    summary = blocks[-1]
+    body = summary.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    rows = [r for r in body.strip().splitlines() if r != r"\midrule"]  # a rule after the do-nothing row
+    labels = [r.split(" & ")[0] for r in rows]
+    assert labels == ["Input (do nothing)"] + [results["methods"][m]["title"] for m in results["methods"]]  # one row per method
+    assert all(r.endswith(r" \\") and r.count(" & ") == 9 for r in rows)
+    assert r"TL$\to$JL gap closed" in summary and "->" not in summary
+    tl = results["methods"]["tl"]
+    assert f"{tl['final_avg']:.2f}" in rows[1]
+
+
+def test_latex_escapes_what_latex_would_read_as_commands():
+    from assocgan.report.tables import Table, to_latex
+
+    tex = to_latex(Table("gap_closed 50% & more", ["task_name", "share"], [["blur_3", "37%"], ["#1 {x}", "$5 ~ a^b \\"]], note="a_b: 10%"))
+    assert r"\caption{gap\_closed 50\% \& more}" in tex
+    assert r"blur\_3 & 37\% \\" in tex and r"task\_name & share \\" in tex
+    assert r"\#1 \{x\} & \$5 \textasciitilde{} a\textasciicircum{}b \textbackslash{} \\" in tex
+    assert r"{\footnotesize a\_b: 10\%}" in tex
+    body = tex.replace(r"\_", "").replace(r"\%", "")
+    assert "_" not in body and "%" not in body  # nothing left unescaped
 
 
 def test_report_of_a_folder_without_results_is_a_user_error(tmp_path, capsys):
@@ -146,6 +180,42 @@ def test_plots_fall_back_to_matrix_points_and_tolerate_partial_runs(results, tmp
     assert {p.stem for p in written} == RUN_PLOTS
     page = write_report(tmp_path).read_text()
     assert "Partial (2/4 tasks)" in page and "no sample grids" in page
+
+
+def test_plots_come_as_pdf_and_svg_beside_each_png(run_dir):
+    pngs = sorted((run_dir / "plots").glob("*.png"))
+    assert {p.stem for p in pngs} >= RUN_PLOTS
+    for p in pngs:
+        pdf, svg = p.with_suffix(".pdf").read_bytes(), p.with_suffix(".svg").read_text()
+        assert pdf.startswith(b"%PDF") and b"CreationDate" not in pdf, p.stem
+        assert "<svg" in svg and "</svg>" in svg and "<dc:date>" not in svg, p.stem
+
+
+def test_memory_plot_is_full_width(run_dir):
+    page = (run_dir / "report.html").read_text()
+    assert '<figure class="plot wide"><img alt="memory"' in page
+    assert '<figure class="plot"><img alt="time"' in page  # the others as they were
+
+
+def test_forgetting_curves_end_markers_lie_inside_the_axes(results):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    res = json.loads(json.dumps(results))
+    for m in res["methods"].values():
+        m["curve"] = []  # markers at each evaluation after a task, the last at the sequence's last step
+    fig = plots.forgetting_figure(res)
+    FigureCanvasAgg(fig).draw()
+    checked = 0
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        for line in ax.get_lines():
+            if line.get_marker() in (None, "None", ""):
+                continue
+            r = line.get_markersize() * fig.dpi / 72 / 2  # the marker's radius in pixels
+            for x, y in ax.transData.transform(line.get_xydata()[[0, -1]]):
+                assert box.x0 + r <= x <= box.x1 - r and box.y0 + r <= y <= box.y1 - r, (ax.get_title(), line.get_label())
+                checked += 1
+    assert checked >= 2 * len(res["tasks"])
 
 
 def test_tasks_table_shows_the_do_nothing_floor(results):

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from assocgan import studies
 from assocgan.cli import main
@@ -72,11 +73,65 @@ def test_quota_study_runs_each_method_as_a_run_folder(quota_dir):
         assert json.loads((out / "runs" / m / "run.json").read_text())["config"]["steps"] == 2
 
 
-def test_parallel_jobs_share_the_cores():
-    cores = os.cpu_count() or 1
-    assert studies._threads(make_config("quick"), 2) == max(1, cores // 2)
-    assert studies._threads(make_config("quick"), 1) == 0  # in this process: all cores
-    assert studies._threads(make_config("quick", threads=3), 2) == 3  # as asked
+class _FakeWorker:
+    """Stands in for a worker process: records how it was started, finishes at its second poll."""
+
+    started: list[dict] = []
+    running = 0
+    most = 0
+
+    def __init__(self, cmd, stdout=None, stderr=None, env=None):
+        cls = type(self)
+        cls.started.append({"cmd": cmd, "env": env})
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        self.polls, self.returncode = 0, None
+
+    def poll(self):
+        self.polls += 1
+        if self.polls >= 2 and self.returncode is None:
+            self.returncode = 0
+            type(self).running -= 1
+        return self.returncode
+
+    def terminate(self):  # pragma: no cover - only if the loop is interrupted
+        pass
+
+
+def test_parallel_jobs_share_the_cores(tmp_path, monkeypatch):
+    """With --jobs N each worker gets cores // N torch threads (at least 1), told through its run.json and its
+    environment; at most N run at once; one job runs in this process on all cores; --threads is kept."""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cfg = base(("tl", "jl", "replay"), threads=0)
+    study = studies.make_study("quota", cfg, tmp_path / "s", methods=["tl", "jl", "replay"])
+    assert [c.threads for _, c in studies.plan(study, 2)] == [4, 4, 4]
+    assert [c.threads for _, c in studies.plan(study, 3)] == [2, 2, 2]
+    assert [c.threads for _, c in studies.plan(study, 16)] == [1, 1, 1]  # never none
+    assert [c.threads for _, c in studies.plan(study, 1)] == [0, 0, 0]  # in this process: all cores
+    asked = studies.make_study("quota", base(("tl",), threads=3), tmp_path / "t", methods=["tl"])
+    assert [c.threads for _, c in studies.plan(asked, 2)] == [3]  # as asked
+
+    _FakeWorker.started, _FakeWorker.running, _FakeWorker.most = [], 0, 0
+    monkeypatch.setattr(subprocess, "Popen", _FakeWorker)
+    failed = studies.run_all(study, 2, say=lambda s: None)
+    assert failed == [] and len(_FakeWorker.started) == 3 and _FakeWorker.most == 2
+    for spec, started in zip(study.runs, _FakeWorker.started):
+        run_dir = study.run_dir(spec)
+        assert started["cmd"] == [sys.executable, "-m", "assocgan.studies", str(run_dir)]
+        assert started["env"]["OMP_NUM_THREADS"] == "4" and started["env"]["MKL_NUM_THREADS"] == "4"
+        assert json.loads((run_dir / "run.json").read_text())["config"]["threads"] == 4
+    # the worker runs with the threads of its run.json, and training sets torch's thread count from them
+    got = []
+    monkeypatch.setattr(studies, "execute", lambda run_dir, cfg, bench_args, device: got.append(cfg))
+    assert studies._worker(str(study.run_dir(study.runs[0]))) == 0
+    assert got[0].threads == 4 and got[0].methods == ["tl"]
+    from assocgan.train import set_threads
+
+    set_threads(got[0])
+    assert torch.get_num_threads() == 4
 
 
 def test_quota_study_writes_table_plot_and_report(quota_dir):

@@ -13,39 +13,45 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     from .methods import METHODS
 
     g = p.add_argument_group("what to run")
-    g.add_argument("--benchmark", default="restore4", help="built-in benchmark (see `assocgan benchmarks`)")
-    g.add_argument("--data", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
-    g.add_argument("--clean-images", help="a folder of clean images, with --recipe")
-    g.add_argument("--recipe", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
+    g.add_argument("--config", metavar="PATH", help="the settings of an earlier run (its folder, its results.json, or a study run's run.json); options given beside it override them")
+    g.add_argument("--benchmark", help="built-in benchmark (see `assocgan benchmarks`; default restore4)")
+    g.add_argument("--data", metavar="ROOT", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
+    g.add_argument("--clean-images", metavar="DIR", help="a folder of clean images, with --recipe")
+    g.add_argument("--recipe", metavar="RECIPE", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
     g.add_argument("--metric", choices=["psnr", "ssim"], help="metric of the accuracy matrix (default: the benchmark's)")
-    g.add_argument("--order", help="task order: names or 1-based positions, comma-separated")
+    g.add_argument("--order", metavar="ORDER", help="task order: names or 1-based positions, comma-separated")
     g.add_argument("--fresh-degradations", action="store_true", default=None,
                    help="draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)")
     if with_methods:
-        g.add_argument("--methods", default=methods, help=f"comma-separated, from: {', '.join(METHODS)}" + ("" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
-    g.add_argument("--preset", default="quick", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
-    g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        g.add_argument("--methods", metavar="LIST", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
+    g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
+    g.add_argument("--seed", metavar="N", type=int, help="default 0")
+    g.add_argument("--out", metavar="DIR", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
+    g.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)")
     g = p.add_argument_group("sizes and training (override the preset)")
-    g.add_argument("--size", type=int, help="image size, a multiple of 16")
-    g.add_argument("--n-train", type=int, help="training images per task")
-    g.add_argument("--n-test", type=int, help="test images per task")
-    g.add_argument("--ngf", type=int, help="generator width")
-    g.add_argument("--ndf", type=int, help="discriminator width")
+    g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16")
+    g.add_argument("--n-train", metavar="N", type=int, help="training images per task")
+    g.add_argument("--n-test", metavar="N", type=int, help="test images per task")
+    g.add_argument("--ngf", metavar="N", type=int, help="generator width")
+    g.add_argument("--ndf", metavar="N", type=int, help="discriminator width")
     g.add_argument("--norm", choices=["instance", "batch", "none"])
-    g.add_argument("--context", choices=["on", "off"], help="the generator's decoder modulated by the input's global statistics (on in the quick preset)")
-    g.add_argument("--steps", type=int, help="training steps per task")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="Adam learning rate (2e-4)")
-    g.add_argument("--beta1", type=float, help="Adam beta1 (0.5)")
+    g.add_argument("--context", metavar="on|off", help="the generator's decoder modulated by the input's global statistics (on in the quick preset)")
+    g.add_argument("--steps", metavar="N", type=int, help="training steps per task")
+    g.add_argument("--batch-size", metavar="N", type=int)
+    g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate (2e-4)")
+    g.add_argument("--beta1", metavar="X", type=float, help="Adam beta1 (0.5)")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth")
-    g.add_argument("--lambda-content", type=float, help="content (MSE) weight (1)")
-    g.add_argument("--lambda-adv", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
+    g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight (1)")
+    g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
     g.add_argument("--gan-mode", choices=["lsgan", "vanilla"])
-    g.add_argument("--amp", choices=["on", "off"], help="bf16 autocast for training")
-    g.add_argument("--threads", type=int, help="CPU threads (0: all)")
-    g.add_argument("--eval-every", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g.add_argument("--amp", metavar="on|off", help="bf16 autocast for training")
+    g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)")
+    g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
+    g = p.add_argument_group("evaluation (how outputs are scored)")
+    g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
+    g.add_argument("--eval-space", choices=["rgb", "y"], help="score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does (default rgb)")
+    g.add_argument("--crop-border", type=int, metavar="N", help="pixels cut off each side of output and target before the metric (default 0)")
     seen: dict[str, str] = {}
     for m in METHODS.values():
         if not m.options:
@@ -55,40 +61,64 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
             if o.flag in seen:
                 continue
             seen[o.flag] = m.name
-            g.add_argument(o.flag, dest=f"opt_{o.name}", default=None, help=f"{o.help} (default {o.default})")
+            g.add_argument(o.flag, dest=f"opt_{o.name}", default=None, metavar=o.metavar, help=f"{o.help} (default {o.shown(o.default)})")
 
 
-def _method_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+def _method_options(args: argparse.Namespace, methods: list[str], saved: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Each method's options: those given as flags, over those of a ``--config`` run, over the defaults."""
     from .methods import get_method
 
     out: dict[str, dict] = {}
     for name in methods:
         cls = get_method(name)
         given = {o.name: getattr(args, f"opt_{o.name}") for o in cls.options if getattr(args, f"opt_{o.name}", None) is not None}
-        out[name] = cls.resolve_options(given)
+        out[name] = cls.resolve_options({**(saved or {}).get(name, {}), **given})
     return out
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
+    """The run configuration of the command line: a preset (or the settings of ``--config``) with the options
+    given. Data options not given are taken from ``--config`` too."""
     from .config import make_config
     from .methods import parse_methods
+    from .methods.base import parse_switch
+    from .runfolder import saved_settings
 
-    methods = parse_methods(args.methods)
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "order", "fresh_degradations", "lr_schedule")}
-    for flag in ("amp", "context"):
+    saved, inputs = saved_settings(args.config) if getattr(args, "config", None) else (None, {})
+    if saved is not None:
+        if args.preset:
+            raise UserError("--preset: not with --config, whose run's settings take the preset's place (override single settings instead)")
+        for key in ("data", "clean_images", "recipe", "metric"):
+            if getattr(args, key, None) is None and inputs.get(key) is not None:
+                setattr(args, key, inputs[key])
+    if getattr(args, "data", None) is not None:  # the folders hold the pairs: these options would be ignored
+        for flag, value in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--benchmark", args.benchmark), ("--recipe", args.recipe)):
+            if value is not None:
+                raise UserError(f"{flag}: not with --data, whose folders hold the tasks and their pairs")
+    if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
+        raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
+    methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border")}
+    for flag in ("amp", "context", "eval_quantize"):
         if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag) == "on"
-    return make_config(args.preset, benchmark=args.benchmark, methods=methods, seed=args.seed, method_options=_method_options(args, methods), **overrides)
+            overrides[flag] = parse_switch("--" + flag.replace("_", "-"), getattr(args, flag))
+    options = _method_options(args, methods, saved.get("method_options") if saved is not None else None)
+    benchmark = args.benchmark or (None if saved is not None else "restore4")
+    seed = args.seed if args.seed is not None else (None if saved is not None else 0)
+    return make_config(args.preset or "quick", base=saved, benchmark=benchmark, methods=methods, seed=seed, method_options=options, **overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import shlex
+
     from rich.console import Console
 
     from .runner import run
 
     cfg = config_from_args(args)
     console = Console(stderr=False)
-    run(cfg, args.out, console=console, device=args.device, data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    run(cfg, args.out, console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
+        data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
     console.print(f"Results: {Path(args.out) / 'results.json'}")
     return 0
 
@@ -115,9 +145,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
         return 0
 
     for m in METHODS.values():
-        print(f"{m.name:<12} {m.title}: {m.cite}" + (" [evaluated with the task id]" if m.needs_task_id else ""))
+        head = m.cite if m.cite.startswith(m.title) else f"{m.title}: {m.cite}"  # a citation that opens with the title says it once
+        print(f"{m.name:<12} {head}" + (" [evaluated with the task id]" if m.needs_task_id else ""))
         for o in m.options:
-            print(f"    {o.flag:<24} {o.default!s:<10} {o.help}")
+            print(f"    {o.flag:<24} {o.shown(o.default):<10} {o.help}")
     return 0
 
 
@@ -132,6 +163,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("\n\n".join(render(t) for t in report_tables(args.folder)))
     else:
         print(path)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .translate import translate_files
+
+    written = translate_files(args.run, args.inputs, args.out, method=args.method, after_task=args.after_task, task=args.task, mode=args.mode,
+                              tile=args.tile, device=args.device, console=Console(stderr=True))
+    print(f"{len(written)} image(s) written to {args.out}")
     return 0
 
 
@@ -211,21 +253,42 @@ def _add_study_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .methods.base import SWITCH_SPELLINGS
+
     p = argparse.ArgumentParser(prog="assocgan", description="Continual learning of image-to-image translation")
+    p.add_argument("--version", action="version", version=f"assocgan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables")
+    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
+                       description="Train methods on a benchmark into --out. Methods already complete there are skipped; an interrupted one resumes where its training state was last saved.",
+                       epilog=f"N and K: whole numbers; X: a number; on|off: a switch ({SWITCH_SPELLINGS}).")
     _add_run_options(r)
+    r.add_argument("--restart", action="store_true", help="train the given methods from the start, discarding what --out holds of them")
     r.set_defaults(fn=cmd_run)
     sub.add_parser("benchmarks", help="list the built-in benchmarks and their tasks").set_defaults(fn=cmd_benchmarks)
     mp = sub.add_parser("methods", help="list the methods and their options")
     mp.add_argument("--markdown", action="store_true", help="print docs/methods.md")
     mp.set_defaults(fn=cmd_methods)
     _add_study_parser(sub)
+    from .translate import MODES
+
+    tp = sub.add_parser("translate", help="apply a trained generator of a run folder to your images",
+                        description="Translate image files with a generator a run trained (its checkpoint after a task); outputs are PNG files of the same names in --out.")
+    tp.add_argument("run", help="the run folder (its checkpoints/)")
+    tp.add_argument("inputs", nargs="+", help="image files or folders of images")
+    tp.add_argument("--out", required=True, help="folder for the outputs (<name>.png)")
+    tp.add_argument("--method", help="the method whose generator is applied (needed when the run trained several)")
+    tp.add_argument("--after-task", help="the generator as it stood after this task (name or 1-based position; default: the last)")
+    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback)")
+    tp.add_argument("--mode", default="pad", choices=MODES, help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were")
+    tp.add_argument("--tile", type=int, help="tile size for --mode tile, a multiple of 16 (default: the trained image size)")
+    tp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    tp.set_defaults(fn=cmd_translate)
     rp = sub.add_parser("report", help="rebuild report.html (and plots) of a run or study folder from its files")
     rp.add_argument("folder")
     fmt = rp.add_mutually_exclusive_group()
     fmt.add_argument("--markdown", action="store_true", help="then print the folder's tables as Markdown (to paste into a paper or a README)")
-    fmt.add_argument("--latex", action="store_true", help="then print the folder's tables as LaTeX (booktabs)")
+    fmt.add_argument("--latex", action="store_true", help="then print the folder's tables as LaTeX (booktabs: \\usepackage{booktabs})")
     rp.set_defaults(fn=cmd_report)
     return p
 
@@ -233,11 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    from .runner import RunFailed
+
     try:
         return args.fn(args)
     except UserError as e:
         print(f"assocgan: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"assocgan: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
         return 130

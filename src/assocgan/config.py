@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .metrics import SPACES, Convention
 
 
 @dataclass
@@ -38,9 +40,14 @@ class RunConfig:
     gan_mode: str = "lsgan"
     amp: bool = True  # bf16 autocast for training steps
     threads: int = 0  # 0: all cores
+    # evaluation (metrics.Convention): outputs rounded to uint8, RGB or the Y of YCbCr, a border cut off
+    eval_quantize: bool = True
+    eval_space: str = "rgb"
+    crop_border: int = 0
     # outputs
     sample_images: int = 6
     eval_every: int = 0
+    checkpoint_every: int = 100  # save the full training state every K steps (and after each task); 0: after each task only
     # per-method options, {method: {option: value}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -48,7 +55,11 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     # settings that may differ between methods written to one run folder
-    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images")
+    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every")
+
+    def convention(self) -> Convention:
+        """How outputs are scored (the one evaluation path applies it)."""
+        return convention_of(self.to_dict())
 
     def shared_settings(self) -> dict[str, Any]:
         """The settings every method of one run folder must share (data, networks, optimisation, seed)."""
@@ -68,10 +79,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str = "quick", **overrides: Any) -> RunConfig:
+def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """The preset's settings (or ``base``, a saved configuration, instead) with ``overrides`` that are not None."""
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    values = dict(PRESETS[preset] if base is None else base)
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(values) - names
@@ -82,7 +94,25 @@ def make_config(preset: str = "quick", **overrides: Any) -> RunConfig:
     return cfg
 
 
+# the evaluation of a run whose configuration predates these settings: float outputs, RGB, no border
+EVAL_BEFORE = {"eval_quantize": False, "eval_space": "rgb", "crop_border": 0}
+
+
+def convention_of(config: dict[str, Any]) -> Convention:
+    """The evaluation convention of a configuration as results.json stores it."""
+    get = lambda k: config.get(k, EVAL_BEFORE[k])  # noqa: E731
+    return Convention(quantize=bool(get("eval_quantize")), space=get("eval_space"), crop_border=int(get("crop_border")))
+
+
+MAX_THREADS = 1024
+SSIM_WINDOW = 11
+
+
 def validate(cfg: RunConfig) -> None:
+    for f in dataclasses.fields(RunConfig):  # NaN and infinity pass no comparison below, but say so plainly
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"--{f.name.replace('_', '-')} {v}: must be a finite number")
     checks = [
         (cfg.size % 16 == 0 and cfg.size >= 16, "--size", "must be a positive multiple of 16"),
         (cfg.steps >= 1, "--steps", "must be at least 1"),
@@ -91,12 +121,21 @@ def validate(cfg: RunConfig) -> None:
         (cfg.lr > 0, "--lr", "must be positive"),
         (cfg.lr_schedule in ("constant", "cosine"), "--lr-schedule", "choose constant or cosine"),
         (0 <= cfg.beta1 < 1, "--beta1", "must be in [0, 1)"),
+        (0 <= cfg.beta2 < 1, "beta2", "must be in [0, 1)"),
         (cfg.lambda_adv >= 0 and cfg.lambda_content >= 0, "--lambda-adv/--lambda-content", "must not be negative"),
         (cfg.gan_mode in ("lsgan", "vanilla"), "--gan-mode", "choose lsgan or vanilla"),
         (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
         (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
         (cfg.eval_every >= 0, "--eval-every", "must not be negative"),
+        (cfg.checkpoint_every >= 0, "--checkpoint-every", "must not be negative"),
+        (0 <= cfg.threads <= MAX_THREADS, "--threads", f"must be 0 (all cores) to {MAX_THREADS}"),
+        (cfg.sample_images >= 1, "sample_images", "must be at least 1"),
+        (cfg.eval_space in SPACES, "--eval-space", f"choose {' or '.join(SPACES)}"),
+        (isinstance(cfg.crop_border, int) and cfg.crop_border >= 0, "--crop-border", "must be a whole number, 0 or more"),
+        (cfg.size - 2 * cfg.crop_border >= SSIM_WINDOW, "--crop-border",
+         f"must leave at least {SSIM_WINDOW} px of the {cfg.size} px test images (the SSIM window)"),
     ]
     for ok, option, msg in checks:
         if not ok:
-            raise UserError(f"{option}: {msg}")
+            value = getattr(cfg, option.lstrip("-").split("/")[0].replace("-", "_"), None)
+            raise UserError(f"{option}" + (f" {value}" if value is not None and "/" not in option else "") + f": {msg}")

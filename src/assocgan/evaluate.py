@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .data.tasks import Task
-from .metrics import psnr, ssim
+from .metrics import Convention, scores
 
 
 @torch.no_grad()
@@ -27,28 +27,35 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 32, device: torch.de
     return torch.cat(outs)
 
 
-def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None) -> dict[str, float]:
-    """Mean PSNR and SSIM of ``model`` on the task's test split."""
+def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = Convention()) -> dict[str, float]:
+    """Mean PSNR and SSIM of ``model`` on the task's test split, under the evaluation ``convention``."""
     x, y = task.test_pairs()
     out = predict(model, x, device=device)
-    return {"psnr": float(psnr(out, y).mean()), "ssim": float(ssim(out, y).mean())}
+    return {k: float(v.mean()) for k, v in scores(out, y, convention).items()}
 
 
-def identity_scores(task: Task) -> dict[str, float]:
+def identity_scores(task: Task, convention: Convention = Convention()) -> dict[str, float]:
     """The scores of doing nothing (the input as the output): the floor a model must beat."""
     x, y = task.test_pairs()
-    return {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}
+    return {k: float(v.mean()) for k, v in scores(x, y, convention).items()}
 
 
-def summarize(matrix: list[list[float | None]]) -> dict:
-    """AVG per step, final AVG, BWT and forgetting of an accuracy matrix R[i][j] (task j after training task i).
+def summarize(matrix: list[list[float | None]], ahead: list[float | None] | None = None, initial: list[float | None] | None = None) -> dict:
+    """AVG per step, final AVG, BWT, forgetting and FWT of an accuracy matrix R[i][j] (task j after training task i).
 
     BWT = mean over j < T of R[T-1][j] - R[j][j]  (negative: earlier tasks were forgotten).
     Forgetting = mean over j < T of max_{j <= i < T-1} R[i][j] - R[T-1][j].
+    FWT = mean over 1 <= j < T of R[j-1][j] - b_j (Lopez-Paz & Ranzato 2017; positive: training on the earlier
+    tasks helped task j before it was trained), with ``ahead[j-1]`` = R[j-1][j] and ``initial[j]`` = b_j, the
+    untrained generator's score on task j; None where one of them is unknown.
     """
     n = len(matrix)
     avg = [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(matrix)]
-    out = {"avg": avg, "final_avg": avg[-1] if avg else math.nan, "bwt": None, "forgetting": None}
+    out = {"avg": avg, "final_avg": avg[-1] if avg else math.nan, "bwt": None, "forgetting": None, "fwt": None}
+    if n > 1 and ahead is not None and initial is not None and len(ahead) >= n - 1 and len(initial) >= n:
+        pairs = [(ahead[j - 1], initial[j]) for j in range(1, n)]
+        if all(a is not None and b is not None for a, b in pairs):
+            out["fwt"] = sum(a - b for a, b in pairs) / (n - 1)
     complete = n > 0 and len(matrix[-1]) >= n and all(v is not None for v in matrix[-1][:n])
     if n > 1 and complete:
         out["bwt"] = sum(matrix[n - 1][j] - matrix[j][j] for j in range(n - 1)) / (n - 1)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
+from .losses import per_sample_mse
 from .memory import tensor_bytes
 
 
-def per_sample_content_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample content loss whose gradient defines the Fisher: the mean squared error over pixels."""
-    return (pred - target).pow(2).flatten(1).mean(1)
+per_sample_content_loss = per_sample_mse  # the per-sample content loss whose gradient defines the Fisher
 
 
 def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> dict[str, torch.Tensor]:
@@ -24,54 +25,82 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: i
     return per_sample_fisher(model, lambda call, xi, yi: per_sample_content_loss(call(xi), yi[None])[0], x, y, chunk=chunk)
 
 
-class Stored8bit:
-    """A tensor kept in 8 bits: ``linear`` (int8, symmetric, one scale per tensor) for weights, or ``log`` (uint8
-    codes of log(value) between the tensor's smallest and largest positive values) for non-negative
-    importances that span many orders of magnitude. ``nbytes`` counts the codes and the two float32 numbers."""
+class LogCodes:
+    """A non-negative tensor (an importance, spanning many orders of magnitude) kept as ``bits``-bit codes (8 or
+    4; two 4-bit codes share a byte) of its logarithm between its smallest positive value (with 4 bits, at least a
+    millionth of the largest: smaller ones become zero, 1e-6 of what the largest weighs) and its largest; code 0
+    is zero. A code decodes to the mean of its bin (values spread evenly in log), so that sums over many weights
+    keep their size. ``nbytes`` counts the packed codes and the two float32 bounds."""
 
-    def __init__(self, value: torch.Tensor, kind: str):
-        self.kind, self.shape = kind, value.shape
-        v = value.detach().float()
-        if kind == "linear":
-            self.lo, self.hi = 0.0, float(v.abs().max().clamp_min(1e-12)) / 127
-            self.codes = torch.round(v / self.hi).clamp(-127, 127).to(torch.int8)
-        else:
-            pos = v[v > 0]
-            self.lo = float(pos.min().log()) if pos.numel() else 0.0
-            self.hi = float(pos.max().log()) if pos.numel() else 0.0
-            span = max(self.hi - self.lo, 1e-6)
-            codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / span * 254) + 1
-            self.codes = torch.where(v > 0, codes.clamp(1, 255), torch.zeros_like(codes)).to(torch.uint8)
+    FLOOR_4BIT = math.log(1e-6)
+
+    def __init__(self, value: torch.Tensor, bits: int = 8):
+        if bits not in (4, 8):
+            raise ValueError(f"bits must be 4 or 8, got {bits}")
+        self.shape, self.bits, self.numel = value.shape, bits, value.numel()
+        v = value.detach().float().flatten()
+        pos = v[v > 0]
+        self.lo = float(pos.min().log()) if pos.numel() else 0.0
+        self.hi = float(pos.max().log()) if pos.numel() else 0.0
+        if bits == 4:
+            self.lo = max(self.lo, self.hi + self.FLOOR_4BIT)
+        top = 2**bits - 1
+        codes = torch.round((v.clamp_min(1e-38).log() - self.lo) / self._step()) + 1
+        keep = v >= math.exp(self.lo) * (1 - 1e-6)
+        codes = torch.where(keep, codes.clamp(1, top), torch.zeros_like(codes)).to(torch.uint8)
+        if bits == 4:
+            codes = torch.cat([codes, codes.new_zeros(codes.numel() % 2)])
+            codes = codes[0::2] << 4 | codes[1::2]
+        self.codes = codes
+
+    def _step(self) -> float:
+        return max(self.hi - self.lo, 1e-6) / (2**self.bits - 2)
 
     def float(self) -> torch.Tensor:
-        if self.kind == "linear":
-            return self.codes.float() * self.hi
-        span = max(self.hi - self.lo, 1e-6)
-        vals = torch.exp(self.lo + (self.codes.float() - 1) / 254 * span)
-        return torch.where(self.codes > 0, vals, torch.zeros_like(vals))
+        codes = self.codes
+        if self.bits == 4:
+            codes = torch.stack([codes >> 4, codes & 15], 1).flatten()[: self.numel]
+        h = self._step() / 2
+        bin_mean = math.sinh(h) / h if h > 1e-6 else 1.0  # the mean of exp over a bin of half-width h, log-uniform
+        vals = torch.exp(self.lo + (codes.float() - 1) * self._step()) * bin_mean
+        return torch.where(codes > 0, vals, torch.zeros_like(vals)).view(self.shape)
 
     @property
     def nbytes(self) -> int:
         return self.codes.numel() + 8
 
+    def state_dict(self) -> dict:
+        return {"bits": self.bits, "lo": self.lo, "hi": self.hi, "codes": self.codes, "shape": list(self.shape)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "LogCodes":
+        obj = cls.__new__(cls)
+        obj.bits, obj.lo, obj.hi, obj.codes, obj.shape = state["bits"], state["lo"], state["hi"], state["codes"], torch.Size(state["shape"])
+        obj.numel = math.prod(obj.shape)
+        return obj
+
 
 class QuadraticAnchor:
     """Keeps anchor weights theta* and an importance per weight; penalty = 0.5 * sum(F * (theta - theta*)^2).
 
-    Between tasks both are stored compactly and counted as memory: with ``storage="half"`` theta* in float16
-    and the importance in bfloat16 (its values span many orders of magnitude; bfloat16 keeps float32's range),
-    4 bytes a weight; with ``storage="8bit"`` theta* in int8 and the importance as 8-bit log codes, 2 bytes a
-    weight. Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to the newest
-    weights. The penalty uses float32 working copies derived from the stored tensors.
+    Between tasks both are stored compactly and counted as memory: theta* in float16 (so that the penalty at the
+    weights it was taken from is zero to within float16's rounding) and the importance in bfloat16
+    (``storage="half"``, 4 bytes a weight; its values span many orders of magnitude, which bfloat16's range
+    keeps), or as codes of its logarithm, 8 bits (``"8bit"``, 3 bytes a weight) or 4 (``"compact"``, 2.5 bytes a
+    weight; an importance is a rough estimate to begin with, and 15 levels over its range keep the penalty's
+    size: see the tests). Several tasks combine as online EWC: F <- decay * F_old + F_new, and theta* moves to
+    the newest weights. The penalty uses float32 working copies derived from the stored tensors.
     """
 
+    STORAGES = {"compact": 4, "8bit": 8, "half": 16}  # bits of the importance
+
     def __init__(self, decay: float = 1.0, storage: str = "half"):
-        if storage not in ("half", "8bit"):
-            raise ValueError(f"storage must be 'half' or '8bit', got {storage!r}")
+        if storage not in self.STORAGES:
+            raise ValueError(f"storage must be one of {', '.join(self.STORAGES)}, got {storage!r}")
         self.decay = decay
         self.storage = storage
-        self.stored_theta: dict[str, torch.Tensor | Stored8bit] = {}
-        self.stored_importance: dict[str, torch.Tensor | Stored8bit] = {}
+        self.stored_theta: dict[str, torch.Tensor] = {}
+        self.stored_importance: dict[str, torch.Tensor | LogCodes] = {}
         self._work: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None  # params, theta*, F
 
     @property
@@ -79,9 +108,11 @@ class QuadraticAnchor:
         return bool(self.stored_theta)
 
     def _store(self, v: torch.Tensor, importance: bool):
-        if self.storage == "8bit":
-            return Stored8bit(v, "log" if importance else "linear")
-        return v.detach().to(torch.bfloat16 if importance else torch.float16).clone()
+        if not importance:
+            return v.detach().to(torch.float16).clone()
+        if self.storage == "half":
+            return v.detach().to(torch.bfloat16).clone()
+        return LogCodes(v, self.STORAGES[self.storage])
 
     def update(self, model: nn.Module, importance: dict[str, torch.Tensor]) -> None:
         """Anchor at the model's current weights and fold in a new importance estimate."""
@@ -99,6 +130,23 @@ class QuadraticAnchor:
         keys = list(self.stored_theta)
         self._work = ([params[k] for k in keys], [self.stored_theta[k].float() for k in keys], [self.stored_importance[k].float() for k in keys])
 
+    def state_dict(self) -> dict:
+        def save(v):
+            return v.state_dict() if isinstance(v, LogCodes) else v
+
+        return {"theta": {k: save(v) for k, v in self.stored_theta.items()}, "importance": {k: save(v) for k, v in self.stored_importance.items()}}
+
+    def load_state_dict(self, state: dict, model: nn.Module) -> None:
+        """Restore ``state_dict()``'s anchor and bind it to ``model`` (whose weights may be loaded afterwards, in place)."""
+        def load(v):
+            return LogCodes.from_state(v) if isinstance(v, dict) else v
+
+        self.stored_theta = {k: load(v) for k, v in state["theta"].items()}
+        self.stored_importance = {k: load(v) for k, v in state["importance"].items()}
+        self._work = None
+        if self.stored_theta:
+            self.bind(model)
+
     def penalty(self) -> torch.Tensor | None:
         """0.5 * sum F (theta - theta*)^2, or None before the first anchor; differentiable in the weights."""
         if self._work is None or not self._work[0]:
@@ -108,7 +156,7 @@ class QuadraticAnchor:
 
     def memory_bytes(self) -> int:
         stored = list(self.stored_theta.values()) + list(self.stored_importance.values())
-        return sum(v.nbytes if isinstance(v, Stored8bit) else tensor_bytes(v) for v in stored)
+        return sum(v.nbytes if isinstance(v, LogCodes) else tensor_bytes(v) for v in stored)
 
 
 class _QuadraticPenalty(torch.autograd.Function):
@@ -162,15 +210,25 @@ def per_sample_fisher(
     return {k: f / n for k, f in fisher.items()}
 
 
-def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
-    """The diagonal Fisher of ``diagonal_fisher`` rescaled to the curvature of the mean content loss, and that loss.
+def laplace_curvature(fisher: dict[str, torch.Tensor], values: int, residual_mse: float | None) -> dict[str, torch.Tensor]:
+    """The one calibration of every quadratic penalty: the diagonal empirical Fisher of a per-sample loss that is
+    a *mean* over ``values`` terms, turned into the curvature of that mean loss (the Laplace approximation).
 
-    For per-pixel residuals of variance ``mse`` the empirical Fisher of the per-sample mean squared error over
-    ``P`` values is ``4 mse / P^2 * sum_p J_p^2`` while the (Gauss-Newton) curvature of the same loss is
-    ``2 / P * sum_p J_p^2``; so ``F * P / (2 mse)`` estimates the curvature, and ``0.5 * sum H (theta - theta*)^2``
-    estimates how much the content loss on these samples rises when the weights move away from theta*.
-    A quadratic penalty built on it is in the units of the content loss, whatever the image size.
+    For terms that are squared residuals of variance ``residual_mse`` (the loss at theta*), the empirical Fisher
+    of the mean is ``4 mse / values^2 * sum_v J_v^2`` while the (Gauss-Newton) curvature of the same loss is
+    ``2 / values * sum_v J_v^2``: the factor is ``values / (2 mse)``. For terms that are negative
+    log-likelihoods (``residual_mse`` None, e.g. a binary cross-entropy) the Fisher of one term is its expected
+    curvature and the factor is ``values``. ``0.5 * sum H (theta - theta*)^2`` then estimates how much the loss
+    on these samples rises when the weights leave theta*, in the units of the loss itself, at any image size:
+    a penalty weight of 1 is that plain second-order estimate (EWC with the old task weighing as much as the new).
     """
+    scale = values if residual_mse is None else values / (2 * max(residual_mse, 1e-8))
+    return {k: f * scale for k, f in fisher.items()}
+
+
+def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
+    """The curvature of the mean content loss on (x, y) at the model's weights (``laplace_curvature`` of
+    ``diagonal_fisher``), and that loss."""
     fisher = diagonal_fisher(model, x, y, chunk=chunk)
     was_training = model.training
     model.eval()
@@ -179,5 +237,4 @@ def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk:
             mse = float(sum(per_sample_content_loss(model(x[i : i + chunk]), y[i : i + chunk]).sum() for i in range(0, x.shape[0], chunk)) / x.shape[0])
     finally:
         model.train(was_training)
-    scale = y[0].numel() / (2 * max(mse, 1e-8))
-    return {k: f * scale for k, f in fisher.items()}, mse
+    return laplace_curvature(fisher, y[0].numel(), mse), mse

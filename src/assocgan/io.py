@@ -7,12 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+PARTIAL = ".partial-"  # in the name of a file being written: ``.NAME.partial-XXXX.SUFFIX``
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result over ``path`` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -22,6 +24,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_partial_files(folder: str | Path) -> int:
+    """Delete the half-written files that a process killed in the middle of ``atomic_write`` left under
+    ``folder``; returns how many. Call it only while no other process writes there."""
+    n = 0
+    for p in Path(folder).rglob(f".*{PARTIAL}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def _umask() -> int:

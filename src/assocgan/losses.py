@@ -14,5 +14,13 @@ def gan_loss(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(pred, target)
 
 
-def content_loss(fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(fake.float(), y.float())
+def per_sample_mse(fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean squared error over its pixels, (N,)."""
+    return (fake.float() - y.float()).pow(2).flatten(1).mean(1)
+
+
+def content_loss(fake: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error; with ``weight`` (one per sample, summing to 1) the weighted sum of the samples' MSEs."""
+    if weight is None:
+        return F.mse_loss(fake.float(), y.float())
+    return (per_sample_mse(fake, y) * weight).sum()

@@ -1,10 +1,12 @@
-"""Image quality metrics. PSNR and SSIM are computed here and nowhere else.
+"""Image quality metrics. PSNR and SSIM are computed here and nowhere else, under one evaluation ``Convention``
+(uint8 rounding, colour space, border crop) applied by ``scores``.
 
 Both take (N, C, H, W) tensors in [0, 1] and return one value per image.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,49 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_
 
 
 METRICS = {"psnr": psnr, "ssim": ssim}
+
+SPACES = ("rgb", "y")
+
+
+def to_y(images: torch.Tensor) -> torch.Tensor:
+    """The Y (luma) of ITU-R BT.601 YCbCr as BasicSR computes it, (N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W):
+    Y = 16 + 65.481 R + 128.553 G + 24.966 B in [0, 255] units, returned divided by 255 (not rounded)."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"the Y channel needs (N,3,H,W) RGB images, got {tuple(images.shape)}")
+    w = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64, device=images.device)
+    return ((images.double() * w[None, :, None, None]).sum(1, keepdim=True) + 16.0) / 255.0
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How an output is scored against its target: rounded to uint8 first (``quantize``, the convention of
+    restoration papers: outputs are saved as 8-bit images), on RGB or on the Y channel (``space``), with
+    ``crop_border`` pixels cut off each side."""
+
+    quantize: bool = True
+    space: str = "rgb"
+    crop_border: int = 0
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` ([0, 1], (N, C, H, W)) as the metric sees them under this convention."""
+        out = images.double()
+        if self.quantize:
+            out = (out.clamp(0, 1) * 255).round() / 255
+        if self.crop_border:
+            b = self.crop_border
+            out = out[..., b:-b, b:-b]
+        return to_y(out) if self.space == "y" else out
+
+    def describe(self) -> str:
+        """In words, for tables: e.g. "on Y, uint8, border 4"."""
+        return f"on {'Y' if self.space == 'y' else 'RGB'}, {'uint8' if self.quantize else 'float'}, border {self.crop_border}"
+
+
+def scores(pred: torch.Tensor, target: torch.Tensor, convention: Convention = Convention()) -> dict[str, torch.Tensor]:
+    """PSNR and SSIM of each image of ``pred`` against ``target`` (both [0, 1]) under ``convention``."""
+    _check(pred, target)
+    p, t = convention.prepare(pred), convention.prepare(target)
+    return {name: fn(p, t) for name, fn in METRICS.items()}
 
 
 def noise_sigma(images: torch.Tensor) -> torch.Tensor:

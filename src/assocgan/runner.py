@@ -1,8 +1,7 @@
 """A run: one benchmark x one or more methods x one seed, written to one output folder as it goes."""
 from __future__ import annotations
 
-import csv
-import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -10,15 +9,17 @@ from typing import Any
 
 import torch
 
+from . import __version__
+from .checkpoints import save_generator
 from .config import RunConfig
 from .data.benchmarks import Benchmark, load_benchmark
 from .errors import UserError
 from .evaluate import identity_scores, predict, summarize
 from .imaging import grid, save_png
-from .io import read_json, write_json, write_text
-from .train import CurvePoint, TaskRecord, pick_device, train_method
+from .methods import Method, get_method
+from .runfolder import RunFolder
+from .train import CurvePoint, Diverged, TaskRecord, check_method, history, pick_device, train_method
 
-RESULTS = "results.json"
 
 
 def benchmark_for(cfg: RunConfig, *, data=None, clean_images=None, recipe=None, metric=None) -> Benchmark:
@@ -35,52 +36,55 @@ def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
         "metric": bench.metric,
         "tasks": bench.task_names,
         "task_descriptions": [t.description for t in bench.tasks],
-        "identity": {m: [identity_scores(t)[m] for t in bench.tasks] for m in ("psnr", "ssim")},
+        "identity": {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in ("psnr", "ssim")},
         "config": cfg.to_dict(),
         "methods": {},
     }
 
 
-def load_results(out: Path, bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
-    """The run folder's results, kept when they belong to the same benchmark, else a fresh record."""
-    try:
-        old = read_json(out / RESULTS)
-    except ValueError as e:
-        raise UserError(f"{out / RESULTS}: not valid JSON ({e}); move it away or choose another --out") from None
+def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
+    """The run folder's results, kept when they belong to the same benchmark and settings, else a fresh record."""
+    old = folder.read_results()
     fresh = new_results(bench, cfg)
     if old is None:
         return fresh
     if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
-        raise UserError(f"{out / RESULTS}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
-    old_cfg = old.get("config", {})
-    differ = sorted(k for k, v in cfg.shared_settings().items() if k in old_cfg and old_cfg[k] != v)
-    if differ:
-        what = ", ".join(f"{k} {old_cfg[k]!r} -> {cfg.to_dict()[k]!r}" for k in differ)
-        raise UserError(f"{out / RESULTS}: was made with other settings ({what}); choose another --out")
+        raise UserError(f"{folder.results_path}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
+    folder.check_settings(old, cfg)
     fresh["methods"] = old.get("methods", {})
+    fresh["provenance"] = old.get("provenance", [])
+    fresh["inputs"] = old.get("inputs", {})
     return fresh
 
 
-def method_entry(bench: Benchmark, records: list[TaskRecord], curves: list[CurvePoint]) -> dict[str, Any]:
-    method = records[-1].method
-    psnr = [[sc["psnr"] for sc in r.scores] + [None] * (len(bench.tasks) - len(r.scores)) for r in records]
-    ssim = [[sc["ssim"] for sc in r.scores] + [None] * (len(bench.tasks) - len(r.scores)) for r in records]
+def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], records: list[TaskRecord], curves: list[CurvePoint]) -> dict[str, Any]:
+    n = len(bench.tasks)
+    psnr = [[sc["psnr"] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records]
+    ssim = [[sc["ssim"] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records]
     mat = psnr if bench.metric == "psnr" else ssim
     trimmed = [row[: i + 1] for i, row in enumerate(mat)]
-    s = summarize(trimmed)
+    initial = records[0].initial if records and records[0].initial else None
+    initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in ("psnr", "ssim")}
+    ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in ("psnr", "ssim")}
+    s = (summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric]) if records
+         else {"avg": [], "final_avg": None, "bwt": None, "forgetting": None, "fwt": None})
+    last = records[-1].memory if records else {}
     return {
-        "title": method.title,
-        "cite": method.cite,
-        "options": method.option_values(),
-        "task_id_at_test": method.needs_task_id,
-        "complete": len(records) == len(bench.tasks),
+        "title": cls.title,
+        "cite": cls.cite,
+        "options": options,
+        "task_id_at_test": cls.needs_task_id,
+        "complete": len(records) == n,
         "matrix": mat,
         "avg": s["avg"],
         "final_avg": s["final_avg"],
         "bwt": s["bwt"],
         "forgetting": s["forgetting"],
-        "memory_bytes": int(sum(records[-1].memory.values())),
-        "memory_breakdown": records[-1].memory,
+        "fwt": s["fwt"],
+        "initial": initial_scores,  # the untrained generator on each task (FWT's b_j)
+        "ahead": ahead_scores,  # ahead[m][j-1]: task j after training task j-1, before its own training (FWT's R[j-1][j])
+        "memory_bytes": int(sum(last.values())),
+        "memory_breakdown": last,
         "memory_by_task": [int(sum(r.memory.values())) for r in records],
         "train_seconds": sum(r.train_seconds for r in records),
         "train_seconds_by_task": [r.train_seconds for r in records],
@@ -92,27 +96,13 @@ def method_entry(bench: Benchmark, records: list[TaskRecord], curves: list[Curve
     }
 
 
-def write_csvs(out: Path, results: dict[str, Any], name: str) -> None:
-    entry = results["methods"][name]
-    for metric in ("psnr", "ssim"):
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["after_task"] + results["tasks"])
-        for i, row in enumerate(entry[metric]):
-            w.writerow([results["tasks"][i]] + ["" if v is None else f"{v:.6f}" for v in row])
-        write_text(out / "csv" / f"{name}_{metric}.csv", buf.getvalue())
+def checkpoint_meta(bench: Benchmark, cfg: RunConfig, cls: type[Method], t: int) -> dict[str, Any]:
+    """What a generator checkpoint says about itself (see ``checkpoints``)."""
+    return {"method": cls.name, "after_task": t + 1, "task": bench.tasks[t].name, "tasks": bench.task_names, "benchmark": bench.name,
+            "metric": bench.metric, "needs_task_id": cls.needs_task_id, "config": cfg.to_dict(), "assocgan": __version__}
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module) -> None:
-    from safetensors.torch import save_file
-
-    from .io import atomic_write
-
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda p: save_file(state, str(p)))
-
-
-def save_samples(out: Path, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0) -> None:
+def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0) -> None:
     """A grid per task seen so far: inputs, outputs and targets of the first ``n`` test images; also to
     TensorBoard (``NAME/samples``, at ``step``) when ``tb`` is given."""
     rows = []
@@ -120,11 +110,11 @@ def save_samples(out: Path, name: str, bench: Benchmark, rec: TaskRecord, n: int
         x, y = bench.tasks[j].test_pairs()
         x, y = x[:n], y[:n]
         rows.append([x, predict(rec.method.eval_generator(j), x, device=device), y])
-    save_png(out / "samples" / name / f"after_task{rec.t + 1}_{bench.tasks[rec.t].name}.png", grid(rows, scale=2 if x.shape[-1] < 96 else 1))
+    save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), grid(rows, scale=2 if x.shape[-1] < 96 else 1))
     if tb is not None:
         tb.image(f"{name}/samples", grid(rows), step)
     for fname, pic_rows in rec.method.pictures(bench.tasks[: rec.t + 1]).items():
-        save_png(out / "pictures" / name / f"{fname}.png", grid(pic_rows, scale=2 if x.shape[-1] < 96 else 1))
+        save_png(folder.picture_path(name, fname), grid(pic_rows, scale=2 if x.shape[-1] < 96 else 1))
 
 
 class TensorBoard:
@@ -151,49 +141,147 @@ class TensorBoard:
             self.writer.close()
 
 
-def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, **bench_args) -> dict[str, Any]:
-    """Train every method of ``cfg`` on the benchmark, writing results, CSVs, checkpoints and sample grids
-    to ``out`` after each task; print the tables at the end. Returns the results record."""
+def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
+    """Who made a run's numbers: the command, the versions, the device, the date and the source's git commit."""
+    import platform
+    import subprocess
+
+    commit = None
+    try:
+        src = Path(__file__).resolve().parent
+        done = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if done.returncode == 0:
+            commit = done.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=5)
+            if dirty.returncode == 0 and dirty.stdout.strip():
+                commit += " (with uncommitted changes)"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    dev = str(device)
+    if device.type == "cuda":
+        dev += f" ({torch.cuda.get_device_name(device)})"
+    return {"command": command or " ".join(sys.argv), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "assocgan": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "device": dev, "git_commit": commit}
+
+
+def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, restart: bool = False,
+        command: str | None = None, **bench_args) -> dict[str, Any]:
+    """Train every method of ``cfg`` on the benchmark, writing results, CSVs, checkpoints and sample grids to
+    ``out`` after each task and the full training state every ``cfg.checkpoint_every`` steps; print the tables
+    at the end. A method complete in ``out`` is skipped and an interrupted one resumes where its state was saved
+    (``restart``: both are trained anew). A method that diverges is marked failed and the others go on; then
+    ``RunFailed`` is raised. Returns the results record."""
     from .report.console import Progress, print_tables
 
-    out = Path(out)
-    bench = bench or benchmark_for(cfg, **bench_args)
+    folder = RunFolder(out)
     dev = pick_device(device)
-    from .methods import get_method
-
+    bench = bench or benchmark_for(cfg, **bench_args)
+    options = {name: get_method(name).resolve_options(cfg.method_options.get(name, {})) for name in cfg.methods}
     for name in cfg.methods:  # refuse a method that cannot run before training any
-        get_method(name).check_config(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    results = load_results(out, bench, cfg)
-    write_json(out / RESULTS, results)
-    tb = TensorBoard(out / "tb")
-    total = len(cfg.methods) * len(bench.tasks) * cfg.steps
-    try:
-        with Progress(console, total) as progress:
+        check_method(name, bench, cfg)
+    say = (lambda s: console.print(s, markup=False, highlight=False)) if console is not None else (lambda s: None)
+    failures: list[Diverged] = []
+    with folder.lock():
+        results = load_results(folder, bench, cfg)
+        if restart:
             for name in cfg.methods:
-                curves: list[CurvePoint] = []
-                records: list[TaskRecord] = []
-                progress.start_method(name)
+                folder.discard(name)
+                results["methods"].pop(name, None)
+        results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
+        results["provenance"] = results.get("provenance", []) + [provenance(command, dev)]
+        if bench.left_out:
+            results["tasks_left_out"] = list(bench.left_out)
+        folder.write_results(results)
+        folder.log(f"start: {results['provenance'][-1]['command']} (methods {', '.join(cfg.methods)}, device {dev})")
+        if bench.left_out:
+            note = f"--order {cfg.order}: runs {len(bench.tasks)} of the {len(bench.tasks) + len(bench.left_out)} tasks; left out: {', '.join(bench.left_out)}"
+            say(f"note: {note}")
+            folder.log(note)
+        todo = []
+        for name in cfg.methods:
+            if folder.entry_state(results, name, options[name]) == "complete":
+                say(f"{name}: complete in {folder.path}, skipped (--restart trains it again)")
+                folder.clear_state(name)
+            else:
+                todo.append(name)
+        states = {name: checked_state(folder, name, cfg, options[name]) for name in todo}
+        tb = TensorBoard(folder.path / "tb")
+        last_report = time.monotonic()
+        total = len(todo) * len(bench.tasks) * cfg.steps
+        try:
+            with Progress(console, total) as progress:
+                for name in todo:
+                    state = states[name]
+                    records, curves = history(state)
+                    cls = get_method(name)
+                    progress.start_method(name)
+                    if state is not None:
+                        done_steps = state["task"] * cfg.steps + state["step"]
+                        progress.advance(done_steps)
+                        where = f"task {state['task'] + 1} ({bench.tasks[state['task']].name}) step {state['step']}"
+                        say(f"{name}: resuming at {where} from {folder.state_path(name)}")
+                        folder.log(f"{name}: resumed at {where}")
 
-                def on_task(rec: TaskRecord, name=name, records=records, curves=curves) -> None:
-                    records.append(rec)
-                    results["methods"][name] = method_entry(bench, records, curves)
-                    write_json(out / RESULTS, results)
-                    write_csvs(out, results, name)
-                    save_checkpoint(out / "checkpoints" / name / f"task{rec.t + 1}_{bench.tasks[rec.t].name}.safetensors", rec.generator)
-                    save_samples(out, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps)
-                    progress.task_done(name, rec, bench)
+                    def on_task(rec: TaskRecord, name=name, cls=cls, records=records, curves=curves) -> None:
+                        records.append(rec)
+                        results["methods"][name] = method_entry(bench, cls, options[name], records, curves)
+                        folder.write_results(results)
+                        folder.write_csvs(results, name)
+                        save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
+                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps)
+                        progress.task_done(name, rec, bench)
+                        folder.log(f"{name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.1f} s; "
+                                   + " ".join(f"{sc[bench.metric]:.4g}" for sc in rec.scores))
 
-                train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=curves.append, log=tb.scalar)
-                if name != cfg.methods[-1]:
-                    write_report_safely(out)  # a long run has a report of the methods done so far
-    finally:
-        tb.close()
-    print_tables(results, console)
-    path = write_report_safely(out)
+                    try:
+                        train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=curves.append, log=tb.scalar,
+                                     resume=state, on_state=lambda st, name=name: folder.save_state(name, {**st, "settings": state_settings(cfg, options[name])}))
+                    except Diverged as e:
+                        failures.append(e)
+                        entry = method_entry(bench, cls, options[name], records, curves)
+                        entry["failed"] = {"task": e.t + 1, "task_name": e.task, "step": e.step, "reason": e.what}
+                        results["methods"][name] = entry
+                        folder.write_results(results)
+                        folder.log(f"{name}: FAILED: {e}")
+                        print(f"assocgan: {e}", file=sys.stderr)
+                        continue
+                    folder.clear_state(name)
+                    if name != todo[-1] and time.monotonic() - last_report > REPORT_EVERY:
+                        write_report_safely(folder.path)  # a long run has a report of the methods done so far
+                        last_report = time.monotonic()
+        finally:
+            tb.close()
+        print_tables(results, console)
+        path = write_report_safely(folder.path)
+        folder.log("end" + (f": {len(failures)} method(s) failed" if failures else ""))
     if path is not None and console is not None:
         console.print(f"\nReport: {path}")
+    if failures:
+        raise RunFailed(f"{len(failures)} method(s) failed ({', '.join(e.method for e in failures)}: diverged); "
+                        f"the results of the others are in {folder.results_path}")
     return results
+
+
+REPORT_EVERY = 60.0  # seconds: while methods remain, report.html is rewritten after a method at most this often
+
+
+class RunFailed(Exception):
+    """A run ended with a method that failed (diverged); the others' results are written."""
+
+
+def state_settings(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings a saved training state belongs to: the run's shared settings and the method's options."""
+    return json.loads(json.dumps({"shared": cfg.shared_settings(), "options": options}))
+
+
+def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved training state of ``name`` if there is one; a UserError if it was saved with other settings."""
+    state = folder.load_state(name)
+    if state is None:
+        return None
+    if state.get("method") != name or state.get("settings") != state_settings(cfg, options):
+        raise UserError(f"{folder.state_path(name)}: was saved with other settings than this run's; give --restart to train {name} from the start")
+    return state
 
 
 def write_report_safely(out: Path) -> Path | None:

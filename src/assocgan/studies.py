@@ -37,7 +37,7 @@ from typing import Any
 from .config import RunConfig, validate
 from .errors import UserError
 from .io import read_json, write_json
-
+from .runfolder import LOG, RunFolder, as_json, folder_lock
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,6 @@ STUDIES: dict[str, StudyKind] = {
 }
 STUDY_FILE = "study.json"
 RUN_SPEC = "run.json"
-LOG = "log.txt"
 DEFAULT_METHODS = ("tl", "jl", "replay", "assoc")  # those registered are the default of quota and order
 DEFAULT_SWEEP = ("assoc", "lambda_distill")
 
@@ -231,36 +230,13 @@ def ablation_runs(base: RunConfig, rows=ABLATION_ROWS) -> list[RunSpec]:
 
 
 # ---- running ---------------------------------------------------------------------------
-def _normal(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
 def read_results(run_dir: Path) -> dict | None:
-    try:
-        return read_json(run_dir / "results.json")
-    except ValueError as e:
-        raise UserError(f"{run_dir / 'results.json'}: not valid JSON ({e}); move the run folder away to run it again") from None
+    return RunFolder(run_dir).read_results()
 
 
 def pending_methods(run_dir: Path, cfg: RunConfig) -> list[str]:
     """The methods of ``cfg`` not yet complete in ``run_dir``; a UserError if the folder was made otherwise."""
-    results = read_results(run_dir)
-    if results is None:
-        return list(cfg.methods)
-    old = results.get("config") or {}
-    new = _normal(cfg.shared_settings())
-    diff = sorted(k for k in new if k in old and old[k] != new[k])
-    if diff:
-        what = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-        raise UserError(f"{run_dir}: holds a run made with other settings ({what}); choose another --out for this study")
-    todo = []
-    for m in cfg.methods:
-        entry = results.get("methods", {}).get(m)
-        if entry is not None and entry.get("options") != _normal(cfg.method_options.get(m, {})):
-            raise UserError(f"{run_dir}: holds {m} with other options ({entry.get('options')} vs {cfg.method_options.get(m)}); choose another --out for this study")
-        if entry is None or not entry.get("complete"):
-            todo.append(m)
-    return todo
+    return RunFolder(run_dir).pending(cfg)
 
 
 def execute(run_dir: Path, cfg: RunConfig, bench_args: dict[str, Any], device: str | None) -> None:
@@ -272,6 +248,8 @@ def execute(run_dir: Path, cfg: RunConfig, bench_args: dict[str, Any], device: s
 
 def _worker(run_dir: str) -> int:
     """``python -m assocgan.studies RUN_DIR``: the run described by RUN_DIR/run.json."""
+    from .runner import RunFailed
+
     spec = read_json(Path(run_dir) / RUN_SPEC)
     cfg = RunConfig(**spec["config"])
     try:
@@ -279,6 +257,9 @@ def _worker(run_dir: str) -> int:
     except UserError as e:
         print(f"assocgan: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"assocgan: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -315,7 +296,7 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
     for spec, cfg in todo:
         run_dir = study.run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": _normal(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device})
+        write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": as_json(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device})
     failed: list[str] = []
     counter = iter(range(1, len(todo) + 1))
 
@@ -333,7 +314,7 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
             start = time.perf_counter()
             log = study.run_dir(spec) / LOG
             ok = True
-            with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+            with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
                 try:
                     execute(study.run_dir(spec), cfg, study.bench_args, study.device)
                 except (Exception, SystemExit) as e:  # one failed run must not stop the others
@@ -349,7 +330,7 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
             while queue and len(running) < jobs:
                 spec, cfg = queue.pop(0)
                 run_dir = study.run_dir(spec)
-                fh = open(run_dir / LOG, "w", encoding="utf-8")
+                fh = open(run_dir / LOG, "a", encoding="utf-8")
                 env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(cfg.threads or 1), MKL_NUM_THREADS=str(cfg.threads or 1))
                 proc = subprocess.Popen([sys.executable, "-m", "assocgan.studies", str(run_dir)], stdout=fh, stderr=subprocess.STDOUT, env=env)
                 running.append((spec, proc, time.perf_counter(), fh))
@@ -507,10 +488,10 @@ def study_record(study: Study) -> dict[str, Any]:
     return {
         "study": study.kind,
         "command": study.command,
-        "params": _normal(study.params),
+        "params": as_json(study.params),
         "bench_args": study.bench_args,
-        "base_config": _normal(study.base.to_dict()),
-        "runs": [{"name": r.name, "label": r.label, "how": r.how, "methods": r.cfg.methods, **_normal(r.meta)} for r in study.runs],
+        "base_config": as_json(study.base.to_dict()),
+        "runs": [{"name": r.name, "label": r.label, "how": r.how, "methods": r.cfg.methods, **as_json(r.meta)} for r in study.runs],
     }
 
 
@@ -524,23 +505,25 @@ def run_study(study: Study, jobs: int = 1, console=None) -> dict[str, Any]:
     folder = study.folder
     if jobs < 1:
         raise UserError("--jobs: must be at least 1")
-    if (folder / "results.json").exists():
+    if RunFolder(folder).results_path.exists():
         raise UserError(f"{folder}: is a run folder; choose another --out for the study")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: is a file, not a folder")
     old = read_json(folder / STUDY_FILE)
     if old is not None and old.get("study") != study.kind:
         raise UserError(f"{folder}: holds a {old.get('study')} study; choose another --out for the {study.kind} study")
     todo = plan(study, jobs)  # checks the run folders before anything is written
-    folder.mkdir(parents=True, exist_ok=True)
-    record = study_record(study)
-    record["summary"] = collect(record, folder)
-    write_json(folder / STUDY_FILE, record)
-    failed = run_all(study, jobs, say, todo)
-    record["summary"] = collect(record, folder)
-    write_json(folder / STUDY_FILE, record)
+    with folder_lock(folder, "study"):
+        record = study_record(study)
+        record["summary"] = collect(record, folder)
+        write_json(folder / STUDY_FILE, record)
+        failed = run_all(study, jobs, say, todo)
+        record["summary"] = collect(record, folder)
+        write_json(folder / STUDY_FILE, record)
     path = write_report(folder)
     for t in study_tables(record):
         if console is not None:
-            console.print(to_rich(t))
+            console.print(to_rich(t, console.width))
         else:
             print(to_text(t) + "\n")
     say(f"Report: {path}")
@@ -572,7 +555,7 @@ def report_tables(folder: str | Path) -> list:
     study = read_json(folder / STUDY_FILE)
     if study is not None:
         return study_tables(study)
-    return run_tables(read_json(folder / "results.json")) + vote_tables(folder)
+    return run_tables(RunFolder(folder).read_results()) + vote_tables(folder)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Benchmark:
     metric: str  # "psnr" or "ssim"
     tasks: list[Task]
     description: str = ""
+    left_out: tuple[str, ...] = ()  # tasks an --order that names only some of them leaves out
 
     @property
     def task_names(self) -> list[str]:
@@ -139,6 +140,8 @@ def load_benchmark(
         raise UserError(f"--size {size}: must be a positive multiple of 16")
     if metric is not None and metric not in ("psnr", "ssim"):
         raise UserError(f"--metric {metric!r}: choose psnr or ssim")
+    if data is not None and clean_images is not None:
+        raise UserError("--data and --clean-images: give one of them (paired task folders, or clean images with a --recipe)")
     if fresh and (data is not None or (clean_images is None and name in BUILTIN and BUILTIN[name].kind != "restore")):
         raise UserError("--fresh-degradations: only for tasks made by a degradation (restore4 or --clean-images with --recipe)")
     if data is not None:
@@ -167,5 +170,7 @@ def load_benchmark(
         else:
             tasks = tone_tasks(spec, size, n_train, n_test, seed)
         bench = Benchmark(name, metric or spec.metric, tasks, spec.description)
-    bench.tasks = apply_order(bench.tasks, order)
+    ordered = apply_order(bench.tasks, order)
+    bench.left_out = tuple(t.name for t in bench.tasks if all(t is not o for o in ordered))
+    bench.tasks = ordered
     return bench

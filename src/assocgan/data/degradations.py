@@ -2,7 +2,7 @@
 
 A recipe names tasks separated by commas; a task is one or more degradations joined by '+':
 ``blur:3,noise:0.2,jpeg:10`` is three tasks, ``blur:2+noise:0.05`` is one task with both.
-Random degradations (noise, JPEG's content, motion direction) are drawn from the generator given.
+Random degradations (noise, the motion direction) are drawn from the generator given; the others are fixed.
 """
 from __future__ import annotations
 

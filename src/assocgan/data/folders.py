@@ -17,21 +17,55 @@ import numpy as np
 from ..errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MAX_PIXELS = 64_000_000  # a larger image is refused before it is decoded (a decompression bomb, or a mistake)
+MAX_NAME_BYTES = 200  # a task name longer than this would make file names the file system refuses
+
+
+def hidden(p: Path) -> bool:
+    """Files and folders that are not data: hidden ones (``.x``, macOS's ``._x`` resource forks) and ``__MACOSX``."""
+    return p.name.startswith(".") or p.name == "__MACOSX"
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and not hidden(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _to_rgb8(im) -> np.ndarray:
+    """A decoded PIL image as HxWx3 uint8: 16-bit and float images scaled (not clipped) to 8 bits, transparency
+    composited on white, palette and grey images expanded."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        top = 1.0 if im.mode == "F" and a.max(initial=0) <= 1.0 else (255.0 if im.mode in ("I", "F") and a.max(initial=0) <= 255 else 65535.0)
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as HxWx3 uint8; a clear error naming the file if it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as HxWx3 uint8, upright as its EXIF orientation says; a clear error naming the file if it
+    cannot be read or is too large."""
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise UserError(f"{path}: {w}x{h} pixels is more than the {MAX_PIXELS // 1_000_000} megapixels an image may have; shrink it first")
+                im.load()
+                return _to_rgb8(ImageOps.exif_transpose(im))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UserError(f"{path}: refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise UserError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
@@ -94,9 +128,12 @@ def load_split(split_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def task_folders(root: Path) -> list[Path]:
     _require_dir(root, "--data")
-    tasks = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    tasks = sorted(p for p in root.iterdir() if p.is_dir() and not hidden(p))
     if not tasks:
         raise UserError(f"{root}: no task folders found (expected ROOT/<task>/{{train,test}}/)")
+    for t in tasks:
+        if len(t.name.encode()) > MAX_NAME_BYTES:
+            raise UserError(f"{t}: a task name of {len(t.name.encode())} bytes is too long for the file names made from it; rename the folder (at most {MAX_NAME_BYTES} bytes)")
     return tasks
 
 

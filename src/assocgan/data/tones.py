@@ -52,4 +52,26 @@ def blueprint(img: np.ndarray) -> np.ndarray:
     return _u8(PRUSSIAN_BLUE + (1 - PRUSSIAN_BLUE) * ink)
 
 
-FILTERS = {"cartoon": cartoon, "sketch": sketch, "blueprint": blueprint}
+SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+
+
+def sepia(img: np.ndarray) -> np.ndarray:
+    """Sepia toning: the classic brown-tinted monochrome matrix."""
+    return _u8(_f(img) @ SEPIA.T)
+
+
+def posterize(img: np.ndarray) -> np.ndarray:
+    """Poster print: a light smoothing, then each channel quantised to four levels."""
+    x = filters.gaussian(_f(img), sigma=1, channel_axis=-1)
+    return _u8(np.round(x * 3) / 3)
+
+
+def emboss(img: np.ndarray) -> np.ndarray:
+    """Embossed relief: the grey image's diagonal derivative on mid grey, keeping a trace of the colours."""
+    x = _f(img)
+    grey = color.rgb2gray(x)
+    relief = 0.5 + 2.0 * (np.roll(grey, (1, 1), axis=(0, 1)) - np.roll(grey, (-1, -1), axis=(0, 1)))
+    return _u8(0.8 * relief[..., None] + 0.2 * x)
+
+
+FILTERS = {"cartoon": cartoon, "sketch": sketch, "blueprint": blueprint, "sepia": sepia, "posterize": posterize, "emboss": emboss}

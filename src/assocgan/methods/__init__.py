@@ -10,9 +10,9 @@ import importlib
 import pkgutil
 
 from ..errors import UserError
-from .base import Context, Method, Option, Step
+from .base import Batch, Context, Method, Option, Step
 
-ORDER = ("tl", "jl", "single", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
+ORDER = ("tl", "jl", "single", "piggyback-ti", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
 
 
 def _discover() -> dict[str, type[Method]]:
@@ -26,11 +26,11 @@ def _discover() -> dict[str, type[Method]]:
                 if obj.name in found:
                     raise RuntimeError(f"method name {obj.name!r} defined twice")
                 found[obj.name] = obj
-    owners: dict[str, str] = {}
-    for m in found.values():  # an option is one CLI flag: two methods may not declare the same name
+    owners: dict[str, tuple[str, Option]] = {}
+    for m in found.values():  # an option is one CLI flag: two methods may not declare the same name (a variant inherits it)
         for o in m.options:
-            if owners.setdefault(o.name, m.name) != m.name:
-                raise RuntimeError(f"option {o.flag} is declared by both {owners[o.name]} and {m.name}")
+            if owners.setdefault(o.name, (m.name, o))[1] is not o:
+                raise RuntimeError(f"option {o.flag} is declared by both {owners[o.name][0]} and {m.name}")
     rank = {n: i for i, n in enumerate(ORDER)}
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
@@ -55,6 +55,22 @@ def parse_methods(spec: str | list[str]) -> list[str]:
     return names
 
 
+MEASURES = """\
+R[i][j] is the score (the benchmark's metric) on task j's test split after training task i, i, j = 1..T.
+
+- **AVG** after task i: the mean of R[i][j] over j <= i; the final AVG is that after the last task.
+- **BWT** (backward transfer, Lopez-Paz & Ranzato 2017): the mean over j < T of R[T][j] - R[j][j]; negative
+  when earlier tasks were forgotten. **Forgetting**: the mean over j < T of the best R[i][j] (j <= i < T) minus
+  R[T][j].
+- **FWT** (forward transfer, Lopez-Paz & Ranzato 2017): the mean over j >= 2 of R[j-1][j] - b_j, where
+  R[j-1][j] is task j as the generator answers it after training task j-1, before its own training, and b_j
+  is the score of the initial, untrained generator on task j (evaluated, not assumed; the residual U-Net
+  starts as the identity, so b_j is close to the score of doing nothing). Positive when the earlier tasks
+  prepared the generator for task j. Each run evaluates the next task once after each task for it (the
+  accuracy matrix keeps only R[i][j] for j <= i). Not defined for a method evaluated with the task identity
+  (`single`, `piggyback-ti`), whose answer for a task does not exist before that task is trained."""
+
+
 def methods_markdown() -> str:
     """docs/methods.md, made from each method's module docstring and declared options."""
     import inspect
@@ -62,15 +78,19 @@ def methods_markdown() -> str:
     from ..nets import unet
 
     out = ["# Methods", "", "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.", "",
+           "## How methods are compared", "", MEASURES, "",
            "## The generator every method trains", "", inspect.getdoc(unet) or "", ""]
     for m in METHODS.values():
         doc = inspect.getdoc(importlib.import_module(m.__module__)) or ""
+        parent = m.__bases__[0]
+        if getattr(parent, "name", "") and parent.__module__ == m.__module__:  # a variant, described with its parent
+            doc = f"A variant of `{parent.name}`, described in its section."
         out += [f"## `{m.name}`: {m.title}", "", f"*{m.cite}*" + (" Evaluated with the true task identity." if m.needs_task_id else ""), "", doc, ""]
         if m.options:
             out += ["| option | default | meaning |", "|---|---|---|"]
-            out += [f"| `{o.flag}` | `{o.default}` | {o.help} |" for o in m.options]
+            out += [f"| `{o.flag}` | `{o.shown(o.default)}` | {o.help} |" for o in m.options]
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["METHODS", "Method", "Option", "Context", "Step", "get_method", "parse_methods", "methods_markdown"]
+__all__ = ["METHODS", "Batch", "Method", "Option", "Context", "Step", "get_method", "parse_methods", "methods_markdown"]

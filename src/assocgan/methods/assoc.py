@@ -10,25 +10,42 @@ random degradation (noise) leaves its noise in the sources and not in the mean; 
 tone curves, colour shifts) leaves none, so its mapper adds no noise the task never had. Only M_j is kept (in half
 precision), never the data.
 
-**Controller and association samples.** While task i > 1 trains, a share r of each batch becomes association
-samples (M_j(y), y), made from targets y of the current task with j drawn per sample among the past tasks,
-without gradient through the mapper (made for eight steps at a time: one mapper call per past task; only the
-current pairs of a batch are degraded). The loss is (1 - r) L(G(x), y) + r L(G(M_j(y)), y) (eq. 3). With
-``--assoc-ratio balanced`` (the default) r = (i - 1) / i, so every task seen has the same share of the batch,
-as in joint learning; a number fixes r.
+**Controller and association samples.** While task i > 1 trains, a share r of each batch's content loss goes
+to association samples (M_j(z), z), with j drawn per sample among the past tasks, made without gradient through
+the mapper (for eight steps at a time: one mapper call per past task). The batch carries each sample's weight
+and the loop's content loss is (1 - r) L(G(x), y) + r L(G(M_j(z)), z) (eq. 3), whatever the batch size: any
+r > 0 gets at least one association sample. With ``--assoc-ratio balanced`` (the default) r = (i - 1) / i, so
+every task seen has the same share, as in joint learning; a number fixes r.
 
-**Continual distillation.** After each task, theta* = G's weights and F = the diagonal empirical Fisher of the
-content loss (mean of squared per-sample gradients, torch.func) at theta*, from ``--fisher-samples`` training
-pairs of that task. While the next task trains, lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added
-(eq. 6-7). Fishers of several tasks add up (online EWC) and theta* moves to the newest weights. Our F is the
-Fisher of one sample's mean-squared error, so lambda' counts in samples: lambda' = n is the Laplace
-approximation of n samples' likelihood. Calibrated on restore4 at the quick preset (``assocgan study lambda``,
-docs/results.md): from 0 to 3000 the final average stays on a plateau within seed noise; from 30000 on the
-penalty stops the weights from learning the later tasks. The default, 300, lies in the plateau.
-Between tasks theta* is kept in int8 (one scale per tensor) and F as 8-bit codes of its logarithm: 2 bytes a
-weight instead of 8 in float32 (``--distill-storage half``: float16 and bfloat16, 4 bytes).
+*Which z.* The paper's eq. 3 takes z = y, the current target (``--assoc-target current``). That is right when
+every task has the same target domain (restoration: clean photos), and wrong on a chain of styles (photo ->
+cartoon -> sketch): a cartoon-making mapper applied to a sketch target teaches G to turn photos into sketches.
+With ``--assoc-target domain`` (the default) each past task j gets the current image that lies in *its* target
+domain: after each task a ``DomainSignature`` keeps the mean and spread of 14 simple features of its targets
+(per-channel mean, spread and 2nd/98th percentiles, noise level, sharpness: 112 bytes), and at the start of
+each task, for j from the latest down, the nearest of the current target, the current input and the images
+the later mappers make from their own picks is chosen. On restoration tasks that is the current target (eq. 3
+itself); on a chain the previous task's targets are the current inputs, and the task before's are made from
+them by M_{i-1}, so every association sample is a pair of its own task.
 
-**Memory.** The mappers (float16) plus theta* and F: counted in ``memory_bytes``.
+**Continual distillation.** After each task, theta* = G's weights and F = the curvature of the content loss on
+``--fisher-samples`` training pairs of that task, from the diagonal empirical Fisher (per-sample gradients,
+torch.func) by the one calibration every quadratic penalty of this package uses (``fisher.laplace_curvature``,
+shared with CLGAN, Thanh-Tung & Tran and, through its path integral, Liang et al.). While the next task trains,
+lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added (eq. 6-7): at lambda' = 1 it is the second-order
+estimate of how much the old tasks' content loss rises, in the units of the current one (the Laplace
+approximation, with each task weighing as much as the new). *Departure from the paper, measured:* at that
+weight the penalty holds the weights so firmly that a new task is barely learned (restore4, seed 0: the fade
+task reaches 22.6 dB right after its own training against TL's 39.2, and the run closes 56% of the TL -> JL
+gap; tones3: 19%), while the association samples alone already hold the old tasks (99% and 71% at lambda' 0).
+The default is lambda' = 0.01 (97% and 62%): the distillation stays, a hundredth of the Laplace weight
+(docs/results.md). Fishers of several tasks add up (online
+EWC) and theta* moves to the newest weights. Between tasks theta* is kept in float16 (the penalty at the
+weights it came from is then zero to within float16 rounding) and F as 4-bit codes of its logarithm: 2.5 bytes
+a weight, which keeps the whole memory under a tenth of JL's (``--distill-storage 8bit``: 3 bytes, ``half``: F in
+bfloat16, 4 bytes).
+
+**Memory.** The mappers (float16), the domain signatures, theta* and F: counted in ``memory_bytes``.
 
 **Ablation.** ``--heuristics off`` drops the association samples and the mappers; ``--distill off`` drops the
 distillation (the paper's Table 3; ``assocgan study ablation``).
@@ -37,11 +54,12 @@ from __future__ import annotations
 
 import torch
 
-from ..fisher import QuadraticAnchor, diagonal_fisher
+from ..fisher import QuadraticAnchor, content_curvature
 from ..memory import module_bytes
 from ..metrics import noise_sigma
 from ..nets.mapper import Mapper, mapper_loss
-from .base import Method, Option
+from ..nets.unet import image_statistics
+from .base import Batch, Method, Option
 
 
 def _ratio(value):
@@ -50,6 +68,41 @@ def _ratio(value):
     if isinstance(value, float) and not 0 <= value < 1:
         raise ValueError(value)
     return value
+
+
+def domain_features(x: torch.Tensor) -> torch.Tensor:
+    """What tells image domains apart, per image (N, 14): each channel's mean, spread and 2nd/98th percentiles,
+    the white-noise level and the mean absolute gradient (sharpness)."""
+    x = x.float()
+    grad = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))
+    return torch.cat([image_statistics(x), noise_sigma(x)[:, None], grad[:, None]], 1)
+
+
+class DomainSignature:
+    """The mean and spread of ``domain_features`` over a task's training targets (28 numbers): kept after the
+    task, it says how far other images lie from that task's target domain."""
+
+    def __init__(self, images: torch.Tensor):
+        f = domain_features(images)
+        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-3)
+
+    @classmethod
+    def of(cls, mean: torch.Tensor, std: torch.Tensor) -> "DomainSignature":
+        sig = cls.__new__(cls)
+        sig.mean, sig.std = mean, std
+        return sig
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * (self.mean.numel() + self.std.numel())
+
+    def distance(self, images: torch.Tensor) -> float:
+        """How far a batch of ``images`` lies from the domain: the squared z-score of the batch's mean features
+        against the domain's (standard error of a mean of ``len(images)``), averaged over features: about 1 for
+        a batch of the domain, far more for another (a blurred, faded or tinted batch of photos whose single
+        images would all pass for photos)."""
+        f = domain_features(images)
+        return float((len(f) * ((f.mean(0) - self.mean) / self.std).pow(2)).mean())
 
 
 def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,20 +119,25 @@ def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generato
 class AssocGAN(Method):
     name = "assoc"
     title = "Assoc-GAN"
-    cite = "Assoc-GAN: heuristics module + continual distillation"
+    cite = "the paper this project implements: heuristics module + continual distillation"
     options = (
         Option("assoc_ratio", "balanced", "share r of each batch made of association samples: 'balanced' ((i-1)/i at task i) or a number in [0, 1)"),
         Option("heuristics", True, "association samples from the mapping memory (off: ablation)"),
+        Option("assoc_target", "domain", "what M_j is applied to and trains towards: 'current' target (the paper's eq. 3) or, per past task, "
+               "the current image in its target 'domain' (holds on chained styles; see docs)", ("domain", "current")),
         Option("distill", True, "continual distillation penalty (off: ablation)"),
-        Option("lambda_distill", 300.0, "lambda', weight of the distillation penalty (in samples; see docs)"),
-        Option("fisher_samples", 64, "training pairs used for the Fisher after each task"),
-        Option("distill_storage", "8bit", "how theta* and F are kept between tasks: 8bit (2 bytes a weight) or half (4)", ("8bit", "half")),
-        Option("mapper_ngf", 16, "width of the mapper"),
-        Option("mapper_blocks", 2, "residual blocks of the mapper"),
-        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)"),
-        Option("mapper_batch", 16, "batch size of mapper training"),
-        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)"),
-        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images"),
+        Option("lambda_distill", 0.01, "lambda', weight of the distillation penalty (1: the Laplace estimate of the old tasks' content-loss rise, "
+               "which stops new tasks from being learned; see docs)",
+               low=0),
+        Option("fisher_samples", 64, "training pairs used for the Fisher after each task", low=1),
+        Option("distill_storage", "compact", "how theta* and F are kept between tasks: compact (float16 and 4-bit log codes, 2.5 bytes a weight), "
+               "8bit (3) or half (4)", ("compact", "8bit", "half")),
+        Option("mapper_ngf", 16, "width of the mapper", low=1),
+        Option("mapper_blocks", 2, "residual blocks of the mapper", low=0),
+        Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)", low=0),
+        Option("mapper_batch", 16, "batch size of mapper training", low=1),
+        Option("mapper_lr", 5e-3, "learning rate of mapper training (cosine decay)", low=0, open_low=True),
+        Option("mapper_crop", 24, "mappers train on random crops of this size (a seventh of the pixels at 64 px); 0: whole images", low=0),
     )
     POOL_STEPS = 8  # association samples are made for this many steps at once: one mapper call per past task
 
@@ -94,7 +152,9 @@ class AssocGAN(Method):
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
         self.anchor = QuadraticAnchor(storage=self.opt.distill_storage)
-        self._pool: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))  # samples made ahead
+        self._pool: Batch | None = None  # association samples made ahead
+        self.signatures: list[DomainSignature] = []  # each past task's target domain
+        self.plan: dict[int, str | int] = {}
 
     # ---- the controller ----------------------------------------------------------------
     def ratio(self, t: int) -> float:
@@ -105,31 +165,62 @@ class AssocGAN(Method):
         return float(self.opt.assoc_ratio)
 
     def before_task(self, t, task):
-        self._pool = (torch.empty(0), torch.empty(0))
+        self._pool = None
+        if self._work and self.opt.assoc_target == "domain":
+            self.plan = self.plan_sources(task)
+
+    def plan_sources(self, task, n: int = 32) -> dict[int, str | int]:
+        """For each past task j (the latest first), which current image lies in its target domain: the current
+        target, the current input, or an image a later past task's mapper made (``k``: M_k applied to task k's
+        pick), whichever ``DomainSignature`` j finds nearest. On a chain (photo -> cartoon -> sketch) the
+        previous task's targets are the current inputs and the one before's are made from them by M_{t-1}; on
+        restoration tasks every target domain is the clean photos, the current targets."""
+        x, y = task.sample(n, self.ctx.gen)
+        images: dict[str | int, torch.Tensor] = {"target": y, "input": x}
+        plan: dict[int, str | int] = {}
+        with torch.no_grad():
+            for j in reversed(range(len(self._work))):
+                plan[j] = min(images, key=lambda ref: self.signatures[j].distance(images[ref]))
+                images[j] = self._work[j](images[plan[j]].to(self.ctx.device))[0].float().clamp(0, 1).cpu()
+        self.ctx.log("assoc/plan_" + "_".join(str(plan[j]) for j in sorted(plan)), float(len(plan)))
+        return plan
+
+    def domain_image(self, j: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The images in past task j's target domain made from the current pairs (x, y), as planned."""
+        if self.opt.assoc_target == "current":
+            return y
+        ref = self.plan[j]
+        if ref == "target":
+            return y
+        if ref == "input":
+            return x
+        return self._work[ref].sample(self.domain_image(ref, x, y).to(self.ctx.device), self.ctx.gen).float().cpu()
 
     def batch(self, t, task):
-        n = self.ctx.cfg.batch_size
-        n_assoc = int(round(self.ratio(t) * n))
-        if n_assoc == 0:
-            return task.sample(n, self.ctx.gen)
-        x, y = task.sample(n - n_assoc, self.ctx.gen)  # only the current pairs are degraded
-        if self._pool[0].shape[0] < n_assoc:
+        n, r = self.ctx.cfg.batch_size, self.ratio(t)
+        if r == 0:
+            return Batch.of(*task.sample(n, self.ctx.gen), t)
+        n_assoc = min(n - 1, max(1, round(r * n)))  # any r > 0 gets at least one sample, weighted r in all (eq. 3)
+        current = Batch.of(*task.sample(n - n_assoc, self.ctx.gen), t)
+        if self._pool is None or len(self._pool) < n_assoc:
             self._pool = self.make_associations(task, n_assoc * self.POOL_STEPS)
-        xa, ya = (p[:n_assoc] for p in self._pool)
-        self._pool = tuple(p[n_assoc:] for p in self._pool)
-        return torch.cat([x, xa]), torch.cat([y, ya])
+        assoc, self._pool = self._pool.split(n_assoc)
+        return Batch.mix((current, 1 - r), (assoc, r))
 
-    def make_associations(self, task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` association samples (M_j(y), y) from random current targets y, each with a past task j drawn at
-        random, made without gradient and in bf16 (inference costs the mapper's output nothing measurable)."""
-        y = task.sample_targets(n, self.ctx.gen)
+    def make_associations(self, task, n: int) -> Batch:
+        """``n`` association samples (M_j(z), z) with a past task j drawn at random for each, z the image of the
+        current pair in task j's target domain (``--assoc-target``), made without gradient and in bf16
+        (inference costs the mapper's output nothing measurable)."""
+        x, y = task.sample(n, self.ctx.gen)
         which = torch.randint(0, len(self._work), (n,), generator=self.ctx.gen)
-        x = torch.empty_like(y)
+        xa, ya = torch.empty_like(y), torch.empty_like(y)
         with self.ctx.autocast():
             for j in which.unique().tolist():
                 sel = which == j
-                x[sel] = self._work[j].sample(y[sel].to(self.ctx.device), self.ctx.gen).float().cpu()
-        return x, y
+                z = self.domain_image(j, x[sel], y[sel])
+                ya[sel] = z
+                xa[sel] = self._work[j].sample(z.to(self.ctx.device), self.ctx.gen).float().cpu()
+        return Batch.of(xa, ya, which, Batch.ASSOCIATION)
 
     def association_samples(self, y: torch.Tensor, j: int) -> torch.Tensor:
         """Association samples of past task j made from targets ``y`` (for pictures and tests)."""
@@ -148,14 +239,33 @@ class AssocGAN(Method):
         if self.opt.distill:
             idx = torch.randperm(task.n_train, generator=self.ctx.gen)[: self.opt.fisher_samples]
             x, y = task.pairs(idx, self.ctx.gen)
-            fisher = diagonal_fisher(G, x.to(self.ctx.device), y.to(self.ctx.device))
-            self.anchor.update(G, fisher)
+            curvature, _ = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device))
+            self.anchor.update(G, curvature)
         if self.opt.heuristics:
-            mapper = self.train_mapper(task)
-            self.mappers.append(mapper.half().eval())
-            work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
-            work.load_state_dict({k: v.float() for k, v in self.mappers[-1].state_dict().items()})
-            self._work.append(work.eval())
+            self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))
+            self.remember(self.train_mapper(task).half())
+
+    def remember(self, mapper: Mapper) -> None:
+        """Keep a trained mapper (float16) in the mapping memory, with its float32 working copy."""
+        self.mappers.append(mapper.eval())
+        work = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
+        work.load_state_dict({k: v.float() for k, v in mapper.state_dict().items()})
+        self._work.append(work.eval())
+
+    def state_dict(self):
+        pool = None if self._pool is None else {f: getattr(self._pool, f) for f in Batch._FIELDS}
+        return {"mappers": [m.state_dict() for m in self.mappers], "anchor": self.anchor.state_dict(), "pool": pool,
+                "signatures": [(sig.mean, sig.std) for sig in self.signatures], "plan": self.plan}
+
+    def load_state_dict(self, state, seen):
+        for sd in state["mappers"]:
+            mapper = Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device).half()
+            mapper.load_state_dict(sd)
+            self.remember(mapper)
+        self.anchor.load_state_dict(state["anchor"], self.ctx.G)
+        self._pool = None if state["pool"] is None else Batch(**state["pool"])
+        self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
+        self.plan = dict(state["plan"])
 
     def train_mapper(self, task) -> Mapper:
         gen, dev = self.ctx.gen, self.ctx.device
@@ -206,6 +316,8 @@ class AssocGAN(Method):
         out = {}
         if self.mappers:
             out["mappers"] = sum(module_bytes(m) for m in self.mappers)
+        if self.signatures:
+            out["domain_signatures"] = sum(s.nbytes for s in self.signatures)
         if self.anchor.active:
             out["distillation"] = self.anchor.memory_bytes()
         return out

@@ -4,12 +4,18 @@ The one training loop (``assocgan.train``) calls, for each task t in order::
 
     method.before_task(t, task)
     for each step:
-        x, y = method.batch(t, task)                 # what G trains on (current data, replay, associations)
-        D step:  GAN loss + method.discriminator_loss(step)
-        G step:  content + adversarial + method.generator_loss(step)
+        batch = method.batch(t, task)                # what G trains on (current data, replay, associations)
+        D step:  GAN loss, backward; method.discriminator_gradients(step) sees D's gradient of it;
+                 then method.discriminator_loss(step) (a penalty) joins it before D's update
+        G step:  weighted content + adversarial + method.generator_loss(step)
         method.after_step(step)
     method.after_task(t, task)                       # keep what the method remembers
     evaluate method.eval_generator(j) on every task j <= t
+
+After each task and every ``--checkpoint-every`` steps the loop saves the networks, optimisers and random
+streams with ``method.state_dict()``; a killed run resumes from there through ``load_state_dict`` and goes on
+bit for bit as it would have. ``generator_from_checkpoints`` says how the saved generators answer for a task
+(``assocgan.load_generator``, ``assocgan translate``).
 
 A method declares its own options beside its code (``options``); they become CLI flags
 (``--assoc-ratio``) and appear in ``results.json``. What it keeps between tasks is reported by
@@ -17,6 +23,7 @@ A method declares its own options beside its code (``options``); they become CLI
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
@@ -31,6 +38,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..data.tasks import Task
 
 
+# the spellings a switch (an on|off option) accepts
+SWITCH_ON = ("on", "true", "yes", "1")
+SWITCH_OFF = ("off", "false", "no", "0")
+SWITCH_SPELLINGS = "true/false, yes/no and 1/0 are accepted too"
+
+
+def parse_switch(flag: str, value: str) -> bool:
+    """An on|off option's value, in any of its spellings; a UserError naming ``flag`` otherwise."""
+    if value.lower() not in SWITCH_ON + SWITCH_OFF:
+        raise UserError(f"{flag}: {value!r} is not a switch value; give on or off ({SWITCH_SPELLINGS})")
+    return value.lower() in SWITCH_ON
+
+
 @dataclass(frozen=True)
 class Option:
     """One method option: ``name`` in Python (``assoc_ratio``), flag ``--assoc-ratio``."""
@@ -39,25 +59,46 @@ class Option:
     default: Any
     help: str
     choices: tuple | None = None
+    low: float | None = None  # a number must be at least this (above it with ``open_low``)
+    high: float | None = None  # and at most this
+    open_low: bool = False
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def metavar(self) -> str:
+        """What the flag takes, for ``--help``: on|off, the choices, N (a whole number), X (a number) or TEXT."""
+        if self.choices is not None:
+            return "|".join(map(str, self.choices))
+        if isinstance(self.default, bool):
+            return "on|off"
+        return {int: "N", float: "X"}.get(type(self.default), "TEXT")
+
+    def shown(self, value: Any) -> str:
+        """``value`` as the command line spells it (a switch as on or off)."""
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
     def parse(self, value: Any) -> Any:
         if isinstance(value, str) and not isinstance(self.default, str):
             kind = type(self.default)
             try:
                 if kind is bool:
-                    if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError(value)
-                    value = value.lower() in ("1", "true", "yes", "on")
+                    value = parse_switch(self.flag, value)
                 else:
                     value = kind(value)
             except ValueError:
                 raise UserError(f"{self.flag}: {value!r} is not a valid {kind.__name__}") from None
         if self.choices is not None and value not in self.choices:
             raise UserError(f"{self.flag}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{self.flag} {value}: must be a finite number")
+            if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+                raise UserError(f"{self.flag} {value:g}: must be {'above' if self.open_low else 'at least'} {self.low:g}")
+            if self.high is not None and value > self.high:
+                raise UserError(f"{self.flag} {value:g}: must be at most {self.high:g}")
         return value
 
 
@@ -76,15 +117,99 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
+def _uniform(n: int) -> torch.Tensor:
+    return torch.full((n,), 1.0 / max(n, 1))
+
+
+@dataclass
+class Batch:
+    """One step's training samples: sources ``x`` and targets ``y``, and for each sample the task it stands for
+    (``task``), the weight of its content loss (``weight``, summing to at most 1 over the batch: the loop's
+    content loss is ``sum_i weight_i * MSE(G(x_i), y_i)``), where it came from (``source``, one of ``SOURCES``)
+    and whether the discriminator judges it (``judged``: D's loss and G's adversarial term cover these samples).
+
+    Most batches weigh every sample alike (``of``, ``cat``); a method with an explicit mixture, such as the
+    paper's eq. 3, gives each part its share of the loss (``mix``), whatever the number of samples in it.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor  # (N,) long
+    weight: torch.Tensor  # (N,) float, sums to 1
+    source: torch.Tensor  # (N,) long, an index into SOURCES
+    judged: torch.Tensor  # (N,) bool
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ("x", "y", "task", "weight", "source", "judged")
+    SOURCES: ClassVar[tuple[str, ...]] = ("current", "stored", "association", "generated")
+    CURRENT: ClassVar[int] = 0  # the current task's own pairs
+    STORED: ClassVar[int] = 1  # pairs of a past task kept in memory
+    ASSOCIATION: ClassVar[int] = 2  # sources made from current targets by a model of a past task's degradation
+    GENERATED: ClassVar[int] = 3  # sources sampled from a generative model, with pseudo-targets
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor, task: int | torch.Tensor, source: int = 0, judged: bool = True) -> "Batch":
+        """Samples of one kind, each weighing the same; ``task`` one index for all or one per sample."""
+        n = x.shape[0]
+        task = torch.full((n,), task, dtype=torch.long) if isinstance(task, int) else task.long()
+        return cls(x, y, task, _uniform(n), torch.full((n,), source, dtype=torch.long), torch.full((n,), judged))
+
+    @classmethod
+    def cat(cls, *parts: "Batch") -> "Batch":
+        """The parts' samples together, each sample weighing the same."""
+        out = cls._join([p for p in parts if len(p)])
+        out.weight = _uniform(len(out))
+        return out
+
+    @classmethod
+    def mix(cls, *parts: tuple["Batch", float]) -> "Batch":
+        """The parts' samples together, part k weighing ``share_k`` of the content loss in all (its samples
+        alike). The shares of the parts that have samples are normalised to sum to 1 when they sum to more; a
+        share of 0 keeps a part's samples out of the content loss (a method's own term may cover them)."""
+        parts = tuple((p, s) for p, s in parts if len(p))
+        total = max(sum(s for _, s in parts), 1.0)
+        out = cls._join([p for p, _ in parts])
+        out.weight = torch.cat([_uniform(len(p)) * (s / total) for p, s in parts])
+        return out
+
+    @classmethod
+    def _join(cls, parts: list["Batch"]) -> "Batch":
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in cls._FIELDS))
+
+    def split(self, n: int) -> tuple["Batch", "Batch"]:
+        """The first ``n`` samples and the rest, each part weighing its samples alike."""
+        parts = tuple(Batch(*(getattr(self, f)[sl] for f in self._FIELDS)) for sl in (slice(0, n), slice(n, None)))
+        for p in parts:
+            p.weight = _uniform(len(p))
+        return parts
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.task, self.weight.to(device), self.source,
+                     self.judged)
+
+    def where(self, source: int) -> torch.Tensor:
+        """A boolean mask of the samples from ``source``."""
+        return self.source == source
+
+
 @dataclass
 class Step:
     """One training step as a method's loss hooks see it."""
 
     t: int  # task index
     step: int  # step within the task
-    x: torch.Tensor
-    y: torch.Tensor
+    batch: Batch
     fake: torch.Tensor  # G(x), with gradient in the G step and detached in the D step
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.batch.x
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.batch.y
 
 
 class Method:
@@ -103,6 +228,9 @@ class Method:
         if cls.needs_discriminator and cfg.lambda_adv <= 0:
             raise UserError(f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
                             "give --lambda-adv 1e-3 (the paper's objective) or leave the method out")
+
+    def check_tasks(self, tasks: list["Task"]) -> None:
+        """Refuse a benchmark the method's options cannot run on (called before anything is trained)."""
 
     def __init__(self, ctx: Context, **opts: Any):
         self.ctx = ctx
@@ -131,17 +259,22 @@ class Method:
         """The generator parameters the optimiser trains on the coming task (read after before_task)."""
         return self.ctx.G.parameters()
 
-    def batch(self, t: int, task: "Task") -> tuple[torch.Tensor, torch.Tensor]:
-        """The (x, y) batch of one step. Default: a batch of the current task."""
-        return task.sample(self.ctx.cfg.batch_size, self.ctx.gen)
+    def batch(self, t: int, task: "Task") -> Batch:
+        """The training samples of one step. Default: a batch of the current task."""
+        return Batch.of(*task.sample(self.ctx.cfg.batch_size, self.ctx.gen), t)
 
     def generator_loss(self, step: Step) -> torch.Tensor | None:
         """Extra generator loss (penalties, distillation); None for none."""
         return None
 
     def discriminator_loss(self, step: Step) -> torch.Tensor | None:
-        """Extra discriminator loss; None for none."""
+        """Extra discriminator loss (a penalty on its weights); None for none. Its gradient joins D's after
+        ``discriminator_gradients``."""
         return None
+
+    def discriminator_gradients(self, step: Step) -> None:
+        """Called in the D step while D's ``.grad`` holds the gradient of the GAN loss alone (before the
+        method's own ``discriminator_loss`` joins it and before the update)."""
 
     def after_step(self, step: Step) -> None:
         """Called after both optimiser steps."""
@@ -161,6 +294,26 @@ class Method:
     def eval_generator(self, t: int) -> nn.Module:
         """The generator that answers for task t at test time."""
         return self.ctx.G
+
+    # ---- saving and resuming -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What the method holds beyond G and D (its memory, counters, its own networks and optimisers), as
+        tensors, numbers, strings, lists and dicts. Default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], seen: list["Task"]) -> None:
+        """Restore what ``state_dict`` returned, on a method just built (G and D get their saved weights right
+        after, in place). ``seen``: the tasks ``before_task`` had been given when the state was saved. On a resume
+        in the middle of a task ``before_task`` is not called again: what it sets up must be in the state."""
+
+    @classmethod
+    def generator_from_checkpoints(cls, cfg: "RunConfig", load: Callable[[int], dict[str, torch.Tensor]], after: int, task: int) -> nn.Module:
+        """The generator that answers for task ``task`` once task ``after`` is trained (0-based), built from the
+        run's saved generators (``load(k)``: the generator's tensors saved after task k), as ``eval_generator``
+        answers in the run. Default: the generator saved after task ``after``."""
+        G = cls.build_generator(cfg)
+        G.load_state_dict(load(after))
+        return G
 
     # ---- derived -----------------------------------------------------------------------
     def memory_bytes(self) -> int:

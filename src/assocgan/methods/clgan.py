@@ -9,18 +9,14 @@ classes near their old values.
 *Here.* Paired translation has a target, so the Fisher comes from the content likelihood, as in the continual
 distillation of Assoc-GAN: after task t, ``--clgan-samples`` training pairs of the task give the diagonal
 empirical Fisher of the per-sample content MSE at theta* (``assocgan.fisher``). That Fisher is minute (squared
-gradients of a mean over pixels), so it is rescaled to the curvature of the content loss, ``F * P / (2 mse*)``
-with ``P`` values per image and ``mse*`` the task's content loss at theta* (``fisher.content_curvature``); the
-penalty ``0.5 * sum H (theta - theta*)^2`` then estimates how much the old task's content loss rises, in the
-units of the current content loss, at any image size, and the default ``--clgan-lambda 1`` is that plain
-second-order estimate. Measured on ``restore4`` (quick preset, 200 steps a task, seed 0): the penalty is 3e-3 to
-8e-3 beside a content loss of 3e-2 on the later tasks, and BWT is -4.8 dB against TL's -9.0 (seed 1: -4.6
-against -8.1); a larger lambda (3, 10) holds the old tasks slightly better (-4.7, -4.1) but learns the new ones
-worse (final AVG 16.0 against 16.7 at lambda 1 and TL's 17.1): the weights that matter for every task (the last
-layers, whose change shifts all colours) are held, so a colour-cast task after a restoration task is learned
-only in part. Several tasks combine as online EWC: importance ``F <- decay * F + F_new`` (``--clgan-decay``, 1
-sums them as EWC's per-task penalties do) and theta* moves to the newest weights. No penalty acts during the
-first task.
+gradients of a mean over pixels), so it is turned into the curvature of the content loss by the one calibration
+every quadratic penalty here uses, ``F * P / (2 mse*)`` with ``P`` values per image and ``mse*`` the task's
+content loss at theta* (``fisher.content_curvature``, ``fisher.laplace_curvature``): the penalty
+``0.5 * sum H (theta - theta*)^2`` then estimates how much the old task's content loss rises, in the units of
+the current content loss, at any image size, and the default ``--clgan-lambda 1`` is that plain second-order
+estimate (the Laplace approximation, each task weighing as much as the next). Several tasks combine as online
+EWC: importance ``F <- decay * F + F_new`` (``--clgan-decay``, 1 sums them as EWC's per-task penalties do) and
+theta* moves to the newest weights. No penalty acts during the first task. Measured figures: docs/results.md.
 
 *Memory kept:* theta* (float16) and the importance (bfloat16) of every generator weight: about 4 bytes a weight,
 whatever the number of tasks (``memory_bytes``: ``anchor``).
@@ -36,9 +32,9 @@ class CLGAN(Method):
     title = "CLGAN"
     cite = "Seff et al. 2017, Continual learning in generative adversarial nets [40]"
     options = (
-        Option("clgan_lambda", 1.0, "weight of the EWC penalty (1: the second-order estimate of the old tasks' content-loss rise)"),
-        Option("clgan_samples", 64, "training pairs of a task that estimate its Fisher"),
-        Option("clgan_decay", 1.0, "online EWC: the old importance is multiplied by this before the new is added"),
+        Option("clgan_lambda", 1.0, "weight of the EWC penalty (1: the second-order estimate of the old tasks' content-loss rise)", low=0),
+        Option("clgan_samples", 64, "training pairs of a task that estimate its Fisher", low=1),
+        Option("clgan_decay", 1.0, "online EWC: the old importance is multiplied by this before the new is added", low=0),
     )
 
     def __init__(self, ctx, **opts):
@@ -57,6 +53,13 @@ class CLGAN(Method):
         x, y = task.sample(self.opt.clgan_samples, self.ctx.gen)
         importance, self.last_mse = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device))
         self.anchor.update(G, importance)
+
+    def state_dict(self):
+        return {"anchor": self.anchor.state_dict(), "last_mse": self.last_mse}
+
+    def load_state_dict(self, state, seen):
+        self.anchor.load_state_dict(state["anchor"], self.ctx.G)
+        self.last_mse = state["last_mse"]
 
     def memory(self):
         return {"anchor": self.anchor.memory_bytes()} if self.anchor.active else {}

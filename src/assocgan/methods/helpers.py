@@ -30,30 +30,55 @@ class FrozenTeacher:
     def memory_bytes(self) -> int:
         return module_bytes(self.stored)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.stored.state_dict()
+
+    @classmethod
+    def restore(cls, template: nn.Module, state: dict[str, torch.Tensor] | None, dtype: torch.dtype = torch.float16) -> "FrozenTeacher | None":
+        """A teacher of ``template``'s structure holding the saved ``state`` (None for None)."""
+        if state is None:
+            return None
+        teacher = cls(template, dtype)
+        teacher.stored.load_state_dict(state)
+        teacher.model = copy.deepcopy(teacher.stored).float().eval()
+        return teacher
+
 
 class PathIntegral:
     """Online importance of a network's weights by the path integral of synaptic intelligence (Zenke et al., 2017).
 
-    Call ``accumulate()`` after each optimiser step of the network, while ``.grad`` still holds the gradient that
-    step used: each weight gathers ``omega += -grad * (theta - theta_before)``, its share of the loss decrease.
-    ``consolidate()`` closes a segment and returns its importance ``max(omega, 0) / ((theta - theta_start)^2 +
-    damping)``, then starts the next segment at the current weights. The per-step state (omega and two copies of
-    the weights, float32) is working memory of the running segment; ``memory_bytes`` counts it.
+    At each optimiser step of the network, ``record()`` takes the gradient of the loss the importance is about
+    (the unregularised loss: call it before a penalty's gradient joins ``.grad``) and ``accumulate()``, after
+    the update, adds each weight's share of the loss decrease, ``omega += -g * (theta - theta_before)``.
+    ``consolidate()`` closes a segment and returns its importance ``2 max(omega, 0) / ((theta - theta_start)^2 +
+    damping)``, then starts the next segment at the current weights. On a quadratic loss ``h/2 (theta -
+    theta_opt)^2`` walked to its minimum, omega is ``h/2 delta^2``: the importance is the curvature ``h``, the
+    unit of ``fisher.QuadraticAnchor``'s ``0.5 * sum H (theta - theta*)^2`` (so the penalty at weight 1 is
+    Zenke et al.'s ``c * sum Omega (theta - theta*)^2`` at c = 1). The per-step state (omega, the recorded
+    gradient and two copies of the weights, float32) is working memory of the running segment.
     """
 
     def __init__(self, model: nn.Module, damping: float = 1e-3):
         self.damping = damping
         self.params = {k: p for k, p in model.named_parameters() if p.requires_grad}
         self.omega = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in self.params.items()}
+        self.grad = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in self.params.items()}
         self.start = {k: p.detach().float().clone() for k, p in self.params.items()}
         self.prev = {k: p.detach().float().clone() for k, p in self.params.items()}
+
+    @torch.no_grad()
+    def record(self) -> None:
+        for k, p in self.params.items():
+            if p.grad is None:
+                self.grad[k].zero_()
+            else:
+                self.grad[k].copy_(p.grad)
 
     @torch.no_grad()
     def accumulate(self) -> None:
         for k, p in self.params.items():
             now = p.detach().float()
-            if p.grad is not None:
-                self.omega[k].add_(-p.grad.float() * (now - self.prev[k]))
+            self.omega[k].add_(-self.grad[k] * (now - self.prev[k]))
             self.prev[k].copy_(now)
 
     @torch.no_grad()
@@ -61,11 +86,20 @@ class PathIntegral:
         importance = {}
         for k, p in self.params.items():
             now = p.detach().float()
-            importance[k] = self.omega[k].clamp(min=0) / ((now - self.start[k]).pow(2) + self.damping)
+            importance[k] = 2 * self.omega[k].clamp(min=0) / ((now - self.start[k]).pow(2) + self.damping)
             self.omega[k].zero_()
             self.start[k].copy_(now)
             self.prev[k].copy_(now)
         return importance
 
     def memory_bytes(self) -> int:
-        return tensor_bytes(self.omega) + tensor_bytes(self.start) + tensor_bytes(self.prev)
+        return tensor_bytes(self.omega) + tensor_bytes(self.grad) + tensor_bytes(self.start) + tensor_bytes(self.prev)
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"omega": self.omega, "grad": self.grad, "start": self.start, "prev": self.prev}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for key in ("omega", "grad", "start", "prev"):
+            for k, v in getattr(self, key).items():
+                v.copy_(state[key][k])

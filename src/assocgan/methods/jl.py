@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method
+from .base import Batch, Method
 
 
 class JL(Method):
@@ -22,8 +22,11 @@ class JL(Method):
         """Each sample from a task drawn uniformly among those seen so far."""
         n = self.ctx.cfg.batch_size
         which = torch.randint(0, len(self.seen), (n,), generator=self.ctx.gen)
-        parts = [self.seen[k].sample(int((which == k).sum()), self.ctx.gen) for k in range(len(self.seen)) if (which == k).any()]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return Batch.cat(*(Batch.of(*self.seen[k].sample(int((which == k).sum()), self.ctx.gen), k, Batch.CURRENT if k == t else Batch.STORED)
+                           for k in range(len(self.seen)) if (which == k).any()))
+
+    def load_state_dict(self, state, seen):
+        self.seen = list(seen)
 
     def memory(self):
         # the training pairs of every task seen, as the benchmark stores them

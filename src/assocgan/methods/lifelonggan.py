@@ -70,9 +70,9 @@ class LifelongGAN(Method):
     title = "Lifelong GAN"
     cite = "Zhai et al. 2019, Lifelong GAN: continual learning for conditional image generation [52]"
     options = (
-        Option("lifelonggan_lambda", 0.3, "weight of the L1 distillation between the new and the previous generator's outputs"),
+        Option("lifelonggan_lambda", 0.3, "weight of the L1 distillation between the new and the previous generator's outputs", low=0),
         Option("lifelonggan_aux", "montage,swap", "auxiliary inputs to distil on, comma-separated: " + ", ".join(AUX_KINDS)),
-        Option("lifelonggan_grid", 4, "montage: patches per side"),
+        Option("lifelonggan_grid", 4, "montage: patches per side", low=1),
     )
 
     def __init__(self, ctx, **opts):
@@ -112,6 +112,12 @@ class LifelongGAN(Method):
 
     def after_task(self, t, task):
         self.teacher = FrozenTeacher(self.ctx.G)
+
+    def state_dict(self):
+        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
+
+    def load_state_dict(self, state, seen):
+        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
 
     def memory(self):
         return {"teacher": self.teacher.memory_bytes()} if self.teacher is not None else {}

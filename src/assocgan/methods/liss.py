@@ -108,9 +108,9 @@ class LiSS(Method):
     cite = "Schmidt et al. 2020, Towards lifelong self-supervision for unpaired image-to-image translation [39]"
     options = (
         Option("liss_aux", "rotation,jigsaw", "self-supervised tasks of the encoder: rotation, jigsaw or both (comma-separated)"),
-        Option("liss_lambda_aux", 0.001, "weight of each auxiliary cross-entropy (the paper: 1, beside a cycle loss of 10)"),
-        Option("liss_lambda_distill", 0.05, "weight of the L1 distillation of encoder features (the paper: 5)"),
-        Option("liss_ema", 1.0, "reference encoder = ema * new + (1 - ema) * previous reference (1: the latest encoder)"),
+        Option("liss_lambda_aux", 0.001, "weight of each auxiliary cross-entropy (the paper: 1, beside a cycle loss of 10)", low=0),
+        Option("liss_lambda_distill", 0.05, "weight of the L1 distillation of encoder features (the paper: 5)", low=0),
+        Option("liss_ema", 1.0, "reference encoder = ema * new + (1 - ema) * previous reference (1: the latest encoder)", low=0, open_low=True, high=1),
     )
 
     def __init__(self, ctx, **opts):
@@ -174,8 +174,18 @@ class LiSS(Method):
                 ref = encode(self.reference.model, x)
         return sum((f.float() - r.float()).abs().mean() for f, r in zip(feats, ref)) / len(ref)
 
+    def state_dict(self):
+        return {"heads": self.heads.state_dict(), "reference": None if self.reference is None else self.reference.state_dict()}
+
+    def load_state_dict(self, state, seen):
+        self.heads.load_state_dict(state["heads"])
+        self.reference = FrozenTeacher.restore(self.encoder_copy(), state["reference"])
+
+    def encoder_copy(self) -> nn.Sequential:
+        return nn.Sequential(*copy.deepcopy(encoder_stages(self.ctx.G)))
+
     def after_task(self, t, task):
-        encoder = nn.Sequential(*copy.deepcopy(encoder_stages(self.ctx.G)))
+        encoder = self.encoder_copy()
         if self.reference is not None and self.opt.liss_ema < 1:
             a = self.opt.liss_ema
             old = self.reference.model.state_dict()

@@ -64,8 +64,8 @@ class LifelongVAEGAN(GenerativeReplay):
     cite = "Ye & Bors [48]: VAE-GAN generative replay with a task-grouping latent"
     prefix = "lvaegan"
     options = gr_options("lvaegan", width=16, nz=32, lr=1e-3) + (
-        Option("lvaegan_kl", 0.02, "weight of the KL term per pixel (2 sigma^2 of the Gaussian likelihood)"),
-        Option("lvaegan_adv", 0.1, "weight of the VAE-GAN's adversarial term"),
+        Option("lvaegan_kl", 0.02, "weight of the KL term per pixel (2 sigma^2 of the Gaussian likelihood)", low=0),
+        Option("lvaegan_adv", 0.1, "weight of the VAE-GAN's adversarial term", low=0),
     )
 
     def make_source(self):

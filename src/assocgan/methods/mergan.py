@@ -12,8 +12,13 @@ task labels; from task 2 on that batch holds samples of the frozen previous ``S`
 source GAN is trained with its own replay and does not forget them (MeRGAN's JTR, applied to S). While task
 t > 1 trains, a share of each batch (default t / (t + 1), as JL) is replay: x~ = S_prev(z, j) for a past
 task j drawn uniformly, with the pseudo-target y~ = G_prev(x~) of the generator frozen after the previous
-task. These pairs take part in the content and adversarial losses like real ones (JTR), and the alignment
-term ``--mergan-align * MSE(G(x~), G_prev(x~))`` on the same samples is MeRGAN's RA (0 turns it off).
+task. MeRGAN's two mechanisms stay two options, as in Wu et al.: joint training with replay (JTR,
+``--mergan-jtr``) makes the replayed pairs training data of the adversarial game (the discriminator judges
+them as real pairs and G's adversarial term covers G(x~)); replay alignment (RA, ``--mergan-align``) is the
+pixel term ``align * MSE(G(x~), G_prev(x~))``, weighted by the replayed share of the batch, so that at 1 the
+current and replayed samples weigh as in joint training. A paired translator's content loss on a replayed pair
+would be that same alignment term, so the replayed samples stay out of the content loss and RA alone carries
+it. Without the adversarial term (the ``quick`` preset) JTR has nothing to act on and RA does all the work.
 
 So that the source GAN learns from the few updates it gets, two things are added to a plain conditional GAN:
 per-pixel noise with a learned per-task amplitude (so that noisy inputs can be reproduced), and a term
@@ -40,7 +45,7 @@ import torch.nn.functional as F
 from ..losses import gan_loss
 from ..memory import module_bytes
 from ..nets.layers import no_weight_grads
-from .base import Method, Option
+from .base import Batch, Method, Option
 from .helpers import FrozenTeacher
 from .replay import past_share, replay_count
 
@@ -141,12 +146,13 @@ def moment_loss(fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor) ->
 def gr_options(prefix: str, width: int, nz: int, lr: float) -> tuple[Option, ...]:
     """The options every generative-replay method declares, under its own prefix."""
     return (
-        Option(f"{prefix}_fraction", -1.0, "share of each batch that is generated replay (negative: t/(t+1) on task t, as JL)"),
-        Option(f"{prefix}_align", 1.0, "weight of the alignment term MSE(G(x~), G_prev(x~)) on the replayed samples"),
-        Option(f"{prefix}_width", width, "width of the source model's networks (its memory grows with the square)"),
-        Option(f"{prefix}_nz", nz, "size of the source model's noise / latent vector"),
-        Option(f"{prefix}_lr", lr, "Adam learning rate of the source model"),
-        Option(f"{prefix}_moments", 1.0, "weight of the term matching the sources' colour mean/std and sharpness per task"),
+        Option(f"{prefix}_fraction", -1.0, "share of each batch that is generated replay (negative: t/(t+1) on task t, as JL)", high=1),
+        Option(f"{prefix}_jtr", True, "joint training with replay: the replayed pairs (x~, G_prev(x~)) are judged by the discriminator as real data"),
+        Option(f"{prefix}_align", 1.0, "replay alignment: weight of MSE(G(x~), G_prev(x~)) on the replayed samples (0: off)", low=0),
+        Option(f"{prefix}_width", width, "width of the source model's networks (its memory grows with the square)", low=1),
+        Option(f"{prefix}_nz", nz, "size of the source model's noise / latent vector", low=1),
+        Option(f"{prefix}_lr", lr, "Adam learning rate of the source model", low=0, open_low=True),
+        Option(f"{prefix}_moments", 1.0, "weight of the term matching the sources' colour mean/std and sharpness per task", low=0),
     )
 
 
@@ -161,9 +167,8 @@ class GenerativeReplay(Method):
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         self.source_prev: nn.Module | None = None  # frozen working copy of the source model during a task
+        self.source_opt: torch.optim.Optimizer | None = None  # the source model's optimiser during a task
         self.teacher: FrozenTeacher | None = None  # G after the previous task
-        self.labels = torch.empty(0, dtype=torch.long)  # task of each row of the current batch
-        self.n_current = 0  # rows of the current batch from the current task (the rest is replay)
         self.make_source()
 
     def o(self, key: str):
@@ -199,32 +204,55 @@ class GenerativeReplay(Method):
 
     def batch(self, t, task):
         gen, n, dev = self.ctx.gen, self.ctx.cfg.batch_size, self.ctx.device
-        n_old = replay_count(past_share(self.o("fraction"), t), n, gen) if t > 0 else 0
-        x, y = task.sample(n - n_old, gen)
-        x, y = x.to(dev), y.to(dev)
-        labels = torch.full((n - n_old,), t, dtype=torch.long)
-        if n_old:
-            old = torch.randint(0, t, (n_old,), generator=gen)
-            xo = self.sample_sources(self.source_prev, old)
-            with self.ctx.autocast():
-                yo = self.teacher(xo).float().clamp(0, 1)
-            x, y, labels = torch.cat([x, xo]), torch.cat([y, yo]), torch.cat([labels, old])
-        self.labels, self.n_current = labels, n - n_old
-        return x, y
+        share = past_share(self.o("fraction"), t) if t > 0 else 0.0
+        n_old = replay_count(share, n, gen)
+        current = Batch.of(*task.sample(n - n_old, gen), t)
+        if not n_old:
+            return current
+        old = torch.randint(0, t, (n_old,), generator=gen)
+        xo = self.sample_sources(self.source_prev, old)
+        with self.ctx.autocast():
+            yo = self.teacher(xo).float().clamp(0, 1)
+        # JTR: the replayed pairs are training data for the adversarial game; their pixel term is RA's
+        replay = Batch.of(xo.cpu(), yo.cpu(), old, Batch.GENERATED, judged=bool(self.o("jtr")))
+        return Batch.mix((current, (n - n_old) / n), (replay, 0.0))
 
     def generator_loss(self, step):
-        if step.t == 0 or self.o("align") <= 0 or step.fake.shape[0] == self.n_current:
+        """Replay alignment (RA): ``align * share * MSE(G(x~), G_prev(x~))`` on the replayed sources, the share
+        they have of the batch: at ``--mergan-align 1`` the pixel terms of current and replayed samples weigh
+        as in joint training."""
+        rows = step.batch.where(Batch.GENERATED)
+        if self.o("align") <= 0 or not bool(rows.any()):
             return None
-        k = self.n_current
-        return self.o("align") * F.mse_loss(step.fake[k:].float(), step.y[k:].float())
+        share = float(rows.float().mean())
+        rows = rows.to(step.fake.device)
+        return self.o("align") * share * F.mse_loss(step.fake[rows].float(), step.y[rows].float())
 
     def after_step(self, step):
-        self.train_source(step.x.detach(), self.labels.to(step.x.device))
+        self.train_source(step.x.detach(), step.batch.task.to(step.x.device))
 
     def after_task(self, t, task):
         self.teacher = FrozenTeacher(self.ctx.G)
         self.source_prev = None
         self.source_opt = None
+
+    def state_dict(self):
+        return {
+            "source": {k: m.state_dict() for k, m in self.source_modules().items()},
+            "teacher": None if self.teacher is None else self.teacher.state_dict(),
+            "source_opt": None if self.source_opt is None else self.source_opt.state_dict(),
+            "source_prev": None if self.source_prev is None else self.source_prev.state_dict(),
+        }
+
+    def load_state_dict(self, state, seen):
+        for k, m in self.source_modules().items():
+            m.load_state_dict(state["source"][k])
+        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
+        if state["source_opt"] is not None:  # in the middle of a task: what before_task set up
+            self.before_task(len(seen) - 1, seen[-1])
+            self.source_opt.load_state_dict(state["source_opt"])
+            if state["source_prev"] is not None:
+                self.source_prev.load_state_dict(state["source_prev"])
 
     def memory(self):
         out = {k: module_bytes(m) for k, m in self.source_modules().items()}

@@ -31,7 +31,7 @@ import torch
 from ..data.tasks import random_flips
 from ..errors import UserError
 from ..memory import image_bytes
-from .base import Method, Option
+from .base import Batch, Method, Option
 
 
 def replay_count(fraction: float, n: int, gen: torch.Generator) -> int:
@@ -53,9 +53,9 @@ class Replay(Method):
     title = "Lesort et al. (replay)"
     cite = "Lesort et al. [21]: replay of stored raw pairs"
     options = (
-        Option("quota", 0.1, "pairs stored per past task: below 1 a fraction of its training set, from 1 a count (ignored with --replay-bytes)"),
-        Option("replay_bytes", 0.0, "total bytes of stored pairs, shared evenly among past tasks (0: use --quota)"),
-        Option("replay_fraction", -1.0, "share of each batch replayed from the memory (negative: t/(t+1) on task t, as JL)"),
+        Option("quota", 0.1, "pairs stored per past task: below 1 a fraction of its training set, from 1 a count (ignored with --replay-bytes)", low=0, open_low=True),
+        Option("replay_bytes", 0.0, "total bytes of stored pairs, shared evenly among past tasks (0: use --quota)", low=0),
+        Option("replay_fraction", -1.0, "share of each batch replayed from the memory (negative: t/(t+1) on task t, as JL)", high=1),
     )
 
     def __init__(self, ctx, **opts):
@@ -83,12 +83,16 @@ class Replay(Method):
         return max(0, min(n, task.n_train))
 
     # ---- hooks -----------------------------------------------------------------------------
-    def before_task(self, t, task):
-        if t == 0 and 0 < self.opt.replay_bytes < self.ctx.n_tasks * task.pair_bytes(1):
-            raise UserError(
-                f"--replay-bytes {self.opt.replay_bytes:g}: too small to keep one pair of each of {self.ctx.n_tasks} tasks "
-                f"(one pair is {task.pair_bytes(1)} bytes; give at least {self.ctx.n_tasks * task.pair_bytes(1)})"
-            )
+    def check_tasks(self, tasks):
+        one = tasks[0].pair_bytes(1)
+        if 0 < self.opt.replay_bytes < len(tasks) * one:
+            raise UserError(f"--replay-bytes {self.opt.replay_bytes:g}: too small to keep one pair of each of {len(tasks)} tasks "
+                            f"(one pair is {one} bytes; give at least {len(tasks) * one})")
+        if self.opt.replay_bytes == 0:
+            for task in tasks[:-1]:  # the last task is never replayed
+                if self.per_task_pairs(task, 1) == 0:
+                    raise UserError(f"--quota {self.opt.quota:g}: keeps no pair of task {task.name}'s {task.n_train} training pairs; "
+                                    f"give at least {1 / task.n_train:.3g} (a fraction) or 1 (a count)")
 
     def after_task(self, t, task):
         gen = self.ctx.gen
@@ -108,10 +112,10 @@ class Replay(Method):
         gen, n = self.ctx.gen, self.ctx.cfg.batch_size
         live = [k for k, (x, _) in enumerate(self.stores) if x.shape[0] > 0]
         n_old = replay_count(past_share(self.opt.replay_fraction, t), n, gen) if live else 0
-        x_new, y_new = task.sample(n - n_old, gen)
+        current = Batch.of(*task.sample(n - n_old, gen), t)
         if n_old == 0:
             self.last_replayed = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
-            return x_new, y_new
+            return current
         which = torch.tensor(live)[torch.randint(0, len(live), (n_old,), generator=gen)]
         rows = torch.empty(n_old, dtype=torch.long)
         for k in which.unique().tolist():
@@ -120,8 +124,17 @@ class Replay(Method):
         xs = torch.stack([self.stores[k][0][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
         ys = torch.stack([self.stores[k][1][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
         xs, ys = random_flips(gen, xs, ys)  # the augmentation Task.sample applies
-        self.last_replayed = (torch.tensor([self.task_of_store[k] for k in which.tolist()]), rows)
-        return torch.cat([x_new, xs]), torch.cat([y_new, ys])
+        tasks = torch.tensor([self.task_of_store[k] for k in which.tolist()])
+        self.last_replayed = (tasks, rows)
+        return Batch.cat(current, Batch.of(xs, ys, tasks, Batch.STORED))
+
+    def state_dict(self):
+        return {"stores": [list(s) for s in self.stores], "task_of_store": list(self.task_of_store), "source_index": list(self.source_index)}
+
+    def load_state_dict(self, state, seen):
+        self.stores = [(x, y) for x, y in state["stores"]]
+        self.task_of_store = list(state["task_of_store"])
+        self.source_index = list(state["source_index"])
 
     def memory(self):
         return {"pairs": sum(image_bytes(x) + image_bytes(y) for x, y in self.stores)}

@@ -38,6 +38,21 @@ class Single(Method):
     def after_task(self, t, task):
         self.specialists.append(copy.deepcopy(self.ctx.G).eval())
 
+    def state_dict(self):
+        return {"specialists": [g.state_dict() for g in self.specialists]}
+
+    def load_state_dict(self, state, seen):
+        self.specialists = []
+        for sd in state["specialists"]:
+            g = copy.deepcopy(self.ctx.G)
+            g.load_state_dict(sd)
+            self.specialists.append(g.eval())
+
+    @classmethod
+    def generator_from_checkpoints(cls, cfg, load, after, task):
+        """Task ``task``'s specialist: the generator saved after that task."""
+        return super().generator_from_checkpoints(cfg, load, task, task)
+
     def eval_generator(self, t):
         return self.specialists[t] if t < len(self.specialists) else self.ctx.G
 

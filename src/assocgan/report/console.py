@@ -49,4 +49,4 @@ def print_tables(results: dict, console=None) -> None:
         if console is None:
             print(to_text(t) + "\n")
         else:
-            console.print(to_rich(t))
+            console.print(to_rich(t, console.width))

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, write_text
+from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
 from .tables import (
-    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, quota_table, study_runs_table, summary_table, tasks_table,
+    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, provenance_table, quota_table, study_runs_table,
+    summary_table, tasks_table,
     to_html,
 )
 
@@ -59,7 +61,7 @@ STUDY_TEXT = {
 }
 
 
-WIDE = {"forgetting", "order", "lambda", "ablation"}  # plots shown at full width
+WIDE = {"forgetting", "memory", "order", "lambda", "ablation"}  # plots shown at full width
 
 
 def _e(s) -> str:
@@ -178,6 +180,11 @@ def run_page(folder: Path, results: dict) -> str:
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
                     "blocks of association samples made by its mapper from the same targets.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
+    if results.get("inputs"):
+        body.append("<h3>Data</h3>" + _config(results["inputs"]))
+    if results.get("provenance"):
+        body.append("<h3>Made by</h3><p class='note'>Each time the run was started or resumed: the command, the versions, the device and "
+                    "the source's git commit.</p>" + _tables([provenance_table(results["provenance"])]))
     nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices")] + ([("votes", "User study")] if votes else [])
     nav += [("plots", "Plots"), ("samples", "Samples")]
     nav += [("pictures", "Pictures")] if pictures else []
@@ -218,8 +225,11 @@ def study_page(folder: Path, study: dict) -> str:
     body.append("<p class='note'>Each run is a normal run folder with its own report.html; below, each run's summary and its last sample grids.</p>")
     for spec in study.get("runs", []):
         run_dir = folder / "runs" / spec["name"]
-        results = read_json(run_dir / "results.json")
         inner = f"<p class='missing'>not run yet ({_e('runs/' + spec['name'])})</p>"
+        try:
+            results = RunFolder(run_dir).read_results()
+        except UserError as e:
+            results, inner = None, f"<p class='missing'>{_e(e)}</p>"
         if results is not None and results.get("methods"):
             link = f"<p><a href='runs/{_e(spec['name'])}/{REPORT}'>this run's own report</a></p>" if (run_dir / REPORT).exists() else ""
             inner = link + _tables([summary_table(results)]) + _samples(run_dir, results, only_last=True)
@@ -234,11 +244,13 @@ def write_report(folder: str | Path, plots: bool = True) -> Path:
     """(Re)write ``folder/report.html`` (and, with ``plots``, ``folder/plots/``) from the folder's files:
     a study folder (``study.json``) or a run folder (``results.json``)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: folder not found")
     try:
         study = read_json(folder / "study.json")
-        results = None if study is not None else read_json(folder / "results.json")
     except ValueError as e:
-        raise UserError(f"{folder}: a JSON file is not valid ({e})") from None
+        raise UserError(f"{folder / 'study.json'}: not valid JSON ({e})") from None
+    results = None if study is not None else RunFolder(folder).read_results()
     if study is None and results is None:
         raise UserError(f"{folder}: neither results.json (a run) nor study.json (a study) to report on")
     if plots:

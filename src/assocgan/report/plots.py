@@ -1,4 +1,4 @@
-"""The paper's figures as PNG files, made from a run's ``results.json`` or a study's ``study.json`` alone.
+"""The paper's figures as PNG files (with PDF and SVG copies beside them), made from a run's ``results.json`` or a study's ``study.json`` alone.
 
 Run plots (``DIR/plots/``): forgetting curves (Figure 6 layout), memory against the number of tasks
 (Figure 5a), training time (Figure 5b), final metric against training time (Figure 9a) and the average
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import read_json, write_bytes
+from ..runfolder import RunFolder
 from .tables import fmt_bytes, method_label
 
 # the paper's task colours: blue, red, yellow, green; then the rest of a qualitative palette
@@ -42,14 +43,24 @@ def _figure(w: float, h: float):
     return fig
 
 
+# beside each PNG (for the HTML report), the same figure as vectors for a paper; no dates, so a rebuilt
+# report's files change only when its numbers do
+VECTOR_FORMATS = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
 def save_figure(fig, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG, atomically."""
+    """Write ``fig`` as a PNG at ``path`` and as PDF and SVG beside it (same stem), each atomically; returns the PNG's path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return write_bytes(path, buf.getvalue())
+    path = Path(path)
+    for fmt, metadata in {"png": None, **VECTOR_FORMATS}.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, metadata=metadata)
+        written = write_bytes(path.with_suffix(f".{fmt}"), buf.getvalue())
+        if fmt == "png":
+            png = written
+    return png
 
 
 def _metric_name(metric: str) -> str:
@@ -114,7 +125,8 @@ def forgetting_figure(results: dict):
             handles.setdefault(j, h)
         for i in range(1, len(tasks)):
             ax.axvline(i * steps, color="#999", ls=":", lw=0.8)
-        ax.set_xlim(0, len(tasks) * steps * 1.01)
+        total = len(tasks) * steps
+        ax.set_xlim(-0.03 * total, 1.03 * total)  # the markers at the first and the last step whole, inside the axes
         ax.set_title(method_label(name, res), fontsize=10)
         ax.grid(alpha=0.25)
         if k % cols == 0:
@@ -144,7 +156,7 @@ def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
     ax.set_ylabel(f"average {_metric_name(metric)} over tasks seen")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.25)
-    if series:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     return fig
 
@@ -373,13 +385,13 @@ def study_figures(study: dict) -> dict[str, Callable[[], Any]]:
 
 def write_plots(folder: str | Path) -> list[Path]:
     """(Re)write the plots of a run folder (from results.json) or a study folder (from study.json) into
-    ``folder/plots/``; returns the files written."""
+    ``folder/plots/``; returns the PNGs written (each has its PDF and SVG beside it)."""
     folder = Path(folder)
     study = read_json(folder / "study.json")
     if study is not None:
         makers = study_figures(study)
     else:
-        results = read_json(folder / "results.json")
+        results = RunFolder(folder).read_results()
         if results is None or not results.get("methods"):
             return []
         makers = run_figures(results)

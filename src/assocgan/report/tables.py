@@ -1,9 +1,11 @@
-"""Every table is made here: a ``Table`` is built once from results and rendered as text, Markdown or HTML."""
+"""Every table is made here: a ``Table`` is built once from results and rendered as text, Markdown, LaTeX or HTML."""
 from __future__ import annotations
 
 import html
 import math
 from dataclasses import dataclass, field
+
+from ..config import convention_of
 
 ORDINALS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
@@ -15,6 +17,7 @@ class Table:
     rows: list[list[str]]
     note: str = ""
     rules_before: set[int] = field(default_factory=set)  # row indices that start a new block
+    short_labels: list[str] = field(default_factory=list)  # row labels for the terminal (to_rich), where the first column's are long
 
 
 def fmt_metric(v, metric: str) -> str:
@@ -46,7 +49,7 @@ def step_names(n: int) -> list[str]:
 
 def method_label(name: str, res: dict) -> str:
     label = res.get("title") or name
-    return label + (" (task id at test)" if res.get("task_id_at_test") else "")
+    return label + (" (task id)" if res.get("task_id_at_test") and "task id" not in label else "")
 
 
 def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
@@ -68,8 +71,26 @@ def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
     avgs = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)]
     rows.append(["AVG"] + [fmt_metric(avgs[i], metric) if i < n_done else "" for i in range(len(tasks))]
                 + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else []))
-    return Table(method_label(name, res), header, rows, rules_before={len(tasks)},
-                 note="input: the score of returning the input unchanged (doing nothing)." if ident else "")
+    notes = ["input: the score of returning the input unchanged (doing nothing)."] if ident else []
+    if res.get("failed"):
+        f = res["failed"]
+        notes.append(f"Failed: diverged on task {f.get('task')} ({f.get('task_name')}) at step {f.get('step')}: {f.get('reason')}.")
+    return Table(method_label(name, res), header, rows, rules_before={len(tasks)}, note=" ".join(notes))
+
+
+def failed_note(entry: dict) -> str:
+    """``"; failed at task K step S"`` for a method that diverged, else ``""``."""
+    f = entry.get("failed")
+    return f"; failed at task {f.get('task')} step {f.get('step')}" if f else ""
+
+
+PROVENANCE = ("date", "command", "assocgan", "torch", "python", "device", "platform", "git_commit")
+
+
+def provenance_table(entries: list[dict]) -> Table:
+    """Who made a run: one row per start or resume (command, versions, device, git commit)."""
+    rows = [[str(e.get(k) or "") for k in PROVENANCE] for e in entries]
+    return Table("Made by", list(PROVENANCE), rows)
 
 
 def identity(results: dict, metric: str) -> list[float] | None:
@@ -91,22 +112,30 @@ def summary_table(results: dict) -> Table:
     """One row per method: final AVG, BWT, forgetting, memory, train time; and the gap closed from TL to JL."""
     metric = results["metric"]
     methods = results["methods"]
-    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed", "below input"]
+    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "FWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed", "below input"]
     tl, jl = methods.get("tl", {}).get("final_avg"), methods.get("jl", {}).get("final_avg")
     gap_ok = tl is not None and jl is not None and methods["tl"].get("complete") and methods["jl"].get("complete") and jl > tl
     ident = identity(results, metric)
-    rows = []
+    gap_note = ""
+    if not gap_ok and methods:
+        gap_note = (" TL->JL gap closed is blank: JL does not end above TL on this run, so there is no gap to close."
+                    if tl is not None and jl is not None and methods["tl"].get("complete") and methods["jl"].get("complete")
+                    else " TL->JL gap closed is blank: it needs TL and JL both complete in this run.")
+    rows, short = [], []
     if ident:
-        rows.append(["Input (do nothing)", fmt_metric(sum(ident) / len(ident), metric), "", "", "", "", "", "", ""])
+        rows.append(["Input (do nothing)", fmt_metric(sum(ident) / len(ident), metric)] + [""] * (len(header) - 2))
+        short.append("do nothing")
     for name, res in methods.items():
         closed = ""
         if gap_ok and res.get("complete"):
             closed = f"{100 * (res['final_avg'] - tl) / (jl - tl):.0f}%"
-        done = "" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])} tasks)"
+        done = "" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])} tasks{failed_note(res)})"
+        short.append(name + ("" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])}{', failed' if res.get('failed') else ''})"))
         rows.append([
             method_label(name, res) + done,
             fmt_metric(res.get("final_avg"), metric),
             fmt_signed(res.get("bwt"), metric),
+            fmt_signed(res.get("fwt"), metric),
             fmt_metric(res.get("forgetting"), metric) or "-",
             fmt_bytes(res.get("memory_bytes")),
             f"{res.get('train_seconds', 0):.0f}",
@@ -115,9 +144,10 @@ def summary_table(results: dict) -> Table:
             below_input(res, ident),
         ])
     return Table(f"Summary: {results['benchmark']}", header, rows,
-                 note="train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
+                 note="BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
+                      "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
                       "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
-                      "(a defect, not a result).", rules_before={1} if ident else set())
+                      "(a defect, not a result)." + gap_note, rules_before={1} if ident else set(), short_labels=short)
 
 
 def tasks_table(results: dict) -> Table:
@@ -128,8 +158,9 @@ def tasks_table(results: dict) -> Table:
     for j, name in enumerate(results["tasks"]):
         rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else "",
                      fmt_metric((ident.get("psnr") or [None] * (j + 1))[j], "psnr"), fmt_metric((ident.get("ssim") or [None] * (j + 1))[j], "ssim")])
+    scored = f"Every score: PSNR and SSIM {convention_of(results['config']).describe()}. " if results.get("config") else ""
     return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
-                 note="input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
+                 note=scored + "input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
 
 
 def run_tables(results: dict) -> list[Table]:
@@ -262,6 +293,33 @@ def to_markdown(table: Table) -> str:
     return "\n".join(out)
 
 
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX typesets it literally ("->" as an arrow)."""
+    text = text.replace("->", "\x00")
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text).replace("\x00", r"$\to$")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (``\\usepackage{booktabs}``): the title as caption, a rule between blocks, the note below."""
+    e = latex_escape
+    cols = "l" + "r" * (len(table.header) - 1)
+    out = [r"\begin{table}[htbp]", r"\centering", f"\\caption{{{e(table.title)}}}", f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
+           " & ".join(e(h) for h in table.header) + r" \\", r"\midrule"]
+    for i, r in enumerate(table.rows):
+        if i in table.rules_before:
+            out.append(r"\midrule")
+        out.append(" & ".join(e(c) for c in r) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if table.note:
+        out.append(f"\\par\\smallskip{{\\footnotesize {e(table.note)}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out)
+
+
 def to_html(table: Table) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in table.header)
@@ -273,36 +331,22 @@ def to_html(table: Table) -> str:
     return f'<table><caption>{e(table.title)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
-
-
-def to_latex(table: Table) -> str:
-    """A ``table`` environment with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
-    e = latex_escape
-    out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{e(table.title)}}}", "\\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
-           "\\toprule", " & ".join(e(h) for h in table.header) + " \\\\", "\\midrule"]
-    for i, r in enumerate(table.rows):
-        if i in table.rules_before:
-            out.append("\\midrule")
-        out.append(" & ".join(e(c) for c in r) + " \\\\")
-    out += ["\\bottomrule", "\\end{tabular}"]
-    if table.note:
-        out.append(f"\\par\\smallskip{{\\footnotesize {e(table.note)}}}")
-    out.append("\\end{table}")
-    return "\n".join(out)
-
-
-def to_rich(table: Table):
+def to_rich(table: Table, width: int | None = None):
+    """The table for a terminal of ``width`` columns: row labels (a method's name, short where the table has short
+    labels) and numbers never wrap; where the table is too wide, its headers break at their spaces instead."""
+    from rich import box
     from rich.table import Table as RichTable
 
-    t = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left")
-    for i, h in enumerate(table.header):
-        t.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
-    for i, r in enumerate(table.rows):
+    rows = [[table.short_labels[i], *r[1:]] if len(table.short_labels) == len(table.rows) else r for i, r in enumerate(table.rows)]
+    header = list(table.header)
+    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(len(header))]
+    narrow = width is not None and sum(widths) + 3 * len(widths) > width
+    if narrow:
+        header = [h.replace(" ", "\n") for h in header]
+    t = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 0) if narrow else (0, 1))
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
+    for i, r in enumerate(rows):
         t.add_row(*r, end_section=(i + 1) in table.rules_before)
     return t

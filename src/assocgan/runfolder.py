@@ -1,0 +1,283 @@
+"""The run folder: the one place that knows its layout, reads and writes it, locks it, and says what in it is
+complete and where an incomplete method resumes.
+
+Layout (``--out DIR``)::
+
+    results.json                       what the run measured, method by method (written after every task)
+    log.txt                            one line per event (start, task done, resumed, failed), appended
+    csv/<method>_{psnr,ssim}.csv       the accuracy matrices
+    checkpoints/<method>/task<k>_<name>.safetensors   the generator after task k, with metadata
+    samples/<method>/after_task<k>_<name>.png         sample grids; pictures/<method>/ the method's own
+    state/<method>.pt                  the full training state of an incomplete method (deleted when complete)
+    .lock                              there while a process writes the folder (it holds a flock on it)
+
+Every file is written atomically (``io.atomic_write``): a run killed at any moment leaves each file whole, either
+the old one or the new one. A method whose entry is complete is not trained again (``pending``); one that was
+interrupted resumes from ``state/<method>.pt``, bit for bit on the same device.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UserError
+from .io import atomic_write, read_json, remove_partial_files, write_json, write_text
+
+RESULTS = "results.json"
+LOG = "log.txt"
+LOCK = ".lock"
+STATE_FORMAT = 1
+
+
+def as_json(obj: Any) -> Any:
+    """``obj`` as JSON gives it back (tuples become lists), to compare settings with those stored."""
+    return json.loads(json.dumps(obj))
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (its ``.lock`` file, there while the body runs) while the body runs;
+    a UserError at once if another process holds it. The lock is the kernel's (flock): a killed process releases
+    it, so a rerun never finds a stale lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    while True:
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"{folder}: another {what} is writing to this folder ({holder}); wait for it to end or choose another --out") from None
+        try:  # the holder before us may have removed the file between our open and our lock: lock the file that is there
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it
+        fh.close()
+
+
+class RunFolder:
+    """One run's output folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path}: is a file, not a folder")
+
+    # ---- paths -----------------------------------------------------------------------------
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS
+
+    def checkpoint_dir(self, method: str) -> Path:
+        return self.path / "checkpoints" / method
+
+    def checkpoint_path(self, method: str, t: int, task: str) -> Path:
+        """The generator after task ``t`` (0-based)."""
+        return self.checkpoint_dir(method) / f"task{t + 1}_{task}.safetensors"
+
+    def checkpoints(self, method: str) -> dict[int, Path]:
+        """The method's generator checkpoints by task number (1-based)."""
+        out = {}
+        d = self.checkpoint_dir(method)
+        for p in sorted(d.glob("task*_*.safetensors")) if d.is_dir() else []:
+            head = p.name.split("_", 1)[0][4:]
+            if head.isdigit():
+                out[int(head)] = p
+        return out
+
+    def sample_path(self, method: str, t: int, task: str) -> Path:
+        return self.path / "samples" / method / f"after_task{t + 1}_{task}.png"
+
+    def picture_path(self, method: str, name: str) -> Path:
+        return self.path / "pictures" / method / f"{name}.png"
+
+    def state_path(self, method: str) -> Path:
+        return self.path / "state" / f"{method}.pt"
+
+    # ---- the lock --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """This process is the only one writing the folder while the body runs (see ``folder_lock``); what a
+        killed writer left half written is removed first."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {self.path}: cannot create the folder ({e.strerror or e})") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UserError(f"--out {self.path}: the folder is not writable")
+        with folder_lock(self.path):
+            remove_partial_files(self.path)
+            yield
+
+    # ---- results ---------------------------------------------------------------------------
+    def read_results(self) -> dict[str, Any] | None:
+        """results.json, or None if there is none; a UserError naming the file if it is not a run's results."""
+        path = self.results_path
+        try:
+            res = read_json(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not valid JSON ({e}); move it away or choose another --out") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+        if res is None:
+            return None
+        problem = results_problem(res)
+        if problem:
+            raise UserError(f"{path}: not the results of an assocgan run ({problem}); move it away or choose another --out")
+        return res
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        write_json(self.results_path, results)
+
+    def write_csvs(self, results: dict[str, Any], name: str) -> None:
+        entry = results["methods"][name]
+        for metric in ("psnr", "ssim"):
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["after_task"] + results["tasks"])
+            for i, row in enumerate(entry[metric]):
+                w.writerow([results["tasks"][i]] + ["" if v is None else f"{v:.6f}" for v in row])
+            write_text(self.path / "csv" / f"{name}_{metric}.csv", buf.getvalue())
+
+    def check_settings(self, results: dict[str, Any], cfg) -> None:
+        """A UserError if the folder's results were made with other shared settings than ``cfg``'s."""
+        from .config import EVAL_BEFORE
+
+        saved = results.get("config") or {}
+        old = {**EVAL_BEFORE, **saved} if saved else {}  # a run older than the evaluation settings was scored thus
+        new = as_json(cfg.shared_settings())
+        diff = sorted(k for k in new if k in old and old[k] != new[k])
+        if diff:
+            what = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff[:4])
+            raise UserError(f"{self.results_path}: was made with other settings ({what}); choose another --out")
+
+    def entry_state(self, results: dict[str, Any] | None, method: str, options: dict[str, Any]) -> str:
+        """``"complete"``, ``"partial"`` (started, or failed) or ``"absent"``: ``method``'s entry in ``results``; a
+        UserError if the entry was made with other ``options`` (``--restart`` trains it again with the new ones)."""
+        entry = (results or {}).get("methods", {}).get(method)
+        if entry is None:
+            return "absent"
+        given = as_json(options)
+        if entry.get("options") != given:
+            raise UserError(f"{self.results_path}: holds {method} with other options ({entry.get('options')} vs {given}); "
+                            "give --restart to train it again with these, or choose another --out")
+        return "complete" if entry.get("complete") else "partial"
+
+    def pending(self, cfg) -> list[str]:
+        """The methods of ``cfg`` not complete in this folder; a UserError if it was made otherwise."""
+        from .methods import get_method
+
+        results = self.read_results()
+        if results is None:
+            return list(cfg.methods)
+        self.check_settings(results, cfg)
+        options = {m: get_method(m).resolve_options(cfg.method_options.get(m, {})) for m in cfg.methods}
+        return [m for m in cfg.methods if self.entry_state(results, m, options[m]) != "complete"]
+
+    # ---- training state --------------------------------------------------------------------
+    def save_state(self, method: str, state: dict[str, Any]) -> None:
+        import torch
+
+        atomic_write(self.state_path(method), lambda p: torch.save({"format": STATE_FORMAT, **state}, p))
+
+    def load_state(self, method: str) -> dict[str, Any] | None:
+        """The saved training state of ``method``, or None; a UserError if the file is damaged."""
+        import torch
+
+        path = self.state_path(method)
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"{path}: cannot read the saved training state ({type(e).__name__}); give --restart to train {method} from the start") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise UserError(f"{path}: not a training state this version can resume; give --restart to train {method} from the start")
+        return state
+
+    def clear_state(self, method: str) -> None:
+        self.state_path(method).unlink(missing_ok=True)
+
+    def discard(self, method: str) -> None:
+        """Forget everything of ``method`` (``--restart``): its entry, state, checkpoints, samples, pictures, CSVs."""
+        results = self.read_results()
+        if results is not None and method in results.get("methods", {}):
+            del results["methods"][method]
+            self.write_results(results)
+        self.clear_state(method)
+        for d in (self.checkpoint_dir(method), self.path / "samples" / method, self.path / "pictures" / method):
+            shutil.rmtree(d, ignore_errors=True)
+        for metric in ("psnr", "ssim"):
+            (self.path / "csv" / f"{method}_{metric}.csv").unlink(missing_ok=True)
+
+    # ---- the log ---------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """Append one time-stamped line to log.txt (a log line is never worth failing a run for)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.path / LOG, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError:
+            pass
+
+
+def saved_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(configuration, data inputs) of an earlier run, for ``--config``: from a run folder, its results.json, or a
+    study run's run.json; a UserError naming the file if it holds none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS if (path / RESULTS).exists() else path / "run.json"
+    if not path.is_file():
+        raise UserError(f"--config {path}: not found (give a run folder, its results.json, or a study run's run.json)")
+    try:
+        saved = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path}: not valid JSON ({e})") from None
+    cfg = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("methods"), list):
+        raise UserError(f"--config {path}: holds no run configuration ('config' with its 'methods')")
+    inputs = saved.get("inputs") or saved.get("bench_args") or {}
+    return cfg, inputs if isinstance(inputs, dict) else {}
+
+
+def results_problem(res: Any) -> str | None:
+    """What makes ``res`` not a run's results.json, or None."""
+    if not isinstance(res, dict):
+        return f"a JSON {type(res).__name__}, not an object"
+    for key, kind in (("benchmark", str), ("metric", str), ("tasks", list), ("methods", dict)):
+        if not isinstance(res.get(key), kind):
+            return f"'{key}' is missing or not a {kind.__name__}"
+    if not all(isinstance(t, str) for t in res["tasks"]):
+        return "'tasks' must be a list of names"
+    for name, entry in res["methods"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("matrix", []), list):
+            return f"the entry of method {name!r} is not an object with a 'matrix' list"
+        for row in entry.get("matrix", []):
+            if not isinstance(row, list) or any(v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)) for v in row):
+                return f"the matrix of method {name!r} holds a row that is not a list of numbers"
+    return None
