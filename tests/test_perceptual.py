@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from assocgan import load_generator
 from assocgan.cli import main
 from assocgan.config import RunConfig
 from assocgan.errors import UserError
 from assocgan.evaluate import evaluate_task, predict
 from assocgan.imaging import to_uint8
 from assocgan.io import read_json, write_json
-from assocgan.perceptual.groups import load_generator, load_groups, prepare, task_generator
+from assocgan.perceptual.groups import load_groups, prepare, task_generator
 from assocgan.perceptual.server import MAX_BODY, make_server, serve_in_thread
 from assocgan.perceptual.votes import DB, Store, wilson
 from assocgan.report.tables import method_label
@@ -36,7 +37,7 @@ from assocgan.runner import benchmark_for
 from browser import Browser
 
 TINY = ["--preset", "smoke", "--size", "16", "--steps", "4", "--n-train", "4", "--n-test", "4", "--batch-size", "2", "--threads", "1"]
-METHODS = ["tl", "single", "piggyback"]  # piggyback and single answer with the task identity
+METHODS = ["tl", "single", "piggyback-ti"]  # single and piggyback-ti answer with the task identity
 N_GROUPS = 8  # 2 per task
 
 
@@ -149,7 +150,7 @@ def test_each_method_answers_each_task_as_in_the_run(run_dir, bench):
             assert score == pytest.approx(results["methods"][m]["psnr"][-1][j], abs=1e-5), (m, j)
     # the task identity matters: single's first specialist is not its last network
     x, _ = bench.tasks[0].test_pairs()
-    assert not torch_equal(predict(task_generator(run_dir, "single", 0), x), predict(load_generator(run_dir, "single"), x))
+    assert not torch_equal(predict(task_generator(run_dir, "single", 0), x), predict(load_generator(run_dir, "single", task=4), x))
 
 
 def torch_equal(a, b) -> bool:
@@ -175,7 +176,7 @@ def test_groups_spread_over_the_tasks_and_their_images_are_the_outputs(run_dir, 
 
 
 def test_a_design_with_votes_is_kept(study_dir, capsys):
-    prepare(study_dir, groups=4, methods=["tl", "piggyback"], say=lambda s: None)  # no votes yet: a new design is fine
+    prepare(study_dir, groups=4, methods=["tl", "piggyback-ti"], say=lambda s: None)  # no votes yet: a new design is fine
     assert len(list((study_dir / "perceptual" / "images").glob("*.png"))) == 4 * 4  # input, target, 2 methods
     store = Store(load_groups(study_dir))
     store.vote(store.join("ann"), 1, 1)
@@ -204,7 +205,7 @@ def test_a_run_on_own_data_needs_that_data(study_dir, tmp_path, capsys):
     write_json(study_dir / "results.json", {**results, "benchmark": "mine"})
     shutil.rmtree(study_dir / "perceptual")
     assert main(["study", "perceptual", str(study_dir), "--groups", "8", "--port", "0"]) == 2
-    assert "was trained on your own data (mine); give its --data" in capsys.readouterr().err
+    assert "was trained on your own data (mine), which results.json does not locate; give its --data" in capsys.readouterr().err
     (tmp_path / "other" / "a" / "train").mkdir(parents=True)
     assert main(["study", "perceptual", str(study_dir), "--groups", "8", "--data", str(tmp_path / "other"), "--port", "0"]) == 2
     assert capsys.readouterr().err.startswith("assocgan: error: ")
@@ -353,7 +354,8 @@ def test_two_browsers_at_once_count_every_vote_once(study_dir, capsys):
     table = table[: table.index("\\end{table}")]
     assert "\\begin{tabular}{lrrrrr}" in table and "95\\% Wilson" in table
     lines = [ln for ln in table.splitlines() if ln.endswith("\\\\")]
-    assert len(lines) == 1 + len(METHODS) and lines[2].startswith("Single (task id at test) & ")
+    single = method_label("single", read_json(study_dir / "results.json")["methods"]["single"])
+    assert len(lines) == 1 + len(METHODS) and lines[2].startswith(f"{single} & ")
     assert all(ln.count(" & ") == 5 for ln in lines)
 
 

@@ -221,7 +221,7 @@ def _add_perceptual_parser(ssub, kind: str, text: str) -> None:
     p.add_argument("--show-target", action=argparse.BooleanOptionalAction, default=None, help="show each group's target beside the input (default: hidden)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
-    g = p.add_argument_group("a run on your own data: the data it was trained on")
+    g = p.add_argument_group("a run on your own data that has moved since (default: where results.json says it was)")
     g.add_argument("--data", help="the run's --data ROOT")
     g.add_argument("--clean-images", help="the run's --clean-images DIR")
     g.add_argument("--recipe", help="the run's --recipe")

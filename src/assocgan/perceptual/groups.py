@@ -82,51 +82,19 @@ def load_groups(run_dir: str | Path) -> StudyGroups | None:
 
 
 # ---- generators ------------------------------------------------------------------------
-def load_generator(run_dir: str | Path, method: str, after_task: int | None = None) -> nn.Module:
-    """``method``'s generator as the run saved it after task ``after_task`` (1-based; default: its last
-    task), on the CPU in eval mode. The one place that reads a run's checkpoints for this study."""
-    from safetensors.torch import load_file
-
-    from ..config import RunConfig
-    from ..methods import get_method
-
-    run_dir = Path(run_dir)
-    results = _results(run_dir)
-    entry = results["methods"].get(method)
-    if entry is None:
-        raise UserError(f"{run_dir / 'results.json'}: has no method {method!r}")
-    k = after_task or len(entry["matrix"])
-    task = results["tasks"][k - 1]
-    path = run_dir / "checkpoints" / method / f"task{k}_{task}.safetensors"
-    if not path.exists():
-        raise UserError(f"{path}: missing; the study needs {method}'s generator after task {k} ({task})")
-    cfg = RunConfig(**{**results["config"], "method_options": {method: entry.get("options") or {}}})
-    G = get_method(method).build_generator(cfg)
-    while hasattr(G, "add_task") and G.n_tasks < k:  # a network that grows per task (PiggybackGAN)
-        G.add_task()
-    G.load_state_dict(load_file(str(path)))
-    return G.eval()
-
-
 def task_generator(run_dir: str | Path, method: str, t: int) -> nn.Module:
-    """What answers for task ``t`` (0-based) at the end of the run, as the method's ``eval_generator(t)`` did:
-    the last generator, or, for a method evaluated with the task identity, the one kept for task t."""
-    from ..methods import get_method
+    """What answers for task ``t`` (0-based) at the end of the run, as the run evaluated it: the last generator,
+    or, for a method evaluated with the task identity, the one for task t."""
+    from .. import load_generator
 
-    if not get_method(method).needs_task_id:
-        return load_generator(run_dir, method)
-    G = load_generator(run_dir, method, after_task=t + 1)  # task t's own network never changes once learned
-    if hasattr(G, "task"):
-        G.task = t
-    return G
+    return load_generator(run_dir, method, task=t + 1)  # ``task`` is ignored by methods that answer for every task
 
 
 # ---- choosing and writing the groups --------------------------------------------------------
 def _results(run_dir: Path) -> dict[str, Any]:
-    try:
-        results = read_json(run_dir / "results.json")
-    except ValueError as e:
-        raise UserError(f"{run_dir / 'results.json'}: not valid JSON ({e})") from None
+    from ..runfolder import RunFolder
+
+    results = RunFolder(run_dir).read_results()
     if results is None:
         raise UserError(f"{run_dir}: no results.json; give the folder of a finished `assocgan run`")
     return results
@@ -202,15 +170,21 @@ def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str
 
 
 def _benchmark(run_dir: Path, results: dict[str, Any], bench_args: dict[str, Any]):
-    """The run's benchmark rebuilt from its configuration (test splits only matter here)."""
+    """The run's benchmark rebuilt from its configuration and the data it was trained on (results.json's
+    ``inputs``; data options given here replace them, for data that has moved)."""
+    import dataclasses
+
     from ..config import RunConfig
     from ..data.benchmarks import BUILTIN
     from ..runner import benchmark_for
 
     given = {k: v for k, v in bench_args.items() if v}
-    if not given and results["benchmark"] not in BUILTIN:
-        raise UserError(f"{run_dir} was trained on your own data ({results['benchmark']}); give its --data, or --clean-images and --recipe, as in the run")
-    bench = benchmark_for(RunConfig(**results["config"]), **given)
+    inputs = given or {k: v for k, v in (results.get("inputs") or {}).items() if k in ("data", "clean_images", "recipe")}
+    if not inputs and results["benchmark"] not in BUILTIN:
+        raise UserError(f"{run_dir} was trained on your own data ({results['benchmark']}), which results.json does not locate; "
+                        "give its --data, or --clean-images and --recipe")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    bench = benchmark_for(RunConfig(**{k: v for k, v in results["config"].items() if k in known}), **inputs)
     if bench.task_names != results["tasks"]:
         raise UserError(f"the data given has tasks {', '.join(bench.task_names)}, not the run's {', '.join(results['tasks'])}; give the run's own data")
     return bench
