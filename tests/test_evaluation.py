@@ -132,17 +132,21 @@ def test_cli_bad_crop_border_exits_2(tmp_path, capsys):
     assert not (tmp_path / "r" / "results.json").exists()
 
 
-@pytest.fixture(scope="module")
-def y_run(tmp_path_factory):
+def _smoke_run(tmp_path_factory, name: str, *args: str) -> tuple:
+    """A small smoke-preset run into a fresh folder; its folder and what it printed."""
     from assocgan.cli import main
 
-    out = tmp_path_factory.mktemp("eval") / "run"
+    out = tmp_path_factory.mktemp(name) / "run"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["run", "--preset", "smoke", "--threads", "1", "--steps", "2", "--n-train", "4", "--n-test", "2", "--methods", "tl",
-                     "--eval-space", "y", "--crop-border", "4", "--out", str(out)])
+        code = main(["run", "--preset", "smoke", "--threads", "1", "--n-train", "4", "--n-test", "2", *args, "--out", str(out)])
     assert code == 0, buf.getvalue()
-    return out
+    return out, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def y_run(tmp_path_factory):
+    return _smoke_run(tmp_path_factory, "eval", "--steps", "2", "--methods", "tl", "--eval-space", "y", "--crop-border", "4")[0]
 
 
 def test_a_run_scores_by_its_convention_and_records_it(y_run):
@@ -200,15 +204,7 @@ def test_fwt_on_a_hand_made_matrix():
 
 @pytest.fixture(scope="module")
 def fwt_run(tmp_path_factory):
-    from assocgan.cli import main
-
-    out = tmp_path_factory.mktemp("fwt") / "run"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(["run", "--preset", "smoke", "--threads", "1", "--steps", "3", "--n-train", "4", "--n-test", "2", "--order", "1,2,3",
-                     "--methods", "tl,single", "--out", str(out)])
-    assert code == 0, buf.getvalue()
-    return out, buf.getvalue()
+    return _smoke_run(tmp_path_factory, "fwt", "--steps", "3", "--order", "1,2,3", "--methods", "tl,single")
 
 
 def test_fwt_is_measured_on_the_generators_the_run_trained(fwt_run):
