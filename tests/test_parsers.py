@@ -14,7 +14,7 @@ from assocgan.errors import UserError
 from assocgan.methods import METHODS, parse_methods
 from assocgan.methods.base import Option
 
-FAST = settings(max_examples=150, deadline=None)
+FAST = settings(deadline=None) if settings().max_examples > 1000 else settings(max_examples=150, deadline=None)
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 NUMBERISH = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**6, 10**6).map(str), TEXT,
                       st.sampled_from(["nan", "inf", "-inf", "1e400", "", " ", "0x10", "1_000", "٣"]))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import UserError
+from .errors import UserError, is_whole_number
 from .io import write_bytes
 from .runfolder import RunFolder
 
@@ -73,7 +73,7 @@ class Trained:
 
 def _position(value: int | str, names: list[str], what: str, limit: int) -> int:
     """A 1-based task position from a position or a task name, at most ``limit``."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_whole_number(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise UserError(f"{what} {value!r}: give a task name or a 1-based position")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UserError
+from .errors import UserError, is_whole_number
 from .io import atomic_write, read_json, remove_partial_files, write_json, write_text
 
 RESULTS = "results.json"
@@ -106,7 +106,7 @@ class RunFolder:
         d = self.checkpoint_dir(method)
         for p in sorted(d.glob("task*_*.safetensors")) if d.is_dir() else []:
             head = p.name.split("_", 1)[0][4:]
-            if head.isdigit():
+            if is_whole_number(head):
                 out[int(head)] = p
         return out
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, validate
-from .errors import UserError
+from .errors import UserError, is_whole_number
 from .io import read_json, write_json
 from .runfolder import LOG, RunFolder, as_json, folder_lock
 
@@ -141,7 +141,7 @@ def parse_orders(spec: str | None, names: list[str]) -> list[str]:
     for item in [s.strip() for s in spec.split(";") if s.strip()]:
         pos = []
         for tok in [t.strip() for t in item.split(",") if t.strip()]:
-            if tok.isdigit() and 1 <= int(tok) <= n:
+            if is_whole_number(tok) and 1 <= int(tok) <= n:
                 pos.append(int(tok))
             elif tok in names:
                 pos.append(names.index(tok) + 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, is_whole_number
 from . import folders, photos, tones
 from .degradations import Degradation, parse_recipe
 from .tasks import Task, to_float, to_uint8
@@ -108,7 +108,7 @@ def apply_order(tasks: list[Task], order: str | None) -> list[Task]:
     by_name = {t.name: t for t in tasks}
     out = []
     for item in [s.strip() for s in order.split(",")]:
-        if item.isdigit() and 1 <= int(item) <= len(tasks):
+        if is_whole_number(item) and 1 <= int(item) <= len(tasks):
             out.append(tasks[int(item) - 1])
         elif item in by_name:
             out.append(by_name[item])

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import UserError
+from ..errors import UserError, is_whole_number
 from .groups import StudyGroups, prepare
 from .votes import DB, Participant, Rejected, Store, count_votes
 
@@ -212,7 +212,7 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> dict[str, Any]:
         """The request's fields, from a form or a JSON object; a Rejected for anything else."""
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not is_whole_number(length):
             self.close_connection = True
             raise Rejected(411, "a body with a Content-Length is needed")
         if int(length) > MAX_BODY:

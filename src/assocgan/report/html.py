@@ -11,7 +11,7 @@ import html
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, is_whole_number
 from ..io import read_json, write_text
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
@@ -96,7 +96,7 @@ def _sample_files(folder: Path, name: str) -> list[Path]:
     def task_no(p: Path) -> int:
         head = p.stem.split("_")[1] if p.stem.startswith("after_task") else ""
         digits = head.removeprefix("task")
-        return int(digits) if digits.isdigit() else 0
+        return int(digits) if is_whole_number(digits) else 0
 
     return sorted(d.glob("after_task*.png"), key=lambda p: (task_no(p), p.name))
 
