@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from assocgan import studies
+from assocgan import jobs, studies
 from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.errors import UserError
@@ -105,6 +105,7 @@ def test_parallel_jobs_share_the_cores(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(jobs, "gpu_ids", lambda: ["0"])  # one GPU: every worker finds it as it is
     cfg = base(("tl", "jl", "replay"), threads=0)
     study = studies.make_study("quota", cfg, tmp_path / "s", methods=["tl", "jl", "replay"])
     assert [c.threads for _, c in studies.plan(study, 2)] == [4, 4, 4]
@@ -120,13 +121,14 @@ def test_parallel_jobs_share_the_cores(tmp_path, monkeypatch):
     assert failed == [] and len(_FakeWorker.started) == 3 and _FakeWorker.most == 2
     for spec, started in zip(study.runs, _FakeWorker.started):
         run_dir = study.run_dir(spec)
-        assert started["cmd"] == [sys.executable, "-m", "assocgan.studies", str(run_dir)]
+        assert started["cmd"] == [sys.executable, "-m", "assocgan.jobs", str(run_dir)]
+        assert "CUDA_VISIBLE_DEVICES" not in started["env"] or started["env"]["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES")
         assert started["env"]["OMP_NUM_THREADS"] == "4" and started["env"]["MKL_NUM_THREADS"] == "4"
         assert json.loads((run_dir / "run.json").read_text())["config"]["threads"] == 4
     # the worker runs with the threads of its run.json, and training sets torch's thread count from them
     got = []
-    monkeypatch.setattr(studies, "execute", lambda run_dir, cfg, bench_args, device: got.append(cfg))
-    assert studies._worker(str(study.run_dir(study.runs[0]))) == 0
+    monkeypatch.setattr(jobs, "execute", lambda run_dir, cfg, bench_args, device: got.append(cfg))
+    assert jobs.worker(str(study.run_dir(study.runs[0]))) == 0
     assert got[0].threads == 4 and got[0].methods == ["tl"]
     from assocgan.train import set_threads
 
@@ -156,6 +158,40 @@ def test_quota_study_resumes_without_training_again(quota_dir):
     assert code == 0
     assert "2 already done, 0 to run" in printed
     assert before == {m: (out / "runs" / m / "results.json").stat().st_mtime_ns for m in ("tl", "jl")}
+
+
+def _results(out: Path, run: str) -> dict:
+    return json.loads((out / "runs" / run / "results.json").read_text())
+
+
+def test_a_study_through_submitits_local_executor_matches_and_resumes(quota_dir, tmp_path):
+    """The same study as quota_dir's, its runs as jobs of submitit's local executor: the same numbers. Then one run
+    is left as a killed job leaves it (its first task only): the study started again runs that one alone."""
+    ref, _ = quota_dir
+    out = tmp_path / "study"
+    args = ["study", "quota", *TINY_ARGS, "--methods", "tl,jl", "--executor", "local", "--jobs", "2", "--time-limit", "10", "--out", str(out)]
+    code, printed = quiet(main, args)
+    assert code == 0, printed
+    assert "0 already done, 2 to run, 2 at a time through submitit's local executor" in printed
+    for m in ("tl", "jl"):
+        got, want = _results(out, m)["methods"][m], _results(ref, m)["methods"][m]
+        assert got["complete"] and len(got["matrix"]) == 4
+        for row, ref_row in zip(got["matrix"], want["matrix"]):
+            assert row == pytest.approx(ref_row, abs=1e-9)
+        assert "start:" in (out / "runs" / m / "log.txt").read_text()  # the job's output went to the run's log
+    assert len(list((out / "jobs").glob("*_0_log.out"))) == 2  # submitit's own files, one set a job
+
+    res = _results(out, "jl")
+    entry = res["methods"]["jl"]
+    entry.update(complete=False, matrix=entry["matrix"][:1], psnr=entry["psnr"][:1], ssim=entry["ssim"][:1])
+    (out / "runs" / "jl" / "results.json").write_text(json.dumps(res))
+    code, printed = quiet(main, args)
+    assert code == 0, printed
+    assert "1 already done, 1 to run" in printed and "[1/1] JL: done" in printed
+    assert len(_results(out, "tl")["provenance"]) == 1 and len(_results(out, "jl")["provenance"]) == 2  # tl was not run again
+    again = _results(out, "jl")["methods"]["jl"]
+    assert again["complete"] and again["matrix"][-1] == pytest.approx(_results(ref, "jl")["methods"]["jl"]["matrix"][-1], abs=1e-9)
+    assert [r["status"] for r in json.loads((out / "study.json").read_text())["summary"]["runs"]] == ["done", "done"]
 
 
 def test_a_study_folder_made_with_other_settings_is_refused(quota_dir, capsys):

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, exit_code
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run") -> None:
@@ -182,8 +182,11 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from .jobs import job_options
     from .studies import DEFAULT_SWEEP, default_methods, make_study, run_study
 
+    opts = job_options(args.executor, time_limit=args.time_limit, job_logs=args.job_logs, partition=args.partition, account=args.account, qos=args.qos,
+                       gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem=args.mem, slurm_setup=args.slurm_setup, slurm_option=args.slurm_option)
     kind = args.study
     if kind in ("quota", "order"):
         args.methods = args.methods or ",".join(default_methods())
@@ -198,7 +201,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe, "metric": args.metric},
         device=args.device, command="assocgan " + shlex.join(args.argv),
     )
-    run_study(study, jobs=args.jobs, console=Console())
+    run_study(study, jobs=args.jobs, console=Console(), opts=opts)
     return 0
 
 
@@ -228,6 +231,24 @@ def _add_perceptual_parser(ssub, kind: str, text: str) -> None:
     p.set_defaults(fn=cmd_perceptual)
 
 
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("executor (the runs as jobs of submitit, on this machine or a SLURM cluster)")
+    g.add_argument("--executor", choices=["local", "slurm"], help="local: submitit's processes on this machine (each its own GPU); slurm: one "
+                   "SLURM job a run. The study waits for its jobs and, interrupted, cancels them; run it again to go on (default: no executor)")
+    g.add_argument("--time-limit", metavar="TIME", help="each job's limit: minutes (90) or as sbatch reads it (1:30:00, 2-00:00:00) (needed with slurm; default "
+                   "none locally)")
+    g.add_argument("--job-logs", metavar="DIR", help="submitit's job scripts and outputs (default OUT/jobs); each run's own log is OUT/runs/<name>/log.txt")
+    g = p.add_argument_group("SLURM (with --executor slurm)")
+    g.add_argument("--partition", metavar="NAME", help="sbatch --partition")
+    g.add_argument("--account", metavar="NAME", help="sbatch --account")
+    g.add_argument("--qos", metavar="NAME", help="sbatch --qos")
+    g.add_argument("--gpus-per-job", metavar="N", type=int, help="GPUs of each job (sbatch --gpus-per-node; a run uses one; default none: CPU jobs)")
+    g.add_argument("--cpus-per-job", metavar="N", type=int, help="CPUs of each job (sbatch --cpus-per-task); its torch threads unless --threads")
+    g.add_argument("--mem", metavar="SIZE", help="memory of each job, as sbatch reads it: 32G")
+    g.add_argument("--slurm-setup", metavar="CMD", action="append", help="a shell line run before each job, e.g. 'source ~/venv/bin/activate' (repeatable)")
+    g.add_argument("--slurm-option", metavar="KEY=VALUE", action="append", help="any other sbatch option, without its dashes: constraint=a100 (repeatable)")
+
+
 def _add_study_parser(sub) -> None:
     from .studies import DEFAULT_SWEEP, STUDIES
 
@@ -241,13 +262,16 @@ def _add_study_parser(sub) -> None:
         p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Its runs are run folders under OUT/runs/ (done ones are skipped); OUT/report.html shows the table and plot.")
         _add_run_options(p, with_methods=kind in ("quota", "order"), methods=None, out=f"runs/study_{kind}")
         g = p.add_argument_group("study")
-        g.add_argument("--jobs", type=int, default=1, help="runs at a time, in parallel processes sharing the cores (default 1: in this process)")
+        g.add_argument("--jobs", metavar="N", type=int, default=None,
+                       help="runs at a time (default 1: in this process; with --executor slurm, every run at once); without --executor, N > 1 "
+                            "runs parallel worker processes sharing the cores, each with its own GPU when there are several")
         if kind == "order":
             g.add_argument("--orders", help='task orders separated by ";", each a permutation of positions or names, e.g. "1,2,3,4;4,3,2,1" (default: the cyclic rotations)')
         if kind == "lambda":
             g.add_argument("--method", default=None, help=f"the method whose option is swept (default {DEFAULT_SWEEP[0]})")
             g.add_argument("--option", default=None, help=f"the numeric option swept (default {DEFAULT_SWEEP[1]})")
             g.add_argument("--values", help="comma-separated values (default: 0 and the option's default times 0.1, 0.3, 1, 3, 10)")
+        _add_executor_options(p)
         p.set_defaults(fn=cmd_study)
 
 
@@ -296,19 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from .runner import RunFailed
-
-    try:
-        return args.fn(args)
-    except UserError as e:
-        print(f"assocgan: error: {e}", file=sys.stderr)
-        return 2
-    except RunFailed as e:
-        print(f"assocgan: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
-        return 130
+    return exit_code(lambda: args.fn(args))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,35 @@
-"""The one error type for bad input: the CLI prints its message and exits with code 2."""
+"""The errors a command ends with, and the one place where they become exit codes: bad input (UserError) exits
+with code 2 and one line, a run with a failed method (RunFailed) with 1, an interrupt with 130."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+INTERRUPTED = 130  # the exit code of an interrupted command (128 + SIGINT)
 
 
 class UserError(Exception):
     """Bad input from the user (a file, a folder, an option). The message names it and says what is wrong."""
+
+
+class RunFailed(Exception):
+    """A run ended with a method that failed (diverged); the others' results are written."""
+
+
+def exit_code(command: Callable[[], int]) -> int:
+    """``command()``'s exit code, or that of the error it ends with, its message printed to stderr as one line."""
+    try:
+        return command()
+    except UserError as e:
+        print(f"assocgan: error: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        print(f"assocgan: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
+        return INTERRUPTED
 
 
 def is_whole_number(text: str) -> bool:

@@ -13,7 +13,7 @@ from . import __version__
 from .checkpoints import save_generator
 from .config import RunConfig
 from .data.benchmarks import Benchmark, load_benchmark
-from .errors import UserError
+from .errors import RunFailed, UserError
 from .evaluate import identity_scores, predict, summarize
 from .imaging import grid, save_png
 from .methods import Method, get_method
@@ -263,10 +263,6 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
 
 
 REPORT_EVERY = 60.0  # seconds: while methods remain, report.html is rewritten after a method at most this often
-
-
-class RunFailed(Exception):
-    """A run ended with a method that failed (diverged); the others' results are written."""
 
 
 def state_settings(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:

@@ -16,20 +16,15 @@ report.html, and ``run.json`` saying how it was configured, ``log.txt`` its outp
 
 A study resumes: a run whose results.json holds complete entries for its methods, made with the same
 settings, is not run again; a run folder made with other settings is an error (choose another ``--out``).
-Runs are executed in parallel processes with ``jobs > 1`` (each a ``python -m assocgan.studies RUN_DIR``
-worker with ``cores // jobs`` torch threads), in this process with ``jobs == 1``.
+``jobs`` says how the runs are executed: in this process, as parallel worker processes (``--jobs N``, each
+with ``cores // N`` torch threads and, with several GPUs, its own GPU), or as submitit jobs on this machine or
+on a SLURM cluster (``--executor local|slurm``).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
 import re
-import subprocess
-import sys
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +32,7 @@ from typing import Any
 from .config import RunConfig, validate
 from .errors import UserError, is_whole_number
 from .io import read_json, write_json
+from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
 from .runfolder import LOG, RunFolder, as_json, folder_lock
 
 
@@ -58,7 +54,6 @@ STUDIES: dict[str, StudyKind] = {
                             "group of a finished run; its votes go to RUN_DIR/perceptual/", trains=False),
 }
 STUDY_FILE = "study.json"
-RUN_SPEC = "run.json"
 DEFAULT_METHODS = ("tl", "jl", "replay", "assoc")  # those registered are the default of quota and order
 DEFAULT_SWEEP = ("assoc", "lambda_distill")
 
@@ -239,33 +234,13 @@ def pending_methods(run_dir: Path, cfg: RunConfig) -> list[str]:
     return RunFolder(run_dir).pending(cfg)
 
 
-def execute(run_dir: Path, cfg: RunConfig, bench_args: dict[str, Any], device: str | None) -> None:
-    """One run, in this process (what a worker does): train ``cfg`` into ``run_dir``."""
-    from .runner import run
-
-    run(cfg, run_dir, device=device, **bench_args)
-
-
-def _worker(run_dir: str) -> int:
-    """``python -m assocgan.studies RUN_DIR``: the run described by RUN_DIR/run.json."""
-    from .runner import RunFailed
-
-    spec = read_json(Path(run_dir) / RUN_SPEC)
-    cfg = RunConfig(**spec["config"])
-    try:
-        execute(Path(run_dir), cfg, spec.get("bench_args") or {}, spec.get("device"))
-    except UserError as e:
-        print(f"assocgan: error: {e}", file=sys.stderr)
-        return 2
-    except RunFailed as e:
-        print(f"assocgan: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _threads(base: RunConfig, jobs: int) -> int:
+def _threads(base: RunConfig, jobs: int, opts: JobOptions) -> int:
+    """Torch threads of each run: as asked; else a SLURM job's CPUs (all of its cores if not given); else the cores
+    shared by the runs at a time on this machine (0, all of them, for one)."""
     if base.threads:
         return base.threads
+    if opts.executor == "slurm":
+        return opts.cpus_per_job or 0
     return max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else 0
 
 
@@ -277,79 +252,48 @@ def _tail(path: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:])
 
 
-def plan(study: Study, jobs: int = 1) -> list[tuple[RunSpec, RunConfig]]:
+def plan(study: Study, jobs: int = 1, opts: JobOptions | None = None) -> list[tuple[RunSpec, RunConfig]]:
     """The runs of ``study`` still to do, each with the methods it lacks and its thread count; a UserError
     if a run folder was made with other settings."""
     todo: list[tuple[RunSpec, RunConfig]] = []
     for spec in study.runs:
         methods = pending_methods(study.run_dir(spec), spec.cfg)
         if methods:
-            todo.append((spec, dataclasses.replace(spec.cfg, methods=methods, threads=_threads(study.base, jobs))))
+            todo.append((spec, dataclasses.replace(spec.cfg, methods=methods, threads=_threads(study.base, jobs, opts or JobOptions()))))
     return todo
 
 
-def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, RunConfig]] | None = None) -> list[str]:
-    """Run every run of ``study`` that is not complete, ``jobs`` at a time; returns the names that failed."""
-    todo = plan(study, jobs) if todo is None else todo
+def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, RunConfig]] | None = None, opts: JobOptions | None = None) -> list[str]:
+    """Run every run of ``study`` that is not complete, ``jobs`` at a time, through the executor of ``opts``
+    (default: this process, or local worker processes); returns the names that failed."""
+    opts = opts or JobOptions()
+    todo = plan(study, jobs, opts) if todo is None else todo
     done = len(study.runs) - len(todo)
-    say(f"study {study.kind}: {len(study.runs)} runs in {study.folder / 'runs'}; {done} already done, {len(todo)} to run" + (f", {jobs} at a time" if todo and jobs > 1 else ""))
+    how = f" through submitit's {opts.executor} executor" if opts.executor else ""
+    say(f"study {study.kind}: {len(study.runs)} runs in {study.folder / 'runs'}; {done} already done, {len(todo)} to run"
+        + (f", {jobs} at a time" if todo and jobs > 1 else "") + (how if todo else ""))
     for spec, cfg in todo:
         run_dir = study.run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": as_json(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device})
+    if not todo:
+        return []
+    by_dir = {study.run_dir(spec): spec for spec, _ in todo}
     failed: list[str] = []
     counter = iter(range(1, len(todo) + 1))
 
-    def finished(spec: RunSpec, ok: bool, seconds: float) -> None:
-        k = next(counter)
-        log = study.run_dir(spec) / LOG
+    def finished(run_dir: Path, ok: bool, seconds: float, where: str) -> None:
+        spec, k = by_dir[run_dir], next(counter)
         if ok:
             say(f"  [{k}/{len(todo)}] {spec.label}: done in {seconds:.0f} s")
         else:
             failed.append(spec.name)
-            say(f"  [{k}/{len(todo)}] {spec.label}: FAILED after {seconds:.0f} s ({log}: {_tail(log)})")
+            log = run_dir / LOG
+            say(f"  [{k}/{len(todo)}] {spec.label}: FAILED after {seconds:.0f} s ({log}: {_tail(log)}" + (f"; {where}" if where else "") + ")")
 
-    if jobs <= 1:
-        for spec, cfg in todo:
-            start = time.perf_counter()
-            log = study.run_dir(spec) / LOG
-            ok = True
-            with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
-                try:
-                    execute(study.run_dir(spec), cfg, study.bench_args, study.device)
-                except (Exception, SystemExit) as e:  # one failed run must not stop the others
-                    ok = False
-                    fh.write(f"assocgan: error: {e}\n" if isinstance(e, UserError) else traceback.format_exc())
-            finished(spec, ok, time.perf_counter() - start)
-        return failed
-
-    queue = list(todo)
-    running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
-    try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                spec, cfg = queue.pop(0)
-                run_dir = study.run_dir(spec)
-                fh = open(run_dir / LOG, "a", encoding="utf-8")
-                env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(cfg.threads or 1), MKL_NUM_THREADS=str(cfg.threads or 1))
-                proc = subprocess.Popen([sys.executable, "-m", "assocgan.studies", str(run_dir)], stdout=fh, stderr=subprocess.STDOUT, env=env)
-                running.append((spec, proc, time.perf_counter(), fh))
-            time.sleep(0.2)
-            for item in list(running):
-                spec, proc, start, fh = item
-                if proc.poll() is not None:
-                    fh.close()
-                    running.remove(item)
-                    finished(spec, proc.returncode == 0, time.perf_counter() - start)
-    finally:
-        for spec, proc, _, fh in running:  # interrupted: stop the workers this study started
-            proc.terminate()
-        for spec, proc, _, fh in running:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            fh.close()
+    eng = engine(opts, jobs, study.folder, f"assocgan-{study.kind}")
+    gpus = gpus_to_share(study.device, opts.executor) if opts.executor == "local" or jobs > 1 else []
+    run_jobs([(study.run_dir(spec), cfg.threads) for spec, cfg in todo], jobs, eng, gpus, finished)
     return failed
 
 
@@ -495,16 +439,20 @@ def study_record(study: Study) -> dict[str, Any]:
     }
 
 
-def run_study(study: Study, jobs: int = 1, console=None) -> dict[str, Any]:
-    """Run what the study still needs, then write study.json (with the collected numbers), its plots and
+def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions | None = None) -> dict[str, Any]:
+    """Run what the study still needs (``jobs`` at a time, through the executor of ``opts``; ``jobs`` None: one,
+    or with SLURM every run at once), then write study.json (with the collected numbers), its plots and
     report.html, and print its table. Raises UserError at the end if a run failed."""
     from .report.html import study_tables, write_report
     from .report.tables import to_rich, to_text
 
     say = (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True)) if console is not None else print
     folder = study.folder
+    opts = opts or JobOptions()
+    if jobs is None:
+        jobs = max(1, len(study.runs)) if opts.executor == "slurm" else 1
     if jobs < 1:
-        raise UserError("--jobs: must be at least 1")
+        raise UserError(f"--jobs {jobs}: must be at least 1")
     if RunFolder(folder).results_path.exists():
         raise UserError(f"{folder}: is a run folder; choose another --out for the study")
     if folder.exists() and not folder.is_dir():
@@ -512,12 +460,12 @@ def run_study(study: Study, jobs: int = 1, console=None) -> dict[str, Any]:
     old = read_json(folder / STUDY_FILE)
     if old is not None and old.get("study") != study.kind:
         raise UserError(f"{folder}: holds a {old.get('study')} study; choose another --out for the {study.kind} study")
-    todo = plan(study, jobs)  # checks the run folders before anything is written
+    todo = plan(study, jobs, opts)  # checks the run folders before anything is written
     with folder_lock(folder, "study"):
         record = study_record(study)
         record["summary"] = collect(record, folder)
         write_json(folder / STUDY_FILE, record)
-        failed = run_all(study, jobs, say, todo)
+        failed = run_all(study, jobs, say, todo, opts)
         record["summary"] = collect(record, folder)
         write_json(folder / STUDY_FILE, record)
     path = write_report(folder)
@@ -558,8 +506,3 @@ def report_tables(folder: str | Path) -> list:
     return run_tables(RunFolder(folder).read_results()) + vote_tables(folder)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m assocgan.studies RUN_DIR (a worker of `assocgan study`)", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(_worker(sys.argv[1]))
