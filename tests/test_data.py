@@ -567,3 +567,46 @@ def test_load_benchmark_option_errors():
     with pytest.raises(UserError, match="--recipe"):
         load_benchmark("restore4", size=SIZE, n_train=2, n_test=1, recipe="blur:2")
     assert load_benchmark("restore4", size=SIZE, n_train=2, n_test=1, metric="ssim").metric == "ssim"
+
+
+# ---- the paper's scale on the built-in photos -------------------------------------------------------
+def test_paper_preset_on_builtin_photos_warns_how_few_they_are():
+    from assocgan.config import make_config
+
+    cfg = make_config("paper")
+    n_train, n_test = len(photos.photo_files("train")), len(photos.photo_files("test"))
+    note = benchmarks.builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test)
+    assert f"2000 training crops of 224 px per task from {n_train} built-in photos" in note
+    assert f"100 test crops from {n_test}" in note and "--clean-images DIR --recipe" in note and "--data ROOT" in note
+    room = photos.disjoint_crops(photos.photo_sizes("train"), 224)
+    assert n_train <= room < 2000 and f"about {room} " in note  # at least one 224 px crop a photo, far fewer than 2000
+    # the quick preset's crops fit the photos; a user's own data is theirs to size
+    quick = make_config("quick")
+    assert benchmarks.builtin_photos_note("tones3", quick.size, quick.n_train, quick.n_test) is None
+    assert benchmarks.builtin_photos_note("restore4", 224, 2000, 100, clean_images="photos/") is None
+    assert benchmarks.builtin_photos_note("restore4", 224, 2000, 100, data="pairs/") is None
+
+
+def test_a_paper_scale_run_prints_the_warning_once_at_its_start(tmp_path, monkeypatch, capsys):
+    """Printed before the benchmark is built (the run here stops there), once, and kept in the run's log."""
+    from assocgan import runner
+    from assocgan.cli import main
+
+    def stop(*a, **kw):
+        raise UserError("stopped after the start")
+
+    monkeypatch.setattr(runner, "benchmark_for", stop)
+    assert main(["run", "--preset", "paper", "--methods", "tl", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("assocgan: warning: restore4 cuts its 2000 training crops of 224 px") == 1
+    assert err.index("warning") < err.index("stopped after the start")
+    assert main(["run", "--preset", "quick", "--methods", "tl", "--out", str(tmp_path / "run")]) == 2
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_paper_scale_study_carries_the_warning(tmp_path):
+    from assocgan import studies
+    from assocgan.config import make_config
+
+    assert "2000 training crops" in studies.make_study("quota", make_config("paper", methods=["tl"]), tmp_path, methods=["tl"]).note
+    assert studies.make_study("quota", make_config("smoke", methods=["tl"]), tmp_path, methods=["tl"]).note is None

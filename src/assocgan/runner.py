@@ -12,7 +12,7 @@ import torch
 from . import __version__
 from .checkpoints import save_generator
 from .config import RunConfig
-from .data.benchmarks import Benchmark, load_benchmark
+from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, predict, summarize
 from .imaging import grid, save_png
@@ -175,6 +175,9 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
 
     folder = RunFolder(out)
     dev = pick_device(device)
+    note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
+    if note:
+        print(f"assocgan: warning: {note}", file=sys.stderr)
     bench = bench or benchmark_for(cfg, **bench_args)
     options = {name: get_method(name).resolve_options(cfg.method_options.get(name, {})) for name in cfg.methods}
     for name in cfg.methods:  # refuse a method that cannot run before training any
@@ -193,6 +196,8 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
             results["tasks_left_out"] = list(bench.left_out)
         folder.write_results(results)
         folder.log(f"start: {results['provenance'][-1]['command']} (methods {', '.join(cfg.methods)}, device {dev})")
+        if note:
+            folder.log(f"warning: {note}")
         if bench.left_out:
             note = f"--order {cfg.order}: runs {len(bench.tasks)} of the {len(bench.tasks) + len(bench.left_out)} tasks; left out: {', '.join(bench.left_out)}"
             say(f"note: {note}")

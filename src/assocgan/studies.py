@@ -79,6 +79,7 @@ class Study:
     bench_args: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     command: str | None = None
+    note: str | None = None  # a warning about the study's data, said once at its start
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.folder / "runs" / spec.name
@@ -425,7 +426,10 @@ def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str
     params["tasks"] = names
     params["benchmark_name"] = Path(bench_args["data"]).name if bench_args.get("data") else (Path(bench_args["clean_images"]).name if bench_args.get("clean_images") else base.benchmark)
     params["metric"] = bench_args.get("metric") or _builtin_metric(base, bench_args)
-    return Study(kind, Path(out), base, runs, params, bench_args, device, command)
+    from .data.benchmarks import builtin_photos_note
+
+    note = builtin_photos_note(base.benchmark, base.size, base.n_train, base.n_test, **bench_args)
+    return Study(kind, Path(out), base, runs, params, bench_args, device, command, note)
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -465,6 +469,8 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
         record = study_record(study)
         record["summary"] = collect(record, folder)
         write_json(folder / STUDY_FILE, record)
+        if study.note and todo:
+            say(f"warning: {study.note}")
         failed = run_all(study, jobs, say, todo, opts)
         record["summary"] = collect(record, folder)
         write_json(folder / STUDY_FILE, record)

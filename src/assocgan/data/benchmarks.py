@@ -119,6 +119,23 @@ def apply_order(tasks: list[Task], order: str | None) -> list[Task]:
     return out
 
 
+def builtin_photos_note(name: str | None, size: int, n_train: int, n_test: int, *, data=None, clean_images=None, **_) -> str | None:
+    """A warning when a built-in benchmark asks for more crops than its photos hold without overlap (the
+    ``paper`` preset's 2000 crops of 224 px, say): its models would see few distinct images. None otherwise."""
+    if data is not None or clean_images is not None or name not in BUILTIN:
+        return None
+    splits = {s: photos.photo_sizes(s) for s in ("train", "test")}
+    room = {s: photos.disjoint_crops(sizes, size) for s, sizes in splits.items()}
+    if n_train <= room["train"] and n_test <= room["test"]:
+        return None
+    shorts = sorted({min(hw) for sizes in splits.values() for hw in sizes})
+    short = f"{shorts[0]}" if len(shorts) == 1 else f"{shorts[0]}-{shorts[-1]}"
+    return (f"{name} cuts its {n_train} training crops of {size} px per task from {len(splits['train'])} built-in photos and its {n_test} test "
+            f"crops from {len(splits['test'])} ({short} px on the shorter side), which hold about {room['train']} and "
+            f"{room['test']} crops of that size without overlap, so the crops overlap and the models see few distinct images. At this scale use your own "
+            "photos (--clean-images DIR --recipe RECIPE) or paired folders (--data ROOT); see 'The paper's scale' in the README")
+
+
 def load_benchmark(
     name: str | None = "restore4",
     *,

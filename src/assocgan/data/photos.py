@@ -45,6 +45,28 @@ def photo_files(split: str) -> list[Path]:
     return [FOLDER / p.file for p in manifest() if p.split == split]
 
 
+@functools.lru_cache(maxsize=None)
+def photo_sizes(split: str) -> tuple[tuple[int, int], ...]:
+    """(height, width) of each built-in photo of a split, read from the files' headers."""
+    from PIL import Image
+
+    out = []
+    for path in photo_files(split):
+        with Image.open(path) as im:
+            out.append((im.height, im.width))
+    return tuple(out)
+
+
+def disjoint_crops(sizes, size: int) -> int:
+    """How many non-overlapping ``size`` x ``size`` crops photos of these (height, width) hold once shrunk as
+    crops are cut (shorter side at most ``SHORT_SIDE`` crop sizes)."""
+    total = 0
+    for h, w in sizes:
+        scale = min(1.0, SHORT_SIDE * size / min(h, w))
+        total += int(h * scale) // size * (int(w * scale) // size)
+    return total
+
+
 def shrink(img: np.ndarray, short_side: int | None) -> np.ndarray:
     """Downscale (antialiased) so the shorter side is ``short_side``; never upscale."""
     h, w = img.shape[:2]
