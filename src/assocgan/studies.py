@@ -293,7 +293,7 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
             say(f"  [{k}/{len(todo)}] {spec.label}: FAILED after {seconds:.0f} s ({log}: {_tail(log)}" + (f"; {where}" if where else "") + ")")
 
     eng = engine(opts, jobs, study.folder, f"assocgan-{study.kind}")
-    gpus = gpus_to_share(study.device, opts.executor) if opts.executor == "local" or jobs > 1 else []
+    gpus = gpus_to_share(study.device, opts.executor) if opts.executor == "local" or (opts.executor is None and jobs > 1) else []  # SLURM gives its own
     run_jobs([(study.run_dir(spec), cfg.threads) for spec, cfg in todo], jobs, eng, gpus, finished)
     return failed
 
