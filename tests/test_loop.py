@@ -134,3 +134,29 @@ def test_a_run_folder_saved_with_amp_true_takes_a_bf16_run_and_refuses_an_off_on
     with pytest.raises(UserError, match="amp 'bf16' -> 'off'"):
         folder.check_settings({"config": old}, make_config("smoke", amp="off"))
     json.dumps(cfg.to_dict())  # the new value is plain JSON
+
+
+def test_the_step_speed_benchmark_prints_every_figure_and_the_targets(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_speed.py"
+    spec = importlib.util.spec_from_file_location("step_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--sizes", "32", "--dtypes", "fp32,bf16", "--steps", "1", "--warmup", "1", "--blocks", "1", "--batch", "2",
+                            "--threads", "1", "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("device: cpu")
+    rows = [line.split() for line in out if line.split()[:2] in (["32", "fp32"], ["32", "bf16"])]
+    assert [r[1] for r in rows] == ["fp32", "bf16"]
+    for r in rows:
+        flops, peak, achieved = float(r[3]), float(r[4]), float(r[5])
+        assert flops > 0 and 0 < achieved and peak > 0
+        assert float(r[9]) == pytest.approx(float(r[8]) / float(r[7]), rel=0.01)  # loop/ref is the ratio of the two
+    assert rows[1][-1].endswith("x")  # bf16 against fp32 at the same size
+    assert out[-1].startswith("targets: loop >= 0.95 x reference") and out[-1].endswith("at 128 px and above: not measured")
