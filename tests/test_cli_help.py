@@ -34,7 +34,7 @@ def test_every_switch_takes_every_spelling(given, want):
     args = build_parser().parse_args(["run", "--amp", given, "--eval-quantize", given, "--heuristics", given, "--methods", "assoc"])
     args.argv = []
     cfg = config_from_args(args)
-    assert cfg.amp is want and cfg.eval_quantize is want and cfg.method_options["assoc"]["heuristics"] is want
+    assert cfg.amp == ("bf16" if want else "off") and cfg.eval_quantize is want and cfg.method_options["assoc"]["heuristics"] is want
 
 
 def test_a_bad_switch_is_one_line_naming_it(tmp_path, capsys):

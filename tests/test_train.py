@@ -94,7 +94,7 @@ class AutocastSpy(TL):
 def test_default_bf16_autocast_trains(monkeypatch, colorcast):
     monkeypatch.setitem(METHODS, AutocastSpy.name, AutocastSpy)
     cfg = make_config("smoke", amp=True, steps=20, lr=2e-3, beta1=0.9, methods=[AutocastSpy.name])
-    assert make_config("quick").amp and make_config("paper").amp  # the default path: on outside the smoke preset
+    assert make_config("quick").amp == make_config("paper").amp == "bf16"  # the default path outside the smoke preset
     task = colorcast
     seen = []  # (network, training, dtype of its first convolution's output) of every forward pass
     original = train_mod.build_networks

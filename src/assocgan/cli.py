@@ -44,7 +44,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight (1)")
     g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
     g.add_argument("--gan-mode", choices=["lsgan", "vanilla"])
-    g.add_argument("--amp", metavar="on|off", help="bf16 autocast for training")
+    g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16")
     g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)")
     g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
     g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
@@ -99,7 +99,9 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
     methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
     overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border")}
-    for flag in ("amp", "context", "eval_quantize"):
+    if args.amp is not None:
+        overrides["amp"] = args.amp  # checked with the configuration (config.amp_mode, validate)
+    for flag in ("context", "eval_quantize"):
         if getattr(args, flag) is not None:
             overrides[flag] = parse_switch("--" + flag.replace("_", "-"), getattr(args, flag))
     options = _method_options(args, methods, saved.get("method_options") if saved is not None else None)

@@ -38,7 +38,7 @@ class RunConfig:
     lambda_content: float = 1.0
     lambda_adv: float = 1e-3
     gan_mode: str = "lsgan"
-    amp: bool = True  # bf16 autocast for training steps
+    amp: str = "bf16"  # autocast of the training steps: bf16, fp16 (with a gradient scaler; CUDA only) or off
     threads: int = 0  # 0: all cores
     # evaluation (metrics.Convention): outputs rounded to uint8, RGB or the Y of YCbCr, a border cut off
     eval_quantize: bool = True
@@ -50,6 +50,9 @@ class RunConfig:
     checkpoint_every: int = 100  # save the full training state every K steps (and after each task); 0: after each task only
     # per-method options, {method: {option: value}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.amp = amp_mode(self.amp)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,7 +71,7 @@ class RunConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: for tests
-    "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp=False, threads=1),
+    "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp="off", threads=1),
     # the default, the benchmark preset: competent models in minutes a method on a 2-core CPU (docs/results.md
     # has the runs that chose it: Adam 2e-3 with beta1 0.9 and a cosine decay per task; the adversarial term
     # at 1e-3 changed no score and doubled the time, so it is off)
@@ -92,6 +95,27 @@ def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **ove
     cfg = RunConfig(**values)
     validate(cfg)
     return cfg
+
+
+AMP_MODES = ("bf16", "fp16", "off")
+
+
+def amp_mode(value: Any) -> Any:
+    """``--amp``'s value as the configuration keeps it: a configuration saved when it was a switch (true: bf16
+    autocast, false: none) means bf16 or off; on and off (and the other switch spellings) mean bf16 and off."""
+    if isinstance(value, bool):
+        return "bf16" if value else "off"
+    if isinstance(value, str):
+        from .methods.base import SWITCH_OFF, SWITCH_ON
+
+        v = value.lower()
+        return "bf16" if v in SWITCH_ON else "off" if v in SWITCH_OFF else v
+    return value
+
+
+def upgrade_saved(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved configuration (results.json's, a training state's) in the current spelling of its settings."""
+    return {**config, "amp": amp_mode(config["amp"])} if "amp" in config else dict(config)
 
 
 # the evaluation of a run whose configuration predates these settings: float outputs, RGB, no border
@@ -124,6 +148,7 @@ def validate(cfg: RunConfig) -> None:
         (0 <= cfg.beta2 < 1, "beta2", "must be in [0, 1)"),
         (cfg.lambda_adv >= 0 and cfg.lambda_content >= 0, "--lambda-adv/--lambda-content", "must not be negative"),
         (cfg.gan_mode in ("lsgan", "vanilla"), "--gan-mode", "choose lsgan or vanilla"),
+        (cfg.amp in AMP_MODES, "--amp", "choose bf16, fp16 or off"),
         (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
         (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
         (cfg.eval_every >= 0, "--eval-every", "must not be negative"),

@@ -166,9 +166,9 @@ class RunFolder:
 
     def check_settings(self, results: dict[str, Any], cfg) -> None:
         """A UserError if the folder's results were made with other shared settings than ``cfg``'s."""
-        from .config import EVAL_BEFORE
+        from .config import EVAL_BEFORE, upgrade_saved
 
-        saved = results.get("config") or {}
+        saved = upgrade_saved(results.get("config") or {})
         old = {**EVAL_BEFORE, **saved} if saved else {}  # a run older than the evaluation settings was scored thus
         new = as_json(cfg.shared_settings())
         diff = sorted(k for k in new if k in old and old[k] != new[k])

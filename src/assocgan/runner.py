@@ -11,14 +11,14 @@ import torch
 
 from . import __version__
 from .checkpoints import save_generator
-from .config import RunConfig
+from .config import RunConfig, upgrade_saved
 from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, predict, summarize
 from .imaging import grid, save_png
 from .methods import Method, get_method
 from .runfolder import RunFolder
-from .train import CurvePoint, Diverged, TaskRecord, check_method, history, pick_device, train_method
+from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, pick_device, train_method
 
 
 
@@ -175,6 +175,7 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
 
     folder = RunFolder(out)
     dev = pick_device(device)
+    check_amp(cfg, dev)
     note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
     if note:
         print(f"assocgan: warning: {note}", file=sys.stderr)
@@ -280,7 +281,10 @@ def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[st
     state = folder.load_state(name)
     if state is None:
         return None
-    if state.get("method") != name or state.get("settings") != state_settings(cfg, options):
+    settings = state.get("settings") or {}
+    if isinstance(settings.get("shared"), dict):  # a state saved when --amp was a switch means bf16 or off
+        settings = {**settings, "shared": upgrade_saved(settings["shared"])}
+    if state.get("method") != name or settings != state_settings(cfg, options):
         raise UserError(f"{folder.state_path(name)}: was saved with other settings than this run's; give --restart to train {name} from the start")
     return state
 

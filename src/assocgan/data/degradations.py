@@ -3,6 +3,7 @@
 A recipe names tasks separated by commas; a task is one or more degradations joined by '+':
 ``blur:3,noise:0.2,jpeg:10`` is three tasks, ``blur:2+noise:0.05`` is one task with both.
 Random degradations (noise, the motion direction) are drawn from the generator given; the others are fixed.
+Every degradation runs on the device of the images it is given (JPEG goes through PIL on the CPU and back).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..rng import rand, randn
 
 Tensor = torch.Tensor
 
@@ -27,7 +29,7 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def _gaussian_kernel1d(sigma: float) -> Tensor:
     radius = max(1, math.ceil(3 * sigma))
-    ax = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    ax = torch.arange(-radius, radius + 1, dtype=torch.float32)  # on the CPU: a few numbers, made once per call
     k = torch.exp(-(ax**2) / (2 * sigma**2))
     return k / k.sum()
 
@@ -47,11 +49,11 @@ def _depthwise(y: Tensor, kernel: Tensor) -> Tensor:
 
 def gaussian_blur(y: Tensor, sigma: float, gen: torch.Generator | None = None) -> Tensor:
     k = _gaussian_kernel1d(sigma)
-    return _depthwise(y, torch.outer(k, k))
+    return _depthwise(y, torch.outer(k, k).to(y.device))
 
 
 def gaussian_noise(y: Tensor, sigma: float, gen: torch.Generator | None = None) -> Tensor:
-    noise = torch.randn(y.shape, generator=gen, dtype=y.dtype)
+    noise = randn(y.shape, gen, y.device, y.dtype)
     return (y + sigma * noise).clamp(0, 1)
 
 
@@ -59,14 +61,14 @@ def jpeg(y: Tensor, quality: float, gen: torch.Generator | None = None) -> Tenso
     from PIL import Image
 
     q = int(round(quality))
-    out = torch.empty_like(y)
-    arr = to_uint8(y).permute(0, 2, 3, 1).numpy()
+    out = torch.empty(y.shape, dtype=y.dtype)  # through PIL on the CPU, image by image
+    arr = to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
     for i, a in enumerate(arr):
         buf = io.BytesIO()
         Image.fromarray(a).save(buf, format="JPEG", quality=q)
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         out[i] = torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255
-    return out
+    return out.to(y.device)
 
 
 def downscale(y: Tensor, factor: float, gen: torch.Generator | None = None) -> Tensor:
@@ -80,9 +82,9 @@ def motion_blur(y: Tensor, length: float, gen: torch.Generator | None = None) ->
     n = y.shape[0]
     size = int(length) | 1
     r = (size - 1) / 2
-    ax = torch.arange(size, dtype=torch.float32) - r
+    ax = torch.arange(size, dtype=torch.float32, device=y.device) - r
     yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    angles = torch.rand(n, generator=gen) * math.pi
+    angles = rand(n, gen, y.device) * math.pi
     c, s = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]
     dist = (xx[None] * s - yy[None] * c).abs()  # distance from the line through the centre
     along = (xx[None] * c + yy[None] * s).abs()
@@ -105,8 +107,8 @@ CAST_OFFSET = (0.06, 0.03, -0.02)
 
 def colorcast(y: Tensor, strength: float, gen: torch.Generator | None = None) -> Tensor:
     """A warm colour cast: each channel scaled and shifted (red up, blue down) by ``strength``."""
-    gain = 1 + strength * torch.tensor(CAST_GAIN, dtype=y.dtype).view(1, 3, 1, 1)
-    offset = strength * torch.tensor(CAST_OFFSET, dtype=y.dtype).view(1, 3, 1, 1)
+    gain = 1 + strength * torch.tensor(CAST_GAIN, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
+    offset = strength * torch.tensor(CAST_OFFSET, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
     return (y * gain + offset).clamp(0, 1)
 
 
@@ -116,7 +118,7 @@ FADE_TINT = (0.85, 0.75, 0.55)
 def fade(y: Tensor, amount: float, gen: torch.Generator | None = None) -> Tensor:
     """A faded, yellowed print: ``(1 - a) * y + a * tint`` with a warm tint, so blacks are lifted and contrast
     lost (an image no natural photo looks like: its darkest pixels are ``a * tint``)."""
-    tint = torch.tensor(FADE_TINT, dtype=y.dtype).view(1, 3, 1, 1)
+    tint = torch.tensor(FADE_TINT, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
     return (1 - amount) * y + amount * tint
 
 

@@ -8,13 +8,23 @@ import torch
 from .degradations import Degradation, to_uint8
 
 
-def to_float(u8: torch.Tensor) -> torch.Tensor:
+def to_float(u8: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 images as floats in [0, 1] on ``device`` (default: where they are). They cross to the device as
+    uint8 (a quarter of the bytes), from pinned memory when it is a CUDA device, and are converted there."""
+    if device is not None and torch.device(device) != u8.device:
+        device = torch.device(device)
+        if device.type == "cuda":
+            u8 = u8.pin_memory()
+        u8 = u8.to(device, non_blocking=True)
     return u8.float().div_(255)
 
 
 def random_flips(gen: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The same random horizontal flips (each image with probability 1/2) applied in place to aligned batches."""
+    """The same random horizontal flips (each image with probability 1/2) applied in place to aligned batches
+    (drawn from ``gen`` on the CPU, applied where the batches are)."""
     flip = torch.rand(batches[0].shape[0], generator=gen) < 0.5
+    if batches[0].device.type != "cpu":
+        flip = flip.to(batches[0].device, non_blocking=True)
     for b in batches:
         b[flip] = b[flip].flip(-1)
     return batches
@@ -63,23 +73,27 @@ class Task:
         """The stored training pairs at ``idx`` as floats in [0, 1] (never a fresh draw)."""
         return to_float(self.train_x[idx]), to_float(self.train_y[idx])
 
-    def pairs(self, idx: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training pairs at ``idx`` as floats in [0, 1]: the stored ones, or fresh sources with ``fresh``."""
+    def pairs(self, idx: torch.Tensor, gen: torch.Generator | None = None, device: torch.device | None = None,
+              dgen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pairs at ``idx`` as floats in [0, 1] on ``device`` (default: the CPU): the stored ones, or fresh
+        sources with ``fresh``, degraded on ``device`` with draws from ``dgen`` (default: ``gen``)."""
         if not self.fresh:
-            return self.stored_pairs(idx)
-        y = to_float(self.train_y[idx])
-        return self.degrade(y, gen).clamp(0, 1), y
+            return to_float(self.train_x[idx], device), to_float(self.train_y[idx], device)
+        y = to_float(self.train_y[idx], device)
+        return self.degrade(y, dgen or gen).clamp(0, 1), y
 
-    def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` random training pairs with random horizontal flips."""
+    def sample(self, n: int, gen: torch.Generator, device: torch.device | None = None,
+               dgen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random training pairs with random horizontal flips, on ``device`` (default: the CPU). The pairs
+        and flips are drawn from ``gen`` (on the CPU), a fresh degradation's noise from ``dgen`` (default ``gen``)."""
         idx = torch.randint(0, self.n_train, (n,), generator=gen)
-        x, y = self.pairs(idx, gen)
+        x, y = self.pairs(idx, gen, device, dgen)
         return random_flips(gen, x, y)
 
-    def sample_targets(self, n: int, gen: torch.Generator) -> torch.Tensor:
+    def sample_targets(self, n: int, gen: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
         """``n`` random training targets with random horizontal flips, without their sources."""
         idx = torch.randint(0, self.n_train, (n,), generator=gen)
-        (y,) = random_flips(gen, to_float(self.train_y[idx]))
+        (y,) = random_flips(gen, to_float(self.train_y[idx], device))
         return y
 
     def test_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -194,14 +194,14 @@ class AssocGAN(Method):
             return y
         if ref == "input":
             return x
-        return self._work[ref].sample(self.domain_image(ref, x, y).to(self.ctx.device), self.ctx.gen).float().cpu()
+        return self._work[ref].sample(self.domain_image(ref, x, y), self.ctx.dgen).float()
 
     def batch(self, t, task):
         n, r = self.ctx.cfg.batch_size, self.ratio(t)
         if r == 0:
-            return Batch.of(*task.sample(n, self.ctx.gen), t)
+            return Batch.of(*self.ctx.sample(task, n), t)
         n_assoc = min(n - 1, max(1, round(r * n)))  # any r > 0 gets at least one sample, weighted r in all (eq. 3)
-        current = Batch.of(*task.sample(n - n_assoc, self.ctx.gen), t)
+        current = Batch.of(*self.ctx.sample(task, n - n_assoc), t)
         if self._pool is None or len(self._pool) < n_assoc:
             self._pool = self.make_associations(task, n_assoc * self.POOL_STEPS)
         assoc, self._pool = self._pool.split(n_assoc)
@@ -210,21 +210,21 @@ class AssocGAN(Method):
     def make_associations(self, task, n: int) -> Batch:
         """``n`` association samples (M_j(z), z) with a past task j drawn at random for each, z the image of the
         current pair in task j's target domain (``--assoc-target``), made without gradient and in bf16
-        (inference costs the mapper's output nothing measurable)."""
-        x, y = task.sample(n, self.ctx.gen)
+        (inference costs the mapper's output nothing measurable), on the training device."""
+        x, y = self.ctx.sample(task, n)
         which = torch.randint(0, len(self._work), (n,), generator=self.ctx.gen)
         xa, ya = torch.empty_like(y), torch.empty_like(y)
         with self.ctx.autocast():
             for j in which.unique().tolist():
-                sel = which == j
+                sel = (which == j).to(y.device)
                 z = self.domain_image(j, x[sel], y[sel])
                 ya[sel] = z
-                xa[sel] = self._work[j].sample(z.to(self.ctx.device), self.ctx.gen).float().cpu()
+                xa[sel] = self._work[j].sample(z, self.ctx.dgen).float()
         return Batch.of(xa, ya, which, Batch.ASSOCIATION)
 
     def association_samples(self, y: torch.Tensor, j: int) -> torch.Tensor:
         """Association samples of past task j made from targets ``y`` (for pictures and tests)."""
-        return self._work[j].sample(y.to(self.ctx.device), self.ctx.gen).cpu()
+        return self._work[j].sample(y.to(self.ctx.device), self.ctx.dgen).cpu()
 
     # ---- continual distillation ---------------------------------------------------------
     def generator_loss(self, step):
@@ -253,7 +253,7 @@ class AssocGAN(Method):
         self._work.append(work.eval())
 
     def state_dict(self):
-        pool = None if self._pool is None else {f: getattr(self._pool, f) for f in Batch._FIELDS}
+        pool = None if self._pool is None else {f: getattr(self._pool, f).cpu() for f in Batch._FIELDS}
         return {"mappers": [m.state_dict() for m in self.mappers], "anchor": self.anchor.state_dict(), "pool": pool,
                 "signatures": [(sig.mean, sig.std) for sig in self.signatures], "plan": self.plan}
 
@@ -263,7 +263,7 @@ class AssocGAN(Method):
             mapper.load_state_dict(sd)
             self.remember(mapper)
         self.anchor.load_state_dict(state["anchor"], self.ctx.G)
-        self._pool = None if state["pool"] is None else Batch(**state["pool"])
+        self._pool = None if state["pool"] is None else Batch(**state["pool"]).to(self.ctx.device)
         self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
         self.plan = dict(state["plan"])
 
@@ -274,7 +274,7 @@ class AssocGAN(Method):
         steps = self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for _ in range(steps):
-            x, y = random_crop(*task.sample(self.opt.mapper_batch, gen), self.opt.mapper_crop, gen)
+            x, y = random_crop(*self.ctx.sample(task, self.opt.mapper_batch), self.opt.mapper_crop, gen)
             loss = mapper_loss(mapper, y.to(dev), x.to(dev))  # float32: bf16 training costs the mapper 2-3 dB
             opt.zero_grad(set_to_none=True)
             loss.backward()

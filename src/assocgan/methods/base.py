@@ -115,6 +115,15 @@ class Context:
     autocast: Callable[[], Any]  # context manager for the training forward passes
     log: Callable[[str, float], None] = lambda name, value: None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dgen: torch.Generator | None = None  # the run's stream on the device, for per-pixel noise (``gen`` itself on the CPU)
+
+    def __post_init__(self) -> None:
+        if self.dgen is None:
+            self.dgen = self.gen
+
+    def sample(self, task: "Task", n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random training pairs of ``task`` on the training device (``Task.sample`` with the run's streams)."""
+        return task.sample(n, self.gen, self.device, self.dgen)
 
 
 def _uniform(n: int) -> torch.Tensor:
@@ -186,8 +195,8 @@ class Batch:
         return parts
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.task, self.weight.to(device), self.source,
-                     self.judged)
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.task,
+                     self.weight.to(device, non_blocking=True), self.source, self.judged)
 
     def where(self, source: int) -> torch.Tensor:
         """A boolean mask of the samples from ``source``."""
@@ -221,6 +230,11 @@ class Method:
     options: ClassVar[tuple[Option, ...]] = ()
     needs_task_id: ClassVar[bool] = False  # evaluated with the true task identity
     needs_discriminator: ClassVar[bool] = False  # acts on D: meaningless without the adversarial term
+    # ``batch`` may be called ahead of the steps, in a background thread: it draws only from the run's streams,
+    # no other hook draws from them during a task's steps, and it reads nothing the steps change. The loop
+    # then makes the next batches while the current step trains (in the same order, so with the same draws);
+    # a method that cannot promise this sets it False and its batches are made when they are needed.
+    batch_ahead: ClassVar[bool] = True
 
     @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
@@ -261,7 +275,7 @@ class Method:
 
     def batch(self, t: int, task: "Task") -> Batch:
         """The training samples of one step. Default: a batch of the current task."""
-        return Batch.of(*task.sample(self.ctx.cfg.batch_size, self.ctx.gen), t)
+        return Batch.of(*self.ctx.sample(task, self.ctx.cfg.batch_size), t)
 
     def generator_loss(self, step: Step) -> torch.Tensor | None:
         """Extra generator loss (penalties, distillation); None for none."""

@@ -22,7 +22,7 @@ class JL(Method):
         """Each sample from a task drawn uniformly among those seen so far."""
         n = self.ctx.cfg.batch_size
         which = torch.randint(0, len(self.seen), (n,), generator=self.ctx.gen)
-        return Batch.cat(*(Batch.of(*self.seen[k].sample(int((which == k).sum()), self.ctx.gen), k, Batch.CURRENT if k == t else Batch.STORED)
+        return Batch.cat(*(Batch.of(*self.ctx.sample(self.seen[k], int((which == k).sum())), k, Batch.CURRENT if k == t else Batch.STORED)
                            for k in range(len(self.seen)) if (which == k).any()))
 
     def load_state_dict(self, state, seen):

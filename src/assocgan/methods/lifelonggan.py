@@ -67,6 +67,7 @@ def swapped_halves(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 class LifelongGAN(Method):
     name = "lifelonggan"
+    batch_ahead = False  # its loss draws from the run's stream every step
     title = "Lifelong GAN"
     cite = "Zhai et al. 2019, Lifelong GAN: continual learning for conditional image generation [52]"
     options = (

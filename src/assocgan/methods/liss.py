@@ -74,8 +74,9 @@ def rotations(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torc
     h, w = x.shape[-2:]
     s = min(h, w)
     x = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    k = torch.randint(0, 4, (x.shape[0],), generator=gen)
-    return torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k.tolist())]), k.to(x.device)
+    k = torch.randint(0, 4, (x.shape[0],), generator=gen).to(x.device)
+    turns = torch.stack([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)])  # four batch ops, no loop over images
+    return turns[k, torch.arange(x.shape[0], device=x.device)], k
 
 
 def jigsaw(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +105,7 @@ class AuxHead(nn.Module):
 
 class LiSS(Method):
     name = "liss"
+    batch_ahead = False  # its loss draws from the run's stream every step
     title = "LiSS"
     cite = "Schmidt et al. 2020, Towards lifelong self-supervision for unpaired image-to-image translation [39]"
     options = (

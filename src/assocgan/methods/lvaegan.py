@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from .mergan import GenerativeReplay, SourceCritic, SourceGenerator, gr_options, lsgan, moment_loss, upsampling_plan
 from ..nets.layers import no_weight_grads
+from ..rng import randn
 from .base import Option
 
 
@@ -82,7 +83,7 @@ class LifelongVAEGAN(GenerativeReplay):
         return self.Dec
 
     def sample_sources(self, model, labels):
-        return model.sample(labels, self.ctx.gen)
+        return model.sample(labels, self.ctx.dgen)
 
     @torch.no_grad()
     def infer_task(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,10 +91,10 @@ class LifelongVAEGAN(GenerativeReplay):
         return self.E(x.to(next(self.E.parameters()).device))[2].argmax(1).cpu()
 
     def train_source(self, x, labels):
-        gen, n, dev = self.ctx.gen, x.shape[0], x.device
-        eps = torch.randn(n, self.o("nz"), generator=gen).to(dev)
+        gen, n, dev = self.ctx.dgen, x.shape[0], x.device
+        eps = randn((n, self.o("nz")), gen, dev)
         z_prior, maps_prior = self.Dec.noise(n, gen, dev)
-        maps_rec = torch.randn(n, 3, *x.shape[-2:], generator=gen).to(dev)
+        maps_rec = randn((n, 3, *x.shape[-2:]), gen, dev)
         with self.ctx.autocast():
             mu, logvar, logits = self.E(x)
             z = mu + torch.exp(0.5 * logvar) * eps

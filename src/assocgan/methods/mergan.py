@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ..losses import gan_loss
 from ..memory import module_bytes
 from ..nets.layers import no_weight_grads
+from ..rng import randn
 from .base import Batch, Method, Option
 from .helpers import FrozenTeacher
 from .replay import past_share, replay_count
@@ -95,9 +96,7 @@ class SourceGenerator(nn.Module):
 
     def noise(self, n: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The random inputs of ``n`` samples: z and per-pixel noise planes, drawn from ``gen``."""
-        z = torch.randn(n, self.nz, generator=gen)
-        maps = torch.randn(n, 3, self.size, self.size, generator=gen)
-        return z.to(device), maps.to(device)
+        return randn((n, self.nz), gen, device), randn((n, 3, self.size, self.size), gen, device)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -157,6 +156,7 @@ def gr_options(prefix: str, width: int, nz: int, lr: float) -> tuple[Option, ...
 
 
 class GenerativeReplay(Method):
+    batch_ahead = False  # its batches come from source models that train during the task's steps
     """Shared machinery of MeRGAN and Lifelong VAEGAN (not a method by itself: it has no ``name``).
 
     A subclass says how its source model is built (``make_source``), trained on one batch of sources with
@@ -206,7 +206,7 @@ class GenerativeReplay(Method):
         gen, n, dev = self.ctx.gen, self.ctx.cfg.batch_size, self.ctx.device
         share = past_share(self.o("fraction"), t) if t > 0 else 0.0
         n_old = replay_count(share, n, gen)
-        current = Batch.of(*task.sample(n - n_old, gen), t)
+        current = Batch.of(*self.ctx.sample(task, n - n_old), t)
         if not n_old:
             return current
         old = torch.randint(0, t, (n_old,), generator=gen)
@@ -214,7 +214,7 @@ class GenerativeReplay(Method):
         with self.ctx.autocast():
             yo = self.teacher(xo).float().clamp(0, 1)
         # JTR: the replayed pairs are training data for the adversarial game; their pixel term is RA's
-        replay = Batch.of(xo.cpu(), yo.cpu(), old, Batch.GENERATED, judged=bool(self.o("jtr")))
+        replay = Batch.of(xo, yo, old, Batch.GENERATED, judged=bool(self.o("jtr")))
         return Batch.mix((current, (n - n_old) / n), (replay, 0.0))
 
     def generator_loss(self, step):
@@ -280,10 +280,10 @@ class MeRGAN(GenerativeReplay):
         return self.S
 
     def sample_sources(self, model, labels):
-        return model.sample(labels, self.ctx.gen)
+        return model.sample(labels, self.ctx.dgen)
 
     def train_source(self, x, labels):
-        z = self.S.noise(x.shape[0], self.ctx.gen, x.device)
+        z = self.S.noise(x.shape[0], self.ctx.dgen, x.device)
         with self.ctx.autocast():
             fake = self.S(*z, labels)
             loss_d = 0.5 * (lsgan(self.S_critic(x, labels), True) + lsgan(self.S_critic(fake.detach(), labels), False))

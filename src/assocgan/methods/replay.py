@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ..data.tasks import random_flips
+from ..data.tasks import random_flips, to_float
 from ..errors import UserError
 from ..memory import image_bytes
 from .base import Batch, Method, Option
@@ -50,6 +50,7 @@ def past_share(option: float, t: int) -> float:
 
 class Replay(Method):
     name = "replay"
+    batch_ahead = False  # ``last_replayed`` describes the batch being trained, so it is made when it is needed
     title = "Lesort et al. (replay)"
     cite = "Lesort et al. [21]: replay of stored raw pairs"
     options = (
@@ -112,7 +113,7 @@ class Replay(Method):
         gen, n = self.ctx.gen, self.ctx.cfg.batch_size
         live = [k for k, (x, _) in enumerate(self.stores) if x.shape[0] > 0]
         n_old = replay_count(past_share(self.opt.replay_fraction, t), n, gen) if live else 0
-        current = Batch.of(*task.sample(n - n_old, gen), t)
+        current = Batch.of(*self.ctx.sample(task, n - n_old), t)
         if n_old == 0:
             self.last_replayed = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
             return current
@@ -121,8 +122,8 @@ class Replay(Method):
         for k in which.unique().tolist():
             sel = which == k
             rows[sel] = torch.randint(0, self.stores[k][0].shape[0], (int(sel.sum()),), generator=gen)
-        xs = torch.stack([self.stores[k][0][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
-        ys = torch.stack([self.stores[k][1][r] for k, r in zip(which.tolist(), rows.tolist())]).float().div_(255)
+        xs = to_float(torch.stack([self.stores[k][0][r] for k, r in zip(which.tolist(), rows.tolist())]), self.ctx.device)
+        ys = to_float(torch.stack([self.stores[k][1][r] for k, r in zip(which.tolist(), rows.tolist())]), self.ctx.device)
         xs, ys = random_flips(gen, xs, ys)  # the augmentation Task.sample applies
         tasks = torch.tensor([self.task_of_store[k] for k in which.tolist()])
         self.last_replayed = (tasks, rows)

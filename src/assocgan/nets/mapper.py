@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ..rng import randn
 
 
 
@@ -71,7 +72,7 @@ class Mapper(nn.Module):
     def sample(self, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """One draw of a source image for each target in ``y``, in [0, 1]."""
         mean, log_std = self(y)
-        eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
+        eps = randn(mean.shape, gen, mean.device, mean.dtype)  # on gen's device: the device's own stream in training
         return (mean + self.noise_scale * log_std.exp() * eps).clamp(0, 1)
 
 
