@@ -48,6 +48,9 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[st
     fresh = new_results(bench, cfg)
     if old is None:
         return fresh
+    if "seeds" in old:
+        raise UserError(f"{folder.results_path}: holds the combined results of seeds {', '.join(map(str, old['seeds']))}; "
+                        f"give --seeds to add to them, or choose another --out")
     if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
         raise UserError(f"{folder.results_path}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
     folder.check_settings(old, cfg)

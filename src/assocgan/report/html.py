@@ -16,7 +16,7 @@ from ..io import read_json, write_text
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
 from .tables import (
-    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, provenance_table, quota_table, study_runs_table,
+    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, provenance_table, quota_table, seeds_table, study_runs_table,
     summary_table, tasks_table,
     to_html,
 )
@@ -155,10 +155,13 @@ def run_page(folder: Path, results: dict) -> str:
     other = "ssim" if metric == "psnr" else "psnr"
     cfg = results.get("config") or {}
     methods = results["methods"]
+    seeds = results.get("seeds")
     body = [f"<h1>assocgan run: {_e(results['benchmark'])}</h1>"]
+    which = f"seeds {', '.join(map(str, seeds))} (mean ± sd; each seed's own run folder and report in seed&lt;k&gt;/)" if seeds else f"seed {_e(cfg.get('seed', '?'))}"
     body.append(f"<p class='lead'>{len(results['tasks'])} tasks ({_e(', '.join(results['tasks']))}), metric {metric.upper()}, "
-                f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, seed {cfg.get('seed', '?')}.</p>")
-    body.append("<h2 id='summary'>Summary</h2>" + (_tables([summary_table(results)]) if methods else "<p class='missing'>no method has finished a task yet</p>"))
+                f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, {which}.</p>")
+    summary = [summary_table(results)] + ([seeds_table(results)] if seeds else [])
+    body.append("<h2 id='summary'>Summary</h2>" + (_tables(summary) if methods else "<p class='missing'>no method has finished a task yet</p>"))
     body.append("<h2 id='tasks'>Tasks</h2>" + _tables([tasks_table(results)]))
     body.append(f"<h2 id='matrices'>Accuracy matrices ({metric.upper()}, the paper's Table 1 layout)</h2>")
     body.append("<p class='note'>Row: a task; column: after training k tasks; AVG: mean over the tasks seen so far.</p>")
@@ -171,10 +174,12 @@ def run_page(folder: Path, results: dict) -> str:
                     "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>"
                     + _tables(votes))
     body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
+    shown = folder / results["runs"][0] if seeds and results.get("runs") else folder  # over seeds: the first seed's pictures
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
-                "left block: inputs, middle: outputs, right: targets (the first test images).</p>")
-    body.append(_samples(folder, results))
-    pictures = _pictures(folder, results)
+                "left block: inputs, middle: outputs, right: targets (the first test images)"
+                + (f"; from {_e(shown.name)}" if shown != folder else "") + ".</p>")
+    body.append(_samples(shown, results))
+    pictures = _pictures(shown, results)
     if pictures:
         body.append("<h2 id='pictures'>Method pictures</h2><p class='note'>What a method makes of its memory. Assoc-GAN "
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
