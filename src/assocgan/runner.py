@@ -15,7 +15,8 @@ from .config import RunConfig
 from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, predict, summarize
-from .imaging import grid, save_png
+from .imaging import Picture, labelled_grid, save_png
+from .metrics import Convention, scores
 from .methods import Method, get_method
 from .runfolder import RunFolder
 from .train import CurvePoint, Diverged, TaskRecord, check_method, history, pick_device, train_method
@@ -105,19 +106,51 @@ def checkpoint_meta(bench: Benchmark, cfg: RunConfig, cls: type[Method], t: int)
             "metric": bench.metric, "needs_task_id": cls.needs_task_id, "config": cfg.to_dict(), "assocgan": __version__}
 
 
-def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0) -> None:
-    """A grid per task seen so far: inputs, outputs and targets of the first ``n`` test images; also to
-    TensorBoard (``NAME/samples``, at ``step``) when ``tb`` is given."""
-    rows = []
-    for j in range(rec.t + 1):
+def score_captions(pred, target, metric: str, convention) -> list[str]:
+    """Each image's score against its target in ``metric`` under the run's evaluation convention, as printed under it."""
+    vals = scores(pred, target, convention)[metric]
+    return [f"{float(v):.2f}" if metric == "psnr" else f"{float(v):.3f}" for v in vals]
+
+
+def sample_picture(name: str, bench: Benchmark, method: Method, t: int, n: int, device, convention) -> Picture:
+    """Inputs, outputs and targets of the first ``n`` test images of every task up to ``t``, a row per task; each
+    input and output with its score against the target."""
+    rows, caps = [], []
+    for j in range(t + 1):
         x, y = bench.tasks[j].test_pairs()
         x, y = x[:n], y[:n]
-        rows.append([x, predict(rec.method.eval_generator(j), x, device=device), y])
-    save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), grid(rows, scale=2 if x.shape[-1] < 96 else 1))
+        out = predict(method.eval_generator(j), x, device=device)
+        rows.append([x, out, y])
+        caps.append([score_captions(x, y, bench.metric, convention), score_captions(out, y, bench.metric, convention), None])
+    m = bench.metric.upper()
+    return Picture(rows, [f"input ({m})", f"output: {name} ({m})", "target"], [f"T{j + 1} {bench.tasks[j].name}" for j in range(t + 1)], caps)
+
+
+def method_picture(pic, seen, metric: str, convention) -> Picture:
+    """A method's own picture (``Method.pictures``) with its words: a bare list of rows gets none but its task labels;
+    a ``Picture`` whose ``compare_to`` is set gets each other image's score against that block's image."""
+    if not isinstance(pic, Picture):
+        return Picture(pic, [], [f"T{j + 1} {seen[j].name}" for j in range(len(pic))])
+    if pic.compare_to is not None and pic.captions is None:
+        pic.captions = [[None if b == pic.compare_to else score_captions(block, row[pic.compare_to], metric, convention) for b, block in enumerate(row)]
+                        for row in pic.rows]
+    return pic
+
+
+def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0,
+                 convention=None) -> None:
+    """A labelled grid per task seen so far (``sample_picture``); also to TensorBoard (``NAME/samples``, at ``step``)
+    when ``tb`` is given; and the method's own pictures, labelled likewise."""
+    convention = convention or Convention()
+    pic = sample_picture(name, bench, rec.method, rec.t, n, device, convention)
+    scale = 2 if pic.rows[0][0].shape[-1] < 96 else 1
+    image = labelled_grid(pic, scale=scale)
+    save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), image)
     if tb is not None:
-        tb.image(f"{name}/samples", grid(rows), step)
-    for fname, pic_rows in rec.method.pictures(bench.tasks[: rec.t + 1]).items():
-        save_png(folder.picture_path(name, fname), grid(pic_rows, scale=2 if x.shape[-1] < 96 else 1))
+        tb.image(f"{name}/samples", image, step)
+    seen = bench.tasks[: rec.t + 1]
+    for fname, raw in rec.method.pictures(seen).items():
+        save_png(folder.picture_path(name, fname), labelled_grid(method_picture(raw, seen, bench.metric, convention), scale=scale))
 
 
 class TensorBoard:
@@ -236,7 +269,7 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                         folder.write_results(results)
                         folder.write_csvs(results, name)
                         save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
-                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps)
+                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps, cfg.convention())
                         progress.task_done(name, rec, bench)
                         folder.log(f"{name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.1f} s; "
                                    + " ".join(f"{sc[bench.metric]:.4g}" for sc in rec.scores))

@@ -176,14 +176,15 @@ def run_page(folder: Path, results: dict) -> str:
     body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
     shown = folder / results["runs"][0] if seeds and results.get("runs") else folder  # over seeds: the first seed's pictures
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
-                "left block: inputs, middle: outputs, right: targets (the first test images)"
+                "blocks of inputs, outputs and targets (the first test images), headed so; under each input and output its score "
+                "against the target, in the run's metric and evaluation convention"
                 + (f"; from {_e(shown.name)}" if shown != folder else "") + ".</p>")
     body.append(_samples(shown, results))
     pictures = _pictures(shown, results)
     if pictures:
         body.append("<h2 id='pictures'>Method pictures</h2><p class='note'>What a method makes of its memory. Assoc-GAN "
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
-                    "blocks of association samples made by its mapper from the same targets.</p>" + pictures)
+                    "blocks of association samples made by its mapper from the same targets, each with its score against the real input above it.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
     if results.get("inputs"):
         body.append("<h3>Data</h3>" + _config(results["inputs"]))
