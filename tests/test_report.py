@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +349,67 @@ def test_a_stray_external_image_shows_as_a_console_error(chromium, tmp_path):
                     f"</head><body><img src='{ok}'></body></html>")
     shown = _chromium(chromium, tmp_path, page, "--enable-logging=stderr", "--v=0", "--dump-dom")
     assert any(":CONSOLE" in ln for ln in shown.stderr.splitlines())
+
+
+class _TableText(HTMLParser):
+    """The text of every table of a page (its caption, headers and cells), a list of cells per table."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag in ("td", "th", "caption") and self.tables:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th", "caption") and self._cell is not None:
+            text = "".join(self._cell).strip()
+            if text:
+                self.tables[-1].append(text)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _flat(text: str) -> str:
+    import unicodedata
+
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))  # ligatures (fi) as letters; line breaks gone
+
+
+def printed_text(exe: str, tmp_path: Path, page: Path) -> str:
+    """``page`` printed to PDF by headless Chromium, as the PDF's text."""
+    pypdf = pytest.importorskip("pypdf")
+    pdf = tmp_path / f"{page.parent.name}.pdf"
+    done = _chromium(exe, tmp_path, page, "--no-pdf-header-footer", f"--print-to-pdf={pdf}")
+    assert done.returncode == 0 and pdf.exists(), done.stderr[-2000:]
+    return " ".join(p.extract_text() for p in pypdf.PdfReader(pdf).pages)
+
+
+def missing_from_print(exe: str, tmp_path: Path, page: Path) -> list[str]:
+    """The table cells of ``page`` whose words are not in its printed PDF, in order (none when it prints whole)."""
+    parser = _TableText()
+    parser.feed(page.read_text())
+    assert len(parser.tables) >= 3
+    flat = _flat(printed_text(exe, tmp_path, page))
+    return [cell for table in parser.tables for cell in table if not all(_flat(w) in flat for w in cell.split())]
+
+
+def test_the_printed_report_holds_every_table(chromium, run_dir, tmp_path):
+    page = run_dir / "report.html"
+    assert "<details>" in page.read_text()  # the SSIM matrices, collapsed on screen
+    assert missing_from_print(chromium, tmp_path, page) == []
+    # the check can fail: without the print styles the collapsed SSIM matrices are not printed, nor the wide table's end
+    from assocgan.report import html as report_html
+
+    bare = tmp_path / "bare" / "report.html"
+    bare.parent.mkdir()
+    bare.write_text(page.read_text().replace(report_html.CSS[report_html.CSS.index("@media print"):], ""))
+    missing = missing_from_print(chromium, tmp_path, bare)
+    assert len(missing) >= 2 * 4, missing

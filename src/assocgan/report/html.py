@@ -1,5 +1,6 @@
 """``report.html``: one self-contained page (styles inline, images embedded, no script, no network) built
-from a run folder's or a study folder's files alone.
+from a run folder's or a study folder's files alone. Printed (to paper or PDF) it holds everything: the
+navigation bar goes, wide tables wrap their cells, and the collapsed sections (``<details>``) print open.
 
 A run folder has ``results.json`` (and ``samples/``); a study folder has ``study.json`` (its runs are run
 folders under ``runs/``). Writing the report also rewrites the folder's plots (``plots/``).
@@ -51,6 +52,19 @@ figure.plot img{max-width:100%;height:auto;border:1px solid var(--line)}
 details{margin:.6em 0}summary{cursor:pointer;color:var(--accent)}
 pre{background:var(--bg2);padding:1em;overflow:auto;font-size:.85em}
 .missing{color:#a33}
+@media print{
+@page{margin:12mm}
+body{max-width:none;padding:0;font-size:9pt}
+nav{display:none}
+h2{break-after:avoid}
+table,figure,tr{break-inside:avoid}
+td,th{white-space:normal;overflow-wrap:anywhere;padding:.15em .45em}
+.tables{display:block}
+figure.plot,figure.plot.wide{max-width:100%}
+details::details-content{content-visibility:visible;display:contents}
+details>summary{list-style:none;color:var(--fg);font-weight:600}
+pre{white-space:pre-wrap;overflow:visible}
+}
 """
 
 STUDY_TEXT = {
