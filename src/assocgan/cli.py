@@ -49,6 +49,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--amp", metavar="on|off", help="bf16 autocast for training")
     g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)")
     g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g.add_argument("--tensorboard", metavar="on|off", help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, "
+                   "pip install 'assocgan[tensorboard]')")
     g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
     g = p.add_argument_group("evaluation (how outputs are scored)")
     g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
@@ -121,6 +123,19 @@ def seeds_from_args(args: argparse.Namespace) -> list[int] | None:
     return parse_seeds(args.seeds)
 
 
+def tensorboard_from_args(args: argparse.Namespace) -> bool | None:
+    """``--tensorboard``: True or False, or None (on when tensorboard is installed); a UserError if on and it is not."""
+    if args.tensorboard is None:
+        return None
+    from .methods.base import parse_switch
+    from .runner import TENSORBOARD_MISSING, tensorboard_available
+
+    on = parse_switch("--tensorboard", args.tensorboard)
+    if on and not tensorboard_available():
+        raise UserError(f"--tensorboard on: {TENSORBOARD_MISSING}")
+    return on
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import shlex
 
@@ -130,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     console = Console(stderr=False)
-    kwargs = dict(console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
+    board = tensorboard_from_args(args)
+    kwargs = dict(console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv), tensorboard=board,
                   data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
     seeds = seeds_from_args(args)
     if seeds is not None:
@@ -219,7 +235,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         kind, cfg, args.out, methods=cfg.methods if kind in ("quota", "order") else None, orders=getattr(args, "orders", None),
         method=getattr(args, "method", None), option=getattr(args, "option", None), values=getattr(args, "values", None),
         bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe, "metric": args.metric},
-        device=args.device, command="assocgan " + shlex.join(args.argv), seeds=seeds_from_args(args),
+        device=args.device, command="assocgan " + shlex.join(args.argv), seeds=seeds_from_args(args), tensorboard=tensorboard_from_args(args),
     )
     run_study(study, jobs=args.jobs, console=Console(), opts=opts)
     return 0
