@@ -53,7 +53,8 @@ def run_from_folder(run_dir: str | Path) -> None:
     spec = read_json(Path(run_dir) / RUN_SPEC)
     if spec is None:
         raise UserError(f"{Path(run_dir) / RUN_SPEC}: missing; it is written by `assocgan study`")
-    execute(Path(run_dir), RunConfig(**spec["config"]), spec.get("bench_args") or {}, spec.get("device"), spec.get("seeds"), spec.get("tensorboard"))
+    extra = {k: spec[k] for k in ("seeds", "tensorboard") if spec.get(k) is not None}  # what a study adds only where it is given
+    execute(Path(run_dir), RunConfig(**spec["config"]), spec.get("bench_args") or {}, spec.get("device"), **extra)
 
 
 def worker(run_dir: str | Path) -> int:
