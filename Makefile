@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[tensorboard]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

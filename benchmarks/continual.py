@@ -10,7 +10,9 @@ TL -> JL gap does each method close?
 ``OUT/clean_images``) through the same path as a user's ``--clean-images`` folder. ``--chain`` writes a chain of
 styles made from the built-in photos as a user's paired folders (``OUT/chain_data``) and runs on them as ``--data``.
 
-Each seed is an ordinary run folder (``OUT/seed<k>``); methods already complete there are not run again.
+Each seed is an ordinary run folder (``OUT/seed<k>``); methods already complete there are not run again. The seeds
+are combined as ``assocgan run --seeds`` combines them (``assocgan.seeds``): ``OUT/results.json`` and
+``OUT/report.html`` hold every cell and figure as mean ± sd, and ``assocgan report OUT`` rebuilds them.
 ``replay@assoc`` is raw replay given exactly the bytes Assoc-GAN keeps in the same seed (``--replay-bytes``).
 Prints, side by side: per-seed final AVG / BWT / memory / train seconds, and over the seeds TL's BWT, the
 JL - TL gap, the share of the gap each method closes, Assoc-GAN's memory as a share of JL's and its training
@@ -22,8 +24,6 @@ beats doing nothing on every task and ends within 1.5 dB of the specialists' mea
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -31,7 +31,8 @@ from assocgan.config import make_config
 from assocgan.io import write_json, write_text
 from assocgan.report.tables import Table, fmt_bytes, to_markdown, to_text
 from assocgan.runfolder import RunFolder
-from assocgan.runner import run
+from assocgan.runner import run, write_report_safely
+from assocgan.seeds import combine, mean, sd, seed_dir
 
 EQUAL_BYTES = "replay@assoc"
 
@@ -85,7 +86,7 @@ def bench_args(args) -> dict:
 
 
 def run_seed(args, seed: int, methods: list[str]) -> dict:
-    out = Path(args.out) / f"seed{seed}"
+    out = seed_dir(args.out, seed)
     base = dict(benchmark=args.benchmark, seed=seed, threads=args.threads)
     data = bench_args(args)
     if args.steps:
@@ -108,16 +109,6 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
         res["methods"][EQUAL_BYTES] = entry
         folder.write_results(res)
     return folder.read_results()
-
-
-def mean(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.fmean(xs) if xs else None
-
-
-def sd(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 MARGIN = {"psnr": 2.0, "ssim": 0.0}  # a specialist must beat doing nothing by more than this
@@ -182,21 +173,21 @@ def main(argv=None) -> int:
     if EQUAL_BYTES in methods and "assoc" not in methods:
         p.error(f"{EQUAL_BYTES} needs assoc in --methods")
     per_seed = {s: run_seed(args, s, methods) for s in seeds}
-    metric = next(iter(per_seed.values()))["metric"]
+    combined = combine(per_seed)  # OUT/results.json: every cell and figure as mean ± sd over the seeds
+    write_json(Path(args.out) / "results.json", combined)
+    write_report_safely(Path(args.out))
+    metric = combined["metric"]
     fmt = (lambda v: "-" if v is None else f"{v:.2f}") if metric == "psnr" else (lambda v: "-" if v is None else f"{v:.3f}")
 
     rows, summary = [], {"benchmark": args.benchmark, "metric": metric, "seeds": seeds, "methods": {}}
     for m in methods:
-        entries = [per_seed[s]["methods"][m] for s in seeds]
-        fa = [e["final_avg"] for e in entries]
-        bwt = [e["bwt"] for e in entries]
-        mem = [e["memory_bytes"] for e in entries]
-        secs = [e["train_seconds"] for e in entries]
-        cpu = [e.get("train_cpu_seconds") for e in entries]
-        summary["methods"][m] = {"final_avg": fa, "bwt": bwt, "memory_bytes": mem, "train_seconds": secs, "train_cpu_seconds": cpu}
-        cpu_mean = mean(cpu) if all(c is not None for c in cpu) else None  # not a mean of some seeds
-        rows.append([entries[0].get("title", m), f"{fmt(mean(fa))} ± {fmt(sd(fa))}", " ".join(fmt(v) for v in fa), fmt(mean(bwt)), fmt_bytes(mean(mem)),
-                     f"{mean(secs):.0f}", "-" if cpu_mean is None else f"{cpu_mean:.0f}"])
+        entry = combined["methods"][m]
+        per = entry["per_seed"]
+        fa, cpu = per["final_avg"], per["train_cpu_seconds"]
+        summary["methods"][m] = {k: per[k] for k in ("final_avg", "bwt", "memory_bytes", "train_seconds", "train_cpu_seconds")}
+        cpu_mean = entry["train_cpu_seconds"] if all(c is not None for c in cpu) else None  # not a mean of some seeds
+        rows.append([entry.get("title", m), f"{fmt(entry['final_avg'])} ± {fmt(entry['sd']['final_avg'])}", " ".join(fmt(v) for v in fa), fmt(entry["bwt"]),
+                     fmt_bytes(entry["memory_bytes"]), f"{entry['train_seconds']:.0f}", "-" if cpu_mean is None else f"{cpu_mean:.0f}"])
     table = Table(f"{args.benchmark}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})",
                   ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s (wall)", "train s (CPU)"], rows)
 

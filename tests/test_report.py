@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -139,16 +140,87 @@ def test_report_of_a_folder_without_results_is_a_user_error(tmp_path, capsys):
     assert "results.json" in capsys.readouterr().err
 
 
-def test_tensorboard_has_scalars_and_sample_images(run_dir, results):
+def test_tensorboard_has_a_stream_per_method_with_eval_curves_config_and_hparams(run_dir, results):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0})
+    assert sorted(p.name for p in (run_dir / "tb").iterdir()) == ["jl", "tl"]
+    ea = EventAccumulator(str(run_dir / "tb" / "tl"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     ea.Reload()
     tags = ea.Tags()
-    assert {"tl/samples", "jl/samples"} <= set(tags["images"])
+    assert set(tags["images"]) == {"tl/samples"}
     steps = [e.step for e in ea.Images("tl/samples")]
     assert steps == [4 * (t + 1) for t in range(len(results["tasks"]))]
-    assert any(t.startswith("tl/loss/") for t in tags["scalars"])
+    assert any(t.startswith("tl/loss/") for t in tags["scalars"]) and not any(t.startswith("jl/") for t in tags["scalars"])
+    # the evaluation curve: every --eval-every point (2) of every task seen, as results.json has it
+    first = "tl/psnr/noise"
+    curve = results["methods"]["tl"]["curve"]
+    assert [e.step for e in ea.Scalars(first)] == [c["step"] for c in curve]
+    assert [round(e.value, 4) for e in ea.Scalars(first)] == [round(c["psnr"][0], 4) for c in curve]
+    assert [e.step for e in ea.Scalars("tl/ssim/fade")] == [14, 16]
+    assert ea.Scalars("tl/final/final_avg")[0].value == pytest.approx(results["methods"]["tl"]["final_avg"])
+    assert "tl/config/text_summary" in tags["tensors"]
+    config = json.loads(ea.Tensors("tl/config/text_summary")[0].tensor_proto.string_val[0].decode().strip("`\n"))
+    assert config["method"] == "tl" and config["eval_every"] == 2
+    plugins = ea.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+
+
+def _event_steps(folder: Path) -> list[tuple[str, int]]:
+    """(tag, step) of every scalar in a stream, as TensorBoard shows it: a SessionLog START at step p (a writer's
+    purge_step) discards what earlier files logged at p or later."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    seen: list[tuple[str, int]] = []
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        for ev in EventFileLoader(str(f)).Load():
+            if ev.HasField("session_log") and ev.session_log.status == SessionLog.START:
+                seen = [(t, s) for t, s in seen if s < ev.step]
+            for v in ev.summary.value:
+                if v.tag.startswith(("tl/loss/", "tl/psnr/", "tl/ssim/")):
+                    seen.append((v.tag, ev.step))
+    return seen
+
+
+def test_a_resumed_run_adds_no_duplicate_points(tmp_path, monkeypatch):
+    from assocgan import runner
+
+    out = tmp_path / "resumed"
+    args = ["run", *TINY, "--methods", "tl", "--eval-every", "1", "--checkpoint-every", "2", "--out", str(out)]
+    calls = []
+    real = runner.save_samples
+
+    def interrupted(*a, **kw):  # the run is killed at the end of task 2, two steps after its last saved state
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(runner, "save_samples", interrupted)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(args) != 0  # interrupted
+    assert (out / "state" / "tl.pt").exists()
+    before = _event_steps(out / "tb" / "tl")
+    assert ("tl/psnr/blur", 7) in before  # logged after the saved state, before the kill
+    monkeypatch.setattr(runner, "save_samples", real)
+    with contextlib.redirect_stdout(buf):
+        assert main(args) == 0, buf.getvalue()
+    steps = _event_steps(out / "tb" / "tl")
+    assert len(steps) == len(set(steps)), sorted(t for t in steps if steps.count(t) > 1)[:5]
+    assert [s for t, s in steps if t == "tl/psnr/noise"] == list(range(1, 17))
+    assert len(list((out / "tb" / "tl").glob("events.out.tfevents.*"))) == 2
+
+
+def test_tensorboard_on_without_the_package_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from assocgan import runner
+
+    monkeypatch.setattr(runner, "tensorboard_available", lambda: False)
+    assert main(["run", *TINY, "--methods", "tl", "--tensorboard", "on", "--out", str(tmp_path / "a")]) == 2
+    assert "pip install 'assocgan[tensorboard]'" in capsys.readouterr().err
+    out = tmp_path / "b"  # without --tensorboard: the run goes on without streams, and says so
+    assert main(["run", *TINY, "--methods", "tl", "--steps", "1", "--out", str(out)]) == 0
+    assert "no TensorBoard logs" in capsys.readouterr().out and not (out / "tb").exists()
 
 
 # ---- plot data ------------------------------------------------------------------------------
@@ -348,3 +420,67 @@ def test_a_stray_external_image_shows_as_a_console_error(chromium, tmp_path):
                     f"</head><body><img src='{ok}'></body></html>")
     shown = _chromium(chromium, tmp_path, page, "--enable-logging=stderr", "--v=0", "--dump-dom")
     assert any(":CONSOLE" in ln for ln in shown.stderr.splitlines())
+
+
+class _TableText(HTMLParser):
+    """The text of every table of a page (its caption, headers and cells), a list of cells per table."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag in ("td", "th", "caption") and self.tables:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th", "caption") and self._cell is not None:
+            text = "".join(self._cell).strip()
+            if text:
+                self.tables[-1].append(text)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _flat(text: str) -> str:
+    import unicodedata
+
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))  # ligatures (fi) as letters; line breaks gone
+
+
+def printed_text(exe: str, tmp_path: Path, page: Path) -> str:
+    """``page`` printed to PDF by headless Chromium, as the PDF's text."""
+    pypdf = pytest.importorskip("pypdf")
+    pdf = tmp_path / f"{page.parent.name}.pdf"
+    done = _chromium(exe, tmp_path, page, "--no-pdf-header-footer", f"--print-to-pdf={pdf}")
+    assert done.returncode == 0 and pdf.exists(), done.stderr[-2000:]
+    return " ".join(p.extract_text() for p in pypdf.PdfReader(pdf).pages)
+
+
+def missing_from_print(exe: str, tmp_path: Path, page: Path) -> list[str]:
+    """The table cells of ``page`` whose words are not in its printed PDF, in order (none when it prints whole)."""
+    parser = _TableText()
+    parser.feed(page.read_text())
+    assert len(parser.tables) >= 3
+    flat = _flat(printed_text(exe, tmp_path, page))
+    return [cell for table in parser.tables for cell in table if not all(_flat(w) in flat for w in cell.split())]
+
+
+def test_the_printed_report_holds_every_table(chromium, run_dir, tmp_path):
+    page = run_dir / "report.html"
+    assert "<details>" in page.read_text()  # the SSIM matrices, collapsed on screen
+    assert missing_from_print(chromium, tmp_path, page) == []
+    # the check can fail: without the print styles the collapsed SSIM matrices are not printed, nor the wide table's end
+    from assocgan.report import html as report_html
+
+    bare = tmp_path / "bare" / "report.html"
+    bare.parent.mkdir()
+    bare.write_text(page.read_text().replace(report_html.CSS[report_html.CSS.index("@media print"):], ""))
+    missing = missing_from_print(chromium, tmp_path, bare)
+    assert len(missing) >= 2 * 4, missing

@@ -159,24 +159,25 @@ def test_checkpoints_per_task_reproduce_the_matrix(run_dir, results, bench):
 
 def test_sample_grids_hold_input_output_target(run_dir, bench):
     out = run_dir[0]
-    n, size, pad, scale = 2, 32, 2, 2  # smoke: 2 sample images, 32 px, doubled because small
+    n, size, pad, gap, line, scale = 2, 32, 2, 12, 15, 2  # smoke: 2 sample images, 32 px, doubled because small; words 11 px
+    s = size * scale
+    block = n * (s + pad) - pad
     for name in METHODS:
         for t, task in enumerate(TASKS):
             path = out / "samples" / name / f"after_task{t + 1}_{task}.png"
             img = np.asarray(Image.open(path).convert("RGB"))
-            rows, cols = t + 1, 3 * n
-            assert img.shape == ((rows * (size + pad) + pad) * scale, (cols * (size + pad) + pad) * scale, 3)
-            small = img[::scale, ::scale]
+            row_h = line + s + line  # a task's label, its tiles, their scores
+            assert img.shape == (line + 2 + (t + 1) * row_h + t * gap + pad, 3 * block + 2 * gap + 2 * pad, 3)
             for j in range(t + 1):
                 x, y = bench.tasks[j].test_x, bench.tasks[j].test_y
 
-                def tile(c, j=j):
-                    top, left = pad + j * (size + pad), pad + c * (size + pad)
-                    return torch.from_numpy(small[top : top + size, left : left + size].copy()).permute(2, 0, 1)
+                def tile(b, i, j=j):
+                    top, left = line + 2 + j * (row_h + gap) + line, pad + b * (block + gap) + i * (s + pad)
+                    return torch.from_numpy(img[top : top + s : scale, left : left + s : scale].copy()).permute(2, 0, 1)
 
-                assert torch.equal(tile(0), x[0]) and torch.equal(tile(1), x[1])  # inputs
-                assert torch.equal(tile(2 * n), y[0]) and torch.equal(tile(2 * n + 1), y[1])  # targets
-                assert not torch.equal(tile(n), x[0])  # an output, not a copy of the input
+                assert torch.equal(tile(0, 0), x[0]) and torch.equal(tile(0, 1), x[1])  # inputs
+                assert torch.equal(tile(2, 0), y[0]) and torch.equal(tile(2, 1), y[1])  # targets
+                assert not torch.equal(tile(1, 0), x[0])  # an output, not a copy of the input
 
 
 def test_other_run_outputs(run_dir):

@@ -330,3 +330,18 @@ def test_unknown_study_and_bad_jobs(tmp_path):
     st = studies.make_study("quota", base(), tmp_path / "q", methods=["tl"])
     with pytest.raises(UserError, match="--jobs"):
         studies.run_study(st, jobs=0)
+
+
+def test_quota_study_over_seeds(tmp_path):
+    out = tmp_path / "quota_seeds"
+    code, printed = quiet(main, ["study", "quota", *TINY_ARGS, "--threads", "1", "--methods", "tl", "--seeds", "0,1", "--out", str(out)])
+    assert code == 0, printed
+    run_dir = out / "runs" / "tl"
+    per = [json.loads((run_dir / f"seed{s}" / "results.json").read_text())["methods"]["tl"]["final_avg"] for s in (0, 1)]
+    combined = json.loads((run_dir / "results.json").read_text())
+    assert combined["seeds"] == [0, 1] and combined["methods"]["tl"]["per_seed"]["final_avg"] == per
+    study = json.loads((out / "study.json").read_text())
+    assert study["params"]["seeds"] == [0, 1]
+    assert study["summary"]["methods"][0]["final_avg"] == pytest.approx(sum(per) / 2)  # the study reads the mean
+    assert studies.pending_methods(run_dir, base(), [0, 1]) == []
+    assert studies.pending_methods(run_dir, base(), [0, 1, 2]) == ["tl"]

@@ -45,11 +45,14 @@ def bench():
 
 
 def _grid_outputs(run: Path, method: str, k: int, task: str, j: int) -> np.ndarray:
-    """The outputs of task j's first test images in the sample grid written after task k (the grid is scaled 2x)."""
-    grid = np.asarray(Image.open(run / "samples" / method / f"after_task{k}_{task}.png"))[::2, ::2]
-    pad, h = 2, 32  # the gaps between images, and their size
-    top = pad + j * (h + pad)
-    return np.stack([grid[top : top + h, pad + (N + i) * (h + pad) : pad + (N + i) * (h + pad) + h] for i in range(N)])
+    """The outputs of task j's first test images in the sample grid written after task k (tiles scaled 2x, under a
+    header line and each row's label, scores under them; see imaging.labelled_grid)."""
+    grid = np.asarray(Image.open(run / "samples" / method / f"after_task{k}_{task}.png"))
+    pad, gap, line, s = 2, 12, 15, 64  # the gaps between images and between blocks, a line of words, a tile
+    block = N * (s + pad) - pad
+    top = line + 2 + j * (line + s + line + gap) + line
+    left = pad + block + gap  # the outputs: the second block
+    return np.stack([grid[top : top + s : 2, left + i * (s + pad) : left + i * (s + pad) + s : 2] for i in range(N)])
 
 
 def test_checkpoints_carry_metadata(run):

@@ -26,6 +26,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
         g.add_argument("--methods", metavar="LIST", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
     g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
     g.add_argument("--seed", metavar="N", type=int, help="default 0")
+    g.add_argument("--seeds", metavar="LIST", help="several seeds, comma-separated (0,1,2): each runs into OUT/seed<k>/, and OUT/results.json "
+                   "and OUT/report.html give the mean ± sd of every figure over them")
     g.add_argument("--out", metavar="DIR", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)")
     g = p.add_argument_group("sizes and training (override the preset)")
@@ -47,6 +49,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16")
     g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)")
     g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g.add_argument("--tensorboard", metavar="on|off", help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, "
+                   "pip install 'assocgan[tensorboard]')")
     g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
     g = p.add_argument_group("evaluation (how outputs are scored)")
     g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
@@ -110,6 +114,30 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     return make_config(args.preset or "quick", base=saved, benchmark=benchmark, methods=methods, seed=seed, method_options=options, **overrides)
 
 
+def seeds_from_args(args: argparse.Namespace) -> list[int] | None:
+    """The seeds of ``--seeds``, or None for a run of one seed."""
+    if getattr(args, "seeds", None) is None:
+        return None
+    from .seeds import parse_seeds
+
+    if args.seed is not None:
+        raise UserError("--seed: not with --seeds, which gives the seeds")
+    return parse_seeds(args.seeds)
+
+
+def tensorboard_from_args(args: argparse.Namespace) -> bool | None:
+    """``--tensorboard``: True or False, or None (on when tensorboard is installed); a UserError if on and it is not."""
+    if args.tensorboard is None:
+        return None
+    from .methods.base import parse_switch
+    from .runner import TENSORBOARD_MISSING, tensorboard_available
+
+    on = parse_switch("--tensorboard", args.tensorboard)
+    if on and not tensorboard_available():
+        raise UserError(f"--tensorboard on: {TENSORBOARD_MISSING}")
+    return on
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import shlex
 
@@ -119,8 +147,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     console = Console(stderr=False)
-    run(cfg, args.out, console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
-        data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    board = tensorboard_from_args(args)
+    kwargs = dict(console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv), tensorboard=board,
+                  data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    seeds = seeds_from_args(args)
+    if seeds is not None:
+        from .seeds import run_seeds
+
+        run_seeds(cfg, args.out, seeds, **kwargs)
+    else:
+        run(cfg, args.out, **kwargs)
     console.print(f"Results: {Path(args.out) / 'results.json'}")
     return 0
 
@@ -201,7 +237,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         kind, cfg, args.out, methods=cfg.methods if kind in ("quota", "order") else None, orders=getattr(args, "orders", None),
         method=getattr(args, "method", None), option=getattr(args, "option", None), values=getattr(args, "values", None),
         bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe, "metric": args.metric},
-        device=args.device, command="assocgan " + shlex.join(args.argv),
+        device=args.device, command="assocgan " + shlex.join(args.argv), seeds=seeds_from_args(args), tensorboard=tensorboard_from_args(args),
     )
     run_study(study, jobs=args.jobs, console=Console(), opts=opts)
     return 0

@@ -34,11 +34,16 @@ NO_TIME_LIMIT_MIN = 60 * 24 * 365  # submitit's local executor needs a limit (it
 
 
 # ---- one run, from its folder -------------------------------------------------------------------
-def execute(run_dir: Path, cfg, bench_args: dict[str, Any], device: str | None) -> None:
-    """One run, in this process: train ``cfg`` into ``run_dir``."""
+def execute(run_dir: Path, cfg, bench_args: dict[str, Any], device: str | None, seeds: list[int] | None = None, tensorboard: bool | None = None) -> None:
+    """One run, in this process: train ``cfg`` into ``run_dir`` (over ``seeds``, each into ``run_dir/seed<k>``)."""
+    if seeds:
+        from .seeds import run_seeds
+
+        run_seeds(cfg, run_dir, seeds, device=device, tensorboard=tensorboard, **bench_args)
+        return
     from .runner import run
 
-    run(cfg, run_dir, device=device, **bench_args)
+    run(cfg, run_dir, device=device, tensorboard=tensorboard, **bench_args)
 
 
 def run_from_folder(run_dir: str | Path) -> None:
@@ -48,7 +53,8 @@ def run_from_folder(run_dir: str | Path) -> None:
     spec = read_json(Path(run_dir) / RUN_SPEC)
     if spec is None:
         raise UserError(f"{Path(run_dir) / RUN_SPEC}: missing; it is written by `assocgan study`")
-    execute(Path(run_dir), RunConfig(**spec["config"]), spec.get("bench_args") or {}, spec.get("device"))
+    extra = {k: spec[k] for k in ("seeds", "tensorboard") if spec.get(k) is not None}  # what a study adds only where it is given
+    execute(Path(run_dir), RunConfig(**spec["config"]), spec.get("bench_args") or {}, spec.get("device"), **extra)
 
 
 def worker(run_dir: str | Path) -> int:

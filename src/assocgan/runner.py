@@ -15,7 +15,8 @@ from .config import RunConfig, upgrade_saved
 from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, predict, summarize
-from .imaging import grid, save_png
+from .imaging import Picture, labelled_grid, save_png
+from .metrics import Convention, scores
 from .methods import Method, get_method
 from .runfolder import RunFolder
 from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, pick_device, train_method
@@ -48,6 +49,9 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[st
     fresh = new_results(bench, cfg)
     if old is None:
         return fresh
+    if "seeds" in old:
+        raise UserError(f"{folder.results_path}: holds the combined results of seeds {', '.join(map(str, old['seeds']))}; "
+                        f"give --seeds to add to them, or choose another --out")
     if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
         raise UserError(f"{folder.results_path}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
     folder.check_settings(old, cfg)
@@ -102,31 +106,89 @@ def checkpoint_meta(bench: Benchmark, cfg: RunConfig, cls: type[Method], t: int)
             "metric": bench.metric, "needs_task_id": cls.needs_task_id, "config": cfg.to_dict(), "assocgan": __version__}
 
 
-def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0) -> None:
-    """A grid per task seen so far: inputs, outputs and targets of the first ``n`` test images; also to
-    TensorBoard (``NAME/samples``, at ``step``) when ``tb`` is given."""
-    rows = []
-    for j in range(rec.t + 1):
+def score_captions(pred, target, metric: str, convention) -> list[str]:
+    """Each image's score against its target in ``metric`` under the run's evaluation convention, as printed under it."""
+    vals = scores(pred, target, convention)[metric]
+    return [f"{float(v):.2f}" if metric == "psnr" else f"{float(v):.3f}" for v in vals]
+
+
+def sample_picture(name: str, bench: Benchmark, method: Method, t: int, n: int, device, convention) -> Picture:
+    """Inputs, outputs and targets of the first ``n`` test images of every task up to ``t``, a row per task; each
+    input and output with its score against the target."""
+    rows, caps = [], []
+    for j in range(t + 1):
         x, y = bench.tasks[j].test_pairs()
         x, y = x[:n], y[:n]
-        rows.append([x, predict(rec.method.eval_generator(j), x, device=device), y])
-    save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), grid(rows, scale=2 if x.shape[-1] < 96 else 1))
+        out = predict(method.eval_generator(j), x, device=device)
+        rows.append([x, out, y])
+        caps.append([score_captions(x, y, bench.metric, convention), score_captions(out, y, bench.metric, convention), None])
+    m = bench.metric.upper()
+    return Picture(rows, [f"input ({m})", f"output: {name} ({m})", "target"], [f"T{j + 1} {bench.tasks[j].name}" for j in range(t + 1)], caps)
+
+
+def method_picture(pic, seen, metric: str, convention) -> Picture:
+    """A method's own picture (``Method.pictures``) with its words: a bare list of rows gets none but its task labels;
+    a ``Picture`` whose ``compare_to`` is set gets each other image's score against that block's image."""
+    if not isinstance(pic, Picture):
+        return Picture(pic, [], [f"T{j + 1} {seen[j].name}" for j in range(len(pic))])
+    if pic.compare_to is not None and pic.captions is None:
+        pic.captions = [[None if b == pic.compare_to else score_captions(block, row[pic.compare_to], metric, convention) for b, block in enumerate(row)]
+                        for row in pic.rows]
+    return pic
+
+
+def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0,
+                 convention=None) -> None:
+    """A labelled grid per task seen so far (``sample_picture``); also to TensorBoard (``NAME/samples``, at ``step``)
+    when ``tb`` is given; and the method's own pictures, labelled likewise."""
+    convention = convention or Convention()
+    pic = sample_picture(name, bench, rec.method, rec.t, n, device, convention)
+    scale = 2 if pic.rows[0][0].shape[-1] < 96 else 1
+    image = labelled_grid(pic, scale=scale)
+    save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), image)
     if tb is not None:
-        tb.image(f"{name}/samples", grid(rows), step)
-    for fname, pic_rows in rec.method.pictures(bench.tasks[: rec.t + 1]).items():
-        save_png(folder.picture_path(name, fname), grid(pic_rows, scale=2 if x.shape[-1] < 96 else 1))
+        tb.image(f"{name}/samples", image, step)
+    seen = bench.tasks[: rec.t + 1]
+    for fname, raw in rec.method.pictures(seen).items():
+        save_png(folder.picture_path(name, fname), labelled_grid(method_picture(raw, seen, bench.metric, convention), scale=scale))
+
+
+TENSORBOARD_MISSING = "the tensorboard package is not installed (pip install 'assocgan[tensorboard]')"
+
+
+def tensorboard_available() -> bool:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (needs the tensorboard package)
+    except ImportError:
+        return False
+    return True
+
+
+def hparam_value(v):
+    """``v`` as TensorBoard's hparams take it (a number, a string or a truth value; anything else as its JSON)."""
+    return v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
 
 
 class TensorBoard:
-    """Scalars to ``DIR/tb``; silently absent if tensorboard cannot be imported."""
+    """One method's event stream, ``DIR/tb/<method>/``: training losses, the evaluation curve (``--eval-every``
+    points and the end of each task, per task: ``<method>/<metric>/<task>``), sample grids, the
+    configuration as text and the hyperparameters with the final figures (TensorBoard's HPARAMS tab). A method
+    trained from the start gets a fresh stream; a resumed one purges what the killed run logged after its saved
+    state (``purge_step``), so a rerun adds no duplicate points. Nothing is written without a writer
+    (tensorboard not installed, or turned off)."""
 
-    def __init__(self, folder: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, folder: Path, name: str, resume_step: int | None = None, enabled: bool = True):
+        import shutil
 
-            self.writer = SummaryWriter(str(folder))
-        except Exception:  # pragma: no cover - tensorboard is a dependency
-            self.writer = None
+        self.name = name
+        self.writer = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if resume_step is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.writer = SummaryWriter(str(folder), purge_step=None if resume_step is None else resume_step + 1)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
@@ -136,9 +198,37 @@ class TensorBoard:
         if self.writer is not None:
             self.writer.add_image(tag, image, step, dataformats="HWC")
 
+    def eval_scores(self, bench: Benchmark, scores: list[dict[str, float]], step: int) -> None:
+        """Each task's scores at ``step``, an ``--eval-every`` point, under the tags the training loop gives the
+        scores at each task's end (``<method>/<metric>/<task>``): one curve a task."""
+        for j, sc in enumerate(scores):
+            for m in ("psnr", "ssim"):
+                self.scalar(f"{self.name}/{m}/{bench.tasks[j].name}", sc[m], step)
+
+    def start(self, cfg: RunConfig, options: dict[str, Any], metric: str) -> None:
+        """The configuration as text and the hyperparameters, with the final figures as their metrics."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        self.writer.add_text(f"{self.name}/config", "```\n" + json.dumps({**cfg.to_dict(), "method": self.name, "options": options}, indent=2) + "\n```", 0)
+        hp = {k: hparam_value(v) for k, v in cfg.shared_settings().items() if v is not None}
+        hp.update({"method": self.name, **{f"{self.name}.{k}": hparam_value(v) for k, v in options.items() if v is not None}})
+        metrics = {f"{self.name}/final/{k}": 0.0 for k in FINAL_FIGURES}
+        for summary in hparams(hp, metrics):
+            self.writer.file_writer.add_summary(summary)
+
+    def end(self, entry: dict[str, Any], step: int) -> None:
+        for k in FINAL_FIGURES:
+            if entry.get(k) is not None:
+                self.scalar(f"{self.name}/final/{k}", entry[k], step)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+FINAL_FIGURES = ("final_avg", "bwt", "fwt", "forgetting", "memory_bytes", "train_seconds")
 
 
 def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
@@ -165,15 +255,19 @@ def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
 
 
 def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, restart: bool = False,
-        command: str | None = None, **bench_args) -> dict[str, Any]:
+        command: str | None = None, tensorboard: bool | None = None, **bench_args) -> dict[str, Any]:
     """Train every method of ``cfg`` on the benchmark, writing results, CSVs, checkpoints and sample grids to
     ``out`` after each task and the full training state every ``cfg.checkpoint_every`` steps; print the tables
     at the end. A method complete in ``out`` is skipped and an interrupted one resumes where its state was saved
     (``restart``: both are trained anew). A method that diverges is marked failed and the others go on; then
-    ``RunFailed`` is raised. Returns the results record."""
+    ``RunFailed`` is raised. ``tensorboard``: write TensorBoard streams (``tb/<method>/``; None: when tensorboard is
+    installed, True: a UserError if it is not). Returns the results record."""
     from .report.console import Progress, print_tables
 
     folder = RunFolder(out)
+    if tensorboard and not tensorboard_available():
+        raise UserError(f"--tensorboard on: {TENSORBOARD_MISSING}")
+    board_on = tensorboard_available() if tensorboard is None else tensorboard
     dev = pick_device(device)
     check_amp(cfg, dev)
     note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
@@ -211,9 +305,11 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
             else:
                 todo.append(name)
         states = {name: checked_state(folder, name, cfg, options[name]) for name in todo}
-        tb = TensorBoard(folder.path / "tb")
+        if todo and tensorboard is None and not board_on:
+            say(f"note: no TensorBoard logs: {TENSORBOARD_MISSING}")
         last_report = time.monotonic()
         total = len(todo) * len(bench.tasks) * cfg.steps
+        tb = None
         try:
             with Progress(console, total) as progress:
                 for name in todo:
@@ -221,8 +317,11 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                     records, curves = history(state)
                     cls = get_method(name)
                     progress.start_method(name)
+                    done_steps = None if state is None else state["task"] * cfg.steps + state["step"]
+                    tb = TensorBoard(folder.path / "tb" / name, name, done_steps, board_on)
+                    if state is None:
+                        tb.start(cfg, options[name], bench.metric)
                     if state is not None:
-                        done_steps = state["task"] * cfg.steps + state["step"]
                         progress.advance(done_steps)
                         where = f"task {state['task'] + 1} ({bench.tasks[state['task']].name}) step {state['step']}"
                         say(f"{name}: resuming at {where} from {folder.state_path(name)}")
@@ -234,13 +333,18 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                         folder.write_results(results)
                         folder.write_csvs(results, name)
                         save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
-                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps)
+                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps, cfg.convention())
                         progress.task_done(name, rec, bench)
                         folder.log(f"{name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.1f} s; "
                                    + " ".join(f"{sc[bench.metric]:.4g}" for sc in rec.scores))
 
                     try:
-                        train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=curves.append, log=tb.scalar,
+                        def on_curve(c: CurvePoint, curves=curves, tb=tb) -> None:
+                            curves.append(c)
+                            if c.global_step != (c.t + 1) * cfg.steps:  # a task's end: the training loop logs its scores
+                                tb.eval_scores(bench, c.scores, c.global_step)
+
+                        train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=on_curve, log=tb.scalar,
                                      resume=state, on_state=lambda st, name=name: folder.save_state(name, {**st, "settings": state_settings(cfg, options[name])}))
                     except Diverged as e:
                         failures.append(e)
@@ -250,13 +354,17 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                         folder.write_results(results)
                         folder.log(f"{name}: FAILED: {e}")
                         print(f"assocgan: {e}", file=sys.stderr)
+                        tb.close()
                         continue
+                    tb.end(results["methods"][name], len(bench.tasks) * cfg.steps)
+                    tb.close()
                     folder.clear_state(name)
                     if name != todo[-1] and time.monotonic() - last_report > REPORT_EVERY:
                         write_report_safely(folder.path)  # a long run has a report of the methods done so far
                         last_report = time.monotonic()
         finally:
-            tb.close()
+            if tb is not None:
+                tb.close()
         print_tables(results, console)
         path = write_report_safely(folder.path)
         folder.log("end" + (f": {len(failures)} method(s) failed" if failures else ""))

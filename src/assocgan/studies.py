@@ -80,6 +80,8 @@ class Study:
     device: str | None = None
     command: str | None = None
     note: str | None = None  # a warning about the study's data, said once at its start
+    tensorboard: bool | None = None  # runner.run's: None, when installed
+    seeds: list[int] | None = None  # each run over these seeds (runs/<name>/seed<k>/, combined in runs/<name>/results.json)
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.folder / "runs" / spec.name
@@ -230,8 +232,13 @@ def read_results(run_dir: Path) -> dict | None:
     return RunFolder(run_dir).read_results()
 
 
-def pending_methods(run_dir: Path, cfg: RunConfig) -> list[str]:
-    """The methods of ``cfg`` not yet complete in ``run_dir``; a UserError if the folder was made otherwise."""
+def pending_methods(run_dir: Path, cfg: RunConfig, seeds: list[int] | None = None) -> list[str]:
+    """The methods of ``cfg`` not yet complete in ``run_dir`` (in every seed folder, over ``seeds``); a UserError if
+    the folder was made otherwise."""
+    if seeds:
+        from .seeds import pending
+
+        return pending(run_dir, cfg, seeds)
     return RunFolder(run_dir).pending(cfg)
 
 
@@ -258,7 +265,7 @@ def plan(study: Study, jobs: int = 1, opts: JobOptions | None = None) -> list[tu
     if a run folder was made with other settings."""
     todo: list[tuple[RunSpec, RunConfig]] = []
     for spec in study.runs:
-        methods = pending_methods(study.run_dir(spec), spec.cfg)
+        methods = pending_methods(study.run_dir(spec), spec.cfg, study.seeds)
         if methods:
             todo.append((spec, dataclasses.replace(spec.cfg, methods=methods, threads=_threads(study.base, jobs, opts or JobOptions()))))
     return todo
@@ -276,7 +283,9 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
     for spec, cfg in todo:
         run_dir = study.run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": as_json(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device})
+        write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": as_json(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device,
+                                        **({"seeds": study.seeds} if study.seeds else {}),
+                                        **({"tensorboard": study.tensorboard} if study.tensorboard is not None else {})})
     if not todo:
         return []
     by_dir = {study.run_dir(spec): spec for spec, _ in todo}
@@ -391,7 +400,8 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
 # ---- the commands ------------------------------------------------------------------------
 def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str] | None = None, orders: str | None = None,
                method: str | None = None, option: str | None = None, values: str | list | None = None, rows=ABLATION_ROWS,
-               bench_args: dict[str, Any] | None = None, device: str | None = None, command: str | None = None) -> Study:
+               bench_args: dict[str, Any] | None = None, device: str | None = None, command: str | None = None, seeds: list[int] | None = None,
+               tensorboard: bool | None = None) -> Study:
     """The runs a study needs (nothing is run)."""
     if kind not in STUDIES or not STUDIES[kind].trains:
         raise UserError(f"unknown study {kind!r}; choose one of {', '.join(k for k, s in STUDIES.items() if s.trains)}")
@@ -429,7 +439,9 @@ def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str
     from .data.benchmarks import builtin_photos_note
 
     note = builtin_photos_note(base.benchmark, base.size, base.n_train, base.n_test, **bench_args)
-    return Study(kind, Path(out), base, runs, params, bench_args, device, command, note)
+    if seeds:
+        params["seeds"] = list(seeds)
+    return Study(kind, Path(out), base, runs, params, bench_args, device, command, note, tensorboard, list(seeds) if seeds else None)
 
 
 def study_record(study: Study) -> dict[str, Any]:

@@ -304,12 +304,15 @@ class AssocGAN(Method):
         the same targets (different draws where the task is random)."""
         if not self._work:
             return {}
+        from ..imaging import Picture
+
         rows = []
         for j in range(len(self._work)):
             x, y = seen[j].test_pairs()
             x, y = x[:4], y[:4]
             rows.append([x] + [self.association_samples(y, j) for _ in range(3)])
-        return {f"association_after_task{len(seen)}": rows}
+        headers = ["real inputs"] + [f"association samples {k} (score vs real)" for k in (1, 2, 3)]
+        return {f"association_after_task{len(seen)}": Picture(rows, headers, [f"T{j + 1} {seen[j].name}" for j in range(len(rows))], compare_to=0)}
 
     # ---- bookkeeping -------------------------------------------------------------------
     def memory(self):

@@ -1,5 +1,6 @@
 """``report.html``: one self-contained page (styles inline, images embedded, no script, no network) built
-from a run folder's or a study folder's files alone.
+from a run folder's or a study folder's files alone. Printed (to paper or PDF) it holds everything: the
+navigation bar goes, wide tables wrap their cells, and the collapsed sections (``<details>``) print open.
 
 A run folder has ``results.json`` (and ``samples/``); a study folder has ``study.json`` (its runs are run
 folders under ``runs/``). Writing the report also rewrites the folder's plots (``plots/``).
@@ -16,7 +17,7 @@ from ..io import read_json, write_text
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
 from .tables import (
-    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, provenance_table, quota_table, study_runs_table,
+    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, provenance_table, quota_table, seeds_table, study_runs_table,
     summary_table, tasks_table,
     to_html,
 )
@@ -51,6 +52,19 @@ figure.plot img{max-width:100%;height:auto;border:1px solid var(--line)}
 details{margin:.6em 0}summary{cursor:pointer;color:var(--accent)}
 pre{background:var(--bg2);padding:1em;overflow:auto;font-size:.85em}
 .missing{color:#a33}
+@media print{
+@page{margin:12mm}
+body{max-width:none;padding:0;font-size:9pt}
+nav{display:none}
+h2{break-after:avoid}
+table,figure,tr{break-inside:avoid}
+td,th{white-space:normal;overflow-wrap:anywhere;padding:.15em .45em}
+.tables{display:block}
+figure.plot,figure.plot.wide{max-width:100%}
+details::details-content{content-visibility:visible;display:contents}
+details>summary{list-style:none;color:var(--fg);font-weight:600}
+pre{white-space:pre-wrap;overflow:visible}
+}
 """
 
 STUDY_TEXT = {
@@ -155,10 +169,13 @@ def run_page(folder: Path, results: dict) -> str:
     other = "ssim" if metric == "psnr" else "psnr"
     cfg = results.get("config") or {}
     methods = results["methods"]
+    seeds = results.get("seeds")
     body = [f"<h1>assocgan run: {_e(results['benchmark'])}</h1>"]
+    which = f"seeds {', '.join(map(str, seeds))} (mean ± sd; each seed's own run folder and report in seed&lt;k&gt;/)" if seeds else f"seed {_e(cfg.get('seed', '?'))}"
     body.append(f"<p class='lead'>{len(results['tasks'])} tasks ({_e(', '.join(results['tasks']))}), metric {metric.upper()}, "
-                f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, seed {cfg.get('seed', '?')}.</p>")
-    body.append("<h2 id='summary'>Summary</h2>" + (_tables([summary_table(results)]) if methods else "<p class='missing'>no method has finished a task yet</p>"))
+                f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, {which}.</p>")
+    summary = [summary_table(results)] + ([seeds_table(results)] if seeds else [])
+    body.append("<h2 id='summary'>Summary</h2>" + (_tables(summary) if methods else "<p class='missing'>no method has finished a task yet</p>"))
     body.append("<h2 id='tasks'>Tasks</h2>" + _tables([tasks_table(results)]))
     body.append(f"<h2 id='matrices'>Accuracy matrices ({metric.upper()}, the paper's Table 1 layout)</h2>")
     body.append("<p class='note'>Row: a task; column: after training k tasks; AVG: mean over the tasks seen so far.</p>")
@@ -171,14 +188,17 @@ def run_page(folder: Path, results: dict) -> str:
                     "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>"
                     + _tables(votes))
     body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
+    shown = folder / results["runs"][0] if seeds and results.get("runs") else folder  # over seeds: the first seed's pictures
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
-                "left block: inputs, middle: outputs, right: targets (the first test images).</p>")
-    body.append(_samples(folder, results))
-    pictures = _pictures(folder, results)
+                "blocks of inputs, outputs and targets (the first test images), headed so; under each input and output its score "
+                "against the target, in the run's metric and evaluation convention"
+                + (f"; from {_e(shown.name)}" if shown != folder else "") + ".</p>")
+    body.append(_samples(shown, results))
+    pictures = _pictures(shown, results)
     if pictures:
         body.append("<h2 id='pictures'>Method pictures</h2><p class='note'>What a method makes of its memory. Assoc-GAN "
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
-                    "blocks of association samples made by its mapper from the same targets.</p>" + pictures)
+                    "blocks of association samples made by its mapper from the same targets, each with its score against the real input above it.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
     if results.get("inputs"):
         body.append("<h3>Data</h3>" + _config(results["inputs"]))

@@ -32,6 +32,25 @@ def fmt_signed(v, metric: str) -> str:
     return ("+" if v >= 0 else "") + fmt_metric(v, metric)
 
 
+def fmt_pm(v, spread, metric: str, signed: bool = False) -> str:
+    """``v`` in ``metric``'s format, and `` ± spread`` where a spread (the sd over seeds) is given."""
+    text = fmt_signed(v, metric) if signed else fmt_metric(v, metric)
+    return text + (f" ± {fmt_metric(spread, metric)}" if spread is not None and text not in ("", "-") else "")
+
+
+def spread_of(res: dict, key: str, *index: int):
+    """The sd over seeds of ``res[key]`` (at ``index`` in a matrix or series), or None for a run of one seed."""
+    v = (res.get("sd") or {}).get(key)
+    for i in index:
+        v = v[i] if isinstance(v, list) and i < len(v) else None
+    return v
+
+
+def seeds_note(results: dict) -> str:
+    seeds = results.get("seeds")
+    return f"Mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))}). " if seeds else ""
+
+
 def fmt_bytes(n) -> str:
     if n is None:
         return "-"
@@ -59,19 +78,25 @@ def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
     mat = res["matrix"] if metric == results["metric"] else res[metric]
     tasks = results["tasks"]
     n_done = len(mat)
+    key = "matrix" if metric == results["metric"] else metric
     ident = identity(results, metric)
+    ident_sd = (results.get("identity_sd") or {}).get(metric) or [None] * len(tasks)
     header = [metric.upper()] + step_names(len(tasks)) + (["input"] if ident else [])
     rows = []
     for j, tname in enumerate(tasks):
         cells = [f"T{j + 1} {tname}"]
         for i in range(len(tasks)):
             v = mat[i][j] if i < n_done and j < len(mat[i]) else None
-            cells.append(fmt_metric(v, metric))
-        rows.append(cells + ([fmt_metric(ident[j], metric)] if ident else []))
-    avgs = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)]
-    rows.append(["AVG"] + [fmt_metric(avgs[i], metric) if i < n_done else "" for i in range(len(tasks))]
+            cells.append(fmt_pm(v, spread_of(res, key, i, j), metric))
+        rows.append(cells + ([fmt_pm(ident[j], ident_sd[j], metric)] if ident else []))
+    if res.get("sd") and key == "matrix":  # over seeds: the mean of each seed's AVG, and its sd
+        avgs, avg_sd = res.get("avg") or [], [spread_of(res, "avg", i) for i in range(n_done)]
+    else:
+        avgs, avg_sd = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)], [None] * n_done
+    rows.append(["AVG"] + [fmt_pm(avgs[i], avg_sd[i], metric) if i < min(n_done, len(avgs)) else "" for i in range(len(tasks))]
                 + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else []))
-    notes = ["input: the score of returning the input unchanged (doing nothing)."] if ident else []
+    notes = [seeds_note(results).strip()] if results.get("seeds") else []
+    notes += ["input: the score of returning the input unchanged (doing nothing)."] if ident else []
     if res.get("failed"):
         f = res["failed"]
         notes.append(f"Failed: diverged on task {f.get('task')} ({f.get('task_name')}) at step {f.get('step')}: {f.get('reason')}.")
@@ -108,6 +133,33 @@ def below_input(res: dict, ident: list[float] | None) -> str:
     return ",".join(below) or "none"
 
 
+def fmt_seconds(v, spread=None) -> str:
+    return f"{v:.0f}" + (f" ± {spread:.0f}" if spread is not None else "")
+
+
+def seeds_table(results: dict) -> Table:
+    """A run over seeds: each method's summary figures in each seed (``per_seed`` of the combined results)."""
+    metric = results["metric"]
+    seeds = results["seeds"]
+    header = ["Method", "figure"] + [f"seed {s}" for s in seeds] + ["mean ± sd"]
+    rows, rules = [], set()
+    shown = (("final_avg", f"final AVG ({metric.upper()})", False), ("bwt", "BWT", True), ("fwt", "FWT", True))
+    for name, res in results["methods"].items():
+        per = res.get("per_seed") or {}
+        if rows:
+            rules.add(len(rows))
+        for key, label, signed in shown:
+            vals = per.get(key) or [None] * len(seeds)
+            cell = (lambda v: fmt_signed(v, metric)) if signed else (lambda v: fmt_metric(v, metric) or "-")
+            rows.append([method_label(name, res), label] + [cell(v) for v in vals] + [fmt_pm(res.get(key), spread_of(res, key), metric, signed)])
+        secs = per.get("train_seconds") or [None] * len(seeds)
+        rows.append([method_label(name, res), "train s"] + ["-" if v is None else f"{v:.0f}" for v in secs]
+                    + [fmt_seconds(res.get("train_seconds") or 0, spread_of(res, "train_seconds"))])
+    return Table(f"Per seed: {results['benchmark']}", header, rows, rules_before=rules,
+                 note="Each seed is a run folder of its own (seed<k>/); the mean ± sd is over the seeds (sample standard deviation); "
+                      "- where a seed has not finished the method.")
+
+
 def summary_table(results: dict) -> Table:
     """One row per method: final AVG, BWT, forgetting, memory, train time; and the gap closed from TL to JL."""
     metric = results["metric"]
@@ -133,18 +185,18 @@ def summary_table(results: dict) -> Table:
         short.append(name + ("" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])}{', failed' if res.get('failed') else ''})"))
         rows.append([
             method_label(name, res) + done,
-            fmt_metric(res.get("final_avg"), metric),
-            fmt_signed(res.get("bwt"), metric),
-            fmt_signed(res.get("fwt"), metric),
-            fmt_metric(res.get("forgetting"), metric) or "-",
+            fmt_pm(res.get("final_avg"), spread_of(res, "final_avg"), metric),
+            fmt_pm(res.get("bwt"), spread_of(res, "bwt"), metric, signed=True),
+            fmt_pm(res.get("fwt"), spread_of(res, "fwt"), metric, signed=True),
+            fmt_pm(res.get("forgetting"), spread_of(res, "forgetting"), metric) or "-",
             fmt_bytes(res.get("memory_bytes")),
-            f"{res.get('train_seconds', 0):.0f}",
-            f"{res['train_cpu_seconds']:.0f}" if res.get("train_cpu_seconds") else "-",
+            fmt_seconds(res.get("train_seconds", 0), spread_of(res, "train_seconds")),
+            fmt_seconds(res["train_cpu_seconds"], spread_of(res, "train_cpu_seconds")) if res.get("train_cpu_seconds") else "-",
             closed,
             below_input(res, ident),
         ])
     return Table(f"Summary: {results['benchmark']}", header, rows,
-                 note="BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
+                 note=seeds_note(results) + "BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
                       "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
                       "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
                       "(a defect, not a result)." + gap_note, rules_before={1} if ident else set(), short_labels=short)
@@ -154,10 +206,11 @@ def tasks_table(results: dict) -> Table:
     """The benchmark's tasks in training order, with the score of doing nothing (input as output)."""
     descr = results.get("task_descriptions") or [""] * len(results["tasks"])
     ident = results.get("identity") or {}
+    spread = results.get("identity_sd") or {}
     rows = []
     for j, name in enumerate(results["tasks"]):
-        rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else "",
-                     fmt_metric((ident.get("psnr") or [None] * (j + 1))[j], "psnr"), fmt_metric((ident.get("ssim") or [None] * (j + 1))[j], "ssim")])
+        cells = [fmt_pm((ident.get(m) or [None] * (j + 1))[j], (spread.get(m) or [None] * (j + 1))[j], m) for m in ("psnr", "ssim")]
+        rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else ""] + cells)
     scored = f"Every score: PSNR and SSIM {convention_of(results['config']).describe()}. " if results.get("config") else ""
     return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
                  note=scored + "input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
@@ -165,7 +218,8 @@ def tasks_table(results: dict) -> Table:
 
 def run_tables(results: dict) -> list[Table]:
     """The tables of a run, as printed at its end: one accuracy matrix per method (Table 1 layout), then the summary."""
-    return [matrix_table(results, name) for name in results["methods"]] + [summary_table(results)]
+    tables = [matrix_table(results, name) for name in results["methods"]] + [summary_table(results)]
+    return tables + ([seeds_table(results)] if results.get("seeds") and results["methods"] else [])
 
 
 # ---- studies (from the ``summary`` of a study.json) --------------------------------------

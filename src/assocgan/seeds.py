@@ -1,0 +1,208 @@
+"""A run over several seeds (``--seeds 0,1,2``): each seed is an ordinary run folder ``OUT/seed<k>/`` (resumed
+like any run), and ``OUT/results.json`` combines them: every cell and every summary figure is the mean over the
+seeds, with its sample standard deviation beside it (``sd``) and the seeds' own values (``per_seed``).
+
+The combined results.json has the run layout (``matrix``, ``avg``, ``final_avg``, ... of each method, in means), so
+that the report, the tables and the plots read it as they read one run; ``seeds`` marks it, and every table shows
+``mean ± sd`` where ``sd`` is there. A mean is over the seeds that have the value: a method's entry is ``complete``
+when it is complete in every seed, and its matrix has the rows every seed has reached.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .errors import RunFailed, UserError, is_whole_number
+from .io import write_json
+from .runfolder import RunFolder, folder_lock
+
+SUMMARY = ("final_avg", "bwt", "forgetting", "fwt", "memory_bytes", "train_seconds", "train_cpu_seconds")
+MATRICES = ("matrix", "psnr", "ssim")
+SERIES = ("avg", "memory_by_task", "train_seconds_by_task")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` as [0, 1, 2]; a UserError for anything else (empty, repeated, not whole numbers)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts or not all(is_whole_number(p) for p in parts):
+        raise UserError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. 0,1,2")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
+
+
+def seed_dir(out: str | Path, seed: int) -> Path:
+    return Path(out) / f"seed{seed}"
+
+
+def mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def sd(xs) -> float | None:
+    """The sample standard deviation of the values given (None for fewer than two)."""
+    xs = [x for x in xs if x is not None]
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def _cells(rows_by_seed: list[list[list[Any]]], n_rows: int, how) -> list[list[Any]]:
+    out = []
+    for i in range(n_rows):
+        width = max(len(rows[i]) for rows in rows_by_seed)
+        out.append([how([rows[i][j] if j < len(rows[i]) else None for rows in rows_by_seed]) for j in range(width)])
+    return out
+
+
+def _series(lists: list[list[Any]], how) -> list[Any]:
+    n = min((len(x) for x in lists), default=0)
+    return [how([x[i] for x in lists]) for i in range(n)]
+
+
+def _curve(curves: list[list[dict]]) -> list[dict]:
+    """The seeds' evaluation curves averaged point by point, where they were taken at the same steps; else none."""
+    if not curves or any(len(c) != len(curves[0]) for c in curves):
+        return []
+    out = []
+    for points in zip(*curves):
+        if any((p["step"], p["task"]) != (points[0]["step"], points[0]["task"]) for p in points):
+            return []
+        out.append({"step": points[0]["step"], "task": points[0]["task"],
+                    **{m: _series([p[m] for p in points], mean) for m in ("psnr", "ssim")}})
+    return out
+
+
+def combine_entries(entries: list[dict | None]) -> dict[str, Any]:
+    """One method's entry over the seeds (None where a seed lacks it): means, ``sd`` and ``per_seed``."""
+    have = [e for e in entries if e is not None]
+    n_rows = min(len(e["matrix"]) for e in have)
+    first = have[0]
+    out: dict[str, Any] = {k: first.get(k) for k in ("title", "cite", "options", "task_id_at_test")}
+    out["complete"] = all(e is not None and e.get("complete") for e in entries)
+    out["seeds_complete"] = sum(1 for e in entries if e is not None and e.get("complete"))
+    spread: dict[str, Any] = {}
+    for key in MATRICES:
+        rows = [e[key][:n_rows] for e in have]
+        out[key], spread[key] = _cells(rows, n_rows, mean), _cells(rows, n_rows, sd)
+    for key in SERIES:
+        lists = [e.get(key) or [] for e in have]
+        out[key], spread[key] = _series(lists, mean), _series(lists, sd)
+    for key in SUMMARY:
+        vals = [e.get(key) if e is not None and e.get("complete") else None for e in entries]
+        if not out["complete"]:  # a partial method: its figures so far
+            vals = [e.get(key) if e is not None else None for e in entries]
+        out[key], spread[key] = mean(vals), sd(vals)
+    if out["memory_bytes"] is not None:
+        out["memory_bytes"] = int(round(out["memory_bytes"]))
+    breakdown = {k: mean([(e.get("memory_breakdown") or {}).get(k) for e in have]) for k in first.get("memory_breakdown") or {}}
+    out["memory_breakdown"] = {k: int(round(v)) for k, v in breakdown.items() if v is not None}
+    out["curve"] = _curve([e.get("curve") or [] for e in have])
+    out["sd"] = spread
+    out["per_seed"] = {key: [None if e is None else e.get(key) for e in entries] for key in SUMMARY}
+    failed = [e["failed"] for e in have if e.get("failed")]
+    if failed:
+        out["failed"] = failed[0]
+    return out
+
+
+def combine(per_seed: dict[int, dict]) -> dict[str, Any]:
+    """The combined results of run results by seed (``{seed: results}``), in the run layout with ``seeds``."""
+    seeds = list(per_seed)
+    first = per_seed[seeds[0]]
+    for s, res in per_seed.items():
+        if res["benchmark"] != first["benchmark"] or res["tasks"] != first["tasks"] or res["metric"] != first["metric"]:
+            raise UserError(f"seed {s}: a run of {res['benchmark']} {res['tasks']}, not of {first['benchmark']} {first['tasks']}; the seeds cannot be combined")
+    out: dict[str, Any] = {k: first.get(k) for k in ("benchmark", "metric", "tasks", "task_descriptions")}
+    out["seeds"] = seeds
+    out["runs"] = [f"seed{s}" for s in seeds]
+    out["config"] = {**(first.get("config") or {}), "seed": None}
+    for key in ("inputs", "tasks_left_out"):
+        if first.get(key):
+            out[key] = first[key]
+    ident = {m: [(r.get("identity") or {}).get(m) for r in per_seed.values()] for m in ("psnr", "ssim")}
+    if all(v is not None and len(v) == len(first["tasks"]) for vs in ident.values() for v in vs):
+        out["identity"] = {m: _series(vs, mean) for m, vs in ident.items()}
+        out["identity_sd"] = {m: _series(vs, sd) for m, vs in ident.items()}
+    names: list[str] = []
+    for r in per_seed.values():
+        names += [n for n in r.get("methods", {}) if n not in names]
+    out["methods"] = {n: combine_entries([r["methods"].get(n) for r in per_seed.values()]) for n in names}
+    out["provenance"] = [dict(p, seed=s) for s, r in per_seed.items() for p in r.get("provenance") or []]
+    return out
+
+
+def read_seeds(out: str | Path, seeds: list[int]) -> dict[int, dict]:
+    """The results of each seed folder that has them."""
+    found = {}
+    for s in seeds:
+        res = RunFolder(seed_dir(out, s)).read_results()
+        if res is not None:
+            found[s] = res
+    return found
+
+
+def write_combined(out: str | Path, seeds: list[int]) -> dict[str, Any] | None:
+    """``OUT/results.json`` from the seed folders (those that have results); None if none has."""
+    per_seed = read_seeds(out, seeds)
+    if not per_seed:
+        return None
+    combined = combine(per_seed)
+    write_json(Path(out) / "results.json", combined)
+    return combined
+
+
+def check_folder(out: str | Path, seeds: list[int]) -> None:
+    """A UserError if ``out`` holds a single run (a results.json without ``seeds``) or a combination of other seeds."""
+    res = RunFolder(out).read_results()
+    if res is None:
+        return
+    if "seeds" not in res:
+        raise UserError(f"{Path(out)}: holds a run of one seed; choose another --out for a run with --seeds")
+
+
+def pending(out: str | Path, cfg, seeds: list[int]) -> list[str]:
+    """The methods of ``cfg`` not complete in every seed folder."""
+    import dataclasses
+
+    left: list[str] = []
+    for s in seeds:
+        for m in RunFolder(seed_dir(out, s)).pending(dataclasses.replace(cfg, seed=s)):
+            if m not in left:
+                left.append(m)
+    return [m for m in cfg.methods if m in left]
+
+
+def run_seeds(cfg, out: str | Path, seeds: list[int], console=None, **run_args) -> dict[str, Any]:
+    """Run ``cfg`` once per seed into ``OUT/seed<k>/`` (each resumed as any run folder), then write the combined
+    ``OUT/results.json`` and ``OUT/report.html``, and print the combined tables. A seed whose run fails does not stop
+    the others; ``RunFailed`` is raised at the end. Returns the combined results."""
+    import dataclasses
+
+    from .runner import run, write_report_safely
+
+    check_folder(out, seeds)
+    failed = []
+    for s in seeds:
+        if console is not None:
+            console.rule(f"seed {s}: {seed_dir(out, s)}")
+        try:
+            run(dataclasses.replace(cfg, seed=s), seed_dir(out, s), console=console, **run_args)
+        except RunFailed as e:
+            failed.append(f"seed {s}: {e}")
+    with folder_lock(Path(out)):
+        combined = write_combined(out, seeds)
+    if combined is None:  # pragma: no cover - a run writes its results before it trains
+        raise UserError(f"{out}: no seed has results")
+    if console is not None:
+        from .report.console import print_tables
+
+        console.rule(f"seeds {', '.join(map(str, seeds))}: mean ± sd")
+        print_tables(combined, console)
+    path = write_report_safely(Path(out))
+    if path is not None and console is not None:
+        console.print(f"\nReport: {path}")
+    if failed:
+        raise RunFailed("; ".join(failed))
+    return combined
