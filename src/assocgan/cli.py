@@ -56,6 +56,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
     g.add_argument("--eval-space", choices=["rgb", "y"], help="score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does (default rgb)")
     g.add_argument("--crop-border", type=int, metavar="N", help="pixels cut off each side of output and target before the metric (default 0)")
+    g.add_argument("--eval-full", action="store_true", default=None,
+                   help="with --data or --clean-images: score each test image at its own size, translated in blended tiles of --size "
+                        "(default: centre crops resized to --size, as training sees them)")
     seen: dict[str, str] = {}
     for m in METHODS.values():
         if not m.options:
@@ -102,7 +105,7 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
     methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border")}
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border", "eval_full")}
     if args.amp is not None:
         overrides["amp"] = args.amp  # checked with the configuration (config.amp_mode, validate)
     for flag in ("context", "eval_quantize"):

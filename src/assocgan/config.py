@@ -44,6 +44,7 @@ class RunConfig:
     eval_quantize: bool = True
     eval_space: str = "rgb"
     crop_border: int = 0
+    eval_full: bool = False  # a user's test images at their own size, tiled through the generator (--data, --clean-images)
     # outputs
     sample_images: int = 6
     eval_every: int = 0

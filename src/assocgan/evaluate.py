@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from .data.tasks import Task
+from .data.tasks import Task, to_float
 from .metrics import Convention, scores
 
 
@@ -27,17 +28,31 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 32, device: torch.de
     return torch.cat(outs)
 
 
+def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], convention: Convention) -> dict[str, float]:
+    """Mean PSNR and SSIM of ``output(x)`` against the targets of the task's test split: the training-size crops,
+    or with ``task.full_test`` (``--eval-full``) each test pair at its own size, one at a time."""
+    if task.full_test is None:
+        x, y = task.test_pairs()
+        return {k: float(v.mean()) for k, v in scores(output(x), y, convention).items()}
+    per_image = [scores(output(to_float(x)[None]), to_float(y)[None], convention) for x, y in task.full_test]
+    return {k: float(torch.cat([s[k] for s in per_image]).mean()) for k in per_image[0]}
+
+
 def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = Convention()) -> dict[str, float]:
-    """Mean PSNR and SSIM of ``model`` on the task's test split, under the evaluation ``convention``."""
-    x, y = task.test_pairs()
-    out = predict(model, x, device=device)
-    return {k: float(v.mean()) for k, v in scores(out, y, convention).items()}
+    """Mean PSNR and SSIM of ``model`` on the task's test split, under the evaluation ``convention``. Full-size
+    test images (``--eval-full``) go through the generator in overlapping tiles of the training size, blended
+    (``assocgan translate --mode tile``), the way the model meets a user's image."""
+    if task.full_test is None:
+        return _mean_scores(task, lambda x: predict(model, x, device=device), convention)
+    from .translate import translate_tiled
+
+    tile = task.test_x.shape[-1]
+    return _mean_scores(task, lambda x: translate_tiled(model, x, tile, device), convention)
 
 
 def identity_scores(task: Task, convention: Convention = Convention()) -> dict[str, float]:
     """The scores of doing nothing (the input as the output): the floor a model must beat."""
-    x, y = task.test_pairs()
-    return {k: float(v.mean()) for k, v in scores(x, y, convention).items()}
+    return _mean_scores(task, lambda x: x, convention)
 
 
 def summarize(matrix: list[list[float | None]], ahead: list[float | None] | None = None, initial: list[float | None] | None = None) -> dict:

@@ -27,7 +27,7 @@ def benchmark_for(cfg: RunConfig, *, data=None, clean_images=None, recipe=None, 
     return load_benchmark(
         cfg.benchmark, size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
         data=data, clean_images=clean_images, recipe=recipe, metric=metric, order=cfg.order,
-        fresh=cfg.fresh_degradations,
+        fresh=cfg.fresh_degradations, full_test=cfg.eval_full,
     )
 
 

@@ -54,10 +54,12 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed, fresh: bool = False) -> list[Task]:
+def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed, fresh: bool = False,
+                      full_test: bool = False) -> list[Task]:
     """One task per degradation, each with its own multi-scale crops of the photos: ``n_train`` training and
     ``n_test`` test pairs, each clean crop degraded once from the seed (fixed pairs, as a dataset holds them;
-    ``fresh`` draws training sources anew at every step instead)."""
+    ``fresh`` draws training sources anew at every step instead). ``full_test`` adds each whole test photo,
+    degraded once, as a full-size test pair (``--eval-full``)."""
     tasks = []
     for k, (name, deg) in enumerate(degradations):
         rng = np.random.default_rng([seed, k])
@@ -66,7 +68,10 @@ def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, D
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         train_x = to_uint8(deg(to_float(train_y), gen))
         test_x = to_uint8(deg(to_float(test_y), gen))
-        tasks.append(Task(name, train_x, train_y, test_x, test_y, degrade=deg, fresh=fresh, description=deg.name))
+        full = None
+        if full_test:
+            full = [(to_uint8(deg(to_float(_chw(p)[None]), gen))[0], _chw(p)) for p in test_photos]
+        tasks.append(Task(name, train_x, train_y, test_x, test_y, degrade=deg, fresh=fresh, description=deg.name, full_test=full))
     return tasks
 
 
@@ -92,12 +97,26 @@ def tone_tasks(spec: BuiltinSpec, size, n_train, n_test, seed) -> list[Task]:
     return tasks
 
 
-def folder_tasks(root: Path, size: int) -> list[Task]:
+def _chw(img: np.ndarray) -> torch.Tensor:
+    return _t(img.transpose(2, 0, 1))
+
+
+def _full_size(file: Path, img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if min(h, w) < size:
+        raise UserError(f"--eval-full: {file} is {w}x{h}, smaller than --size {size} on a side; leave --eval-full out or give a smaller --size")
+    return img
+
+
+def folder_tasks(root: Path, size: int, full_test: bool = False) -> list[Task]:
     tasks = []
     for d in folders.task_folders(root):
         tx, ty = folders.load_split(d / "train", size)
-        vx, vy = folders.load_split(d / "test", size)
-        tasks.append(Task(d.name, _t(tx), _t(ty), _t(vx), _t(vy), description=str(d)))
+        native = folders.native_pairs(d / "test")
+        vx = np.stack([folders.fit(a, size) for _, a, _ in native])
+        vy = np.stack([folders.fit(b, size) for _, _, b in native])
+        full = [(_chw(_full_size(f, a, size)), _chw(b)) for f, a, b in native] if full_test else None
+        tasks.append(Task(d.name, _t(tx), _t(ty), _t(vx), _t(vy), description=str(d), full_test=full))
     return tasks
 
 
@@ -149,10 +168,12 @@ def load_benchmark(
     metric: str | None = None,
     order: str | None = None,
     fresh: bool = False,
+    full_test: bool = False,
 ) -> Benchmark:
     """Build a benchmark: a built-in one by name, a user's paired folders (``data``), or a clean-image
     folder plus a degradation recipe (``clean_images`` + ``recipe``). Pairs are fixed; ``fresh`` draws the training
-    sources of degradation tasks anew at every step (``--fresh-degradations``)."""
+    sources of degradation tasks anew at every step (``--fresh-degradations``); ``full_test`` evaluates a user's
+    data on its test images at their own size (``--eval-full``)."""
     if size % 16 or size < 16:
         raise UserError(f"--size {size}: must be a positive multiple of 16")
     if metric is not None and metric not in ("psnr", "ssim"):
@@ -161,9 +182,11 @@ def load_benchmark(
         raise UserError("--data and --clean-images: give one of them (paired task folders, or clean images with a --recipe)")
     if fresh and (data is not None or (clean_images is None and name in BUILTIN and BUILTIN[name].kind != "restore")):
         raise UserError("--fresh-degradations: only for tasks made by a degradation (restore4 or --clean-images with --recipe)")
+    if full_test and data is None and clean_images is None:
+        raise UserError("--eval-full: only for your own data (--data or --clean-images); a built-in benchmark tests on crops of --size")
     if data is not None:
         root = Path(data)
-        tasks = folder_tasks(root, size)
+        tasks = folder_tasks(root, size, full_test)
         bench = Benchmark(root.name, metric or "psnr", tasks, f"paired folders under {root}")
     elif clean_images is not None:
         if not recipe:
@@ -172,7 +195,7 @@ def load_benchmark(
         imgs = [photos.shrink(im, photos.SHORT_SIDE * size) for im in folders.clean_images(Path(clean_images), size)]
         n_test_imgs = max(1, len(imgs) // 5)
         train_imgs, test_imgs = imgs[:-n_test_imgs], imgs[-n_test_imgs:]
-        tasks = restoration_tasks(train_imgs, test_imgs, [(d.name, d) for d in degs], size, n_train, n_test, seed, fresh)
+        tasks = restoration_tasks(train_imgs, test_imgs, [(d.name, d) for d in degs], size, n_train, n_test, seed, fresh, full_test)
         bench = Benchmark(Path(clean_images).name, metric or "psnr", tasks, f"{clean_images} with recipe {recipe}")
     else:
         if recipe is not None:

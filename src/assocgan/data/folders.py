@@ -89,8 +89,8 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def load_split(split_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of one split folder, in either layout; returns (x, y) as (N, 3, size, size) uint8."""
+def native_pairs(split_dir: Path) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+    """Pairs of one split folder, in either layout, at their own size: (file, source, target) as HxWx3 uint8."""
     _require_dir(split_dir, "split")
     a_dir, b_dir = split_dir / "A", split_dir / "B"
     if a_dir.is_dir() or b_dir.is_dir():
@@ -104,26 +104,30 @@ def load_split(split_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
             raise UserError(f"{side}: {', '.join(names[:5])} has no pair of the same name in the other folder")
         if not a_files:
             raise UserError(f"{a_dir}: no images found")
-        xs, ys = [], []
+        pairs = []
         for a, b in zip(a_files, sorted(b_files)):
             ia, ib = read_image(a), read_image(b)
             if ia.shape != ib.shape:
                 raise UserError(f"{b}: size {ib.shape[1]}x{ib.shape[0]} differs from its pair {a} ({ia.shape[1]}x{ia.shape[0]})")
-            xs.append(fit(ia, size))
-            ys.append(fit(ib, size))
-        return np.stack(xs), np.stack(ys)
+            pairs.append((b, ia, ib))
+        return pairs
     files = list_images(split_dir)
     if not files:
         raise UserError(f"{split_dir}: no images found (expected A/ and B/ folders, or aligned A|B images)")
-    xs, ys = [], []
+    pairs = []
     for f in files:
         img = read_image(f)
         h, w = img.shape[:2]
         if w % 2 or w != 2 * h:
             raise UserError(f"{f}: an aligned A|B image must be twice as wide as it is high, got {w}x{h}")
-        xs.append(fit(img[:, : w // 2], size))
-        ys.append(fit(img[:, w // 2 :], size))
-    return np.stack(xs), np.stack(ys)
+        pairs.append((f, img[:, : w // 2], img[:, w // 2 :]))
+    return pairs
+
+
+def load_split(split_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of one split folder, in either layout; returns (x, y) as (N, 3, size, size) uint8."""
+    pairs = native_pairs(split_dir)
+    return np.stack([fit(a, size) for _, a, _ in pairs]), np.stack([fit(b, size) for _, _, b in pairs])
 
 
 def task_folders(root: Path) -> list[Path]:

@@ -48,6 +48,9 @@ class Task:
     fresh: bool = False
     description: str = ""
     meta: dict = field(default_factory=dict)
+    # ``--eval-full``: the test pairs at their own size, each (3, H, W) uint8; evaluated on these instead of
+    # test_x/test_y (which stay the training-size crops the sample grids show)
+    full_test: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __post_init__(self) -> None:
         if self.fresh and self.degrade is None:

@@ -211,7 +211,12 @@ def tasks_table(results: dict) -> Table:
     for j, name in enumerate(results["tasks"]):
         cells = [fmt_pm((ident.get(m) or [None] * (j + 1))[j], (spread.get(m) or [None] * (j + 1))[j], m) for m in ("psnr", "ssim")]
         rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else ""] + cells)
-    scored = f"Every score: PSNR and SSIM {convention_of(results['config']).describe()}. " if results.get("config") else ""
+    cfg = results.get("config")
+    scored = ""
+    if cfg:
+        images = ("each test image at its own size, translated in blended tiles" if cfg.get("eval_full")
+                  else f"test crops of {cfg.get('size', '?')} px")
+        scored = f"Every score: PSNR and SSIM {convention_of(cfg).describe()}, on {images}. "
     return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
                  note=scored + "input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
 
