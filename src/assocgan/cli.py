@@ -119,9 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     console = Console(stderr=False)
-    run(cfg, args.out, console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
-        data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
-    console.print(f"Results: {Path(args.out) / 'results.json'}")
+    results = run(cfg, args.out, console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv),
+                  data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    if results is not None:  # None: a process of several other than rank 0, which writes and prints nothing
+        console.print(f"Results: {Path(args.out) / 'results.json'}")
     return 0
 
 
