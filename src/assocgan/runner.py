@@ -143,7 +143,7 @@ class TensorBoard:
             self.writer.close()
 
 
-def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
+def provenance(command: str | None, device: torch.device, processes: int = 1) -> dict[str, Any]:
     """Who made a run's numbers: the command, the versions, the device, the date and the source's git commit."""
     import platform
     import subprocess
@@ -163,7 +163,7 @@ def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         dev += f" ({torch.cuda.get_device_name(device)})"
     return {"command": command or " ".join(sys.argv), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "assocgan": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": dev, "git_commit": commit}
+            "python": platform.python_version(), "platform": platform.platform(), "device": dev, "processes": processes, "git_commit": commit}
 
 
 def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, restart: bool = False,
@@ -209,7 +209,7 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
                 folder.discard(name)
                 results["methods"].pop(name, None)
         results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
-        results["provenance"] = results.get("provenance", []) + [provenance(command, dev)]
+        results["provenance"] = results.get("provenance", []) + [provenance(command, dev, ranks.world)]
         if bench.left_out:
             results["tasks_left_out"] = list(bench.left_out)
         folder.write_results(results)
