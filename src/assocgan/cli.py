@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def seeds_from_args(args: argparse.Namespace) -> list[int] | None:
 
     if args.seed is not None:
         raise UserError("--seed: not with --seeds, which gives the seeds")
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise UserError("--seeds: not under torchrun with several processes; start one distributed run per --seed")
     return parse_seeds(args.seeds)
 
 
@@ -157,10 +160,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if seeds is not None:
         from .seeds import run_seeds
 
-        run_seeds(cfg, args.out, seeds, **kwargs)
+        results = run_seeds(cfg, args.out, seeds, **kwargs)
     else:
-        run(cfg, args.out, **kwargs)
-    console.print(f"Results: {Path(args.out) / 'results.json'}")
+        results = run(cfg, args.out, **kwargs)
+    if results is not None:  # None: a process of several other than rank 0, which writes and prints nothing
+        console.print(f"Results: {Path(args.out) / 'results.json'}")
     return 0
 
 

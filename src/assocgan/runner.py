@@ -13,6 +13,8 @@ from . import __version__
 from .checkpoints import save_generator
 from .config import RunConfig, upgrade_saved
 from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
+from .distributed import SINGLE, Ranks
+from . import distributed
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, predict, summarize
 from .imaging import Picture, labelled_grid, save_png
@@ -231,7 +233,7 @@ class TensorBoard:
 FINAL_FIGURES = ("final_avg", "bwt", "fwt", "forgetting", "memory_bytes", "train_seconds")
 
 
-def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
+def provenance(command: str | None, device: torch.device, processes: int = 1) -> dict[str, Any]:
     """Who made a run's numbers: the command, the versions, the device, the date and the source's git commit."""
     import platform
     import subprocess
@@ -251,17 +253,29 @@ def provenance(command: str | None, device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         dev += f" ({torch.cuda.get_device_name(device)})"
     return {"command": command or " ".join(sys.argv), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "assocgan": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": dev, "git_commit": commit}
+            "python": platform.python_version(), "platform": platform.platform(), "device": dev, "processes": processes, "git_commit": commit}
 
 
 def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, restart: bool = False,
-        command: str | None = None, tensorboard: bool | None = None, **bench_args) -> dict[str, Any]:
+        command: str | None = None, tensorboard: bool | None = None, **bench_args) -> dict[str, Any] | None:
     """Train every method of ``cfg`` on the benchmark, writing results, CSVs, checkpoints and sample grids to
     ``out`` after each task and the full training state every ``cfg.checkpoint_every`` steps; print the tables
     at the end. A method complete in ``out`` is skipped and an interrupted one resumes where its state was saved
     (``restart``: both are trained anew). A method that diverges is marked failed and the others go on; then
     ``RunFailed`` is raised. ``tensorboard``: write TensorBoard streams (``tb/<method>/``; None: when tensorboard is
-    installed, True: a UserError if it is not). Returns the results record."""
+    installed, True: a UserError if it is not). Returns the results record.
+
+    Started by ``torchrun`` with several processes, each trains its share of every batch (``distributed``);
+    rank 0 does all the above and returns the record, the others train alongside it and return None."""
+    ranks, device = distributed.start(device)
+    try:
+        return _run(cfg, out, bench, console if ranks.main else None, device, restart, command, tensorboard, ranks, **bench_args)
+    finally:
+        distributed.stop(ranks)
+
+
+def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, device: str | None, restart: bool, command: str | None,
+         tensorboard: bool | None = None, ranks: Ranks = SINGLE, **bench_args) -> dict[str, Any] | None:
     from .report.console import Progress, print_tables
 
     folder = RunFolder(out)
@@ -270,23 +284,26 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
     board_on = tensorboard_available() if tensorboard is None else tensorboard
     dev = pick_device(device)
     check_amp(cfg, dev)
+    ranks.check_batch(cfg.batch_size)
     note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
-    if note:
+    if note and ranks.main:
         print(f"assocgan: warning: {note}", file=sys.stderr)
     bench = bench or benchmark_for(cfg, **bench_args)
     options = {name: get_method(name).resolve_options(cfg.method_options.get(name, {})) for name in cfg.methods}
     for name in cfg.methods:  # refuse a method that cannot run before training any
         check_method(name, bench, cfg)
+    if not ranks.main:
+        return follow(bench, cfg, dev, ranks)
     say = (lambda s: console.print(s, markup=False, highlight=False)) if console is not None else (lambda s: None)
     failures: list[Diverged] = []
-    with folder.lock():
+    with ranks.leading() as send_plan, folder.lock():
         results = load_results(folder, bench, cfg)
         if restart:
             for name in cfg.methods:
                 folder.discard(name)
                 results["methods"].pop(name, None)
         results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
-        results["provenance"] = results.get("provenance", []) + [provenance(command, dev)]
+        results["provenance"] = results.get("provenance", []) + [provenance(command, dev, ranks.world)]
         if bench.left_out:
             results["tasks_left_out"] = list(bench.left_out)
         folder.write_results(results)
@@ -305,6 +322,7 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
             else:
                 todo.append(name)
         states = {name: checked_state(folder, name, cfg, options[name]) for name in todo}
+        send_plan((todo, states))
         if todo and tensorboard is None and not board_on:
             say(f"note: no TensorBoard logs: {TENSORBOARD_MISSING}")
         last_report = time.monotonic()
@@ -345,7 +363,8 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
                                 tb.eval_scores(bench, c.scores, c.global_step)
 
                         train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=on_curve, log=tb.scalar,
-                                     resume=state, on_state=lambda st, name=name: folder.save_state(name, {**st, "settings": state_settings(cfg, options[name])}))
+                                     resume=state, on_state=lambda st, name=name: folder.save_state(name, {**st, "settings": state_settings(cfg, options[name])}),
+                                     ranks=ranks)
                     except Diverged as e:
                         failures.append(e)
                         entry = method_entry(bench, cls, options[name], records, curves)
@@ -374,6 +393,21 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
         raise RunFailed(f"{len(failures)} method(s) failed ({', '.join(e.method for e in failures)}: diverged); "
                         f"the results of the others are in {folder.results_path}")
     return results
+
+
+def follow(bench: Benchmark, cfg: RunConfig, dev: torch.device, ranks: Ranks) -> None:
+    """A process other than rank 0: train the methods rank 0 trains, from the states it resumes, writing nothing.
+    The settings and states come from rank 0 (None: it stopped before training, with its message)."""
+    plan = ranks.broadcast(None)
+    if plan is None:
+        raise SystemExit(1)
+    todo, states = plan
+    for name in todo:
+        try:
+            train_method(name, bench, cfg, device=dev, resume=states[name], ranks=ranks)
+        except Diverged:
+            continue  # rank 0 says so and goes on with the next method
+    return None
 
 
 REPORT_EVERY = 60.0  # seconds: while methods remain, report.html is rewritten after a method at most this often

@@ -13,6 +13,7 @@ import torch.nn as nn
 from .config import RunConfig
 from .data.benchmarks import Benchmark
 from .data.tasks import Task
+from .distributed import SINGLE, Ranks
 from .errors import UserError
 from .evaluate import evaluate_task
 from .feed import BatchFeed
@@ -88,6 +89,11 @@ class LossWatch:
         if not bool(finite.all()):
             step, who, v = pending[int((~finite).nonzero()[0, 0])]
             raise self.diverged(step, f"the {who}'s loss is {float(v)}")
+
+
+def scaled(loss: torch.Tensor, factor: float) -> torch.Tensor:
+    """``loss * factor``; ``loss`` itself at 1 (one process: the same arithmetic as without the factor)."""
+    return loss if factor == 1.0 else loss * factor
 
 
 def set_threads(cfg: RunConfig) -> None:
@@ -210,6 +216,7 @@ def train_method(
     log: Callable[[str, float, int], None] | None = None,
     resume: dict[str, Any] | None = None,
     on_state: Callable[[dict[str, Any]], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> list[TaskRecord]:
     """Train one method over the benchmark's tasks in order; evaluate after each task.
 
@@ -217,12 +224,17 @@ def train_method(
     method's ``state_dict`` and the records so far) after each task and every ``cfg.checkpoint_every`` steps;
     ``resume`` is such a state, from which training goes on exactly as it would have without the interruption.
     A non-finite loss or weight raises ``Diverged``.
+
+    With ``ranks`` of several processes (``distributed``) each trains on its share of every batch, gradients and
+    losses averaged over them; only rank 0 evaluates (its records alone hold scores) and calls ``on_task``,
+    ``on_curve`` and ``on_state``.
     """
     device = device or pick_device()
     check_amp(cfg, device)
     set_threads(cfg)
     cls = get_method(method_name)
     cls.check_config(cfg)
+    ranks.check_batch(cfg.batch_size)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest convolution algorithms, chosen once
@@ -236,7 +248,7 @@ def train_method(
         if log is not None:
             log(f"{method_name}/{name}", float(value), global_step)
 
-    ctx = Context(cfg, G, D, gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), log_scalar, device, dgen)
+    ctx = Context(cfg, G, D, gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), log_scalar, device, dgen, ranks)
     method = cls(ctx, **cfg.method_options.get(method_name, {}))
     method.check_tasks(bench.tasks)
     autocast = ctx.autocast
@@ -249,7 +261,9 @@ def train_method(
     curves: list[CurvePoint] = []
     first_task, first_step = 0, 0
     # the untrained generator on every task: the b_j of forward transfer (evaluation draws no random numbers)
-    initial = [evaluate_task(G, task, device, convention) for task in bench.tasks] if resume is None else resume.get("initial")
+    initial = [evaluate_task(G, task, device, convention) for task in bench.tasks] if resume is None and ranks.main else None
+    if resume is not None:
+        initial = resume.get("initial")
     if resume is not None:
         first_task, first_step, global_step = resume["task"], resume["step"], resume["global_step"]
         records, curves = history(resume)
@@ -261,12 +275,21 @@ def train_method(
     def diverged(t: int, s: int, what: str) -> Diverged:
         return Diverged(method_name, t, bench.tasks[t].name, s, what)
 
+    def same_on_every_rank(what: str) -> None:
+        """Several processes: the networks, the method's state and the streams must still be the same on each
+        (exactly on the CPU; on a GPU nondeterministic kernels may leave the last bits apart)."""
+        if ranks.several:
+            ranks.check_same(what, {"G": G, "D": D, "method state": method.state_dict(), "gen": gen, "dgen": dgen},
+                             tolerance=0.0 if device.type == "cpu" else 1e-3)
+
     def save_state(t: int, s: int, extra: dict[str, Any]) -> None:
-        if on_state is None:
+        if on_state is None and not ranks.several:  # several: every rank checks the weights, as rank 0 does
             return
         bad = non_finite(G, D)
         if bad is not None:
             raise diverged(t, s, f"weight {bad} is not finite")
+        if on_state is None:
+            return
         on_state({"method": method_name, "task": t, "step": s, "global_step": global_step, "G": G.state_dict(), "D": D.state_dict(),
                   "method_state": method.state_dict(), "records": [r.to_state() for r in records],
                   "curves": [vars(c) for c in curves], "rng": _rng_state(gen, dgen), "initial": initial, **extra})
@@ -304,7 +327,7 @@ def train_method(
         watch = LossWatch(device.type == "cpu", lambda step, what, t=t: diverged(t, step, what))
 
         def make_batch(t: int = t, task: Task = task) -> Batch:
-            batch = method.batch(t, task).to(device)
+            batch = ranks.share(method.batch(t, task)).to(device)
             if cuda:
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
                 batch.y = batch.y.contiguous(memory_format=torch.channels_last)
@@ -324,11 +347,15 @@ def train_method(
                 if use_gan:
                     judged = slice(None) if bool(batch.judged.all()) else batch.judged.to(device)
                     xj, yj, fake_j = x[judged], y[judged], fake[judged]
-                    with autocast():
-                        d_real, d_fake = D(xj, yj), D(xj, fake_j.detach())
-                    loss_d = 0.5 * (gan_loss(d_real, True, cfg.gan_mode) + gan_loss(d_fake, False, cfg.gan_mode))
                     opt_d.zero_grad(set_to_none=True)
-                    scaler.scale(loss_d).backward()
+                    if len(xj):  # (a process's share of a batch may hold no judged sample)
+                        with autocast():
+                            d_real, d_fake = D(xj, yj), D(xj, fake_j.detach())
+                        loss_d = scaled(0.5 * (gan_loss(d_real, True, cfg.gan_mode) + gan_loss(d_fake, False, cfg.gan_mode)), batch.gan_scale)
+                        scaler.scale(loss_d).backward()
+                    else:
+                        loss_d = torch.zeros((), device=device)
+                    loss_d = ranks.average(D.parameters(), {"d": loss_d})["d"]  # several processes: the whole batch's
                     scaler.unscale_(opt_d)  # the hooks and the penalty see the true gradient
                     d_step = Step(t, s, batch, fake.detach())
                     method.discriminator_gradients(d_step)
@@ -342,19 +369,25 @@ def train_method(
                 loss_c = content_loss(fake, y, batch.weight)
                 loss_g = cfg.lambda_content * loss_c
                 losses["content"] = loss_c.detach()
-                if use_gan:
+                if use_gan and len(xj):
                     with no_weight_grads(D), autocast():
                         pred = D(xj, fake_j)
-                    loss_adv = gan_loss(pred, True, cfg.gan_mode)
+                    loss_adv = scaled(gan_loss(pred, True, cfg.gan_mode), batch.gan_scale)
                     loss_g = loss_g + cfg.lambda_adv * loss_adv
                     losses["adv"] = loss_adv.detach()
+                elif use_gan:
+                    losses["adv"] = torch.zeros((), device=device)
                 extra_g = method.generator_loss(step)
                 if extra_g is not None:
                     loss_g = loss_g + extra_g
                     losses["g_extra"] = extra_g.detach()
-                watch.add(s + 1, "generator", loss_g)
                 opt_g.zero_grad(set_to_none=True)
                 scaler.scale(loss_g).backward()
+                if ranks.several:  # the gradients and losses of the whole batch
+                    losses["g"] = loss_g.detach()
+                    losses = ranks.average([p for group in opt_g.param_groups for p in group["params"]], losses)
+                    loss_g = losses.pop("g")
+                watch.add(s + 1, "generator", loss_g)
                 scaler.step(opt_g)
                 scaler.update()
                 method.after_step(step)
@@ -370,7 +403,9 @@ def train_method(
                         log_scalar(f"loss/{k}", float(v))
                 if on_step is not None:
                     on_step(1)
-                if cfg.eval_every and global_step % cfg.eval_every == 0:
+                if cfg.eval_every and global_step % cfg.eval_every == 0 and not ranks.main:
+                    ranks.barrier()  # while rank 0 evaluates
+                elif cfg.eval_every and global_step % cfg.eval_every == 0:
                     eval_start, eval_cpu = device_time(device), time.process_time()
                     scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device, convention) for j in range(t + 1)]
                     curves.append(CurvePoint(global_step, t, scores))
@@ -378,6 +413,7 @@ def train_method(
                         on_curve(curves[-1])
                     start += device_time(device) - eval_start  # evaluation is not training time
                     cpu_start += time.process_time() - eval_cpu
+                    ranks.barrier()
                 if cfg.checkpoint_every and (s + 1) % cfg.checkpoint_every == 0 and s + 1 < cfg.steps:
                     watch.check()
                     save_state(t, s + 1, {"optimizers": [o.state_dict() for o in optimizers], "schedules": [sc.state_dict() for sc in schedules],
@@ -393,6 +429,13 @@ def train_method(
         bad = non_finite(G, D)
         if bad is not None:
             raise diverged(t, cfg.steps, f"weight {bad} is not finite")
+        same_on_every_rank(f"{method_name} after task {t + 1}")
+        if not ranks.main:  # rank 0 evaluates, writes, and draws what its pictures draw: then every rank goes on with its streams
+            records.append(TaskRecord(t, [], seconds, method.memory(), G, method, {}, cpu_seconds))
+            ranks.sync_streams(gen, dgen)
+            if t + 1 < len(bench.tasks):
+                save_state(t + 1, 0, {})
+            continue
         scores = [evaluate_task(method.eval_generator(j), bench.tasks[j], device, convention) for j in range(t + 1)]
         for j, sc in enumerate(scores):
             for m, v in sc.items():
@@ -407,6 +450,7 @@ def train_method(
         records.append(rec)
         if on_task is not None:
             on_task(rec)
+        ranks.sync_streams(gen, dgen)
         if t + 1 < len(bench.tasks):
             save_state(t + 1, 0, {})  # after on_task: what it drew from the random streams (pictures) is included
     return records

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 import torch
 import torch.nn as nn
 
+from ..distributed import SINGLE, Ranks
 from ..errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,6 +117,8 @@ class Context:
     log: Callable[[str, float], None] = lambda name, value: None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dgen: torch.Generator | None = None  # the run's stream on the device, for per-pixel noise (``gen`` itself on the CPU)
+    ranks: Ranks = SINGLE  # the processes training together; a method that trains a network of its own outside
+    # ``g_parameters`` on the batches calls ``ranks.average(its parameters)`` before that network's update
 
     def __post_init__(self) -> None:
         if self.dgen is None:
@@ -147,6 +150,7 @@ class Batch:
     weight: torch.Tensor  # (N,) float, sums to 1
     source: torch.Tensor  # (N,) long, an index into SOURCES
     judged: torch.Tensor  # (N,) bool
+    gan_scale: float = 1.0  # the factor of the GAN losses on this batch: 1, except on one process's share of a batch (``distributed``)
 
     _FIELDS: ClassVar[tuple[str, ...]] = ("x", "y", "task", "weight", "source", "judged")
     SOURCES: ClassVar[tuple[str, ...]] = ("current", "stored", "association", "generated")
@@ -196,7 +200,7 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.task,
-                     self.weight.to(device, non_blocking=True), self.source, self.judged)
+                     self.weight.to(device, non_blocking=True), self.source, self.judged, self.gan_scale)
 
     def where(self, source: int) -> torch.Tensor:
         """A boolean mask of the samples from ``source``."""

@@ -115,4 +115,4 @@ class LifelongVAEGAN(GenerativeReplay):
         if self.o("moments") > 0:
             loss = loss + self.o("moments") * moment_loss(prior, x, labels)
         loss.backward()
-        self.source_opt.step()
+        self.step_source()

@@ -188,6 +188,12 @@ class GenerativeReplay(Method):
     def sample_sources(self, model: nn.Module, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def step_source(self) -> None:
+        """The source model's update, its gradients averaged over the processes first (each trains on its
+        share of the batch, so the copies stay the same on every process)."""
+        self.ctx.ranks.average([p for group in self.source_opt.param_groups for p in group["params"]])
+        self.source_opt.step()
+
     def sampler(self) -> nn.Module:
         """The module of the source model that makes images (copied frozen as S_prev)."""
         raise NotImplementedError
@@ -296,4 +302,4 @@ class MeRGAN(GenerativeReplay):
         for p in self.S.parameters():  # the critic's loss left no gradient on S (fake was detached)
             p.grad = None
         loss_g.backward()
-        self.source_opt.step()
+        self.step_source()
