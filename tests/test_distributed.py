@@ -65,8 +65,9 @@ def _kill(pid: int) -> None:
 
 
 def _files(out: Path) -> set[str]:
-    """The run folder's files, TensorBoard's event file (named by host and pid) by its folder only."""
-    return {str(p.relative_to(out)) if p.parent.name != "tb" else "tb/events" for p in out.rglob("*") if p.is_file()}
+    """The run folder's files, TensorBoard's event files (named by time, host and pid) by their folder only."""
+    return {str(p.relative_to(out)) if not p.name.startswith("events.out.tfevents.") else str(p.parent.relative_to(out)) + "/events"
+            for p in out.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
