@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import statistics
 import os
 from pathlib import Path
 
@@ -343,5 +344,13 @@ def test_quota_study_over_seeds(tmp_path):
     study = json.loads((out / "study.json").read_text())
     assert study["params"]["seeds"] == [0, 1]
     assert study["summary"]["methods"][0]["final_avg"] == pytest.approx(sum(per) / 2)  # the study reads the mean
+    # ... and its table gives each average after a task as mean ± sd over the two seeds
+    from assocgan.report.tables import quota_table
+
+    avgs = [json.loads((run_dir / f"seed{s}" / "results.json").read_text())["methods"]["tl"]["avg"] for s in (0, 1)]
+    table = quota_table(study["summary"])
+    last = table.rows[0][len(avgs[0])]
+    assert f"{statistics.fmean(a[-1] for a in avgs):.2f} ± {statistics.stdev(a[-1] for a in avgs):.2f}" == last
+    assert "Mean ± sd over seeds 0, 1" in table.note
     assert studies.pending_methods(run_dir, base(), [0, 1]) == []
     assert studies.pending_methods(run_dir, base(), [0, 1, 2]) == ["tl"]

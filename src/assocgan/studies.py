@@ -348,7 +348,8 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
                                 "final_avg": entry.get("final_avg") if entry else None, "train_seconds": entry.get("train_seconds") if entry else None})
     if metric is None:
         metric = params.get("metric") or "psnr"
-    summary.update({"kind": kind, "benchmark": params.get("benchmark_name") or base.get("benchmark", ""), "metric": metric, "tasks": tasks, "n_tasks": len(tasks)})
+    summary.update({"kind": kind, "benchmark": params.get("benchmark_name") or base.get("benchmark", ""), "metric": metric, "tasks": tasks, "n_tasks": len(tasks),
+                    "seeds": params.get("seeds")})
 
     def label(spec, entry):
         from .report.tables import method_label
@@ -360,7 +361,7 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
         for spec in runs:
             results, e = found[spec["name"]]
             summary["methods"].append({"name": spec["method"], "label": label(spec, e), "complete": bool(e and e.get("complete")),
-                                       **{k: (e or {}).get(k) for k in ("avg", "final_avg", "bwt", "forgetting", "memory_bytes", "train_seconds")}})
+                                       **{k: (e or {}).get(k) for k in ("avg", "final_avg", "bwt", "forgetting", "memory_bytes", "train_seconds", "sd")}})
     elif kind == "order":
         by_method: dict[str, dict] = {}
         for spec in runs:
@@ -371,7 +372,8 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
             order = [int(p) for p in spec["order"].split(",")]
             complete = bool(e and e.get("complete"))
             m["runs"].append({"order": spec["order"], "tasks": results["tasks"] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
-                              "final": e["matrix"][-1] if complete else None, "final_avg": e.get("final_avg") if complete else None, "complete": complete})
+                              "final": e["matrix"][-1] if complete else None, "final_avg": e.get("final_avg") if complete else None, "complete": complete,
+                              "sd": e.get("sd") if complete else None})
         for m in by_method.values():
             finals = [r["final"] for r in m["runs"] if r["final"]]
             m["mean_by_position"] = [_mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []
@@ -385,7 +387,8 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
             final = e["matrix"][-1] if complete else None
             summary["rows"].append({"value": spec["value"], "complete": complete, "final": final,
                                     "prior_mean": _mean(final[:-1]) if final and len(final) > 1 else None,
-                                    "last": final[-1] if final else None, "overall": e.get("final_avg") if complete else None, "bwt": e.get("bwt") if complete else None})
+                                    "last": final[-1] if final else None, "overall": e.get("final_avg") if complete else None, "bwt": e.get("bwt") if complete else None,
+                                    "sd": e.get("sd") if complete else None})
     elif kind == "ablation":
         summary["rows"] = []
         for spec in runs:
@@ -393,7 +396,7 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
             complete = bool(e and e.get("complete"))
             summary["rows"].append({"label": spec["label"], "how": spec.get("how", ""), "complete": complete,
                                     "psnr": _mean(e["psnr"][-1]) if complete else None, "ssim": _mean(e["ssim"][-1]) if complete else None,
-                                    "bwt": e.get("bwt") if complete else None})
+                                    "bwt": e.get("bwt") if complete else None, "sd": e.get("sd") if complete else None})
     return summary
 
 

@@ -228,6 +228,15 @@ def run_tables(results: dict) -> list[Table]:
 
 
 # ---- studies (from the ``summary`` of a study.json) --------------------------------------
+def seeds_note(summary: dict) -> str:
+    """A study table's note on its spreads, when its runs were made over several seeds."""
+    seeds = summary.get("seeds")
+    if not seeds:
+        return ""
+    return (f" Mean ± sd over seeds {', '.join(map(str, seeds))} (a cell without ± is a mean only: the prior mean, and the metric other than"
+            " the benchmark's).")
+
+
 def quota_table(summary: dict) -> Table:
     """Figure 11a as a table: each method's average over the tasks seen so far, after each task."""
     metric = summary["metric"]
@@ -238,9 +247,9 @@ def quota_table(summary: dict) -> Table:
         avg = m.get("avg") or []
         vals = [v for v in avg if v is not None]
         amp = fmt_metric(max(vals) - min(vals), metric) if len(vals) > 1 else ""
-        rows.append([m["label"]] + [fmt_metric(avg[i] if i < len(avg) else None, metric) for i in range(n)] + [amp])
+        rows.append([m["label"]] + [fmt_pm(avg[i] if i < len(avg) else None, spread_of(m, "avg", i), metric) for i in range(n)] + [amp])
     return Table(f"Quota: average {metric.upper()} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
-                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure).")
+                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + seeds_note(summary))
 
 
 def order_table(summary: dict) -> Table:
@@ -255,14 +264,15 @@ def order_table(summary: dict) -> Table:
         for run in m["runs"]:
             final = run.get("final") or []
             tasks = run.get("tasks") or []
-            cells = [f"{tasks[p]} {fmt_metric(final[p], metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else "" for p in range(n)]
-            rows.append([m["label"], run["order"]] + cells + [fmt_metric(run.get("final_avg"), metric)])
+            cells = [f"{tasks[p]} {fmt_pm(final[p], spread_of(run, 'matrix', -1, p), metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else ""
+                     for p in range(n)]
+            rows.append([m["label"], run["order"]] + cells + [fmt_pm(run.get("final_avg"), spread_of(run, "final_avg"), metric)])
         mean = m.get("mean_by_position") or []
         done = [r.get("final_avg") for r in m["runs"] if r.get("final_avg") is not None]
         rows.append([m["label"], "mean"] + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
                     + [fmt_metric(sum(done) / len(done) if done else None, metric)])
     return Table(f"Task order: final {metric.upper()} by arrival position ({summary['benchmark']})", header, rows,
-                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score.",
+                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score." + seeds_note(summary),
                  rules_before=rules)
 
 
@@ -276,22 +286,26 @@ def lambda_table(summary: dict) -> Table:
     for r in summary["rows"]:
         final = r.get("final") or []
         rows.append([f"{r['value']:g}" + ("" if r.get("complete") else " (partial)")]
-                    + [fmt_metric(final[j] if j < len(final) else None, metric) for j in range(len(prior))]
-                    + [fmt_metric(r.get("prior_mean"), metric), fmt_metric(r.get("last"), metric), fmt_metric(r.get("overall"), metric), fmt_signed(r.get("bwt"), metric)])
+                    + [fmt_pm(final[j] if j < len(final) else None, spread_of(r, "matrix", -1, j), metric) for j in range(len(prior))]
+                    + [fmt_metric(r.get("prior_mean"), metric), fmt_pm(r.get("last"), spread_of(r, "matrix", -1, len(final) - 1), metric),
+                       fmt_pm(r.get("overall"), spread_of(r, "final_avg"), metric), fmt_pm(r.get("bwt"), spread_of(r, "bwt"), metric, signed=True)])
     tasks = summary.get("tasks") or prior
     names = ", ".join(f"T{j + 1} {t}" for j, t in enumerate(tasks))
     return Table(f"Sweep of {summary.get('method', '')} {flag}: final {metric.upper()} ({summary['benchmark']})", header, rows,
-                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b).")
+                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)." + seeds_note(summary))
 
 
 def ablation_table(summary: dict) -> Table:
     """The paper's Table 3: the final average PSNR and SSIM of each module configuration."""
     rows = []
     for r in summary["rows"]:
-        rows.append([r["label"] + ("" if r.get("complete") else " (partial)"), fmt_metric(r.get("psnr"), "psnr"), fmt_metric(r.get("ssim"), "ssim"),
-                     fmt_signed(r.get("bwt"), summary["metric"]), r.get("how", "")])
+        own = spread_of(r, "final_avg")  # the sd over seeds of the benchmark's own metric's final average
+        rows.append([r["label"] + ("" if r.get("complete") else " (partial)"),
+                     fmt_pm(r.get("psnr"), own if summary["metric"] == "psnr" else None, "psnr"),
+                     fmt_pm(r.get("ssim"), own if summary["metric"] == "ssim" else None, "ssim"),
+                     fmt_pm(r.get("bwt"), spread_of(r, "bwt"), summary["metric"], signed=True), r.get("how", "")])
     return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", "PSNR", "SSIM", "BWT", "as run"], rows,
-                 note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric.")
+                 note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + seeds_note(summary))
 
 
 def perceptual_table(summary: dict) -> Table:
