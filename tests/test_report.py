@@ -235,6 +235,27 @@ def test_forgetting_series_uses_curve_and_matrix(results):
     assert xs3 == [14.0, 16.0]
 
 
+def test_forgetting_curves_over_seeds_carry_a_band_of_one_sd(results):
+    from matplotlib.collections import PolyCollection
+
+    from assocgan.seeds import combine
+
+    one = plots.forgetting_figure(results)  # one seed: lines, no band
+    assert not [c for ax in one.axes for c in ax.collections if isinstance(c, PolyCollection)]
+    other = json.loads(json.dumps(results))
+    for e in other["methods"].values():
+        e["matrix"] = [[v + 1.0 if v is not None else None for v in row] for row in e["matrix"]]
+        for c in e.get("curve") or []:
+            c[other["metric"]] = [v + 1.0 if v is not None else None for v in c[other["metric"]]]
+    both = combine({0: results, 1: other})
+    xs, ys, sds = plots.task_series(both, "tl", spread=True)[0]
+    assert ys[-1] == pytest.approx(results["methods"]["tl"]["matrix"][-1][0] + 0.5)
+    assert all(d == pytest.approx(2 ** -0.5) for d in sds)  # the sd of (v, v + 1)
+    fig = plots.forgetting_figure(both)
+    bands = [c for ax in fig.axes for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == sum(1 for name in both["methods"] for xs, _ in plots.task_series(both, name) if xs)
+
+
 def test_plots_fall_back_to_matrix_points_and_tolerate_partial_runs(results, tmp_path):
     res = json.loads(json.dumps(results))
     tl = res["methods"]["tl"]

@@ -70,7 +70,8 @@ def _curve(curves: list[list[dict]]) -> list[dict]:
         if any((p["step"], p["task"]) != (points[0]["step"], points[0]["task"]) for p in points):
             return []
         out.append({"step": points[0]["step"], "task": points[0]["task"],
-                    **{m: _series([p[m] for p in points], mean) for m in ("psnr", "ssim")}})
+                    **{m: _series([p[m] for p in points], mean) for m in ("psnr", "ssim")},
+                    "sd": {m: _series([p[m] for p in points], sd) for m in ("psnr", "ssim")}})
     return out
 
 

@@ -24,7 +24,7 @@ TASK_COLORS = ["#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd", "#8c564b",
 METHOD_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"]
 # what each plot shows, by file stem: used as captions in report.html
 CAPTIONS = {
-    "forgetting": "Forgetting curves (paper Fig. 6/10): each task's test metric over the whole training sequence, one panel per method, one line per task. Dotted lines: task boundaries.",
+    "forgetting": "Forgetting curves (paper Fig. 6/10): each task's test metric over the whole training sequence, one panel per method, one line per task. Dotted lines: task boundaries. Over several seeds: the mean, with a band of one sd either side.",
     "avg_by_task": "Average metric over the tasks seen so far, after each task (paper Fig. 11a layout).",
     "memory": "Memory kept between tasks against the number of tasks learned (paper Fig. 5a/8), log scale.",
     "time": "Training time per method, split by task (paper Fig. 5b/9).",
@@ -82,25 +82,34 @@ def _grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
 
 
 # ---- run plots --------------------------------------------------------------------------
-def task_series(results: dict, name: str, metric: str | None = None) -> list[tuple[list[float], list[float]]]:
+def task_series(results: dict, name: str, metric: str | None = None, spread: bool = False) -> list[tuple[list[float], ...]]:
     """For each task j, the (steps, values) of its metric over training: the ``curve`` points (``--eval-every``)
-    and the evaluation after each task (at the task's last step). Without a step count, x is the task index."""
+    and the evaluation after each task (at the task's last step). Without a step count, x is the task index.
+    ``spread``: (steps, values, sd over seeds) instead, the sd None where the run has one seed."""
     metric = metric or results["metric"]
     res = results["methods"][name]
-    mat = res["matrix"] if metric == results["metric"] else res[metric]
+    own = metric == results["metric"]
+    mat = res["matrix"] if own else res[metric]
+    mat_sd = (res.get("sd") or {}).get("matrix" if own else metric) or []
     steps = (results.get("config") or {}).get("steps") or 1
+
+    def at(rows, i, j):
+        return rows[i][j] if i < len(rows) and isinstance(rows[i], list) and j < len(rows[i]) else None
+
     out = []
     for j in range(len(results["tasks"])):
-        pts: dict[float, float] = {}
+        pts: dict[float, tuple[float, float | None]] = {}
         for c in res.get("curve") or []:
             vals = c.get(metric) or []
+            sds = ((c.get("sd") or {}).get(metric)) or []
             if j < len(vals) and _ok(vals[j]):
-                pts[float(c["step"])] = vals[j]
+                pts[float(c["step"])] = (vals[j], sds[j] if j < len(sds) else None)
         for i, row in enumerate(mat):
             if j <= i and j < len(row) and _ok(row[j]):
-                pts[float((i + 1) * steps)] = row[j]  # after the task's last step (and after_task)
+                pts[float((i + 1) * steps)] = (row[j], at(mat_sd, i, j))  # after the task's last step (and after_task)
         xs = sorted(pts)
-        out.append((xs, [pts[x] for x in xs]))
+        ys = [pts[x][0] for x in xs]
+        out.append((xs, ys, [pts[x][1] for x in xs]) if spread else (xs, ys))
     return out
 
 
@@ -118,10 +127,14 @@ def forgetting_figure(results: dict):
         ax = axes[k // cols][k % cols]
         res = results["methods"][name]
         has_curve = bool(res.get("curve"))
-        for j, (xs, ys) in enumerate(task_series(results, name)):
+        for j, (xs, ys, sds) in enumerate(task_series(results, name, spread=True)):
             if not xs:
                 continue
-            (h,) = ax.plot(xs, ys, color=TASK_COLORS[j % len(TASK_COLORS)], lw=1.5, marker=None if has_curve else "o", ms=4, label=f"T{j + 1} {tasks[j]}")
+            color = TASK_COLORS[j % len(TASK_COLORS)]
+            (h,) = ax.plot(xs, ys, color=color, lw=1.5, marker=None if has_curve else "o", ms=4, label=f"T{j + 1} {tasks[j]}")
+            if any(_ok(d) for d in sds):  # several seeds: a band of one sd either side of the mean
+                band = [d if _ok(d) else 0.0 for d in sds]
+                ax.fill_between(xs, [y - d for y, d in zip(ys, band)], [y + d for y, d in zip(ys, band)], color=color, alpha=0.18, lw=0)
             handles.setdefault(j, h)
         for i in range(1, len(tasks)):
             ax.axvline(i * steps, color="#999", ls=":", lw=0.8)
