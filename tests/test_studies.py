@@ -351,6 +351,6 @@ def test_quota_study_over_seeds(tmp_path):
     table = quota_table(study["summary"])
     last = table.rows[0][len(avgs[0])]
     assert f"{statistics.fmean(a[-1] for a in avgs):.2f} ± {statistics.stdev(a[-1] for a in avgs):.2f}" == last
-    assert "Mean ± sd over seeds 0, 1" in table.note
+    assert "Mean ± sd over 2 seeds (0, 1)" in table.note
     assert studies.pending_methods(run_dir, base(), [0, 1]) == []
     assert studies.pending_methods(run_dir, base(), [0, 1, 2]) == ["tl"]

@@ -228,13 +228,10 @@ def run_tables(results: dict) -> list[Table]:
 
 
 # ---- studies (from the ``summary`` of a study.json) --------------------------------------
-def seeds_note(summary: dict) -> str:
+def study_seeds_note(summary: dict) -> str:
     """A study table's note on its spreads, when its runs were made over several seeds."""
-    seeds = summary.get("seeds")
-    if not seeds:
-        return ""
-    return (f" Mean ± sd over seeds {', '.join(map(str, seeds))} (a cell without ± is a mean only: the prior mean, and the metric other than"
-            " the benchmark's).")
+    note = seeds_note(summary)
+    return f" {note}A cell without ± is a mean only (the prior mean, and the metric other than the benchmark's)." if note else ""
 
 
 def quota_table(summary: dict) -> Table:
@@ -249,7 +246,7 @@ def quota_table(summary: dict) -> Table:
         amp = fmt_metric(max(vals) - min(vals), metric) if len(vals) > 1 else ""
         rows.append([m["label"]] + [fmt_pm(avg[i] if i < len(avg) else None, spread_of(m, "avg", i), metric) for i in range(n)] + [amp])
     return Table(f"Quota: average {metric.upper()} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
-                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + seeds_note(summary))
+                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + study_seeds_note(summary))
 
 
 def order_table(summary: dict) -> Table:
@@ -272,7 +269,7 @@ def order_table(summary: dict) -> Table:
         rows.append([m["label"], "mean"] + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
                     + [fmt_metric(sum(done) / len(done) if done else None, metric)])
     return Table(f"Task order: final {metric.upper()} by arrival position ({summary['benchmark']})", header, rows,
-                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score." + seeds_note(summary),
+                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score." + study_seeds_note(summary),
                  rules_before=rules)
 
 
@@ -292,7 +289,7 @@ def lambda_table(summary: dict) -> Table:
     tasks = summary.get("tasks") or prior
     names = ", ".join(f"T{j + 1} {t}" for j, t in enumerate(tasks))
     return Table(f"Sweep of {summary.get('method', '')} {flag}: final {metric.upper()} ({summary['benchmark']})", header, rows,
-                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)." + seeds_note(summary))
+                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)." + study_seeds_note(summary))
 
 
 def ablation_table(summary: dict) -> Table:
@@ -305,7 +302,7 @@ def ablation_table(summary: dict) -> Table:
                      fmt_pm(r.get("ssim"), own if summary["metric"] == "ssim" else None, "ssim"),
                      fmt_pm(r.get("bwt"), spread_of(r, "bwt"), summary["metric"], signed=True), r.get("how", "")])
     return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", "PSNR", "SSIM", "BWT", "as run"], rows,
-                 note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + seeds_note(summary))
+                 note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + study_seeds_note(summary))
 
 
 def perceptual_table(summary: dict) -> Table:
