@@ -21,7 +21,6 @@ import contextlib
 import os
 import platform
 import sys
-import time
 
 import torch
 import torch.nn as nn

@@ -202,7 +202,6 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     n_params_g = sum(p.numel() for p in m.ctx.G.parameters())
     mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
     assert mem["mappers"] == 3 * (2 * mapper_params + 2)  # float16 weights and the noise-scale buffer
-    n_tensors = sum(1 for _ in m.ctx.G.parameters())
     assert mem["distillation"] == 2 * n_params_g + sum((p.numel() + 1) // 2 + 8 for p in m.ctx.G.parameters())  # theta* float16 + F 4-bit codes
     assert mem["domain_signatures"] == 3 * 2 * 4 * 14  # a mean and a spread of 14 features per past task
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())

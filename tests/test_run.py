@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np

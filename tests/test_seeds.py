@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 

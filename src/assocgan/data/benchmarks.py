@@ -9,8 +9,8 @@ import torch
 
 from ..errors import UserError, is_whole_number
 from . import folders, photos, tones
-from .degradations import Degradation, parse_recipe
-from .tasks import Task, to_float, to_uint8
+from .degradations import Degradation, parse_recipe, to_uint8
+from .tasks import Task, to_float
 
 
 @dataclass

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .degradations import Degradation, to_uint8
+from .degradations import Degradation
 
 
 def to_float(u8: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:

@@ -209,7 +209,7 @@ class GenerativeReplay(Method):
                 p.requires_grad_(False)
 
     def batch(self, t, task):
-        gen, n, dev = self.ctx.gen, self.ctx.cfg.batch_size, self.ctx.device
+        gen, n = self.ctx.gen, self.ctx.cfg.batch_size
         share = past_share(self.o("fraction"), t) if t > 0 else 0.0
         n_old = replay_count(share, n, gen)
         current = Batch.of(*self.ctx.sample(task, n - n_old), t)
