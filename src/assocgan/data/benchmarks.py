@@ -113,8 +113,7 @@ def folder_tasks(root: Path, size: int, full_test: bool = False) -> list[Task]:
     for d in folders.task_folders(root):
         tx, ty = folders.load_split(d / "train", size)
         native = folders.native_pairs(d / "test")
-        vx = np.stack([folders.fit(a, size) for _, a, _ in native])
-        vy = np.stack([folders.fit(b, size) for _, _, b in native])
+        vx, vy = folders.fit_pairs(native, size)
         full = [(_chw(_full_size(f, a, size)), _chw(b)) for f, a, b in native] if full_test else None
         tasks.append(Task(d.name, _t(tx), _t(ty), _t(vx), _t(vy), description=str(d), full_test=full))
     return tasks

@@ -124,10 +124,14 @@ def native_pairs(split_dir: Path) -> list[tuple[Path, np.ndarray, np.ndarray]]:
     return pairs
 
 
+def fit_pairs(pairs: list[tuple[Path, np.ndarray, np.ndarray]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``native_pairs`` fitted to ``size``: (x, y) as (N, 3, size, size) uint8."""
+    return np.stack([fit(a, size) for _, a, _ in pairs]), np.stack([fit(b, size) for _, _, b in pairs])
+
+
 def load_split(split_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of one split folder, in either layout; returns (x, y) as (N, 3, size, size) uint8."""
-    pairs = native_pairs(split_dir)
-    return np.stack([fit(a, size) for _, a, _ in pairs]), np.stack([fit(b, size) for _, _, b in pairs])
+    return fit_pairs(native_pairs(split_dir), size)
 
 
 def task_folders(root: Path) -> list[Path]:
