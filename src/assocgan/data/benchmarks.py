@@ -70,7 +70,8 @@ def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, D
         test_x = to_uint8(deg(to_float(test_y), gen))
         full = None
         if full_test:
-            full = [(to_uint8(deg(to_float(_chw(p)[None]), gen))[0], _chw(p)) for p in test_photos]
+            clean = [_chw(p) for p in test_photos]
+            full = [(to_uint8(deg(to_float(y[None]), gen))[0], y) for y in clean]
         tasks.append(Task(name, train_x, train_y, test_x, test_y, degrade=deg, fresh=fresh, description=deg.name, full_test=full))
     return tasks
 
