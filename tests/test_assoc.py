@@ -17,12 +17,11 @@ from assocgan.metrics import noise_sigma, psnr
 from assocgan.nets import UNet
 from assocgan.nets.mapper import Mapper
 from assocgan.train import train_method
+from degraded import degraded_benchmark
 
 
 def _bench(names, size=32, n_train=32):
-    full = load_benchmark("restore4", size=size, n_train=n_train, n_test=8, seed=3)
-    tasks = {t.name: t for t in full.tasks}
-    return Benchmark("sub", "psnr", [tasks[n] for n in names])
+    return degraded_benchmark(names, size=size, n_train=n_train, n_test=8, seed=3)
 
 
 def _train(bench, steps=6, **opts):

@@ -98,7 +98,7 @@ def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
 
     r4 = load_benchmark("restore4", size=SIZE, n_train=4, n_test=2, seed=0)
     assert r4.metric == "psnr"
-    assert r4.task_names == ["noise", "blur", "colorcast", "fade"]
+    assert r4.task_names == ["noise", "impulse", "oversharpen", "blur"]
     t3 = load_benchmark("tones3", size=SIZE, n_train=4, n_test=2, seed=0)
     assert t3.metric == "ssim"
     assert t3.task_names == ["cartoon", "sketch", "blueprint"]
@@ -136,7 +136,7 @@ def test_builtin_specs_match_the_listing(r4, capsys):
             listing[current][1].append((task, recipe))
     # the documented benchmarks: restore4 (PSNR) and tones3 (SSIM), the chain of the three tone filters
     assert {name: metric for name, (metric, _) in listing.items()} == {"restore4": "PSNR", "tones3": "SSIM"}
-    assert [name for name, _ in listing["restore4"][1]] == ["noise", "blur", "colorcast", "fade"]
+    assert [name for name, _ in listing["restore4"][1]] == ["noise", "impulse", "oversharpen", "blur"]
     assert [f for _, f in listing["tones3"][1]] == ["cartoon", "sketch", "blueprint"]
     assert all(f in tones.FILTERS for _, f in listing["tones3"][1])
     for name, (metric, tasks) in listing.items():
@@ -149,8 +149,13 @@ def test_builtin_specs_match_the_listing(r4, capsys):
         if not deg.random:
             assert torch.equal(task.test_x, benchmarks.to_uint8(deg(benchmarks.to_float(task.test_y))))
         else:
-            (kind, sigma), = deg.steps
-            assert kind == "noise" and abs(float((task.test_x.float() - task.test_y.float()).std()) / 255 - sigma) < 0.3 * sigma
+            (kind, degree), = deg.steps
+            if kind == "noise":
+                assert abs(float((task.test_x.float() - task.test_y.float()).std()) / 255 - degree) < 0.3 * degree
+            else:
+                assert kind == "impulse"
+                hit = (task.test_x != task.test_y).any(1).float().mean()
+                assert abs(float(hit) - degree) < 0.3 * degree
 
 
 def test_builtin_photos_are_many_credited_and_split_by_photo():
@@ -224,7 +229,7 @@ def _to_u8(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_training_pairs_are_fixed_and_made_once_from_the_seed(r4):
-    noise, blur = r4.tasks[0], r4.tasks[1]
+    noise, blur = r4.tasks[0], r4.tasks[3]
     idx = torch.arange(4)
     gen = torch.Generator().manual_seed(0)
     x1, y1 = noise.pairs(idx, gen)
@@ -255,7 +260,7 @@ def test_training_pairs_are_fixed_and_made_once_from_the_seed(r4):
 def test_fresh_degradations_draw_sources_anew():
     fixed = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0)
     fresh = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, fresh=True)
-    noise, blur = fresh.tasks[0], fresh.tasks[1]
+    noise, blur = fresh.tasks[0], fresh.tasks[3]
     idx = torch.arange(4)
     gen = torch.Generator().manual_seed(0)
     x1, y1 = noise.pairs(idx, gen)
@@ -282,7 +287,7 @@ def test_pair_bytes_counts_uint8_pairs(r4):
 # degradations
 
 
-@pytest.mark.parametrize("recipe", ["blur:1.5", "noise:0.3", "jpeg:20", "downscale:3", "motion:7", "lowlight:0.4", "colorcast:1", "fade:0.3", "blur:1+noise:0.1+jpeg:30"])
+@pytest.mark.parametrize("recipe", ["blur:1.5", "noise:0.3", "jpeg:20", "downscale:3", "motion:7", "impulse:0.1", "oversharpen:2", "lowlight:0.4", "colorcast:1", "fade:0.3", "blur:1+noise:0.1+jpeg:30"])
 def test_degradation_keeps_shape_and_range(clean, recipe):
     before = clean.clone()
     out = _apply(recipe, clean)
@@ -298,7 +303,7 @@ def test_every_kind_is_covered(clean):
     """Each documented degradation kind is known to recipes and to the listing, degrades an image at any degree
     of its range (a different image at another degree), keeps [0, 1], refuses degrees outside its range, and is
     random (a new draw with another seed) exactly when it says so."""
-    assert set(KINDS) == {"blur", "noise", "jpeg", "downscale", "motion", "lowlight", "colorcast", "fade"}
+    assert set(KINDS) == {"blur", "noise", "jpeg", "downscale", "motion", "impulse", "oversharpen", "lowlight", "colorcast", "fade"}
     for name, kind in KINDS.items():
         lo, hi = kind.low + 0.25 * (kind.high - kind.low), kind.low + 0.75 * (kind.high - kind.low)
         a, b = _apply(f"{name}:{lo:g}", clean), _apply(f"{name}:{hi:g}", clean)
@@ -388,6 +393,28 @@ def test_lowlight_darkens(clean):
     assert a.mean() < b.mean() < clean.mean()
     assert (b <= clean + 1e-6).all()
     assert torch.allclose(b, 0.6 * clean.pow(1.4), atol=1e-6)
+
+
+def test_impulse_turns_its_share_of_pixels_black_or_white(clean):
+    clean = clean.clamp(0.02, 0.98)  # no channel already black or white
+    out = _apply("impulse:0.2", clean, 1)
+    changed = (out != clean).any(1)  # (N, H, W): a pixel is hit in all three channels or in none
+    assert torch.equal((out != clean).all(1) | ~changed, torch.ones_like(changed))
+    hit = out.permute(0, 2, 3, 1)[changed]
+    assert ((hit == 0).all(1) | (hit == 1).all(1)).all()  # black or white, never a colour
+    assert 0.15 < float(changed.float().mean()) < 0.25
+    assert 0.35 < float((hit == 1).all(1).float().mean()) < 0.65  # salt and pepper alike
+    assert not torch.equal(out, _apply("impulse:0.2", clean, 2))  # drawn from the seed
+
+
+def test_oversharpen_amplifies_detail_and_leaves_flat_areas_alone(clean):
+    def detail(x):
+        return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean())
+
+    mild, strong = _apply("oversharpen:0.5", clean), _apply("oversharpen:2", clean)
+    assert detail(strong) > detail(mild) > detail(clean)
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    assert torch.allclose(_apply("oversharpen:2", flat), flat, atol=1e-6)
 
 
 def test_colorcast_shifts_channel_means(clean):
@@ -533,10 +560,10 @@ def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
 def test_apply_order_by_names_and_positions(r4):
     tasks = r4.tasks
     assert apply_order(tasks, None) is tasks
-    out = apply_order(tasks, "colorcast, noise,4,2")
-    assert [t.name for t in out] == ["colorcast", "noise", "fade", "blur"]
+    out = apply_order(tasks, "oversharpen, noise,4,2")
+    assert [t.name for t in out] == ["oversharpen", "noise", "blur", "impulse"]
     assert out[0] is tasks[2]
-    assert [t.name for t in apply_order(tasks, "4,3,2,1")] == ["fade", "colorcast", "blur", "noise"]
+    assert [t.name for t in apply_order(tasks, "4,3,2,1")] == ["blur", "oversharpen", "impulse", "noise"]
 
 
 @pytest.mark.parametrize("order,named", [("noise,sharpen", "sharpen"), ("1,5", "5"), ("0,1", "0"), ("1,noise", "twice"), ("blur,blur", "twice")])
@@ -547,8 +574,8 @@ def test_apply_order_errors(r4, order, named):
 
 
 def test_order_keeps_each_tasks_data(r4):
-    reordered = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, order="fade,blur,noise,colorcast")
-    assert reordered.task_names == ["fade", "blur", "noise", "colorcast"]
+    reordered = load_benchmark("restore4", size=SIZE, n_train=8, n_test=3, seed=0, order="blur,impulse,noise,oversharpen")
+    assert reordered.task_names == ["blur", "impulse", "noise", "oversharpen"]
     by_name = {t.name: t for t in r4.tasks}
     for t in reordered.tasks:
         assert torch.equal(t.test_x, by_name[t.name].test_x)

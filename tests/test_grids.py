@@ -52,7 +52,7 @@ def test_sample_picture_scores_each_output_against_its_target():
     conv = Convention()
     pic = sample_picture("tl", bench, method, 1, 3, None, conv)
     assert pic.headers == ["input (PSNR)", "output: tl (PSNR)", "target"]
-    assert pic.row_labels == ["T1 noise", "T2 blur"] and len(pic.rows) == 2
+    assert pic.row_labels == ["T1 noise", "T2 impulse"] and len(pic.rows) == 2
     x, y = bench.tasks[1].test_pairs()
     want = [f"{float(v):.2f}" for v in scores(x[:3], y[:3], conv)["psnr"]]
     assert pic.captions[1][1] == want  # an identity generator scores as its input

@@ -154,11 +154,11 @@ def test_an_order_naming_some_tasks_says_so(tmp_path):
     out = tmp_path / "run"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main([*SMOKE, "--methods", "tl", "--order", "fade,noise", "--out", str(out)])
+        code = main([*SMOKE, "--methods", "tl", "--order", "blur,noise", "--out", str(out)])
     assert code == 0
-    assert "--order fade,noise: runs 2 of the 4 tasks; left out: blur, colorcast" in buf.getvalue()
+    assert "--order blur,noise: runs 2 of the 4 tasks; left out: impulse, oversharpen" in buf.getvalue()
     res = json.loads((out / "results.json").read_text())
-    assert res["tasks"] == ["fade", "noise"] and res["tasks_left_out"] == ["blur", "colorcast"]
+    assert res["tasks"] == ["blur", "noise"] and res["tasks_left_out"] == ["impulse", "oversharpen"]
 
 
 def test_out_that_is_not_a_writable_folder(tmp_path, capsys):

@@ -101,7 +101,7 @@ def test_every_declared_option_parses_its_own_default_and_refuses_or_bounds_the_
             assert math.isfinite(value)
 
 
-NAMES = ["noise", "blur", "colorcast", "fade"]
+NAMES = ["noise", "impulse", "oversharpen", "blur"]
 TASKS = [SimpleNamespace(name=n) for n in NAMES]
 
 

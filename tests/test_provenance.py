@@ -40,7 +40,7 @@ def test_provenance_log_and_config_replay(tmp_path):
     report = (first / "report.html").read_text()
     assert "Made by" in report and prov["command"] in report.replace("&#x27;", "'")
     log = (first / "log.txt").read_text().splitlines()
-    assert "start: assocgan run" in log[0] and "left out: colorcast, fade" in log[1] and "tl: task 1/2 blur done" in log[2] and log[-1].endswith("end")
+    assert "start: assocgan run" in log[0] and "left out: impulse, oversharpen" in log[1] and "tl: task 1/2 blur done" in log[2] and log[-1].endswith("end")
 
     again = tmp_path / "again"
     code, _ = _main("run", "--config", str(first), "--seed", "1", "--methods", "replay", "--out", str(again))

@@ -20,7 +20,7 @@ from assocgan.evaluate import evaluate_task, summarize
 from assocgan.nets import UNet
 
 METHODS = ("tl", "jl")
-TASKS = ["noise", "blur", "colorcast", "fade"]
+TASKS = ["noise", "impulse", "oversharpen", "blur"]
 RUN = ["run", "--preset", "smoke", "--threads", "1", "--seed", "0"]
 
 
@@ -108,7 +108,7 @@ def test_json_is_strict(run_dir):
 
 def test_tables_are_printed(run_dir):
     printed = run_dir[1]
-    for word in ("TL", "JL", "AVG", "BWT", "T1 noise", "T4 fade", "results.json"):
+    for word in ("TL", "JL", "AVG", "BWT", "T1 noise", "T4 blur", "results.json"):
         assert word in printed, word
 
 
@@ -152,7 +152,7 @@ def test_checkpoints_per_task_reproduce_the_matrix(run_dir, results, bench):
                 assert sc["ssim"] == pytest.approx(m["ssim"][t][j], abs=1e-5), (name, t, j)
     # the checkpoints differ between tasks: training happened
     a = load_file(str(out / "checkpoints" / "tl" / "task1_noise.safetensors"))
-    b = load_file(str(out / "checkpoints" / "tl" / "task4_fade.safetensors"))
+    b = load_file(str(out / "checkpoints" / "tl" / "task4_blur.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
@@ -214,8 +214,8 @@ def test_same_seed_same_results(run_dir, results, tmp_path):
             assert a[key] == b[key], (name, key)
     from safetensors.torch import load_file
 
-    ca = load_file(str(run_dir[0] / "checkpoints" / "jl" / "task4_fade.safetensors"))
-    cb = load_file(str(out / "checkpoints" / "jl" / "task4_fade.safetensors"))
+    ca = load_file(str(run_dir[0] / "checkpoints" / "jl" / "task4_blur.safetensors"))
+    cb = load_file(str(out / "checkpoints" / "jl" / "task4_blur.safetensors"))
     assert ca.keys() == cb.keys() and all(torch.equal(ca[k], cb[k]) for k in ca)
 
 
@@ -310,7 +310,7 @@ def test_benchmarks_command(capsys):
     assert "restore4 (PSNR)" in text and "tones3 (SSIM)" in text
     for task in TASKS + ["cartoon", "sketch", "blueprint"]:
         assert task in text
-    for kind in ("blur", "noise", "jpeg", "downscale", "motion", "lowlight", "colorcast", "fade"):
+    for kind in ("blur", "noise", "jpeg", "downscale", "motion", "impulse", "oversharpen", "lowlight", "colorcast", "fade"):
         assert f"  {kind}" in text
 
 

@@ -12,7 +12,7 @@ from assocgan.train import train_method
 
 
 def test_each_specialist_starts_from_the_initial_weights_and_never_changes(monkeypatch):
-    bench = load_benchmark("restore4", size=32, n_train=8, n_test=4, seed=0, order="noise,colorcast,fade")
+    bench = load_benchmark("restore4", size=32, n_train=8, n_test=4, seed=0, order="noise,oversharpen,blur")
     cfg = make_config("smoke", steps=6)
     starts = []
     original = Single.before_task

@@ -20,7 +20,7 @@ from assocgan.methods import METHODS, Option
 from assocgan.methods.tl import TL
 from assocgan.report.tables import to_text
 
-TASKS = ["noise", "blur", "colorcast", "fade"]
+TASKS = ["noise", "impulse", "oversharpen", "blur"]
 TINY = dict(size=16, steps=2, n_train=4, n_test=2, batch_size=2, ngf=4, ndf=4, sample_images=1, threads=1)
 TINY_ARGS = ["--preset", "smoke", "--size", "16", "--steps", "2", "--n-train", "4", "--n-test", "2", "--batch-size", "2", "--ngf", "4", "--ndf", "4"]
 
@@ -218,7 +218,7 @@ def test_report_command_rebuilds_a_study_folder(quota_dir):
 # ---- order ---------------------------------------------------------------------------------
 def test_parse_orders():
     assert studies.parse_orders(None, TASKS) == ["1,2,3,4", "2,3,4,1", "3,4,1,2", "4,1,2,3"]
-    assert studies.parse_orders("4,3,2,1; noise,blur,fade,colorcast", TASKS) == ["4,3,2,1", "1,2,4,3"]
+    assert studies.parse_orders("4,3,2,1; noise,impulse,blur,oversharpen", TASKS) == ["4,3,2,1", "1,2,4,3"]
     for bad in ("1,2,3", "1,1,2,3", "1,2,3,5", "1,2,3,4;1,2,3,4", "rain,1,2,3"):
         with pytest.raises(UserError):
             studies.parse_orders(bad, TASKS)
@@ -238,7 +238,7 @@ def test_order_study(tmp_path):
     res = json.loads((tmp_path / "order" / "runs" / "tl_order4-3-2-1" / "results.json").read_text())
     assert res["tasks"] == TASKS[::-1] and res["methods"]["tl"]["matrix"][-1] == m["runs"][1]["final"]
     text = printed
-    assert "Task order" in text and "colorcast" in text and "mean" in text
+    assert "Task order" in text and "oversharpen" in text and "mean" in text
     assert (tmp_path / "order" / "plots" / "order.png").exists()
 
 

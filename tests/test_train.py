@@ -44,10 +44,9 @@ class WeightedSpy(TL):
 
 @pytest.fixture(scope="module")
 def colorcast():
-    """The smoke preset's colour-cast task (learnable in a few steps)."""
-    task = benchmark_for(make_config("smoke")).tasks[2]
-    assert task.name == "colorcast"
-    return task
+    """A colour-cast task at the smoke preset's size (learnable in a few steps)."""
+    cfg = make_config("smoke")
+    return degraded_benchmark(["colorcast"], size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed).tasks[0]
 
 
 def test_the_loop_optimises_the_weighted_content_loss_of_eq3(monkeypatch, colorcast):

@@ -56,12 +56,12 @@ def _grid_outputs(run: Path, method: str, k: int, task: str, j: int) -> np.ndarr
 
 
 def test_checkpoints_carry_metadata(run):
-    path = run / "checkpoints" / "piggyback-ti" / "task2_blur.safetensors"
+    path = run / "checkpoints" / "piggyback-ti" / "task2_impulse.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = {k: json.loads(v) for k, v in f.metadata().items() if k != "format"}
         assert f.metadata()["format"] == "assocgan-generator/1"
-    assert meta["method"] == "piggyback-ti" and meta["after_task"] == 2 and meta["task"] == "blur"
-    assert meta["tasks"] == ["noise", "blur", "colorcast", "fade"] and meta["needs_task_id"] is True
+    assert meta["method"] == "piggyback-ti" and meta["after_task"] == 2 and meta["task"] == "impulse"
+    assert meta["tasks"] == ["noise", "impulse", "oversharpen", "blur"] and meta["needs_task_id"] is True
     assert meta["config"]["size"] == 32 and meta["config"]["ngf"] == 8 and meta["assocgan"] == assocgan.__version__
 
 
@@ -88,7 +88,7 @@ def test_translate_reproduces_the_runs_test_outputs(run, bench, tmp_path, method
         code, printed = _main("translate", str(run), str(inputs), "--method", method, "--out", str(out), *extra)
         assert code == 0 and "2 image(s) written" in printed
         got = np.stack([np.asarray(Image.open(out / f"img{i}.png")) for i in range(N)])
-        assert np.array_equal(got, _grid_outputs(run, method, k, "fade", j)), (method, task.name)
+        assert np.array_equal(got, _grid_outputs(run, method, k, "blur", j)), (method, task.name)
 
 
 def test_translate_modes_and_sizes(run, tmp_path):
@@ -120,7 +120,7 @@ def test_tiles_blend_back_to_the_whole():
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "piggyback-ti"], "--task: piggyback-ti answers with the task's identity"),
-    (["--method", "piggyback-ti", "--task", "fade", "--after-task", "2"], "--task 'fade': not one of 1 (noise), 2 (blur)"),
+    (["--method", "piggyback-ti", "--task", "blur", "--after-task", "2"], "--task 'blur': not one of 1 (noise), 2 (impulse)"),
     (["--method", "tl", "--after-task", "9"], "--after-task 9: not one of"),
     (["--method", "jl"], "no checkpoints of method 'jl' (this run has piggyback-ti, single, tl)"),
     ([], "--method: name the method to apply (piggyback-ti, single, tl)"),

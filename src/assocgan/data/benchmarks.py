@@ -38,7 +38,7 @@ BUILTIN: dict[str, BuiltinSpec] = {
     "restore4": BuiltinSpec(
         "Photo restoration, 4 distortions whose best mappings conflict (the paper's DFD split)",
         "psnr",
-        (("noise", "noise:0.1"), ("blur", "blur:3"), ("colorcast", "colorcast:1"), ("fade", "fade:0.3")),
+        (("noise", "noise:0.1"), ("impulse", "impulse:0.1"), ("oversharpen", "oversharpen:2"), ("blur", "blur:2")),
         "restore",
     ),
     "tones3": BuiltinSpec(

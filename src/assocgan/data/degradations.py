@@ -101,6 +101,22 @@ def lowlight(y: Tensor, gain: float, gen: torch.Generator | None = None) -> Tens
     return gain * y.clamp(0, 1).pow(LOWLIGHT_GAMMA)
 
 
+def impulse(y: Tensor, rate: float, gen: torch.Generator | None = None) -> Tensor:
+    """Salt-and-pepper (impulse) noise: each pixel, with probability ``rate``, turns black or white (all three
+    channels alike, black or white with even odds), as a faulty sensor or transmission leaves them."""
+    n, _, h, w = y.shape
+    u = rand((n, 1, h, w), gen, y.device, y.dtype)
+    hit = u < rate
+    white = u < rate / 2
+    return torch.where(hit, white.to(y.dtype), y)
+
+
+def oversharpen(y: Tensor, amount: float, gen: torch.Generator | None = None) -> Tensor:
+    """Over-sharpening (an unsharp mask pushed too far): ``y + amount * (y - blur(y, 1.5))``, clamped, with
+    the halos and amplified texture of a phone's or scanner's sharpening."""
+    return (y + amount * (y - gaussian_blur(y, 1.5))).clamp(0, 1)
+
+
 CAST_GAIN = (0.30, 0.05, -0.35)
 CAST_OFFSET = (0.06, 0.03, -0.02)
 
@@ -137,6 +153,8 @@ KINDS: dict[str, Kind] = {
     "jpeg": Kind(jpeg, "JPEG quality (1-95, lower is worse)", 1, 95, False),
     "downscale": Kind(downscale, "downscale factor (>1), upsampled back bicubically", 1.01, 16, False),
     "motion": Kind(motion_blur, "motion blur length in pixels, random direction", 2, 41, True),
+    "impulse": Kind(impulse, "salt-and-pepper rate: the share of pixels turned black or white", 0.001, 0.9, True),
+    "oversharpen": Kind(oversharpen, "unsharp-mask amount (y + a*(y - blur_1.5(y)), too much sharpening)", 0.1, 10, False),
     "lowlight": Kind(lowlight, f"under-exposure gain a in a*y^{LOWLIGHT_GAMMA} (<1 is darker)", 0.05, 1, False),
     "colorcast": Kind(colorcast, "colour-cast strength (1 is a strong warm cast)", 0.05, 2, False),
     "fade": Kind(fade, f"fading amount a in (1-a)*y + a*{FADE_TINT} (a faded, yellowed print)", 0.05, 0.9, False),
