@@ -87,7 +87,7 @@ def test_results_json_structure(results, bench):
         mat = m["matrix"]
         bwt = sum(mat[n - 1][j] - mat[j][j] for j in range(n - 1)) / (n - 1)
         assert m["bwt"] == pytest.approx(bwt, abs=1e-9)
-        assert m["forgetting"] >= -1e-9 and m["forgetting"] >= -m["bwt"] - 1e-9
+        assert m["forgetting"] >= -m["bwt"] - 1e-9  # the best score of a task is at least the one right after it (negative when the end is best)
         # the totals are the sums over the tasks, and the memory is what was kept after the last task
         assert m["train_seconds"] == pytest.approx(sum(m["train_seconds_by_task"])) and min(m["train_seconds_by_task"]) > 0
         assert m["memory_bytes"] == m["memory_by_task"][-1] == sum(m["memory_breakdown"].values())

@@ -12,7 +12,7 @@ from assocgan.data.benchmarks import Benchmark
 from assocgan.evaluate import identity_scores
 from assocgan.methods import METHODS, Batch
 from assocgan.methods.tl import TL
-from assocgan.runner import benchmark_for
+from degraded import degraded_benchmark
 import assocgan.train as train_mod
 from assocgan.train import train_method
 
