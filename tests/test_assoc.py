@@ -89,6 +89,27 @@ def test_noise_is_calibrated_from_stored_pairs_of_a_user_folder(tmp_path, monkey
     assert abs(got - want) / want < 0.3, (got, want)
 
 
+def test_impulse_mapper_draws_impulses_at_the_tasks_rate_and_a_deterministic_one_none():
+    """Salt-and-pepper noise is not Gaussian: the mapper draws black and white pixels at the share the stored
+    sources hold (calibrated from them), and the blur task's mapper draws none."""
+    from assocgan.nets.mapper import impulses
+
+    recipes = {"impulse": "impulse:0.1", "blur": "blur:2"}
+    bench = degraded_benchmark(["impulse", "blur"], n_train=32, recipes=recipes)
+    m = _train(bench, steps=2, mapper_steps=250, mapper_batch=16)
+    for j, want in ((0, 0.1), (1, 0.0)):
+        x, y = bench.tasks[j].test_pairs()
+        fake = torch.cat([m.association_samples(y, j) for _ in range(4)])
+        hit, white = impulses(fake, y.repeat(4, 1, 1, 1))
+        share = float(hit.float().mean())
+        assert abs(share - want) <= 0.25 * want + 1e-3, (bench.tasks[j].name, share)
+        if want:
+            assert 0.3 < float(white[hit].float().mean()) < 0.7  # salt and pepper alike
+            # between the impulses the sample is the clean target, not Gaussian speckle
+            keep = ~hit.expand_as(fake)
+            assert float((fake - y.repeat(4, 1, 1, 1))[keep].abs().mean()) < 0.03
+
+
 def test_controller_mixes_balanced_association_samples(noise_blur_method):
     m = noise_blur_method
     task = _bench(["colorcast"]).tasks[0]
@@ -200,12 +221,12 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     mem = m.memory()
     n_params_g = sum(p.numel() for p in m.ctx.G.parameters())
     mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
-    assert mem["mappers"] == 3 * (2 * mapper_params + 2)  # float16 weights and the noise-scale buffer
+    assert mem["mappers"] == 3 * (2 * mapper_params + 4)  # float16 weights, the noise scale and the impulse shift
     assert mem["distillation"] == 2 * n_params_g + sum((p.numel() + 1) // 2 + 8 for p in m.ctx.G.parameters())  # theta* float16 + F 4-bit codes
     assert mem["domain_signatures"] == 3 * 2 * 4 * 14  # a mean and a spread of 14 features per past task
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
     assert m.memory_bytes() == sum(mem.values())
-    assert module_bytes(m.mappers[0]) == 2 * mapper_params + 2
+    assert module_bytes(m.mappers[0]) == 2 * mapper_params + 4
 
 
 def test_fisher_matches_a_plain_per_sample_loop():

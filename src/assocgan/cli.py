@@ -175,10 +175,10 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
     for name, spec in BUILTIN.items():
         print(f"{name} ({spec.metric.upper()}): {spec.description}")
         for i, (task, recipe) in enumerate(spec.tasks, 1):
-            print(f"  T{i} {task:<10} {recipe}")
+            print(f"  T{i} {task:<12} {recipe}")
     print("\nRecipe degradations for --clean-images DIR --recipe ...:")
     for k, kind in KINDS.items():
-        print(f"  {k:<10} {kind.degree}")
+        print(f"  {k:<12} {kind.degree}")
     return 0
 
 

@@ -36,7 +36,7 @@ class BuiltinSpec:
 
 BUILTIN: dict[str, BuiltinSpec] = {
     "restore4": BuiltinSpec(
-        "Photo restoration, 4 distortions whose best mappings conflict (the paper's DFD split)",
+        "Photo restoration, 4 local distortions whose best mappings conflict (the paper's DFD split)",
         "psnr",
         (("noise", "noise:0.1"), ("impulse", "impulse:0.1"), ("oversharpen", "oversharpen:2"), ("blur", "blur:2")),
         "restore",

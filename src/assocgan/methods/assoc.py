@@ -35,9 +35,10 @@ shared with CLGAN, Thanh-Tung & Tran and, through its path integral, Liang et al
 lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added (eq. 6-7): at lambda' = 1 it is the second-order
 estimate of how much the old tasks' content loss rises, in the units of the current one (the Laplace
 approximation, with each task weighing as much as the new). *Departure from the paper, measured:* at that
-weight the penalty holds the weights so firmly that a new task is barely learned (restore4, seed 0: the fade
-task reaches 22.6 dB right after its own training against TL's 39.2, and the run closes 56% of the TL -> JL
-gap; tones3: 19%), while the association samples alone already hold the old tasks (99% and 71% at lambda' 0).
+weight the penalty holds the weights so firmly that a new task is barely learned (restore4 with its earlier
+colour-cast and fade tasks, seed 0: the fade task reaches 22.6 dB right after its own training against
+TL's 39.2, and the run closes 56% of the TL -> JL gap; tones3: 19%),
+while the association samples alone already hold the old tasks (99% and 71% at lambda' 0).
 The default is lambda' = 0.01 (97% and 62%): the distillation stays, a hundredth of the Laplace weight
 (docs/results.md). Fishers of several tasks add up (online
 EWC) and theta* moves to the newest weights. Between tasks theta* is kept in float16 (the penalty at the
@@ -57,7 +58,7 @@ import torch
 from ..fisher import QuadraticAnchor, content_curvature
 from ..memory import module_bytes
 from ..metrics import noise_sigma
-from ..nets.mapper import Mapper, mapper_loss
+from ..nets.mapper import Mapper, impulse_shift_for, impulses, mapper_loss
 from ..nets.unet import image_statistics
 from .base import Batch, Method, Option
 
@@ -281,23 +282,31 @@ class AssocGAN(Method):
             opt.step()
             sched.step()
         self.ctx.log("assoc/mapper_loss", float(loss.detach()))
-        mapper.noise_scale.fill_(self.calibrate_noise(mapper, task))
+        self.calibrate(mapper, task)
         return mapper
 
     @torch.no_grad()
-    def calibrate_noise(self, mapper: Mapper, task, n: int = 64) -> float:
-        """Scale of the sampled noise so that its variance matches the task's own randomness, measured on the
-        stored pairs alone: the white-noise variance (``metrics.noise_sigma``) that the stored sources have
-        beyond the mapper's mean for the same targets. A random degradation (noise) leaves it in the sources
-        and not in the mean; a deterministic one (blur, a tone curve, a colour shift) leaves none, so its mapper
-        adds no noise the task never had."""
+    def calibrate(self, mapper: Mapper, task, n: int = 64) -> None:
+        """Fit the mapper's randomness to the task's own, measured on the stored pairs alone.
+
+        Noise: the scale of the sampled noise so that its variance is the white-noise variance
+        (``metrics.noise_sigma``) that the stored sources have beyond the mapper's mean for the same targets. A
+        random degradation (noise) leaves it in the sources and not in the mean; a deterministic one (blur, a
+        tone curve, a colour shift) leaves none, so its mapper adds no noise the task never had. Impulses: the
+        shift of the impulse logit that makes the mapper's mean impulse probability the share of impulse pixels
+        in the stored sources (none: no impulses drawn)."""
         idx = torch.randperm(task.n_train, generator=self.ctx.gen)[:n]
         x, y = task.stored_pairs(idx)
-        mean, log_std = mapper(y.to(self.ctx.device))
-        excess = noise_sigma(x).pow(2) - noise_sigma(mean.float().cpu().clamp(0, 1)).pow(2)
+        hit, _ = impulses(x, y)
+        clean = (~hit).to(x.dtype)
+        mean, log_std, logits = mapper.params(y.to(self.ctx.device))
+        mean = mean.float().cpu().clamp(0, 1)
+        # impulse pixels are not the task's Gaussian noise: measure the noise with them set to the mapper's mean
+        excess = noise_sigma(x * clean + mean * (1 - clean)).pow(2) - noise_sigma(mean).pow(2)
         var_task = max(float(excess.mean()), 0.0)
         var_model = float(log_std.float().mul(2).exp().mean())
-        return (var_task / max(var_model, 1e-12)) ** 0.5
+        mapper.noise_scale.fill_((var_task / max(var_model, 1e-12)) ** 0.5)
+        mapper.impulse_shift.fill_(impulse_shift_for(logits[:, :1].cpu(), float(hit.float().mean())))
 
     def pictures(self, seen):
         """The paper's Figure 13: for each past task, its real inputs, then three association samples made from

@@ -17,7 +17,7 @@ themselves, which pulls against the content loss). The generator's loss gains ``
 mean absolute difference between the new and the old generator's outputs on them. The paper's distillation
 weight sits beside an L1 reconstruction term on [-1, 1] images; here the content loss is an MSE on [0, 1] images
 (about 1e-3 to 1e-2), whose gradient per pixel is ``2 * residual`` against L1's constant, so the weight is
-lowered to match. Measured on ``restore4`` (quick preset, 200 steps a task, seed 0): at the default 0.3 the
+lowered to match. Measured on an early ``restore4`` (quick preset, 200 steps a task, seed 0): at the default 0.3 the
 distillation term is 3e-3 to 3e-2 beside a content loss of 7e-3 to 3.5e-2, and the final AVG is 17.9 dB, BWT
 -5.3, against TL's 17.1 and -9.0 (seed 1: 17.6 and -5.1 against 16.8 and -8.1). On noise then lowlight (150
 steps each; TL keeps 12.7 dB of the first task and reaches 17.5 on the second): 0.3 keeps 17.2 and reaches 16.0;

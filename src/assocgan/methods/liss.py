@@ -21,7 +21,7 @@ at all four levels (the decoder reads all of them through the skip connections),
 ``--liss-lambda-distill``. The paper's weights sit beside an L1 cycle loss of about 1 to 2 on [-1, 1] images;
 our content loss is an MSE of about 1e-3 to 3e-2, so both are scaled down. Adam adapts each weight's step to its
 own gradient's scale, so the heads learn their task at any weight; only the shared encoder feels the balance.
-Measured on ``restore4`` (quick preset, 200 steps a task, seed 0): an auxiliary weight of 0.01 costs the first
+Measured on an early ``restore4`` (quick preset, 200 steps a task, seed 0): an auxiliary weight of 0.01 costs the first
 task 1.2 dB (19.2 against TL's 20.4), 0.001 costs 0.2; at the default distillation weight 0.05 the distillation
 term is 2e-3 to 4e-3 beside a content loss of 5e-3 to 2.5e-2, and the final AVG is 16.8 dB, BWT -8.2, against
 TL's 17.1 and -9.0 (seed 1: 16.9 and -7.5 against 16.8 and -8.1; weight 0.5: 16.2, -8.4). The encoder is held,

@@ -11,7 +11,7 @@ With ``context`` (on in the ``quick`` preset; ``--context off`` for the paper's 
 each input's global statistics (per-channel mean, standard deviation, 2nd and 98th percentiles) and scales and
 shifts the decoder's features (FiLM). Instance normalisation removes exactly these statistics from the
 features, so a plain U-Net that learns several tasks jointly cannot tell a dark or tinted input from a normal
-one by its level and colour. Measured on restore4's noise, blur, low-light and fade tasks trained jointly (JL,
+one by its level and colour. Measured on an earlier restore4 (noise, blur, low light, fade) trained jointly (JL,
 600 steps a task, seed 0): final average 21.2 dB without the context, 23.6 dB with it; it costs about 3% of a
 step. The context starts inert (its last layer is zero), so an untrained network is still the identity.
 """
