@@ -179,7 +179,8 @@ def main(argv=None) -> int:
     metric = combined["metric"]
     fmt = (lambda v: "-" if v is None else f"{v:.2f}") if metric == "psnr" else (lambda v: "-" if v is None else f"{v:.3f}")
 
-    rows, summary = [], {"benchmark": args.benchmark, "metric": metric, "seeds": seeds, "methods": {}}
+    name = f"recipe {args.recipe}" if args.recipe else f"chain {args.chain}" if args.chain else args.benchmark
+    rows, summary = [], {"benchmark": name, "metric": metric, "seeds": seeds, "methods": {}}
     for m in methods:
         entry = combined["methods"][m]
         per = entry["per_seed"]
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
         cpu_mean = entry["train_cpu_seconds"] if all(c is not None for c in cpu) else None  # not a mean of some seeds
         rows.append([entry.get("title", m), f"{fmt(entry['final_avg'])} ± {fmt(entry['sd']['final_avg'])}", " ".join(fmt(v) for v in fa), fmt(entry["bwt"]),
                      fmt_bytes(entry["memory_bytes"]), f"{entry['train_seconds']:.0f}", "-" if cpu_mean is None else f"{cpu_mean:.0f}"])
-    table = Table(f"{args.benchmark}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})",
+    table = Table(f"{name}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})",
                   ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s (wall)", "train s (CPU)"], rows)
 
     figures = []
