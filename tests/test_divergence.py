@@ -21,16 +21,16 @@ def test_a_diverging_method_fails_alone(tmp_path, capsys):
                  "--lifelonggan-lambda", "1e39", "--out", str(out)])  # finite in Python, infinite in float32
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
-    assert err[0].startswith("assocgan: lifelonggan diverged on task 2 (blur) at step ") and "loss is inf" in err[0]
+    assert err[0].startswith("assocgan: lifelonggan diverged on task 2 (impulse) at step ") and "loss is inf" in err[0]
     assert "1 method(s) failed (lifelonggan" in err[-1]
     res = json.loads((out / "results.json").read_text())
     failed = res["methods"]["lifelonggan"]
-    assert failed["complete"] is False and failed["failed"]["task"] == 2 and failed["failed"]["task_name"] == "blur"
+    assert failed["complete"] is False and failed["failed"]["task"] == 2 and failed["failed"]["task_name"] == "impulse"
     assert len(failed["matrix"]) == 1  # the task it finished is kept
     assert res["methods"]["tl"]["complete"]  # trained after the failure
-    assert (out / "checkpoints" / "tl" / "task4_fade.safetensors").exists()
+    assert (out / "checkpoints" / "tl" / "task4_blur.safetensors").exists()
     assert "failed at task 2 step" in summary_table(res).rows[-2][0]
-    assert "Failed: diverged on task 2 (blur)" in matrix_table(res, "lifelonggan").note
+    assert "Failed: diverged on task 2 (impulse)" in matrix_table(res, "lifelonggan").note
     assert "lifelonggan: FAILED" in (out / "log.txt").read_text()
     assert "Failed: diverged" in (out / "report.html").read_text()
 

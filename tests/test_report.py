@@ -156,7 +156,7 @@ def test_tensorboard_has_a_stream_per_method_with_eval_curves_config_and_hparams
     curve = results["methods"]["tl"]["curve"]
     assert [e.step for e in ea.Scalars(first)] == [c["step"] for c in curve]
     assert [round(e.value, 4) for e in ea.Scalars(first)] == [round(c["psnr"][0], 4) for c in curve]
-    assert [e.step for e in ea.Scalars("tl/ssim/fade")] == [14, 16]
+    assert [e.step for e in ea.Scalars("tl/ssim/blur")] == [14, 16]
     assert ea.Scalars("tl/final/final_avg")[0].value == pytest.approx(results["methods"]["tl"]["final_avg"])
     assert "tl/config/text_summary" in tags["tensors"]
     config = json.loads(ea.Tensors("tl/config/text_summary")[0].tensor_proto.string_val[0].decode().strip("`\n"))
@@ -202,7 +202,7 @@ def test_a_resumed_run_adds_no_duplicate_points(tmp_path, monkeypatch):
         assert main(args) != 0  # interrupted
     assert (out / "state" / "tl.pt").exists()
     before = _event_steps(out / "tb" / "tl")
-    assert ("tl/psnr/blur", 7) in before  # logged after the saved state, before the kill
+    assert ("tl/psnr/impulse", 7) in before  # logged after the saved state, before the kill
     monkeypatch.setattr(runner, "save_samples", real)
     with contextlib.redirect_stdout(buf):
         assert main(args) == 0, buf.getvalue()

@@ -103,7 +103,7 @@ def test_every_method_killed_at_random_points_resumes_bit_for_bit(tmp_path):
 def test_a_complete_method_is_skipped_and_restart_trains_it_again(tmp_path):
     out = tmp_path / "run"
     assert _main("run", *ARGS, "--methods", "tl", "--out", str(out))[0] == 0
-    ckpt = out / "checkpoints" / "tl" / "task4_fade.safetensors"
+    ckpt = out / "checkpoints" / "tl" / "task4_blur.safetensors"
     first = ckpt.stat().st_mtime_ns
     code, printed = _main("run", *ARGS, "--methods", "tl,jl", "--out", str(out))
     assert code == 0 and "tl: complete" in printed
