@@ -21,6 +21,7 @@ import html
 import json
 import re
 import socket
+import signal
 import sys
 import threading
 from http import HTTPStatus
@@ -288,6 +289,10 @@ def serve_study(run_dir: str | Path, *, groups: int | None = None, methods: list
     if host not in ("127.0.0.1", "localhost"):
         print(f"Participants on the network open http://{socket.gethostname() if host == '0.0.0.0' else host}:{server.server_address[1]}/")
     sys.stdout.flush()
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C (SIGINT) stops the server even where the process was started with SIGINT ignored, as a
+        # background job of a non-interactive shell is (nohup ... &, some CI runners)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
