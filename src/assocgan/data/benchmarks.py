@@ -76,6 +76,13 @@ def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, D
     return tasks
 
 
+def builtin_restoration_tasks(named_recipes, size, n_train, n_test, seed, fresh: bool = False) -> list[Task]:
+    """Restoration tasks on the built-in photos: one per (task name, recipe) pair, made as ``restore4`` makes its own."""
+    degs = [(name, parse_recipe(r)[0]) for name, r in named_recipes]
+    short = photos.SHORT_SIDE * size
+    return restoration_tasks(photos.builtin_photos("train", short), photos.builtin_photos("test", short), degs, size, n_train, n_test, seed, fresh)
+
+
 def _tone_chain(imgs: list[np.ndarray], names) -> list[list[np.ndarray]]:
     versions = [imgs]
     for n in names:
@@ -204,9 +211,7 @@ def load_benchmark(
             raise UserError(f"--benchmark {name!r}: unknown; built-in benchmarks are {', '.join(BUILTIN)} (or use --data / --clean-images)")
         spec = BUILTIN[name]
         if spec.kind == "restore":
-            degs = [(tname, parse_recipe(r)[0]) for tname, r in spec.tasks]
-            short = photos.SHORT_SIDE * size
-            tasks = restoration_tasks(photos.builtin_photos("train", short), photos.builtin_photos("test", short), degs, size, n_train, n_test, seed, fresh)
+            tasks = builtin_restoration_tasks(spec.tasks, size, n_train, n_test, seed, fresh)
         else:
             tasks = tone_tasks(spec, size, n_train, n_test, seed)
         bench = Benchmark(name, metric or spec.metric, tasks, spec.description)
