@@ -222,7 +222,10 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     n_params_g = sum(p.numel() for p in m.ctx.G.parameters())
     mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
     assert mem["mappers"] == 3 * (2 * mapper_params + 4)  # float16 weights, the noise scale and the impulse shift
-    assert mem["distillation"] == 2 * n_params_g + sum((p.numel() + 1) // 2 + 8 for p in m.ctx.G.parameters())  # theta* float16 + F 4-bit codes
+    # theta* in float16 for the weights of non-zero importance (--distill-keep), F in 4-bit codes for every weight
+    kept = sum(int((f.float() > 0).sum()) for f in m.anchor.stored_importance.values())
+    assert 0 < kept < n_params_g
+    assert mem["distillation"] == 2 * kept + sum((p.numel() + 1) // 2 + 8 for p in m.ctx.G.parameters())
     assert mem["domain_signatures"] == 3 * 2 * 4 * 14  # a mean and a spread of 14 features per past task
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
     assert m.memory_bytes() == sum(mem.values())
@@ -297,7 +300,7 @@ def test_penalty_is_absent_on_task_one_and_acts_after(monkeypatch):
     from assocgan.methods.assoc import AssocGAN
 
     bench = _bench(["noise", "blur"])
-    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "lambda_distill": 3.0, "distill_storage": "half"}})
+    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "lambda_distill": 3.0, "distill_storage": "half", "distill_keep": 1.0}})
     seen, kept = [], []
     original = AssocGAN.generator_loss
 

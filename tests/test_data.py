@@ -101,7 +101,7 @@ def test_builtin_benchmarks_load_with_the_network_blocked(monkeypatch):
     assert r4.task_names == ["noise", "impulse", "oversharpen", "blur"]
     t3 = load_benchmark("tones3", size=SIZE, n_train=4, n_test=2, seed=0)
     assert t3.metric == "ssim"
-    assert t3.task_names == ["cartoon", "sketch", "blueprint"]
+    assert t3.task_names == ["sketch", "blueprint", "cartoon"]
     for bench in (r4, t3):
         for task in bench.tasks:
             assert task.train_y.shape == (4, 3, SIZE, SIZE) and task.train_y.dtype == torch.uint8
@@ -137,7 +137,7 @@ def test_builtin_specs_match_the_listing(r4, capsys):
     # the documented benchmarks: restore4 (PSNR) and tones3 (SSIM), the chain of the three tone filters
     assert {name: metric for name, (metric, _) in listing.items()} == {"restore4": "PSNR", "tones3": "SSIM"}
     assert [name for name, _ in listing["restore4"][1]] == ["noise", "impulse", "oversharpen", "blur"]
-    assert [f for _, f in listing["tones3"][1]] == ["cartoon", "sketch", "blueprint"]
+    assert [f for _, f in listing["tones3"][1]] == ["sketch", "blueprint", "cartoon"]
     assert all(f in tones.FILTERS for _, f in listing["tones3"][1])
     for name, (metric, tasks) in listing.items():
         assert BUILTIN[name].metric == metric.lower() and list(BUILTIN[name].tasks) == tasks

@@ -124,3 +124,40 @@ def test_anchor_importance_is_decayed_and_added_and_theta_star_moves(decay):
     # the undiscounted sum would differ: the check above tells decay 1 from the decay given
     undiscounted = {k: sum(e[k] for e in estimates) for k in estimates[0]}
     assert any(not torch.allclose(undiscounted[k], want[k].float(), rtol=0.05) for k in want)
+
+
+@pytest.mark.parametrize("storage", ["half", "compact"])
+def test_sparse_anchor_drops_the_least_important_weights_and_keeps_the_penalty(storage):
+    """keep < 1: the smallest importances holding 1 - keep of the total become zero, theta* is stored for the
+    others only, and the penalty at theta* is still zero; under a drift of every weight it stays within the
+    dropped share of the dense penalty; it survives state_dict."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3))
+    gen = torch.Generator().manual_seed(2)
+    # heavy-tailed, as a generator's Fisher is: most of the total in few weights
+    fisher = {k: torch.rand(p.shape, generator=gen).pow(12) for k, p in model.named_parameters()}
+    dense = QuadraticAnchor(storage=storage)
+    sparse = QuadraticAnchor(storage=storage, keep=0.99)
+    exact = QuadraticAnchor(storage="half")
+    dense.update(model, fisher)
+    exact.update(model, fisher)
+    sparse.update(model, fisher)
+    n = sum(p.numel() for p in model.parameters())
+    kept = sum(int((sparse.stored_importance[k].float() > 0).sum()) for k in fisher)
+    assert kept < 0.6 * n
+    assert sum(v.numel() for v in sparse.stored_theta.values()) == kept
+    assert sparse.memory_bytes() < dense.memory_bytes() - 2 * (n - kept) + 64
+    dropped = sum(float(f[sparse.stored_importance[k].float() == 0].sum()) for k, f in fisher.items())
+    assert 0 < dropped <= 0.0101 * sum(float(f.sum()) for f in fisher.values())
+    at_anchor = float(sparse.penalty().detach())  # theta* in float16: only its rounding is left
+    _shifted(model, 0.1, seed=3)
+    a, b = float(exact.penalty().detach()), float(sparse.penalty().detach())
+    assert at_anchor < 1e-4 * b
+    # within the dropped share (1%) and, with 4-bit codes, their rounding (as test_assoc's compact storage test)
+    assert b == pytest.approx(a, rel=0.02 if storage == "half" else 0.1)
+    assert b < a or storage == "compact"  # the dropped weights moved too, and no longer count
+    restored = QuadraticAnchor(storage=storage, keep=0.99)
+    restored.load_state_dict(sparse.state_dict(), model)
+    assert float(restored.penalty().detach()) == pytest.approx(b, rel=1e-6)
+    with pytest.raises(ValueError):
+        QuadraticAnchor(keep=0)

@@ -196,7 +196,7 @@ def test_tones3_matrix_is_ssim(tmp_path):
     assert code == 0, printed
     r = json.loads((out / "results.json").read_text())
     assert r["benchmark"] == "tones3" and r["metric"] == "ssim"
-    assert r["tasks"] == ["cartoon", "sketch", "blueprint"]
+    assert r["tasks"] == ["sketch", "blueprint", "cartoon"]
     m = r["methods"]["tl"]
     assert m["matrix"] == m["ssim"] and m["matrix"] != m["psnr"]
     assert m["avg"][1] == pytest.approx((m["ssim"][1][0] + m["ssim"][1][1]) / 2, abs=1e-9)
@@ -308,7 +308,7 @@ def test_benchmarks_command(capsys):
     assert main(["benchmarks"]) == 0
     text = capsys.readouterr().out
     assert "restore4 (PSNR)" in text and "tones3 (SSIM)" in text
-    for task in TASKS + ["cartoon", "sketch", "blueprint"]:
+    for task in TASKS + ["sketch", "blueprint", "cartoon"]:
         assert task in text
     for kind in ("blur", "noise", "jpeg", "downscale", "motion", "impulse", "oversharpen", "lowlight", "colorcast", "fade"):
         assert f"  {kind}" in text

@@ -42,9 +42,9 @@ BUILTIN: dict[str, BuiltinSpec] = {
         "restore",
     ),
     "tones3": BuiltinSpec(
-        "Chained style transfer: photo -> cartoon -> sketch -> blueprint (the paper's GLD experiment)",
+        "Chained style transfer: photo -> sketch -> blueprint -> cartoon (the paper's GLD experiment)",
         "ssim",
-        (("cartoon", "cartoon"), ("sketch", "sketch"), ("blueprint", "blueprint")),
+        (("sketch", "sketch"), ("blueprint", "blueprint"), ("cartoon", "cartoon")),
         "tones",
     ),
 }

@@ -138,6 +138,8 @@ class AssocGAN(Method):
         Option("fisher_samples", 64, "training pairs used for the Fisher after each task", low=1),
         Option("distill_storage", "compact", "how theta* and F are kept between tasks: compact (float16 and 4-bit log codes, 2.5 bytes a weight), "
                "8bit (3) or half (4)", ("compact", "8bit", "half")),
+        Option("distill_keep", 0.9999, "share of the Fisher's total whose weights keep a theta*: the smallest importances holding "
+               "the rest are dropped (1: every weight)", low=0, high=1, open_low=True),
         Option("mapper_ngf", 16, "width of the mapper", low=1),
         Option("mapper_blocks", 2, "residual blocks of the mapper", low=0),
         Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)", low=0),
@@ -157,7 +159,7 @@ class AssocGAN(Method):
             raise UserError(f"--assoc-ratio {self.opt.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
-        self.anchor = QuadraticAnchor(storage=self.opt.distill_storage)
+        self.anchor = QuadraticAnchor(storage=self.opt.distill_storage, keep=self.opt.distill_keep)
         self._pool: Batch | None = None  # association samples made ahead
         self.signatures: list[DomainSignature] = []  # each past task's target domain
         self.plan: dict[int, str | int] = {}
