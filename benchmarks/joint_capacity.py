@@ -1,8 +1,10 @@
 """Why joint learning (JL) falls short of the specialists: can the tasks be told apart from their inputs, and
 can one generator learn them together when it is even told which task each image belongs to?
 
-    python benchmarks/joint_capacity.py                                   # restore4, the default runs below
-    python benchmarks/joint_capacity.py --runs "noise+blur;colorcast+fade;all;all:oracle" --seed 0
+    python benchmarks/joint_capacity.py                                   # restore4: each task alone, all, all:oracle
+    python benchmarks/joint_capacity.py --runs "noise+impulse;oversharpen+blur;all;all:oracle" --seed 0
+    python benchmarks/joint_capacity.py --benchmark tones3
+    python benchmarks/joint_capacity.py --chain cartoon,sketch,blueprint --runs "cartoon;cartoon+sketch;all;all:oracle"
 
 Offline joint training (all of a run's tasks mixed in every batch, from scratch), the preset's network, data,
 batch, learning rate and cosine schedule, ``steps x number of tasks`` steps so each task sees as many samples
@@ -12,7 +14,9 @@ true task instead of the image statistics, so the network need not infer the tas
 small classifier of the task from each input's global statistics and high-pass energy, and prints its test
 accuracy per task: if it is near 100%, the inputs say which task they come from.
 
-Prints one row per run: PSNR per task (test split) beside doing nothing.
+``--chain`` builds a chain of tone filters from the built-in photos as ``tones3`` is built (photo -> first filter
+-> second ...), for chains other than tones3's. Prints one row per run: the benchmark's metric (PSNR or SSIM)
+per task on the test split, beside doing nothing.
 """
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from assocgan.config import make_config
-from assocgan.data.benchmarks import load_benchmark
-from assocgan.metrics import psnr
+from assocgan.data.benchmarks import BuiltinSpec, load_benchmark, tone_tasks
+from assocgan.data.tones import FILTERS
+from assocgan.metrics import psnr, ssim
 from assocgan.nets import UNet
 from assocgan.nets.unet import image_statistics
 
@@ -49,7 +54,7 @@ def as_float(a: torch.Tensor) -> torch.Tensor:
     return a.float() / 255
 
 
-def train_joint(tasks, ids, cfg, oracle: bool, seed: int) -> dict[str, float]:
+def train_joint(tasks, ids, cfg, oracle: bool, seed: int, metric=psnr) -> dict[str, float]:
     torch.manual_seed(seed)
     net = UNet(ngf=cfg.ngf, context=True)
     if oracle:
@@ -77,7 +82,7 @@ def train_joint(tasks, ids, cfg, oracle: bool, seed: int) -> dict[str, float]:
             x = as_float(t.test_x)
             if oracle:
                 net.context.task = torch.full((len(x),), k)
-            scores[t.name] = psnr(net(x).clamp(0, 1), as_float(t.test_y)).mean().item()
+            scores[t.name] = metric(net(x).clamp(0, 1), as_float(t.test_y)).mean().item()
     return scores
 
 
@@ -107,7 +112,8 @@ def identify(tasks, seed: int) -> list[list[int]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="restore4")
-    p.add_argument("--runs", default="noise;blur;colorcast;fade;noise+blur;colorcast+fade;all;all:oracle", help="';'-separated runs (see above)")
+    p.add_argument("--chain", default=None, help="comma-separated tone filters chained from the built-in photos, instead of --benchmark")
+    p.add_argument("--runs", default=None, help="';'-separated runs (see above; default: each task alone, all, all:oracle)")
     p.add_argument("--preset", default="quick")
     p.add_argument("--steps", type=int, default=0, help="steps per task (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
@@ -116,23 +122,33 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = make_config(args.preset, steps=args.steps or None)
-    bench = load_benchmark(args.benchmark, size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=args.seed)
-    tasks, names = bench.tasks, [t.name for t in bench.tasks]
-    print(f"{bench.name}, preset {args.preset}, seed {args.seed}: PSNR per task on the test split")
-    inputs = {t.name: psnr(as_float(t.test_x), as_float(t.test_y)).mean().item() for t in tasks}
+    if args.chain:
+        filters = [f.strip() for f in args.chain.split(",") if f.strip()]
+        if not filters or any(f not in FILTERS for f in filters):
+            p.error(f"--chain {args.chain!r}: comma-separated filters from {', '.join(FILTERS)}")
+        spec = BuiltinSpec("chain", "ssim", tuple((f, f) for f in filters), "tones")
+        tasks, title, metric_name = tone_tasks(spec, cfg.size, cfg.n_train, cfg.n_test, args.seed), "chain " + " -> ".join(["photo"] + filters), "ssim"
+    else:
+        bench = load_benchmark(args.benchmark, size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=args.seed)
+        tasks, title, metric_name = bench.tasks, bench.name, bench.metric
+    metric, fmt = (ssim, "10.3f") if metric_name == "ssim" else (psnr, "10.2f")
+    names = [t.name for t in tasks]
+    print(f"{title}, preset {args.preset}, seed {args.seed}: {metric_name.upper()} per task on the test split")
+    inputs = {t.name: metric(as_float(t.test_x), as_float(t.test_y)).mean().item() for t in tasks}
     print(f"{'run':28s} {'steps':>6s} " + " ".join(f"{n:>10s}" for n in names) + "    mean")
-    print(f"{'input (do nothing)':28s} {'':>6s} " + " ".join(f"{inputs[n]:10.2f}" for n in names) + f"  {sum(inputs.values()) / len(names):6.2f}")
-    for spec in [s.strip() for s in args.runs.split(";") if s.strip()]:
+    print(f"{'input (do nothing)':28s} {'':>6s} " + " ".join(f"{inputs[n]:{fmt}}" for n in names) + f"  {sum(inputs.values()) / len(names):6.3f}")
+    runs = args.runs or ";".join(names + ["all", "all:oracle"])
+    for spec in [s.strip() for s in runs.split(";") if s.strip()]:
         subset, _, mode = spec.partition(":")
         chosen = names if subset == "all" else subset.split("+")
         unknown = [n for n in chosen if n not in names]
         if unknown or mode not in ("", "oracle"):
             p.error(f"--runs {spec!r}: tasks are {', '.join(names)} or all; the only mode is :oracle")
         t0 = time.perf_counter()
-        scores = train_joint(tasks, [names.index(n) for n in chosen], cfg, mode == "oracle", args.seed)
-        cells = " ".join(f"{scores[n]:10.2f}" if n in chosen else f"{'-':>10s}" for n in names)
+        scores = train_joint(tasks, [names.index(n) for n in chosen], cfg, mode == "oracle", args.seed, metric)
+        cells = " ".join(f"{scores[n]:{fmt}}" if n in chosen else f"{'-':>10s}" for n in names)
         mean = sum(scores[n] for n in chosen) / len(chosen)
-        print(f"{spec:28s} {cfg.steps * len(chosen):6d} {cells}  {mean:6.2f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"{spec:28s} {cfg.steps * len(chosen):6d} {cells}  {mean:6.3f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.identify:
         conf = identify(tasks, args.seed)
         acc = sum(conf[k][k] for k in range(len(tasks))) / sum(map(sum, conf))
