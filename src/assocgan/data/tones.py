@@ -1,11 +1,12 @@
-"""Style filters for the chained translation benchmark ``tones3``: photo -> cartoon -> pencil sketch -> blueprint.
+"""Style filters for the chained translation benchmark ``tones3``: photo -> pencil sketch -> blueprint -> cartoon.
 
 Each filter maps an HxWx3 uint8 image to a filtered HxWx3 uint8 image. In ``tones3`` they are applied
 one after another (task k's source is task k-1's target), as the paper's GLD experiment chains styles.
-The three domains are easy to tell apart (a vivid flat-shaded image, dark pencil strokes on white, white
-strokes on blue), so one generator can learn all three mappings; and they conflict, so a generator that has
-only just learned the newest one turns old inputs into the wrong style: the blueprint filter inverts tones,
-which ruins the structure SSIM measures on the older tasks.
+The order makes each task's *source* domain easy to tell apart from the others' (a photo, dark pencil strokes
+on white, white strokes on Prussian blue), so one generator can learn all three mappings; in the order photo ->
+cartoon -> sketch -> blueprint a photo and its cartoon are alike, and joint learning ended below doing nothing
+on the cartoon task (docs/results.md). The tasks conflict, so a generator that has only just learned the newest
+one turns old inputs into the wrong style.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ every task seen has the same share, as in joint learning; a number fixes r.
 
 *Which z.* The paper's eq. 3 takes z = y, the current target (``--assoc-target current``). That is right when
 every task has the same target domain (restoration: clean photos), and wrong on a chain of styles (photo ->
-cartoon -> sketch): a cartoon-making mapper applied to a sketch target teaches G to turn photos into sketches.
+sketch -> blueprint): a sketch-making mapper applied to a blueprint target teaches G to turn photos into
+blueprints.
 With ``--assoc-target domain`` (the default) each past task j gets the current image that lies in *its* target
 domain: after each task a ``DomainSignature`` keeps the mean and spread of 14 simple features of its targets
 (per-channel mean, spread and 2nd/98th percentiles, noise level, sharpness: 112 bytes), and at the start of
@@ -184,7 +185,7 @@ class AssocGAN(Method):
     def plan_sources(self, task, n: int = 32) -> dict[int, str | int]:
         """For each past task j (the latest first), which current image lies in its target domain: the current
         target, the current input, or an image a later past task's mapper made (``k``: M_k applied to task k's
-        pick), whichever ``DomainSignature`` j finds nearest. On a chain (photo -> cartoon -> sketch) the
+        pick), whichever ``DomainSignature`` j finds nearest. On a chain (photo -> sketch -> blueprint) the
         previous task's targets are the current inputs and the one before's are made from them by M_{t-1}; on
         restoration tasks every target domain is the clean photos, the current targets."""
         x, y = task.sample(n, self.ctx.gen)
