@@ -161,3 +161,28 @@ def test_sparse_anchor_drops_the_least_important_weights_and_keeps_the_penalty(s
     assert float(restored.penalty().detach()) == pytest.approx(b, rel=1e-6)
     with pytest.raises(ValueError):
         QuadraticAnchor(keep=0)
+
+
+def test_sparse_penalty_has_the_dense_penalty_value_and_gradient():
+    """The sparse anchor's penalty reads only the weights that keep a theta*; the dense formula over the same
+    stored importance and theta* (zero importance elsewhere) gives the same value and the same gradient."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1))
+    gen = torch.Generator().manual_seed(4)
+    anchor = QuadraticAnchor(storage="compact", keep=0.95)
+    anchor.update(model, {k: torch.rand(p.shape, generator=gen).pow(6) for k, p in model.named_parameters()})
+    _shifted(model, 0.05, seed=5)
+    importance = {k: anchor.stored_importance[k].float() for k in anchor.stored_importance}
+    params = dict(model.named_parameters())
+    theta = {}
+    for k, f in importance.items():
+        theta[k] = torch.zeros_like(f)
+        theta[k][f > 0] = anchor.stored_theta[k].float()
+    dense = 0.5 * sum((importance[k] * (params[k] - theta[k]).pow(2)).sum() for k in importance)
+    want = torch.autograd.grad(dense, list(params.values()))
+    got_value = anchor.penalty()
+    got = torch.autograd.grad(got_value, list(params.values()))
+    assert float(got_value.detach()) == pytest.approx(float(dense.detach()), rel=1e-5)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-12)
+    assert any((g == 0).any() and (g != 0).any() for g in got)  # some weights pulled, others not

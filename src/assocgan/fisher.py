@@ -158,21 +158,16 @@ class QuadraticAnchor:
     def _kept(self, value: torch.Tensor, key: str) -> torch.Tensor:
         return value[self._mask(key)] if self.sparse else value
 
-    def _theta(self, key: str) -> torch.Tensor:
-        """The float32 theta* of ``key``, zero where no theta* is kept (its importance is zero there)."""
-        stored = self.stored_theta[key].float()
-        if not self.sparse:
-            return stored
-        mask = self._mask(key)
-        theta = torch.zeros(mask.shape, dtype=torch.float32, device=stored.device)
-        theta[mask] = stored
-        return theta
-
     def bind(self, model: nn.Module) -> None:
         """Prepare float32 working copies, derived from the stored tensors, for the penalty on ``model``."""
         params = dict(model.named_parameters())
         keys = list(self.stored_theta)
-        self._work = ([params[k] for k in keys], [self._theta(k).to(params[k].device) for k in keys],
+        if self.sparse:  # the penalty reads only the weights that keep a theta*: the same value and gradient, fewer reads
+            index = [self._mask(k).flatten().nonzero().squeeze(1).to(params[k].device) for k in keys]
+            self._work = ([params[k] for k in keys], [self.stored_theta[k].float().to(params[k].device) for k in keys],
+                          [self.stored_importance[k].float().flatten().to(params[k].device)[i] for k, i in zip(keys, index)], index)
+            return
+        self._work = ([params[k] for k in keys], [self.stored_theta[k].float().to(params[k].device) for k in keys],
                       [self.stored_importance[k].float().to(params[k].device) for k in keys])
 
     def state_dict(self) -> dict:
@@ -196,6 +191,9 @@ class QuadraticAnchor:
         """0.5 * sum F (theta - theta*)^2, or None before the first anchor; differentiable in the weights."""
         if self._work is None or not self._work[0]:
             return None
+        if self.sparse:
+            params, thetas, importances, index = self._work
+            return _SparseQuadraticPenalty.apply(thetas, importances, index, *params)
         params, thetas, importances = self._work
         return _QuadraticPenalty.apply(thetas, importances, *params)
 
@@ -219,6 +217,29 @@ class _QuadraticPenalty(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         return (None, None, *torch._foreach_mul(list(ctx.saved_tensors), grad_out))
+
+
+class _SparseQuadraticPenalty(torch.autograd.Function):
+    """``_QuadraticPenalty`` over the listed weights of each tensor only (flat indices ``index``): the others have
+    no importance, so the value and the gradient are those of the dense penalty."""
+
+    @staticmethod
+    def forward(ctx, thetas, importances, index, *params):
+        diff = torch._foreach_sub([p.detach().flatten()[i] for p, i in zip(params, index)], thetas)
+        weighted = torch._foreach_mul(diff, importances)
+        ctx.index, ctx.shapes = index, [p.shape for p in params]
+        ctx.save_for_backward(*weighted)
+        value = sum(torch.dot(w, d) for w, d in zip(weighted, diff))
+        return 0.5 * value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads = []
+        for w, i, shape in zip(ctx.saved_tensors, ctx.index, ctx.shapes):
+            g = w.new_zeros(shape.numel())
+            g[i] = w * grad_out
+            grads.append(g.view(shape))
+        return (None, None, None, *grads)
 
 
 def per_sample_fisher(
