@@ -110,7 +110,7 @@ class QuadraticAnchor:
         self.keep = keep
         self.stored_theta: dict[str, torch.Tensor] = {}
         self.stored_importance: dict[str, torch.Tensor | LogCodes] = {}
-        self._work: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None  # params, theta*, F
+        self._work: tuple | None = None  # params, theta*, F (and, when sparse, the flat indices of the kept weights)
 
     @property
     def active(self) -> bool:
