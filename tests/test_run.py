@@ -200,7 +200,7 @@ def test_tones3_matrix_is_ssim(tmp_path):
     m = r["methods"]["tl"]
     assert m["matrix"] == m["ssim"] and m["matrix"] != m["psnr"]
     assert m["avg"][1] == pytest.approx((m["ssim"][1][0] + m["ssim"][1][1]) / 2, abs=1e-9)
-    assert (out / "checkpoints" / "tl" / "task3_blueprint.safetensors").exists()
+    assert (out / "checkpoints" / "tl" / "task3_cartoon.safetensors").exists()
 
 
 def test_same_seed_same_results(run_dir, results, tmp_path):
