@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-DEMO_FLAGS ?= --preset quick
+DEMO_FLAGS ?= --preset quick --steps 450
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/assocgan run --benchmark restore4 --methods tl,jl,single,assoc --seed 0 --out runs/demo $(DEMO_FLAGS)
