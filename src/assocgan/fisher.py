@@ -162,13 +162,15 @@ class QuadraticAnchor:
         """Prepare float32 working copies, derived from the stored tensors, for the penalty on ``model``."""
         params = dict(model.named_parameters())
         keys = list(self.stored_theta)
-        if self.sparse:  # the penalty reads only the weights that keep a theta*: the same value and gradient, fewer reads
-            index = [self._mask(k).flatten().nonzero().squeeze(1).to(params[k].device) for k in keys]
-            self._work = ([params[k] for k in keys], [self.stored_theta[k].float().to(params[k].device) for k in keys],
-                          [self.stored_importance[k].float().flatten().to(params[k].device)[i] for k, i in zip(keys, index)], index)
+        bound = [params[k] for k in keys]
+        thetas = [self.stored_theta[k].float().to(p.device) for k, p in zip(keys, bound)]
+        importances = [self.stored_importance[k].float().to(p.device) for k, p in zip(keys, bound)]
+        if not self.sparse:
+            self._work = (bound, thetas, importances)
             return
-        self._work = ([params[k] for k in keys], [self.stored_theta[k].float().to(params[k].device) for k in keys],
-                      [self.stored_importance[k].float().to(params[k].device) for k in keys])
+        # the penalty reads only the weights that keep a theta*: the same value and gradient, fewer reads
+        index = [f.flatten().nonzero().squeeze(1) for f in importances]
+        self._work = (bound, thetas, [f.flatten()[i] for f, i in zip(importances, index)], index)
 
     def state_dict(self) -> dict:
         def save(v):
