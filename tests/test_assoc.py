@@ -331,6 +331,18 @@ def test_penalty_is_absent_on_task_one_and_acts_after(monkeypatch):
     assert values[0] < 0.01 * values[-1] and values == sorted(values)  # grows as G leaves theta*
 
 
+def test_a_zero_weight_distillation_trains_exactly_as_no_distillation():
+    """The Fisher's pairs come from a stream of their own: lambda' 0 with the Fisher computed leaves every draw
+    of the run where ``--distill off`` has it, so settings of the distillation compare on the same data."""
+    bench = _bench(["noise", "blur", "colorcast"], size=16, n_train=16)
+    base = {"mapper_steps": 2, "fisher_samples": 4}
+    zero = _train(bench, steps=3, lambda_distill=0.0, **base)
+    off = _train(bench, steps=3, distill=False, **base)
+    assert zero.anchor.active and not off.anchor.active
+    for (name, a), (_, b) in zip(zero.ctx.G.named_parameters(), off.ctx.G.named_parameters()):
+        assert torch.equal(a, b), name
+
+
 def test_bad_assoc_ratio_is_a_clear_error(tmp_path, capsys):
     code = main(["run", "--preset", "smoke", "--methods", "assoc", "--assoc-ratio", "1.5", "--out", str(tmp_path / "r")])
     assert code == 2

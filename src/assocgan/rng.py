@@ -4,8 +4,14 @@ A run has two random streams: ``gen`` on the CPU, for choices (which pairs, whic
 stream on the training device for what is drawn per pixel (noise of degradations, of mappers and of
 generative replay). On the CPU the two are one generator, so a CPU run draws exactly as it always did;
 on a GPU the per-pixel noise is drawn where it is used instead of crossing the bus every step.
+
+Work that a method option turns on or off (the Fisher's pairs after a task) draws from a ``side_stream`` of its
+own, so that turning it off leaves every other draw of the run unchanged and two settings compare on the same
+data, not on two random streams.
 """
 from __future__ import annotations
+
+import zlib
 
 import torch
 
@@ -15,6 +21,12 @@ def device_generator(gen: torch.Generator, device: torch.device, seed: int) -> t
     if device.type == "cpu":
         return gen
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def side_stream(seed: int, *keys: object) -> torch.Generator:
+    """A CPU generator of its own for the run of ``seed`` and the work named by ``keys`` (e.g. "fisher", task
+    index): the same keys give the same stream, and drawing from it leaves the run's streams untouched."""
+    return torch.Generator().manual_seed(zlib.crc32(repr((seed, *keys)).encode()))
 
 
 def _on(gen: torch.Generator | None) -> torch.device:

@@ -253,8 +253,9 @@ class AssocGAN(Method):
     def after_task(self, t, task):
         G = self.ctx.G
         if self.opt.distill:
-            idx = torch.randperm(task.n_train, generator=self.ctx.gen)[: self.opt.fisher_samples]
-            x, y = task.pairs(idx, self.ctx.gen)
+            gen = self.ctx.side_stream("fisher", t)  # so that the distillation changes no other draw of the run
+            idx = torch.randperm(task.n_train, generator=gen)[: self.opt.fisher_samples]
+            x, y = task.pairs(idx, gen)
             curvature, _ = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device))
             self.anchor.update(G, curvature)
         if self.opt.heuristics:

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..distributed import SINGLE, Ranks
 from ..errors import UserError
+from ..rng import side_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
@@ -123,6 +124,10 @@ class Context:
     def __post_init__(self) -> None:
         if self.dgen is None:
             self.dgen = self.gen
+
+    def side_stream(self, *keys: object) -> torch.Generator:
+        """A random stream of its own for the work named by ``keys`` (``rng.side_stream`` of the run's seed)."""
+        return side_stream(self.cfg.seed, *keys)
 
     def sample(self, task: "Task", n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random training pairs of ``task`` on the training device (``Task.sample`` with the run's streams)."""
