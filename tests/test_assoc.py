@@ -32,7 +32,7 @@ def _train(bench, steps=6, **opts):
 @pytest.fixture(scope="module")
 def noise_blur_method():
     torch.set_num_threads(1)
-    return _train(_bench(["noise", "blur", "colorcast"]), steps=4, mapper_steps=250, mapper_batch=16)
+    return _train(_bench(["noise", "blur", "colorcast"]), steps=4, mapper_steps=250, mapper_batch=16, distill=True)
 
 
 def test_noise_mapper_reproduces_the_noise_level(noise_blur_method):
@@ -201,15 +201,15 @@ def test_fixed_ratio_and_no_heuristics(monkeypatch):
             assert int(assoc.sum()) == round(0.3 * n) and (b.task[assoc] == 0).all()
             assert float(b.weight[assoc].sum()) == pytest.approx(0.3) and float(b.weight[~assoc].sum()) == pytest.approx(0.7)
     assert {t for t, _ in seen} == {0, 1}
-    # without the heuristics module: no mapper is trained or kept, no association sample, the distillation stays
+    # without the heuristics module (and the distillation on): no mapper is trained or kept, no association sample
 
     def refuse(self, task):
         raise AssertionError("a mapper was trained")
 
     from assocgan.methods.assoc import AssocGAN
 
-    monkeypatch.setattr(AssocGAN, "train_mapper", refuse)
-    m2, seen2 = _batches_while_training(monkeypatch, bench, heuristics=False)
+    monkeypatch.setattr(AssocGAN, "mapper_step", refuse)
+    m2, seen2 = _batches_while_training(monkeypatch, bench, heuristics=False, distill=True)
     assert m2.mappers == [] and m2.signatures == [] and m2.ratio(1) == 0.0
     assert all(not b.where(Batch.ASSOCIATION).any() and (b.task == t).all() for t, b in seen2)
     assert {t for t, _ in seen2} == {0, 1}
@@ -300,7 +300,7 @@ def test_penalty_is_absent_on_task_one_and_acts_after(monkeypatch):
     from assocgan.methods.assoc import AssocGAN
 
     bench = _bench(["noise", "blur"])
-    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "lambda_distill": 3.0, "distill_storage": "half", "distill_keep": 1.0}})
+    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "distill": True, "lambda_distill": 3.0, "distill_storage": "half", "distill_keep": 1.0}})
     seen, kept = [], []
     original = AssocGAN.generator_loss
 
@@ -335,12 +335,33 @@ def test_a_zero_weight_distillation_trains_exactly_as_no_distillation():
     """The Fisher's pairs come from a stream of their own: lambda' 0 with the Fisher computed leaves every draw
     of the run where ``--distill off`` has it, so settings of the distillation compare on the same data."""
     bench = _bench(["noise", "blur", "colorcast"], size=16, n_train=16)
-    base = {"mapper_steps": 2, "fisher_samples": 4}
-    zero = _train(bench, steps=3, lambda_distill=0.0, **base)
-    off = _train(bench, steps=3, distill=False, **base)
+    zero = _train(bench, steps=3, mapper_steps=2, distill=True, lambda_distill=0.0, fisher_samples=4)
+    off = _train(bench, steps=3, mapper_steps=2, distill=False)
     assert zero.anchor.active and not off.anchor.active
     for (name, a), (_, b) in zip(zero.ctx.G.named_parameters(), off.ctx.G.named_parameters()):
         assert torch.equal(a, b), name
+
+
+def test_the_default_keeps_no_anchor_and_computes_no_fisher(monkeypatch):
+    """Heuristics alone by default: no curvature is computed, no penalty added, and the memory is the mappers
+    and the domain signatures."""
+    import assocgan.methods.assoc as assoc_module
+
+    def refuse(*a, **k):
+        raise AssertionError("a Fisher was computed")
+
+    monkeypatch.setattr(assoc_module, "content_curvature", refuse)
+    m = _train(_bench(["noise", "blur"], size=16, n_train=16), steps=2, mapper_steps=2)
+    assert not m.anchor.active and m.generator_loss(None) is None
+    assert set(m.memory()) == {"mappers", "domain_signatures"} and len(m.mappers) == 2
+
+
+def test_a_distillation_option_without_the_distillation_is_a_clear_error(tmp_path, capsys):
+    args = ["run", "--preset", "smoke", "--methods", "assoc", "--lambda-distill", "0.1", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--lambda-distill 0.1" in err and "--distill on" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_bad_assoc_ratio_is_a_clear_error(tmp_path, capsys):

@@ -291,6 +291,9 @@ def test_lambda_study_and_a_failed_run(sweepable, tmp_path):
     if "assoc" in METHODS:
         st = studies.make_study("lambda", base(["assoc"]), tmp_path / "l2")
         assert st.params["option"] == "lambda_distill" and 0 in st.params["values"] and len(st.runs) >= 3
+        # lambda' acts only with the distillation on (off by default): every run of its sweep turns it on
+        assert all(r.cfg.method_options["assoc"]["distill"] is True for r in st.runs)
+        assert all(r.how.startswith("assoc --distill on --lambda-distill") for r in st.runs)
 
 
 # ---- ablation ------------------------------------------------------------------------------

@@ -201,9 +201,14 @@ def sweep_values(method: str, option: str, values: str | list | None) -> list[An
 
 
 def lambda_runs(base: RunConfig, method: str, option: str, values: list[Any]) -> list[RunSpec]:
+    from .methods import get_method
+
     flag = "--" + option.replace("_", "-")
+    needs = get_method(method).needs(option)  # what the option acts only with (Assoc-GAN's lambda': --distill on)
+    also = "".join(f" --{k.replace('_', '-')} {'on' if v is True else 'off' if v is False else v}" for k, v in needs.items())
     return [
-        RunSpec(_safe(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {option: v}}), how=f"{method} {flag} {v:g}", meta={"method": method, "value": v})
+        RunSpec(_safe(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {**needs, option: v}}), how=f"{method}{also} {flag} {v:g}",
+                meta={"method": method, "value": v})
         for v in values
     ]
 
@@ -213,9 +218,9 @@ ABLATION_ROWS: tuple[tuple[str, str, dict, dict, str], ...] = (
     ("Backbone", "tl", {"lambda_content": 0.0}, {}, "tl --lambda-content 0"),
     ("Backbone+Lmse", "tl", {"lambda_adv": 0.0}, {}, "tl --lambda-adv 0"),
     ("Backbone+Lmse+Ladv", "tl", {}, {}, "tl"),
-    ("Backbone+Lmse+Ladv+Lfeature", "assoc", {}, {"heuristics": False}, "assoc --heuristics off"),
+    ("Backbone+Lmse+Ladv+Lfeature", "assoc", {}, {"heuristics": False, "distill": True}, "assoc --heuristics off --distill on"),
     ("Backbone+Lmse+Ladv+Heuristics", "assoc", {}, {"distill": False}, "assoc --distill off"),
-    ("Backbone+Lmse+Ladv+Heuristics+Lfeature", "assoc", {}, {}, "assoc"),
+    ("Backbone+Lmse+Ladv+Heuristics+Lfeature", "assoc", {}, {"distill": True}, "assoc --distill on"),
 )
 
 

@@ -267,6 +267,11 @@ class Method:
             raise UserError(f"method {cls.name}: unknown option(s) {', '.join(sorted(unknown))}")
         return {n: o.parse(given[n]) if n in given else o.default for n, o in known.items()}
 
+    @classmethod
+    def needs(cls, option: str) -> dict[str, Any]:
+        """The other options that ``option`` acts only with (a sweep of it sets them). Default: none."""
+        return {}
+
     # ---- hooks -------------------------------------------------------------------------
     @classmethod
     def build_generator(cls, cfg: "RunConfig") -> nn.Module:

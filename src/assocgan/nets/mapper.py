@@ -72,7 +72,7 @@ class Mapper(nn.Module):
     def params(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, log-std (N,3,H,W) and impulse logits (N,2,H,W: an outlier at all, and a white one) of the source
         image given target ``y``."""
-        ys = y * 2 - 1
+        ys = (y * 2 - 1).contiguous(memory_format=torch.channels_last)  # 1.3-1.5x faster convolutions on the CPU
         s = self.stem(F.pixel_unshuffle(ys, 2))
         z = self.blocks(self.down(s))
         z = self.up(F.interpolate(z, size=s.shape[-2:], mode="nearest"))
