@@ -342,6 +342,27 @@ def test_a_zero_weight_distillation_trains_exactly_as_no_distillation():
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("spare", [True, False])
+def test_the_mapper_trains_beside_the_generator_only_with_a_core_to_spare(monkeypatch, spare):
+    """With a core to spare the batch hook takes the mapper's share of steps with each batch (5 mapper steps over
+    a task of 4 batches: 2, 3, 4, 5 done after each); without one, every step comes after the task."""
+    from assocgan.methods.assoc import AssocGAN
+
+    monkeypatch.setattr(AssocGAN, "core_to_spare", lambda self: spare)
+    done_after_batch, original = [], AssocGAN.batch
+
+    def spy(self, t, task):
+        out = original(self, t, task)
+        done_after_batch.append((t, self.trainer.done))
+        return out
+
+    monkeypatch.setattr(AssocGAN, "batch", spy)
+    m = _train(_bench(["noise", "blur"], size=16, n_train=16), steps=4, mapper_steps=5)
+    for t in (0, 1):
+        assert [d for tt, d in done_after_batch if tt == t] == ([2, 3, 4, 5] if spare else [0, 0, 0, 0])
+    assert len(m.mappers) == 2 and m.trainer is None
+
+
 def test_the_default_keeps_no_anchor_and_computes_no_fisher(monkeypatch):
     """Heuristics alone by default: no curvature is computed, no penalty added, and the memory is the mappers
     and the domain signatures."""

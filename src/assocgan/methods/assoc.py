@@ -2,8 +2,7 @@
 task's targets, and a continual distillation that slows the drift of the weights that mattered (off by default
 here: it costs every benchmark, see below).
 
-**Mapping memory.** While task j trains, beside the generator, a small mapper M_j learns the inverse mapping
-y -> x of that task (``nets/mapper.py``: a scaled-down ResNet generator that predicts a
+**Mapping memory.** With task j's data, a small mapper M_j learns the inverse mapping y -> x of that task (``nets/mapper.py``: a scaled-down ResNet generator that predicts a
 per-pixel mean and log-std, and the chance of an impulse: a pixel turned black or white in all channels).
 Its randomness is then calibrated on the task's stored pairs alone (no call to any degradation, the same for
 built-in, recipe and a user's own paired data): the sampled variance is matched to the white-noise variance
@@ -11,8 +10,11 @@ the stored sources have beyond the mapper's mean (Immerkær's estimator on both)
 to the share of impulse pixels in the stored sources. A random degradation (noise) leaves its noise in the
 sources and not in the mean; a deterministic one (blur, tone curves, colour shifts) leaves none, so its mapper
 adds no noise and no impulses the task never had. The mapper's steps (``--mapper-steps``, by default half the
-task's) are spread over the task's batches: the batch hook takes its share each time, so on a CPU the mapper
-trains in the loop's batch thread on the core the generator's step leaves idle, instead of after the task.
+task's) are spread over the task's batches where a core is to spare (a GPU run, or a CPU run with fewer threads
+than cores): the batch hook takes its share each time, so the mapper trains in the loop's batch thread while
+the generator trains, instead of after the task (restore4, one thread on two cores: 1.14x TL's wall time). Where
+the generator's step uses every core the mapper trains after the task, as a batch thread beside it would
+oversubscribe them. The two schedules draw the mapper's crops in a different order among the run's draws.
 *Departure from the paper:* the paper's mapper is a
 CycleGAN generator; a Gaussian alone stands for impulse noise with colour speckle, which the generator then
 learns to remove instead of the impulses (restore4, seed 0: 21.3 dB on the impulse task at the end against
@@ -70,6 +72,8 @@ unless told otherwise; a distillation option given without it is refused, since 
 (the paper's Table 3; ``assocgan study ablation`` runs every row).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -146,16 +150,17 @@ class MapperTraining:
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
         self.done = self.batches = 0  # mapper steps taken, batches made in this task
         self.loss = float("nan")
+        self.beside = True  # trained a share of steps with each batch (else all after the task)
 
     def state_dict(self) -> dict:
         return {"mapper": self.mapper.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                "done": self.done, "batches": self.batches, "loss": self.loss}
+                "done": self.done, "batches": self.batches, "loss": self.loss, "beside": self.beside}
 
     def load_state_dict(self, state: dict) -> None:
         self.mapper.load_state_dict(state["mapper"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        self.done, self.batches, self.loss = state["done"], state["batches"], state["loss"]
+        self.done, self.batches, self.loss, self.beside = state["done"], state["batches"], state["loss"], state["beside"]
 
 
 class AssocGAN(Method):
@@ -236,6 +241,14 @@ class AssocGAN(Method):
             self.plan = self.plan_sources(task)
         if self.opt.heuristics:
             self.trainer = MapperTraining(self.new_mapper(), self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.opt.mapper_lr)
+            self.trainer.beside = self.core_to_spare()
+
+    def core_to_spare(self) -> bool:
+        """Whether the loop's batch thread can train the mapper beside the generator without slowing it: on a
+        GPU, or on a CPU whose cores the generator's step does not all use. (A batch thread on a CPU whose every
+        core runs the generator's step oversubscribes them: at 2 threads on 2 cores Assoc-GAN took 1.60x TL's
+        wall time and 1.78x its CPU seconds, against 1.14x and 1.20x at one thread.)"""
+        return self.ctx.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
 
     def plan_sources(self, task, n: int = 32) -> dict[int, str | int]:
         """For each past task j (the latest first), which current image lies in its target domain: the current
@@ -266,7 +279,7 @@ class AssocGAN(Method):
 
     def batch(self, t, task):
         out = self.mixed_batch(t, task)
-        if self.trainer is not None:  # the task's mapper trains beside G: its share of steps for this batch
+        if self.trainer is not None and self.trainer.beside:  # the task's mapper trains beside G: its share of steps for this batch
             self.trainer.batches += 1
             while self.trainer.done < min(self.trainer.steps, -(-self.trainer.steps * self.trainer.batches // self.ctx.cfg.steps)):
                 self.mapper_step(task)
