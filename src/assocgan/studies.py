@@ -204,8 +204,10 @@ def lambda_runs(base: RunConfig, method: str, option: str, values: list[Any]) ->
     from .methods import get_method
 
     flag = "--" + option.replace("_", "-")
-    needs = get_method(method).needs(option)  # what the option acts only with (Assoc-GAN's lambda': --distill on)
-    also = "".join(f" --{k.replace('_', '-')} {'on' if v is True else 'off' if v is False else v}" for k, v in needs.items())
+    cls = get_method(method)
+    needs = cls.needs(option)  # what the option acts only with (Assoc-GAN's lambda': --distill on)
+    spelled = {o.name: o for o in cls.options}
+    also = "".join(f" {spelled[k].flag} {spelled[k].shown(v)}" for k, v in needs.items())
     return [
         RunSpec(_safe(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {**needs, option: v}}), how=f"{method}{also} {flag} {v:g}",
                 meta={"method": method, "value": v})

@@ -73,10 +73,12 @@ unless told otherwise; a distillation option given without it is refused, since 
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
+from ..errors import UserError
 from ..fisher import QuadraticAnchor, content_curvature
 from ..memory import module_bytes
 from ..metrics import noise_sigma
@@ -152,8 +154,13 @@ class MapperTraining:
         self.loss = float("nan")
         self.beside = True  # trained a share of steps with each batch (else all after the task)
 
+    def due(self, task_steps: int) -> int:
+        """After one more batch of a task of ``task_steps`` batches: the mapper steps owed by now (its share)."""
+        self.batches += 1
+        return min(self.steps, math.ceil(self.steps * self.batches / task_steps))
+
     def state_dict(self) -> dict:
-        return {"mapper": self.mapper.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+        return {"mapper": self.mapper.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "steps": self.steps,
                 "done": self.done, "batches": self.batches, "loss": self.loss, "beside": self.beside}
 
     def load_state_dict(self, state: dict) -> None:
@@ -196,8 +203,6 @@ class AssocGAN(Method):
         try:
             self.opt.assoc_ratio = _ratio(self.opt.assoc_ratio)
         except ValueError:
-            from ..errors import UserError
-
             raise UserError(f"--assoc-ratio {self.opt.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
@@ -221,8 +226,6 @@ class AssocGAN(Method):
         if not opts["distill"]:
             for o in cls.options:
                 if o.name in cls.DISTILL_OPTIONS and opts[o.name] != o.default:
-                    from ..errors import UserError
-
                     raise UserError(f"{o.flag} {o.shown(opts[o.name])}: the continual distillation is off (the default), so this "
                                     f"would change nothing; add --distill on")
         return opts
@@ -280,8 +283,7 @@ class AssocGAN(Method):
     def batch(self, t, task):
         out = self.mixed_batch(t, task)
         if self.trainer is not None and self.trainer.beside:  # the task's mapper trains beside G: its share of steps for this batch
-            self.trainer.batches += 1
-            while self.trainer.done < min(self.trainer.steps, -(-self.trainer.steps * self.trainer.batches // self.ctx.cfg.steps)):
+            for _ in range(self.trainer.due(self.ctx.cfg.steps) - self.trainer.done):
                 self.mapper_step(task)
         return out
 
@@ -358,7 +360,7 @@ class AssocGAN(Method):
         self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
         self.plan = dict(state["plan"])
         if state.get("trainer") is not None:  # saved in the middle of a task
-            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["sched"]["T_max"], self.opt.mapper_lr)
+            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.opt.mapper_lr)
             self.trainer.load_state_dict(state["trainer"])
 
     def new_mapper(self) -> Mapper:
