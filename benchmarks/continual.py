@@ -5,6 +5,7 @@ TL -> JL gap does each method close?
     python benchmarks/continual.py --benchmark tones3 --seeds 0,1,2 --methods tl,jl,single,assoc --out runs/bench/tones3
     python benchmarks/continual.py --recipe motion:9,noise:0.08+blur:1,lowlight:0.5 --out runs/bench/recipe
     python benchmarks/continual.py --chain sepia,posterize,emboss --out runs/bench/chain
+    python benchmarks/continual.py --benchmark mixed4 --arch pix2pix --out runs/bench/mixed4-pix2pix
 
 ``--recipe`` without ``--clean-images`` builds the benchmark from the built-in *test* photos (copied to
 ``OUT/clean_images``) through the same path as a user's ``--clean-images`` folder. ``--chain`` writes a chain of
@@ -91,6 +92,8 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     data = bench_args(args)
     if args.steps:
         base["steps"] = args.steps
+    if args.arch:
+        base["arch"] = args.arch
     folder = RunFolder(out)
     done = (folder.read_results() or {}).get("methods", {})
     plain = [m for m in methods if m != EQUAL_BYTES and not done.get(m, {}).get("complete")]
@@ -164,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=f"tl,jl,single,assoc,{EQUAL_BYTES}")
     p.add_argument("--preset", default="quick")
     p.add_argument("--steps", type=int, default=0, help="override the preset's steps per task")
+    p.add_argument("--arch", default=None, help="override the preset's generator architecture (pix2pix, gated)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -180,6 +184,7 @@ def main(argv=None) -> int:
     fmt = (lambda v: "-" if v is None else f"{v:.2f}") if metric == "psnr" else (lambda v: "-" if v is None else f"{v:.3f}")
 
     name = f"recipe {args.recipe}" if args.recipe else f"chain {args.chain}" if args.chain else args.benchmark
+    name += f", {combined['config'].get('arch', 'pix2pix')} generator" if "config" in combined else ""
     rows, summary = [], {"benchmark": name, "metric": metric, "seeds": seeds, "methods": {}}
     for m in methods:
         entry = combined["methods"][m]

@@ -5,8 +5,10 @@ can one generator learn them together when it is even told which task each image
     python benchmarks/joint_capacity.py --runs "noise+impulse;oversharpen+blur;all;all:oracle" --seed 0
     python benchmarks/joint_capacity.py --benchmark tones3
     python benchmarks/joint_capacity.py --chain cartoon,sketch,blueprint --runs "cartoon;cartoon+sketch;all;all:oracle"
+    python benchmarks/joint_capacity.py --benchmark mixed4 --arch gated --runs "noise;blur;colorcast;fade;all" --no-identify
 
-Offline joint training (all of a run's tasks mixed in every batch, from scratch), the preset's network, data,
+Offline joint training (all of a run's tasks mixed in every batch, from scratch), the preset's network (``--arch``
+another architecture of the registry), data,
 batch, learning rate and cosine schedule, ``steps x number of tasks`` steps so each task sees as many samples
 as its specialist (``single``) does. A run is a ``+``-joined list of task names (or ``all``); ``:oracle`` adds a
 task-identity input: the U-Net's global context (the FiLM of its decoder) is fed a learned embedding of the
@@ -31,7 +33,7 @@ from assocgan.config import make_config
 from assocgan.data.benchmarks import BuiltinSpec, load_benchmark, tone_tasks
 from assocgan.data.tones import FILTERS
 from assocgan.metrics import psnr, ssim
-from assocgan.nets import UNet
+from assocgan.nets import UNet, build_generator
 from assocgan.nets.unet import image_statistics
 
 
@@ -56,9 +58,9 @@ def as_float(a: torch.Tensor) -> torch.Tensor:
 
 def train_joint(tasks, ids, cfg, oracle: bool, seed: int, metric=psnr) -> dict[str, float]:
     torch.manual_seed(seed)
-    net = UNet(ngf=cfg.ngf, context=True)
+    net = build_generator(cfg)
     if oracle:
-        net.context = TaskContext(net.context.widths, len(tasks))
+        net.context = TaskContext(net.film_widths, len(tasks))
     steps = cfg.steps * len(ids)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.1 * cfg.lr)
@@ -70,7 +72,9 @@ def train_joint(tasks, ids, cfg, oracle: bool, seed: int, metric=psnr) -> dict[s
         y = as_float(torch.stack([tasks[k].train_y[j] for k, j in zip(rows, picks)]))
         if oracle:
             net.context.task = torch.tensor(rows)
-        loss = F.mse_loss(net(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            out = net(x)
+        loss = F.mse_loss(out.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -113,15 +117,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="restore4")
     p.add_argument("--chain", default=None, help="comma-separated tone filters chained from the built-in photos, instead of --benchmark")
-    p.add_argument("--runs", default=None, help="';'-separated runs (see above; default: each task alone, all, all:oracle)")
+    p.add_argument("--runs", default=None, help="';'-separated runs (see above; default: each task alone, all, and all:oracle for the pix2pix U-Net)")
     p.add_argument("--preset", default="quick")
+    p.add_argument("--arch", default=None, help="the generator architecture (default: the preset's)")
+    p.add_argument("--ngf", type=int, default=0, help="generator width (default: the preset's)")
     p.add_argument("--steps", type=int, default=0, help="steps per task (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--identify", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = make_config(args.preset, steps=args.steps or None)
+    cfg = make_config(args.preset, steps=args.steps or None, arch=args.arch, ngf=args.ngf or None)
     if args.chain:
         filters = [f.strip() for f in args.chain.split(",") if f.strip()]
         if not filters or any(f not in FILTERS for f in filters):
@@ -133,22 +139,27 @@ def main(argv=None) -> int:
         tasks, title, metric_name = bench.tasks, bench.name, bench.metric
     metric, fmt = (ssim, "10.3f") if metric_name == "ssim" else (psnr, "10.2f")
     names = [t.name for t in tasks]
-    print(f"{title}, preset {args.preset}, seed {args.seed}: {metric_name.upper()} per task on the test split")
+    params = sum(p.numel() for p in build_generator(cfg).parameters())
+    print(f"{title}, preset {args.preset}, {cfg.arch} generator (ngf {cfg.ngf}, {params / 1e6:.2f} M weights), seed {args.seed}: "
+          f"{metric_name.upper()} per task on the test split")
     inputs = {t.name: metric(as_float(t.test_x), as_float(t.test_y)).mean().item() for t in tasks}
     print(f"{'run':28s} {'steps':>6s} " + " ".join(f"{n:>10s}" for n in names) + "    mean")
     print(f"{'input (do nothing)':28s} {'':>6s} " + " ".join(f"{inputs[n]:{fmt}}" for n in names) + f"  {sum(inputs.values()) / len(names):6.3f}")
-    runs = args.runs or ";".join(names + ["all", "all:oracle"])
+    runs = args.runs or ";".join(names + ["all"] + (["all:oracle"] if cfg.arch == "pix2pix" else []))
     for spec in [s.strip() for s in runs.split(";") if s.strip()]:
         subset, _, mode = spec.partition(":")
         chosen = names if subset == "all" else subset.split("+")
         unknown = [n for n in chosen if n not in names]
         if unknown or mode not in ("", "oracle"):
             p.error(f"--runs {spec!r}: tasks are {', '.join(names)} or all; the only mode is :oracle")
+        if mode == "oracle" and not isinstance(build_generator(cfg), UNet):
+            p.error(f"--runs {spec!r}: :oracle replaces the pix2pix U-Net's context; give --arch pix2pix")
         t0 = time.perf_counter()
         scores = train_joint(tasks, [names.index(n) for n in chosen], cfg, mode == "oracle", args.seed, metric)
         cells = " ".join(f"{scores[n]:{fmt}}" if n in chosen else f"{'-':>10s}" for n in names)
         mean = sum(scores[n] for n in chosen) / len(chosen)
-        print(f"{spec:28s} {cfg.steps * len(chosen):6d} {cells}  {mean:6.3f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
+        took = time.perf_counter() - t0
+        print(f"{spec:28s} {cfg.steps * len(chosen):6d} {cells}  {mean:6.3f}   ({took:.0f} s, {1e3 * took / (cfg.steps * len(chosen)):.0f} ms a step)", flush=True)
     if args.identify:
         conf = identify(tasks, args.seed)
         acc = sum(conf[k][k] for k in range(len(tasks))) / sum(map(sum, conf))

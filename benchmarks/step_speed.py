@@ -8,11 +8,14 @@ batches (its wait for the batch feed) next to what making one batch costs by its
     python benchmarks/step_speed.py                     # 64, 128 and 224 px; fp32 and bf16; cuda if available
     python benchmarks/step_speed.py --quick --threads 1 # a few minutes on a 2-core CPU
     python benchmarks/step_speed.py --sizes 128 --dtypes bf16 --steps 50 --device cuda
+    python benchmarks/step_speed.py --sizes 64 --dtypes bf16 --archs pix2pix,gated --threads 1   # architectures side by side
 
 Networks: 64 px as the quick preset (ngf = ndf = 32, the global context, batch 8); 128 and 224 px as the paper
 preset (ngf = ndf = 64, batch 16); --batch overrides. The adversarial term is on (1e-3) so that every step
 trains D as well. Targets (printed with each row): the loop within 10% of the reference's images/s on a GPU
-(5% on a CPU), batch making under 5% of the loop's time, bf16 at least 1.5x fp32 at 128 px and above.
+(5% on a CPU), batch making under 5% of the loop's time, bf16 at least 1.5x fp32 at 128 px and above. With several
+``--archs`` each size and dtype is timed for each generator architecture in turn, and each row after the first says its
+step time as a multiple of the first architecture's (target: the gated U-Net at most 1.5x the U-Net's).
 """
 from __future__ import annotations
 
@@ -38,12 +41,12 @@ from assocgan.train import autocast_factory, build_networks, device_time, pick_d
 DTYPES = {"fp32": ("off", torch.float32), "bf16": ("bf16", torch.bfloat16), "fp16": ("fp16", torch.float16)}
 
 
-def config(size: int, amp: str, batch: int | None, steps: int, threads: int):
+def config(size: int, amp: str, batch: int | None, steps: int, threads: int, arch: str = "pix2pix"):
     paper = size > 64
     base = dict(ngf=64, ndf=64, batch_size=16, context=False) if paper else dict(ngf=32, ndf=32, batch_size=8, context=True)
     if batch:
         base["batch_size"] = batch
-    return make_config("quick", **base, size=size, amp=amp, steps=steps, lambda_adv=1e-3, lr=2e-4, beta1=0.5, lr_schedule="constant",
+    return make_config("quick", **base, arch=arch, size=size, amp=amp, steps=steps, lambda_adv=1e-3, lr=2e-4, beta1=0.5, lr_schedule="constant",
                        n_train=64, n_test=4, threads=threads, checkpoint_every=0, eval_every=0, methods=["tl"])
 
 
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, help="batch size for every size (default: the preset's)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: all cores)")
+    p.add_argument("--archs", default="pix2pix", help="generator architectures, comma-separated (pix2pix, gated): timed side by side")
     p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: 64 and 128 px, batch 4, 3 blocks of 4 steps after 2")
     args = p.parse_args(argv)
     if args.quick:
@@ -187,35 +191,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} ({name}); torch {torch.__version__}; the fastest of {args.blocks} blocks of {args.steps} timed steps, "
           f"after {args.warmup}")
     loop_target = 0.10 if device.type == "cuda" else 0.05
-    head = (f"{'px':>4} {'dtype':>5} {'batch':>5} {'GFLOP/step':>10} {'peak GF/s':>9} {'ref GF/s':>8} {'%peak':>6} "
-            f"{'ref img/s':>9} {'loop img/s':>10} {'loop/ref':>8} {'batch ms':>8} {'alone %':>7} {'wait %':>6} {'bf16/fp32':>9}")
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    head = (f"{'arch':>8} {'px':>4} {'dtype':>5} {'batch':>5} {'GFLOP/step':>10} {'peak GF/s':>9} {'ref GF/s':>8} {'%peak':>6} "
+            f"{'ref img/s':>9} {'loop img/s':>10} {'loop/ref':>8} {'batch ms':>8} {'alone %':>7} {'wait %':>6} {'bf16/fp32':>9} {'step/1st':>8}")
     print(head)
     rows, ok = {}, {"loop": True, "batch": True, "bf16": True}
-    for size in sizes:
-        for dt in dtypes:
-            amp, dtype = DTYPES[dt]
-            cfg = config(size, amp, args.batch, args.warmup + args.blocks * args.steps, args.threads or 0)
-            ref_s, flops, (G, D, x) = reference(cfg, device, args.warmup, args.steps, args.blocks)
-            peak, where = conv_peak(G, D, x, dtype, device)
-            loop_s, wait = training_loop(cfg, device, args.warmup, args.steps, args.blocks)
-            alone = batch_alone(cfg, device)
-            n = cfg.batch_size
-            ref_ips, loop_ips = n / ref_s, n / loop_s
-            rows[(size, dt)] = loop_ips
-            ratio = ""
-            if dt == "bf16" and (size, "fp32") in rows:
-                r = loop_ips / rows[(size, "fp32")]
-                ratio = f"{r:.2f}x"
-                if size >= 128 and r < 1.5:
-                    ok["bf16"] = False
-            if loop_ips < (1 - loop_target) * ref_ips:
-                ok["loop"] = False
-            if wait >= 0.05:
-                ok["batch"] = False
-            print(f"{size:>4} {dt:>5} {n:>5} {flops / 1e9:>10.2f} {peak / 1e9:>9.1f} {flops / ref_s / 1e9:>8.1f} {100 * flops / ref_s / peak:>5.0f}% "
-                  f"{ref_ips:>9.2f} {loop_ips:>10.2f} {loop_ips / ref_ips:>8.3f} {1e3 * alone:>8.2f} {100 * alone / loop_s:>6.2f}% {100 * wait:>5.2f}% {ratio:>9}",
-                  flush=True)
-            print(f"{'':>10} peak: {where}")
+    for size, dt, arch in [(s, d, a) for s in sizes for d in dtypes for a in archs]:
+        amp, dtype = DTYPES[dt]
+        cfg = config(size, amp, args.batch, args.warmup + args.blocks * args.steps, args.threads or 0, arch)
+        ref_s, flops, (G, D, x) = reference(cfg, device, args.warmup, args.steps, args.blocks)
+        peak, where = conv_peak(G, D, x, dtype, device)
+        loop_s, wait = training_loop(cfg, device, args.warmup, args.steps, args.blocks)
+        alone = batch_alone(cfg, device)
+        n = cfg.batch_size
+        ref_ips, loop_ips = n / ref_s, n / loop_s
+        rows[(size, dt, arch)] = loop_ips
+        ratio = ""
+        if dt == "bf16" and (size, "fp32", arch) in rows:
+            r = loop_ips / rows[(size, "fp32", arch)]
+            ratio = f"{r:.2f}x"
+            if size >= 128 and r < 1.5:
+                ok["bf16"] = False
+        if loop_ips < (1 - loop_target) * ref_ips:
+            ok["loop"] = False
+        if wait >= 0.05:
+            ok["batch"] = False
+        vs_first = f"{rows[(size, dt, archs[0])] / loop_ips:.2f}x" if arch != archs[0] else ""
+        print(f"{arch:>8} {size:>4} {dt:>5} {n:>5} {flops / 1e9:>10.2f} {peak / 1e9:>9.1f} {flops / ref_s / 1e9:>8.1f} {100 * flops / ref_s / peak:>5.0f}% "
+              f"{ref_ips:>9.2f} {loop_ips:>10.2f} {loop_ips / ref_ips:>8.3f} {1e3 * alone:>8.2f} {100 * alone / loop_s:>6.2f}% {100 * wait:>5.2f}% {ratio:>9} {vs_first:>8}",
+              flush=True)
+        print(f"{'':>10} peak: {where}")
     measured = "bf16" in dtypes and "fp32" in dtypes and any(s >= 128 for s in sizes)
     verdict = lambda k: "met" if ok[k] else "NOT met"  # noqa: E731
     print(f"targets: loop >= {1 - loop_target:.2f} x reference images/s: {verdict('loop')}; batch making < 5% of the loop's time: "

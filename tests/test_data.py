@@ -134,9 +134,10 @@ def test_builtin_specs_match_the_listing(r4, capsys):
             label, task, recipe = line.split()
             assert label == f"T{len(listing[current][1]) + 1}"
             listing[current][1].append((task, recipe))
-    # the documented benchmarks: restore4 (PSNR) and tones3 (SSIM), the chain of the three tone filters
-    assert {name: metric for name, (metric, _) in listing.items()} == {"restore4": "PSNR", "tones3": "SSIM"}
+    # the documented benchmarks: restore4 and mixed4 (PSNR) and tones3 (SSIM), the chain of the three tone filters
+    assert {name: metric for name, (metric, _) in listing.items()} == {"restore4": "PSNR", "mixed4": "PSNR", "tones3": "SSIM"}
     assert [name for name, _ in listing["restore4"][1]] == ["noise", "impulse", "oversharpen", "blur"]
+    assert listing["mixed4"][1] == [("noise", "noise:0.1"), ("blur", "blur:3"), ("colorcast", "colorcast:1"), ("fade", "fade:0.3")]
     assert [f for _, f in listing["tones3"][1]] == ["sketch", "blueprint", "cartoon"]
     assert all(f in tones.FILTERS for _, f in listing["tones3"][1])
     for name, (metric, tasks) in listing.items():

@@ -11,6 +11,7 @@ from .errors import UserError, exit_code
 
 def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run") -> None:
     from .config import PRESETS
+    from .nets import ARCHS
     from .methods import METHODS
 
     g = p.add_argument_group("what to run")
@@ -35,10 +36,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16")
     g.add_argument("--n-train", metavar="N", type=int, help="training images per task")
     g.add_argument("--n-test", metavar="N", type=int, help="test images per task")
+    g.add_argument("--arch", choices=list(ARCHS), help="generator architecture: " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values())
+                   + " (gated in the quick preset, pix2pix in the others)")
     g.add_argument("--ngf", metavar="N", type=int, help="generator width")
     g.add_argument("--ndf", metavar="N", type=int, help="discriminator width")
     g.add_argument("--norm", choices=["instance", "batch", "none"])
-    g.add_argument("--context", metavar="on|off", help="the generator's decoder modulated by the input's global statistics (on in the quick preset)")
+    g.add_argument("--context", metavar="on|off", help="the pix2pix U-Net's decoder modulated by the input's global statistics (on in the quick preset; the gated U-Net has its gate instead)")
     g.add_argument("--steps", metavar="N", type=int, help="training steps per task")
     g.add_argument("--batch-size", metavar="N", type=int)
     g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate (2e-4)")
@@ -106,7 +109,7 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
     methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border", "eval_full")}
+    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "arch", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border", "eval_full")}
     if args.amp is not None:
         overrides["amp"] = args.amp  # checked with the configuration (config.amp_mode, validate)
     for flag in ("context", "eval_quantize"):

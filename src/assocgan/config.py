@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import UserError
 from .metrics import SPACES, Convention
+from .nets import ARCHS
 
 
 @dataclass
@@ -23,6 +24,7 @@ class RunConfig:
     order: str | None = None
     fresh_degradations: bool = False  # draw degraded sources anew at every step instead of fixed pairs
     # networks
+    arch: str = "pix2pix"  # the generator's architecture (nets.ARCHS)
     ngf: int = 32
     ndf: int = 32
     norm: str = "instance"
@@ -75,9 +77,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp="off", threads=1),
     # the default, the benchmark preset: competent models in minutes a method on a 2-core CPU (docs/results.md
     # has the runs that chose it: Adam 2e-3 with beta1 0.9 and a cosine decay per task; the adversarial term
-    # at 1e-3 changed no score and doubled the time, so it is off)
+    # at 1e-3 changed no score and doubled the time, so it is off; the gated U-Net learns several tasks jointly where
+    # the U-Net did not, "A generator that learns tasks jointly")
     "quick": dict(size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32, lr=2e-3, beta1=0.9, lr_schedule="cosine",
-                  lambda_adv=0.0, context=True),
+                  lambda_adv=0.0, arch="gated", context=True),
     # the paper's scale, for a GPU
     "paper": dict(size=224, ngf=64, ndf=64, steps=20000, batch_size=16, n_train=2000, n_test=100, sample_images=8),
 }
@@ -151,6 +154,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.gan_mode in ("lsgan", "vanilla"), "--gan-mode", "choose lsgan or vanilla"),
         (cfg.amp in AMP_MODES, "--amp", "choose bf16, fp16 or off"),
         (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
+        (cfg.arch in ARCHS, "--arch", f"choose {' or '.join(ARCHS)}"),
         (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
         (cfg.eval_every >= 0, "--eval-every", "must not be negative"),
         (cfg.checkpoint_every >= 0, "--checkpoint-every", "must not be negative"),

@@ -41,6 +41,12 @@ BUILTIN: dict[str, BuiltinSpec] = {
         (("noise", "noise:0.1"), ("impulse", "impulse:0.1"), ("oversharpen", "oversharpen:2"), ("blur", "blur:2")),
         "restore",
     ),
+    "mixed4": BuiltinSpec(
+        "Photo restoration mixing local and global corrections: noise, blur, a colour cast and a faded print",
+        "psnr",
+        (("noise", "noise:0.1"), ("blur", "blur:3"), ("colorcast", "colorcast:1"), ("fade", "fade:0.3")),
+        "restore",
+    ),
     "tones3": BuiltinSpec(
         "Chained style transfer: photo -> sketch -> blueprint -> cartoon (the paper's GLD experiment)",
         "ssim",

@@ -275,10 +275,10 @@ class Method:
     # ---- hooks -------------------------------------------------------------------------
     @classmethod
     def build_generator(cls, cfg: "RunConfig") -> nn.Module:
-        """The generator this method trains (built before the method, with the run's seed). Default: the U-Net."""
-        from ..nets import UNet
+        """The generator this method trains (built before the method, with the run's seed). Default: ``--arch``'s."""
+        from ..nets import build_generator
 
-        return UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual, context=cfg.context)
+        return build_generator(cfg)
 
     def before_task(self, t: int, task: "Task") -> None:
         """Called before training on task t."""

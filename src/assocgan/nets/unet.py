@@ -77,8 +77,9 @@ class UNet(nn.Module):
                 if dropout > 0 and i >= LEVELS - 2:
                     layers.append(nn.Dropout(dropout))
             self.up.append(nn.Sequential(*layers))
-        # the decoder stages that are modulated by the global context: every one but the output layer
-        self.context = GlobalContext(in_ch, [widths[i - 1] for i in reversed(range(1, LEVELS))]) if context else None
+        # the decoder stages that a FiLM modulates (the global context, or a caller's ``film``): every one but the output layer
+        self.film_widths = [widths[i - 1] for i in reversed(range(1, LEVELS))]
+        self.context = GlobalContext(in_ch, self.film_widths) if context else None
         init_weights(self)
         if self.residual:
             # start as the identity: the last layer's correction is zero until training moves it
@@ -86,7 +87,9 @@ class UNet(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """``x`` translated; ``film``, per-image (scale, shift) pairs of the decoder stages (``film_widths``), modulates
+        the decoder in place of the global context (a network that holds this U-Net decides them)."""
         h, w = x.shape[-2:]
         if h % 16 or w % 16:
             raise ValueError(f"U-Net input must be a multiple of 16 in both sides, got {h}x{w}")
@@ -96,7 +99,8 @@ class UNet(nn.Module):
         for layer in self.down:
             z = layer(z)
             skips.append(z)
-        film = self.context(xs) if self.context is not None else []
+        if film is None:
+            film = self.context(xs) if self.context is not None else []
         z = self.up[0](skips[-1])
         for k, (layer, skip) in enumerate(zip(self.up[1:], reversed(skips[:-1]))):
             if k < len(film):
