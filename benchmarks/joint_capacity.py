@@ -75,6 +75,9 @@ def train_joint(tasks, ids, cfg, oracle: bool, seed: int, metric=psnr) -> dict[s
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
             out = net(x)
         loss = F.mse_loss(out.float(), y)
+        for m in net.modules():  # an architecture's own supervision of its parts, as the training loop adds it
+            aux = m.auxiliary_loss(y) if callable(getattr(m, "auxiliary_loss", None)) else None
+            loss = loss if aux is None else loss + aux
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -137,3 +137,38 @@ def test_mixed4_mixes_local_and_global_corrections():
     assert bench.task_names == ["noise", "blur", "colorcast", "fade"]
     assert bench.metric == "psnr"
     assert [t.description for t in bench.tasks] == ["noise0.1", "blur3", "colorcast1", "fade0.3"]
+
+
+def test_the_colour_stage_is_taught_on_its_own_in_training_only():
+    """auxiliary_loss is the weighted MSE of the colour stage's output after a training forward, read once; an
+    evaluation forward or one without gradients leaves none."""
+    torch.manual_seed(0)
+    G = GatedUNet(3, 3, 4)
+    x, y = torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16)
+    w = torch.tensor([0.5, 0.5, 0.0])
+    G(x)
+    import copy
+
+    assert copy.deepcopy(G)._colour is None  # a copy (a method's teacher) leaves the stored output behind
+    per = (x - y).pow(2).flatten(1).mean(1)  # an untrained colour stage is the identity
+    assert torch.allclose(G.auxiliary_loss(y, w), (per * w).sum())
+    assert G.auxiliary_loss(y, w) is None  # read once
+    with torch.no_grad():
+        G(x)
+    assert G.auxiliary_loss(y) is None
+    G.eval()
+    G(x)
+    assert G.auxiliary_loss(y) is None
+
+
+def test_the_training_loop_adds_the_architecture_s_own_loss():
+    from assocgan.train import train_method
+
+    bench = load_benchmark("mixed4", size=32, n_train=4, n_test=2)
+    bench.tasks = bench.tasks[2:]
+    losses = {}
+    for arch in ARCHS:
+        cfg = make_config("smoke", arch=arch, steps=3, methods=["tl"])
+        losses[arch] = train_method("tl", bench, cfg)[-1].losses
+    assert losses["gated"]["arch"] > 0
+    assert "arch" not in losses["pix2pix"]

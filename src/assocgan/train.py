@@ -333,6 +333,7 @@ def train_method(
                 batch.y = batch.y.contiguous(memory_format=torch.channels_last)
             return batch
 
+        arch_terms = [m for m in G.modules() if callable(getattr(m, "auxiliary_loss", None))]
         feed = BatchFeed(make_batch, device, ahead=cls.batch_ahead)
         try:
             for s in range(first_step if mid_task else 0, cfg.steps):
@@ -369,6 +370,11 @@ def train_method(
                 loss_c = content_loss(fake, y, batch.weight)
                 loss_g = cfg.lambda_content * loss_c
                 losses["content"] = loss_c.detach()
+                for net in arch_terms:  # an architecture's own supervision of its parts (nets.gated: the colour stage)
+                    loss_a = net.auxiliary_loss(y, batch.weight)
+                    if loss_a is not None:
+                        loss_g = loss_g + cfg.lambda_content * loss_a
+                        losses["arch"] = loss_a.detach()
                 if use_gan and len(xj):
                     with no_weight_grads(D), autocast():
                         pred = D(xj, fake_j)

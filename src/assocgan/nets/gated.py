@@ -13,6 +13,11 @@ experts. Each expert has three things, mixed by the gate's weights:
 * a **gain** of the U-Net's correction: ``out = c + gain * (U(c) - c)`` with ``c`` the colour-corrected input, so an
   expert whose inputs need no local correction can switch it off instead of carrying the others' into its task.
 
+In training the colour stage is also taught on its own (``auxiliary_loss``, which the training loop adds to the
+content loss with the same per-sample weights): ``c`` should already be the target as far as a global colour map
+can make it. Without it the U-Net and the colour stage share every global correction between them, and a task
+that an affine map inverts exactly (a fade) is learned to a few dB below what the map alone reaches.
+
 Everything starts inert (identity colour transforms, zero FiLM, gain 1, the U-Net's zero last layer): an
 untrained network is exactly the identity, like the U-Net. The gate and the colour stage run in float32 under
 autocast (a fade's exact inverse needs more than bf16's 8 bits). docs/results.md ("A generator that learns tasks
@@ -53,6 +58,11 @@ class GatedUNet(nn.Module):
         self.film = nn.Linear(experts, 2 * sum(self.unet.film_widths), bias=False)
         nn.init.zeros_(self.film.weight)
         self.in_ch, self.out_ch = in_ch, out_ch
+        self._colour: torch.Tensor | None = None  # the colour stage's output of the last forward in training mode
+
+    def __getstate__(self) -> dict:
+        """Copies (a method's teacher, a saved module) leave the last forward's colour output behind."""
+        return {**self.__dict__, "_colour": None}
 
     @property
     def down(self) -> nn.ModuleList:
@@ -71,10 +81,21 @@ class GatedUNet(nn.Module):
             c = torch.einsum("nij,njhw->nihw", A, x.float()) + (g @ self.colour_offset)[:, :, None, None]
             film = (g @ self.film.weight.t()).split([2 * w for w in self.unet.film_widths], 1)
             film = [(1 + f[:, :w, None, None], f[:, w:, None, None]) for f, w in zip(film, self.unet.film_widths)]
+        self._colour = c if self.training and torch.is_grad_enabled() else None
         out = self.unet(c, film=film)
         if out.shape[1] != c.shape[1]:
             return out
         return c + (g @ self.gain)[:, None, None, None] * (out - c)
+
+    def auxiliary_loss(self, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The colour stage's own content loss on the last training forward's images (their targets ``y``; with
+        ``weight``, one per sample, the weighted sum of the samples' MSEs, as the content loss); None when that
+        forward was not a training one. Read once: the stored output is released."""
+        c, self._colour = self._colour, None
+        if c is None or c.shape != y.shape:
+            return None
+        per = (c - y.float()).pow(2).flatten(1).mean(1)
+        return per.mean() if weight is None else (per * weight.to(per)).sum()
 
 
 __all__ = ["GatedUNet", "input_features", "EXPERTS"]
