@@ -8,10 +8,10 @@ batches (its wait for the batch feed) next to what making one batch costs by its
     python benchmarks/step_speed.py                     # 64, 128 and 224 px; fp32 and bf16; cuda if available
     python benchmarks/step_speed.py --quick --threads 1 # a few minutes on a 2-core CPU
     python benchmarks/step_speed.py --sizes 128 --dtypes bf16 --steps 50 --device cuda
-    python benchmarks/step_speed.py --sizes 64 --dtypes bf16 --archs pix2pix,gated --threads 1   # architectures side by side
+    python benchmarks/step_speed.py --sizes 64 --dtypes bf16 --threads 1 --steps 10   # the two generators side by side
 
-Networks: 64 px as the quick preset (ngf = ndf = 32, the global context, batch 8); 128 and 224 px as the paper
-preset (ngf = ndf = 64, batch 16); --batch overrides. The adversarial term is on (1e-3) so that every step
+Networks: 64 px as the quick preset (ngf = ndf = 32, batch 8; the pix2pix U-Net with its global context, and the
+gated U-Net); 128 and 224 px as the paper preset (ngf = ndf = 64, batch 16); --batch overrides. The adversarial term is on (1e-3) so that every step
 trains D as well. Targets (printed with each row): the loop within 10% of the reference's images/s on a GPU
 (5% on a CPU), batch making under 5% of the loop's time, bf16 at least 1.5x fp32 at 128 px and above. With several
 ``--archs`` each size and dtype is timed for each generator architecture in turn, and each row after the first says its
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, help="batch size for every size (default: the preset's)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: all cores)")
-    p.add_argument("--archs", default="pix2pix", help="generator architectures, comma-separated (pix2pix, gated): timed side by side")
+    p.add_argument("--archs", default="pix2pix,gated", help="generator architectures, comma-separated (pix2pix, gated): timed side by side")
     p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: 64 and 128 px, batch 4, 3 blocks of 4 steps after 2")
     args = p.parse_args(argv)
     if args.quick:
