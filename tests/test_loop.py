@@ -146,17 +146,21 @@ def test_the_step_speed_benchmark_prints_every_figure_and_the_targets(capsys):
     spec.loader.exec_module(module)
     threads = torch.get_num_threads()
     try:
-        assert module.main(["--sizes", "32", "--dtypes", "fp32,bf16", "--steps", "1", "--warmup", "1", "--blocks", "1", "--batch", "2",
-                            "--threads", "1", "--device", "cpu"]) == 0
+        assert module.main(["--sizes", "32", "--dtypes", "fp32,bf16", "--archs", "pix2pix,gated", "--steps", "1", "--warmup", "1", "--blocks", "1",
+                            "--batch", "2", "--threads", "1", "--device", "cpu"]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("device: cpu")
-    rows = [line.split() for line in out if line.split()[:2] in (["32", "fp32"], ["32", "bf16"])]
-    assert [r[1] for r in rows] == ["fp32", "bf16"]
+    rows = [line.split() for line in out if line.split()[1:3] in (["32", "fp32"], ["32", "bf16"])]
+    assert [(r[0], r[2]) for r in rows] == [("pix2pix", "fp32"), ("gated", "fp32"), ("pix2pix", "bf16"), ("gated", "bf16")]
     for r in rows:
-        flops, peak, achieved = float(r[3]), float(r[4]), float(r[5])
+        flops, peak, achieved = float(r[4]), float(r[5]), float(r[6])
         assert flops > 0 and 0 < achieved and peak > 0
-        assert float(r[9]) == pytest.approx(float(r[8]) / float(r[7]), rel=0.01)  # loop/ref is the ratio of the two
-    assert rows[1][-1].endswith("x")  # bf16 against fp32 at the same size
+        assert float(r[10]) == pytest.approx(float(r[9]) / float(r[8]), rel=0.01)  # loop/ref is the ratio of the two
+    assert rows[0][-1].endswith("%")  # the first architecture's fp32 row: no ratio
+    assert rows[2][-1].endswith("x")  # bf16 against fp32 at the same size
+    assert rows[3][-2].endswith("x") and rows[3][-1].endswith("x")  # ... and the step time against the first architecture's
+    for first, other in ((rows[0], rows[1]), (rows[2], rows[3])):
+        assert float(other[-1][:-1]) == pytest.approx(float(first[9]) / float(other[9]), abs=0.011)
     assert out[-1].startswith("targets: loop >= 0.95 x reference") and out[-1].endswith("at 128 px and above: not measured")
