@@ -78,8 +78,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the default, the benchmark preset: competent models in minutes a method on a 2-core CPU (docs/results.md
     # has the runs that chose it: Adam 2e-3 with beta1 0.9 and a cosine decay per task; the adversarial term
     # at 1e-3 changed no score and doubled the time, so it is off; the pix2pix U-Net with its global context: the gated
-    # U-Net learns mixed4's tasks jointly from scratch far better, but in the continual protocol JL and every continual
-    # method end lower with it, "Joint learning of local and global tasks")
+    # U-Net learns mixed4's tasks jointly from scratch far better, but in the continual protocol JL and Assoc-GAN end
+    # lower with it on mixed4 and restore4, "Joint learning of local and global tasks")
     "quick": dict(size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32, lr=2e-3, beta1=0.9, lr_schedule="cosine",
                   lambda_adv=0.0, context=True),
     # the paper's scale, for a GPU
