@@ -242,3 +242,31 @@ def test_run_smoke_with_the_four_methods(tmp_path, capsys):
             x, y = task.test_pairs()
             want = float(scores(predict(G, x), y, cfg.convention())["psnr"].mean())  # the run's evaluation convention
             assert m[name]["matrix"][-1][j] == pytest.approx(want, abs=1e-4), (name, j)
+
+
+def test_jl_trains_on_a_batch_of_every_task_seen_or_on_one_shared_batch():
+    """--jl-batch each: on task t, a batch of --batch-size from each of the t tasks seen, the current one marked
+    current and the others stored; shared: one batch of --batch-size shared by them."""
+    import contextlib
+
+    from assocgan.config import make_config
+    from assocgan.data.benchmarks import load_benchmark
+    from assocgan.methods import Context, get_method
+    from assocgan.methods.base import Batch
+    from assocgan.train import build_networks
+
+    bench = load_benchmark("mixed4", size=32, n_train=6, n_test=2)
+    cfg = make_config("smoke", methods=["jl"])
+    sizes = {}
+    for mode in ("each", "shared"):
+        G, D = build_networks(cfg, torch.device("cpu"))
+        ctx = Context(cfg, G, D, torch.Generator().manual_seed(0), len(bench.tasks), bench.task_names, contextlib.nullcontext)
+        jl = get_method("jl")(ctx, jl_batch=mode)
+        for t, task in enumerate(bench.tasks[:3]):
+            jl.before_task(t, task)
+        batch = jl.batch(2, bench.tasks[2])
+        sizes[mode] = len(batch)
+        if mode == "each":
+            assert torch.equal(torch.bincount(batch.task, minlength=3), torch.full((3,), cfg.batch_size))
+            assert torch.equal(batch.source == Batch.CURRENT, batch.task == 2)
+    assert sizes == {"each": 3 * cfg.batch_size, "shared": cfg.batch_size}

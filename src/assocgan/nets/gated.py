@@ -20,14 +20,15 @@ that an affine map inverts exactly (a fade) is learned to a few dB below what th
 
 Everything starts inert (identity colour transforms, zero FiLM, gain 1, the U-Net's zero last layer): an
 untrained network is exactly the identity, like the U-Net. The gate and the colour stage run in float32 under
-autocast (a fade's exact inverse needs more than bf16's 8 bits). docs/results.md ("A generator that learns tasks
-jointly") has the measurements that chose this design against the U-Net and the others tried.
+autocast (a fade's exact inverse needs more than bf16's 8 bits). docs/results.md ("Joint learning of local and global
+tasks") has the measurements that chose this design against the U-Net and the others tried.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from ..losses import content_loss
 from .unet import UNet, image_statistics
 
 EXPERTS = 8
@@ -57,7 +58,6 @@ class GatedUNet(nn.Module):
         self.unet = UNet(in_ch, out_ch, ngf, norm=norm, residual=residual, dropout=dropout, context=False)
         self.film = nn.Linear(experts, 2 * sum(self.unet.film_widths), bias=False)
         nn.init.zeros_(self.film.weight)
-        self.in_ch, self.out_ch = in_ch, out_ch
         self._colour: torch.Tensor | None = None  # the colour stage's output of the last forward in training mode
 
     def __getstate__(self) -> dict:
@@ -94,8 +94,7 @@ class GatedUNet(nn.Module):
         c, self._colour = self._colour, None
         if c is None or c.shape != y.shape:
             return None
-        per = (c - y.float()).pow(2).flatten(1).mean(1)
-        return per.mean() if weight is None else (per * weight.to(per)).sum()
+        return content_loss(c, y.float(), weight)
 
 
 __all__ = ["GatedUNet", "input_features", "EXPERTS"]
