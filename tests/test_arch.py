@@ -54,6 +54,9 @@ def test_gated_unet_keeps_sizes_and_starts_as_the_identity_when_residual(residua
     assert out.shape == x.shape and torch.isfinite(out).all()
     if residual:
         assert torch.allclose(out, x, atol=1e-6)
+    with torch.no_grad():  # a U-Net that corrects something: the untrained gate's FiLM and colour stage still change nothing
+        G.unet.up[-1][1].weight.normal_(0, 0.02)
+        assert torch.allclose(G(x), G.unet(x), atol=1e-6)
     g = G.weights(x)
     assert g.shape == (2, G.experts) and torch.allclose(g.sum(1), torch.ones(2))
 
