@@ -94,6 +94,8 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
         base["steps"] = args.steps
     if args.arch:
         base["arch"] = args.arch
+    if args.ngf:
+        base["ngf"] = args.ngf
     folder = RunFolder(out)
     done = (folder.read_results() or {}).get("methods", {})
     plain = [m for m in methods if m != EQUAL_BYTES and not done.get(m, {}).get("complete")]
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="quick")
     p.add_argument("--steps", type=int, default=0, help="override the preset's steps per task")
     p.add_argument("--arch", default=None, help="override the preset's generator architecture (pix2pix, gated)")
+    p.add_argument("--ngf", type=int, default=0, help="override the preset's generator width")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

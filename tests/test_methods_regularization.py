@@ -105,6 +105,16 @@ def test_clgan_penalty_acts_after_first_task_and_pulls_generator_back(bench2):
     assert_penalty_is_the_anchored_quadratic(m.ctx.G, m, lambda: m.generator_loss(None), 2.5)
 
 
+def test_clgan_at_weight_zero_trains_exactly_as_tl(bench2):
+    """CLGAN's Fisher pairs and probes come from a stream of its own: at lambda 0 every draw of the run is TL's,
+    so CLGAN settings compare on the same data."""
+    _, zero = train("clgan", bench2, clgan_samples=8, clgan_lambda=0.0)
+    _, tl = train("tl", bench2)
+    assert zero.anchor.active
+    for (name, a), (_, b) in zip(zero.ctx.G.named_parameters(), tl.ctx.G.named_parameters()):
+        assert torch.equal(a, b), name
+
+
 # ---- Thanh-Tung & Tran: EWC on the discriminator, re-estimated every N steps --------------------
 
 
@@ -124,8 +134,8 @@ def test_thanh_reestimates_within_a_task_with_discount(bench2, monkeypatch):
     estimates, penalties = [], []
     fisher, loss = thanh.discriminator_fisher, thanh.ThanhTung.discriminator_loss
 
-    def spy_fisher(D, x, y, fake, mode):
-        out = fisher(D, x, y, fake, mode)
+    def spy_fisher(D, x, y, fake, mode, gen):
+        out = fisher(D, x, y, fake, mode, gen)
         estimates.append(({k: v.clone() for k, v in out.items()}, {k: p.detach().clone() for k, p in D.named_parameters()}))
         return out
 

@@ -505,3 +505,10 @@ def test_the_printed_report_holds_every_table(chromium, run_dir, tmp_path):
     bare.write_text(page.read_text().replace(report_html.CSS[report_html.CSS.index("@media print"):], ""))
     missing = missing_from_print(chromium, tmp_path, bare)
     assert len(missing) >= 2 * 4, missing
+
+
+def test_a_table_without_rows_renders_its_header():
+    from assocgan.report.tables import Table
+
+    text = to_text(Table("Shares of the gap", ["method", "share"], []))
+    assert "method" in text and "share" in text

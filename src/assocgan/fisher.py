@@ -1,7 +1,10 @@
-"""Diagonal empirical Fisher of a generator and the quadratic (EWC-style) anchor built on it.
+"""The curvature of a network's loss in its weights and the quadratic (EWC-style) anchor built on it.
 
-The Fisher is the mean over samples of the squared per-sample gradient of the content loss (the negative
-Gaussian log-likelihood of the target, up to scale), computed with torch.func (vmap of grad), in chunks.
+Every quadratic penalty here (Assoc-GAN's distillation, CLGAN, Thanh-Tung & Tran) weighs its weights by one
+curvature, ``gauss_newton_diagonal``: the diagonal of the Gauss-Newton matrix of the loss, estimated with
+Hutchinson probes through per-sample gradients (torch.func's vmap of grad, in chunks), so that a penalty weight
+of 1 is the second-order estimate of the loss rise. ``per_sample_fisher`` gives the mean squared per-sample
+gradient of any per-sample loss, the building block.
 """
 from __future__ import annotations
 
@@ -18,11 +21,6 @@ from .memory import tensor_bytes
 
 
 per_sample_content_loss = per_sample_mse  # the per-sample content loss whose gradient defines the Fisher
-
-
-def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> dict[str, torch.Tensor]:
-    """Mean of squared per-sample gradients of ``per_sample_content_loss(model(x), y)`` for each trainable parameter."""
-    return per_sample_fisher(model, lambda call, xi, yi: per_sample_content_loss(call(xi), yi[None])[0], x, y, chunk=chunk)
 
 
 class LogCodes:
@@ -278,26 +276,51 @@ def per_sample_fisher(
     return {k: f / n for k, f in fisher.items()}
 
 
-def laplace_curvature(fisher: dict[str, torch.Tensor], values: int, residual_mse: float | None) -> dict[str, torch.Tensor]:
-    """The one calibration of every quadratic penalty: the diagonal empirical Fisher of a per-sample loss that is
-    a *mean* over ``values`` terms, turned into the curvature of that mean loss (the Laplace approximation).
+def gauss_newton_diagonal(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    output_curvature: Callable[[torch.Tensor], torch.Tensor] | float,
+    gen: torch.Generator,
+    probes: int = 1,
+    chunk: int = 16,
+) -> dict[str, torch.Tensor]:
+    """The one curvature of every quadratic penalty: the diagonal of the (generalised) Gauss-Newton matrix of the
+    mean over samples of a loss ``l(model(*inputs))`` whose second derivative in each output value is
+    ``output_curvature`` (a number, or a function of the outputs giving one per value):
+    ``H_k = mean_n sum_v c_nv J_nvk^2``, with ``J_nv`` the gradient of sample n's output value v.
 
-    For terms that are squared residuals of variance ``residual_mse`` (the loss at theta*), the empirical Fisher
-    of the mean is ``4 mse / values^2 * sum_v J_v^2`` while the (Gauss-Newton) curvature of the same loss is
-    ``2 / values * sum_v J_v^2``: the factor is ``values / (2 mse)``. For terms that are negative
-    log-likelihoods (``residual_mse`` None, e.g. a binary cross-entropy) the Fisher of one term is its expected
-    curvature and the factor is ``values``. ``0.5 * sum H (theta - theta*)^2`` then estimates how much the loss
-    on these samples rises when the weights leave theta*, in the units of the loss itself, at any image size:
-    a penalty weight of 1 is that plain second-order estimate (EWC with the old task weighing as much as the new).
+    ``sum_v c_v J_vk^2`` is estimated with Hutchinson probes, as ``E_r[(J^T r)_k^2]`` for ``r_v = sqrt(c_v) eps_v``
+    and ``eps`` Rademacher signs drawn from ``gen``: one backward pass per sample and probe, whatever the
+    number of output values, and exact in expectation. Unlike the empirical Fisher (squared gradients of the
+    loss itself, whose residuals are correlated across an image's pixels), it does not depend on the residuals
+    at all, so ``0.5 * sum H (theta - theta*)^2`` predicts the loss rise of a small change of the weights: a
+    penalty weight of 1 is the plain second-order (Laplace) estimate, in the units of the loss, at any image
+    size (docs/methods.md, "The quadratic penalties' curvature"). For a mean squared error over P values
+    ``c = 2 / P``; for a mean binary cross-entropy on logits ``c = s (1 - s) / P``, s the sigmoid of the logit.
     """
-    scale = values if residual_mse is None else values / (2 * max(residual_mse, 1e-8))
-    return {k: f * scale for k, f in fisher.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = torch.cat([model(*(t[i : i + chunk] for t in inputs)).float() for i in range(0, inputs[0].shape[0], chunk)])
+    finally:
+        model.train(was_training)
+    c = output_curvature(out) if callable(output_curvature) else torch.full_like(out, float(output_curvature))
+    root = c.clamp_min(0).sqrt()
+    total: dict[str, torch.Tensor] | None = None
+    for _ in range(probes):
+        signs = torch.randint(0, 2, out.shape, generator=gen, device=gen.device).to(out.device, out.dtype) * 2 - 1
+        probe = root * signs
+        sq = per_sample_fisher(model, lambda call, *s: (call(*s[:-1]).float() * s[-1][None]).sum(), *inputs, probe, chunk=chunk)
+        total = sq if total is None else {k: total[k] + v for k, v in sq.items()}
+    return {k: v / probes for k, v in total.items()}
 
 
-def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
-    """The curvature of the mean content loss on (x, y) at the model's weights (``laplace_curvature`` of
-    ``diagonal_fisher``), and that loss."""
-    fisher = diagonal_fisher(model, x, y, chunk=chunk)
+def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, probes: int = 1,
+                      chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
+    """The curvature of the mean content loss (the MSE over an image's P values) on (x, y) at the model's
+    weights, ``gauss_newton_diagonal`` with ``c = 2 / P``, and that loss."""
+    curvature = gauss_newton_diagonal(model, (x,), 2.0 / y[0].numel(), gen, probes=probes, chunk=chunk)
     was_training = model.training
     model.eval()
     try:
@@ -305,4 +328,4 @@ def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk:
             mse = float(sum(per_sample_content_loss(model(x[i : i + chunk]), y[i : i + chunk]).sum() for i in range(0, x.shape[0], chunk)) / x.shape[0])
     finally:
         model.train(was_training)
-    return laplace_curvature(fisher, y[0].numel(), mse), mse
+    return curvature, mse

@@ -41,11 +41,11 @@ itself); on a chain the previous task's targets are the current inputs, and the 
 them by M_{i-1}, so every association sample is a pair of its own task.
 
 **Continual distillation (``--distill on``; off by default).** After each task, theta* = G's weights and F =
-the curvature of the content loss on ``--fisher-samples`` training pairs of that task (drawn from a random
-stream of their own, so that the setting changes no other draw of the run), from the diagonal empirical Fisher
-(per-sample gradients, torch.func) by the one calibration every quadratic penalty of this package uses
-(``fisher.laplace_curvature``, shared with CLGAN, Thanh-Tung & Tran and, through its path integral, Liang et
-al.). While the next task trains, lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added (eq. 6-7): at lambda'
+the curvature of the content loss on ``--fisher-samples`` training pairs of that task (drawn, with the
+curvature's probes, from a random stream of their own, so that the setting changes no other draw of the run):
+the diagonal of its Gauss-Newton matrix (``fisher.gauss_newton_diagonal``, the one curvature every quadratic
+penalty of this package uses, shared with CLGAN and Thanh-Tung & Tran; Liang et al.'s path integral is in the
+same unit). While the next task trains, lambda' * sum_k 0.5 F_k (theta_k - theta*_k)^2 is added (eq. 6-7): at lambda'
 = 1 it is the second-order estimate of how much the old tasks' content loss rises, in the units of the current
 one (the Laplace approximation, with each task weighing as much as the new). Fishers of several tasks add up
 (online EWC) and theta* moves to the newest weights. Between tasks F is kept as 4-bit codes of its logarithm
@@ -331,7 +331,7 @@ class AssocGAN(Method):
             gen = self.ctx.side_stream("fisher", t)  # so that the distillation changes no other draw of the run
             idx = torch.randperm(task.n_train, generator=gen)[: self.opt.fisher_samples]
             x, y = task.pairs(idx, gen)
-            curvature, _ = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device))
+            curvature, _ = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device), gen)
             self.anchor.update(G, curvature)
         if self.opt.heuristics:
             self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))

@@ -17,8 +17,8 @@ decrease is accumulated (``helpers.PathIntegral``); every ``--liang-every`` step
 a segment closes: ``Omega <- gamma * Omega + 2 max(omega, 0) / (delta^2 + xi)`` (``--liang-gamma``,
 ``--liang-damping``) and theta* moves to the current weights (``fisher.QuadraticAnchor``); the discriminator's
 loss gains ``--liang-c * 0.5 * sum Omega (theta - theta*)^2``. The factor 2 makes Omega the curvature on a
-quadratic loss walked to its minimum, the unit of the one calibration every quadratic penalty here uses
-(``fisher.laplace_curvature``), so ``c = 1`` is Zenke et al.'s ``c = 1`` and the second-order estimate of the
+quadratic loss walked to its minimum, the unit of the one curvature every quadratic penalty here uses
+(``fisher.gauss_newton_diagonal``), so ``c = 1`` is Zenke et al.'s ``c = 1`` and the second-order estimate of the
 discriminator's loss rise alike. It differs from ``thanh`` in where the importance comes from: the loss
 decrease each weight produced along the path, not the squared gradients at a point. As with ``thanh`` the
 generator feels it only through the adversarial term. The damping ``xi`` is scaled to how far the

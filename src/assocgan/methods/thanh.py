@@ -19,8 +19,9 @@ content loss: the method protects what the discriminator knows, and the generato
 4.3 counts [41] among the methods that revisit past training data; what is built here is the regulariser the
 method is known for, EWC on the discriminator alone.) With ``--lambda-adv 0`` there is no discriminator and the
 method refuses to run. The importance is the curvature of the discriminator's mean GAN loss by the one
-calibration of every quadratic penalty here (``fisher.laplace_curvature``: the Fisher of the per-sample loss, a
-mean over the patch outputs, times their number, and over twice the loss for LSGAN's squared residuals), so
+curvature of every quadratic penalty here (``fisher.gauss_newton_diagonal``: the Gauss-Newton diagonal of the
+mean over the patch outputs of LSGAN's squared residuals or of the vanilla loss's cross-entropies, the expected
+Fisher of the original, estimated with Hutchinson probes from a random stream of the method's own), so
 ``--thanh-lambda 1`` is the second-order estimate of how much the discriminator's loss on the earlier pairs
 rises. Measured figures: docs/results.md.
 
@@ -33,21 +34,26 @@ import torch
 
 from ..errors import UserError
 from ..losses import gan_loss
-from ..fisher import QuadraticAnchor, laplace_curvature, per_sample_fisher
+from ..fisher import QuadraticAnchor, gauss_newton_diagonal
 from .base import Method, Option
 
 
-def discriminator_fisher(D, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, mode: str) -> dict[str, torch.Tensor]:
-    """The curvature of D's mean GAN loss over the real pairs (x, y) and the generated (x, fake), from the
-    diagonal empirical Fisher of its per-sample loss (a mean over the patch outputs) by the one calibration,
-    ``fisher.laplace_curvature``: squared residuals to the labels for LSGAN, log-likelihoods for the vanilla loss."""
-    real = per_sample_fisher(D, lambda call, xi, yi: gan_loss(call(xi, yi), True, mode), x, y)
-    gen = per_sample_fisher(D, lambda call, xi, yi: gan_loss(call(xi, yi), False, mode), x, fake)
-    fisher = {k: 0.5 * (real[k] + gen[k]) for k in real}
-    with torch.no_grad():
-        pred_real, pred_fake = D(x, y), D(x, fake)
-        loss = 0.5 * (gan_loss(pred_real, True, mode) + gan_loss(pred_fake, False, mode))
-    return laplace_curvature(fisher, pred_real[0].numel(), float(loss) if mode == "lsgan" else None)
+def discriminator_fisher(D, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, mode: str, gen: torch.Generator,
+                         probes: int = 1) -> dict[str, torch.Tensor]:
+    """The curvature of D's mean GAN loss over the real pairs (x, y) and the generated (x, fake):
+    ``fisher.gauss_newton_diagonal`` of the loss's mean over the patch outputs, whose second derivative in each
+    output is ``2 / values`` for LSGAN's squared residuals and ``s (1 - s) / values`` for the vanilla loss's
+    cross-entropy on logits (s the sigmoid); the real and the generated pairs weigh half each."""
+    def curvature(out: torch.Tensor) -> torch.Tensor:
+        values = out[0].numel()
+        if mode == "lsgan":
+            return torch.full_like(out, 2.0 / values)
+        s = torch.sigmoid(out)
+        return s * (1 - s) / values
+
+    real = gauss_newton_diagonal(D, (x, y), curvature, gen, probes)
+    generated = gauss_newton_diagonal(D, (x, fake), curvature, gen, probes)
+    return {k: 0.5 * (real[k] + generated[k]) for k in real}
 
 
 class ThanhTung(Method):
@@ -77,7 +83,8 @@ class ThanhTung(Method):
         self.steps += 1
         if self.steps % self.opt.thanh_every:
             return
-        F = discriminator_fisher(self.ctx.D, step.x, step.y.float(), step.fake.detach().float(), self.ctx.cfg.gan_mode)
+        gen = self.ctx.side_stream("thanh", self.steps)  # the probes change no draw of the run
+        F = discriminator_fisher(self.ctx.D, step.x, step.y.float(), step.fake.detach().float(), self.ctx.cfg.gan_mode, gen)
         self.anchor.update(self.ctx.D, F)
 
     def state_dict(self):

@@ -338,7 +338,7 @@ def study_runs_table(study: dict) -> Table:
 
 # ---- renderers -------------------------------------------------------------------------
 def to_text(table: Table) -> str:
-    widths = [max(len(table.header[c]), *(len(r[c]) for r in table.rows)) for c in range(len(table.header))]
+    widths = [max([len(table.header[c])] + [len(r[c]) for r in table.rows]) for c in range(len(table.header))]
 
     def line(cells):
         return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
