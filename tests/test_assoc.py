@@ -342,6 +342,22 @@ def test_a_zero_weight_distillation_trains_exactly_as_no_distillation():
         assert torch.equal(a, b), name
 
 
+def test_the_generator_trains_the_same_with_the_mapper_beside_it_or_after_the_task(monkeypatch):
+    """Whether the mapper trains beside the generator depends on the machine (a core to spare); its crops come
+    from a stream of its own, so the same seed trains the very same generator either way."""
+    from assocgan.methods.assoc import AssocGAN
+
+    torch.set_num_threads(1)
+    bench = _bench(["noise", "blur", "colorcast"], size=16, n_train=16)
+    weights = []
+    for spare in (True, False):
+        monkeypatch.setattr(AssocGAN, "core_to_spare", lambda self, spare=spare: spare)
+        m = _train(bench, steps=4, mapper_steps=6)
+        weights.append({k: v.detach().clone() for k, v in m.ctx.G.named_parameters()})
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+
+
 @pytest.mark.parametrize("spare", [True, False])
 def test_the_mapper_trains_beside_the_generator_only_with_a_core_to_spare(monkeypatch, spare):
     """With a core to spare the batch hook takes the mapper's share of steps with each batch (5 mapper steps over

@@ -142,12 +142,14 @@ def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generato
 
 
 class MapperTraining:
-    """A mapper being trained on the current task, with its optimiser (Adam, cosine decay over ``steps``) and
-    how far it has come: the batch hook advances it a share of steps a batch, so it trains beside the generator
-    (in the loop's batch thread, on a core the generator's step leaves idle) instead of after it."""
+    """A mapper being trained on the current task, with its optimiser (Adam, cosine decay over ``steps``), the
+    random stream its crops are drawn from (``gen``, a stream of its own: whether it trains beside the generator
+    or after the task changes no draw the generator sees) and how far it has come: the batch hook advances it a
+    share of steps a batch, so it trains beside the generator (in the loop's batch thread, on a core the
+    generator's step leaves idle) instead of after it."""
 
-    def __init__(self, mapper: Mapper, steps: int, lr: float):
-        self.mapper, self.steps = mapper, steps
+    def __init__(self, mapper: Mapper, steps: int, lr: float, gen: torch.Generator):
+        self.mapper, self.steps, self.gen = mapper, steps, gen
         self.opt = torch.optim.Adam(mapper.parameters(), lr=lr, betas=(0.9, 0.99), foreach=True)  # foreach: 10% faster on the CPU
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
         self.done = self.batches = 0  # mapper steps taken, batches made in this task
@@ -161,13 +163,14 @@ class MapperTraining:
 
     def state_dict(self) -> dict:
         return {"mapper": self.mapper.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "steps": self.steps,
-                "done": self.done, "batches": self.batches, "loss": self.loss, "beside": self.beside}
+                "done": self.done, "batches": self.batches, "loss": self.loss, "beside": self.beside, "gen": self.gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.mapper.load_state_dict(state["mapper"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.done, self.batches, self.loss, self.beside = state["done"], state["batches"], state["loss"], state["beside"]
+        self.gen.set_state(state["gen"])
 
 
 class AssocGAN(Method):
@@ -243,7 +246,8 @@ class AssocGAN(Method):
         if self._work and self.opt.assoc_target == "domain":
             self.plan = self.plan_sources(task)
         if self.opt.heuristics:
-            self.trainer = MapperTraining(self.new_mapper(), self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.opt.mapper_lr)
+            self.trainer = MapperTraining(self.new_mapper(), self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.opt.mapper_lr,
+                                          self.ctx.side_stream("mapper", t))
             self.trainer.beside = self.core_to_spare()
 
     def core_to_spare(self) -> bool:
@@ -360,7 +364,7 @@ class AssocGAN(Method):
         self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
         self.plan = dict(state["plan"])
         if state.get("trainer") is not None:  # saved in the middle of a task
-            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.opt.mapper_lr)
+            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.opt.mapper_lr, torch.Generator())
             self.trainer.load_state_dict(state["trainer"])
 
     def new_mapper(self) -> Mapper:
@@ -370,7 +374,7 @@ class AssocGAN(Method):
         """One training step of the current task's mapper on random crops of its pairs (float32: bf16 training
         costs the mapper 2-3 dB)."""
         tr, dev = self.trainer, self.ctx.device
-        x, y = random_crop(*self.ctx.sample(task, self.opt.mapper_batch), self.opt.mapper_crop, self.ctx.gen)
+        x, y = random_crop(*task.sample(self.opt.mapper_batch, tr.gen), self.opt.mapper_crop, tr.gen)
         loss = mapper_loss(tr.mapper, y.to(dev), x.to(dev))
         tr.opt.zero_grad(set_to_none=True)
         loss.backward()
