@@ -311,6 +311,33 @@ def test_ablation_backbone_rows(tmp_path):
     assert (tmp_path / "abl" / "plots" / "ablation.png").exists()
 
 
+@pytest.mark.parametrize("preset", ["quick", "smoke"])
+def test_every_ablation_row_is_a_distinct_run_with_the_terms_its_label_names(tmp_path, preset):
+    """At the default preset (no adversarial term) as at one with it, "Backbone" is the adversarial loss alone
+    (no content loss: the paper's text), each "+Ladv" row has an adversarial weight and no other row has one,
+    "Lmse" is the content loss, "Lfeature" the distillation and "Heuristics" the association samples."""
+    from assocgan.config import make_config
+
+    cfg = make_config(preset, methods=["tl", "assoc"], threads=1)
+    runs = studies.ablation_runs(cfg)
+    assert len(runs) == 6
+    seen = set()
+    for r in runs:
+        label, c = r.label, r.cfg
+        terms = set(label.split("+"))
+        assert (c.lambda_adv > 0) == ("Ladv" in terms or label == "Backbone"), label
+        assert (c.lambda_content > 0) == ("Lmse" in terms), label
+        opts = c.method_options.get("assoc")
+        if opts is not None:
+            assert opts["heuristics"] == ("Heuristics" in terms) and opts["distill"] == ("Lfeature" in terms), label
+        else:
+            assert "Heuristics" not in terms and "Lfeature" not in terms
+        key = json.dumps({"methods": c.methods, "adv": c.lambda_adv, "mse": c.lambda_content, "opts": c.method_options}, sort_keys=True)
+        assert key not in seen, label
+        seen.add(key)
+        assert ("--lambda-adv 0 " in r.how + " ") == (c.lambda_adv == 0), r.how  # "as run" spells the weights
+
+
 @pytest.mark.skipif("assoc" not in METHODS, reason="Assoc-GAN (methods/assoc.py) is not registered yet")
 def test_ablation_rows_of_assoc(tmp_path):
     st = studies.make_study("ablation", base(["tl", "assoc"]), tmp_path / "abl")
