@@ -82,3 +82,22 @@ def test_blank_gap_closed_is_explained():
     res = _all_methods()
     del res["methods"]["jl"]
     assert "needs TL and JL both complete" in summary_table(res).note
+
+
+def test_the_paper_protocol_preset_turns_on_the_adversarial_term_eq3_targets_and_the_distillation():
+    """``--preset paper-quick``: the quick preset's sizes with the adversarial term, Assoc-GAN's association
+    samples made from the current targets (eq. 3) and its distillation on; a flag still overrides the preset."""
+    from assocgan.config import PRESETS
+
+    def cfg_of(*flags):
+        args = build_parser().parse_args(["run", "--methods", "tl,assoc,thanh", *flags])
+        args.argv = []
+        return config_from_args(args)
+
+    paper, quick = cfg_of("--preset", "paper-quick"), cfg_of()
+    assert paper.lambda_adv > 0 and quick.lambda_adv == 0
+    assert (paper.size, paper.steps, paper.ngf) == (quick.size, quick.steps, quick.ngf) == (PRESETS["quick"]["size"], 600, 32)
+    assert paper.method_options["assoc"]["assoc_target"] == "current" and paper.method_options["assoc"]["distill"] is True
+    assert quick.method_options["assoc"]["assoc_target"] == "domain" and quick.method_options["assoc"]["distill"] is False
+    assert cfg_of("--preset", "paper-quick", "--distill", "off").method_options["assoc"]["distill"] is False
+    assert cfg_of("--preset", "paper-quick", "--lambda-adv", "0.01").lambda_adv == 0.01

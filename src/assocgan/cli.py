@@ -26,7 +26,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
                    help="draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)")
     if with_methods:
         g.add_argument("--methods", metavar="LIST", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
-    g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper (224 px, GPU)")
+    g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper-quick (the paper's protocol at quick's size: "
+                   "the adversarial term, eq. 3's association targets, the distillation on), paper (224 px, GPU)")
     g.add_argument("--seed", metavar="N", type=int, help="default 0")
     g.add_argument("--seeds", metavar="LIST", help="several seeds, comma-separated (0,1,2): each runs into OUT/seed<k>/, and OUT/results.json "
                    "and OUT/report.html give the mean ± sd of every figure over them")
@@ -75,14 +76,17 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
 
 
 def _method_options(args: argparse.Namespace, methods: list[str], saved: dict[str, dict] | None = None) -> dict[str, dict]:
-    """Each method's options: those given as flags, over those of a ``--config`` run, over the defaults."""
+    """Each method's options: those given as flags, over those of a ``--config`` run (else the preset's), over the
+    defaults."""
+    from .config import PRESETS
     from .methods import get_method
 
+    below = saved if saved is not None else PRESETS[args.preset or "quick"].get("method_options", {})
     out: dict[str, dict] = {}
     for name in methods:
         cls = get_method(name)
         given = {o.name: getattr(args, f"opt_{o.name}") for o in cls.options if getattr(args, f"opt_{o.name}", None) is not None}
-        out[name] = cls.resolve_options({**(saved or {}).get(name, {}), **given})
+        out[name] = cls.resolve_options({**below.get(name, {}), **given})
     return out
 
 
