@@ -75,11 +75,13 @@ def methods_markdown() -> str:
     """docs/methods.md, made from each method's module docstring and declared options."""
     import inspect
 
+    from .. import fisher
     from ..nets import unet
 
     out = ["# Methods", "", "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.", "",
            "## How methods are compared", "", MEASURES, "",
-           "## The generator every method trains", "", inspect.getdoc(unet) or "", ""]
+           "## The generator every method trains", "", inspect.getdoc(unet) or "", "",
+           "## The quadratic penalties' curvature", "", inspect.getdoc(fisher) or "", ""]
     for m in METHODS.values():
         doc = inspect.getdoc(importlib.import_module(m.__module__)) or ""
         parent = m.__bases__[0]

@@ -14,8 +14,8 @@ task's) are spread over the task's batches where a core is to spare (a GPU run, 
 than cores): the batch hook takes its share each time, so the mapper trains in the loop's batch thread while
 the generator trains, instead of after the task (restore4, one thread on two cores: 1.14x TL's wall time). Where
 the generator's step uses every core the mapper trains after the task, as a batch thread beside it would
-oversubscribe them. The two schedules draw the mapper's crops in a different order among the run's draws.
-*Departure from the paper:* the paper's mapper is a
+oversubscribe them. The mapper's crops come from a random stream of its own, so either schedule trains the same
+generator from the same seed, on any machine. *Departure from the paper:* the paper's mapper is a
 CycleGAN generator; a Gaussian alone stands for impulse noise with colour speckle, which the generator then
 learns to remove instead of the impulses (restore4, seed 0: 21.3 dB on the impulse task at the end against
 25.4 with the impulse component; the final average fell from 26.44 to 25.86 dB, see docs/results.md). Only M_j is kept (in half
@@ -69,7 +69,19 @@ unless told otherwise; a distillation option given without it is refused, since 
 ``memory_bytes``.
 
 **Ablation.** ``--heuristics off --distill on`` keeps the distillation alone; ``--distill on`` is the full method
-(the paper's Table 3; ``assocgan study ablation`` runs every row).
+(the paper's Table 3; ``assocgan study ablation`` runs every row). Each row carries the terms its label names at
+any preset: "Backbone" is the generator trained by the adversarial loss alone (the paper's text: the rows
+below add the content loss, then the adversarial term), read as what an adversarial loss without a content
+loss learns of the tasks; "+Lmse" has the content loss and no adversarial term; every "+Ladv" row has the
+adversarial term at the run's weight, or 1e-3 where the preset has none (the quick preset). ``--preset
+paper-quick`` runs the paper's protocol at the quick preset's size: the adversarial term at 1e-3, eq. 3's
+targets (``--assoc-target current``) and the distillation on.
+
+**Related work.** Gu, Wang & Li, "Incremental Image De-raining via Associative Memory" (AAAI 2023), is the closest
+relative of the mapping memory: it also replays past steps without their data, by sampling the domain mappings
+of earlier de-raining steps. It stays within one restoration family (rain of several kinds), where the target
+domain is always the clean photo; here the mappers serve unrelated tasks and styles, which is why each past task
+gets the image in its own target domain (``--assoc-target domain``) and a mapper with an impulse component.
 """
 from __future__ import annotations
 
