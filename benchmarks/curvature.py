@@ -21,7 +21,7 @@ import torch
 
 from assocgan.config import PRESETS
 from assocgan.data.benchmarks import load_benchmark
-from assocgan.fisher import content_curvature, per_sample_content_loss, per_sample_fisher
+from assocgan.fisher import content_curvature, per_sample_content_loss, per_sample_fisher, predicted_and_measured_rise
 from assocgan.losses import content_loss
 from assocgan.nets.unet import UNet
 
@@ -41,25 +41,8 @@ def measure(task, size_ngf, steps: int, draws: int, seed: int) -> dict:
     curvature, mse = content_curvature(G, x, y, torch.Generator().manual_seed(seed + 1))
     empirical = per_sample_fisher(G, lambda call, xi, yi: per_sample_content_loss(call(xi), yi[None])[0], x, y)
     earlier = {k: v * y[0].numel() / (2 * mse) for k, v in empirical.items()}
-    G.eval()
-    params = dict(G.named_parameters())
-    theta = {k: p.detach().clone() for k, p in params.items()}
-
-    def loss_at(delta, sign):
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(theta[k] + sign * delta[k])
-            return float(content_loss(G(x), y))
-
-    base = loss_at({k: torch.zeros_like(v) for k, v in theta.items()}, 1)
-    pg = torch.Generator().manual_seed(seed + 2)
-    rise = new = old = 0.0
-    for _ in range(draws):
-        delta = {k: 0.01 * (v.abs().mean() + 1e-3) * torch.randn(v.shape, generator=pg) for k, v in theta.items()}
-        rise += 0.5 * (loss_at(delta, 1) + loss_at(delta, -1)) - base
-        new += 0.5 * sum(float((curvature[k] * d.pow(2)).sum()) for k, d in delta.items())
-        old += 0.5 * sum(float((earlier[k] * d.pow(2)).sum()) for k, d in delta.items())
-    return {"mse": mse, "rise": rise / draws, "new": new / rise, "old": old / rise}
+    rise, predicted = predicted_and_measured_rise(G, x, y, {"new": curvature, "old": earlier}, torch.Generator().manual_seed(seed + 2), draws)
+    return {"mse": mse, "rise": rise / draws, "new": predicted["new"] / rise, "old": predicted["old"] / rise}
 
 
 def main(argv=None):

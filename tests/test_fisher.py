@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from assocgan.fisher import (LogCodes, QuadraticAnchor, _QuadraticPenalty, content_curvature, per_sample_content_loss,
-                             per_sample_fisher)
+                             per_sample_fisher, predicted_and_measured_rise)
 from assocgan.methods.thanh import discriminator_fisher
 from assocgan.nets import PatchGAN
 
@@ -95,27 +95,11 @@ def test_curvature_predicts_the_loss_rise_of_a_trained_generator_on_real_photos(
     curvature, mse = content_curvature(G, x, y, torch.Generator().manual_seed(1))
     P = y[0].numel()
     old = {k: v * P / (2 * mse) for k, v in per_sample_fisher(G, lambda call, xi, yi: per_sample_content_loss(call(xi), yi[None])[0], x, y).items()}
-    G.eval()
-    params = dict(G.named_parameters())
-    theta = {k: p.detach().clone() for k, p in params.items()}
-
-    def loss_at(delta, sign):
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(theta[k] + sign * delta[k])
-            return float(content_loss(G(x), y))
-
-    base = loss_at({k: torch.zeros_like(v) for k, v in theta.items()}, 1)
-    pg = torch.Generator().manual_seed(5)
-    rise = predicted = predicted_old = 0.0
-    for _ in range(6):
-        delta = {k: 0.01 * (v.abs().mean() + 1e-3) * torch.randn(v.shape, generator=pg) for k, v in theta.items()}
-        rise += 0.5 * (loss_at(delta, 1) + loss_at(delta, -1)) - base
-        predicted += 0.5 * sum(float((curvature[k] * d.pow(2)).sum()) for k, d in delta.items())
-        predicted_old += 0.5 * sum(float((old[k] * d.pow(2)).sum()) for k, d in delta.items())
+    rise, predicted = predicted_and_measured_rise(G, x, y, {"new": curvature, "old": old}, torch.Generator().manual_seed(5))
+    predicted, predicted_old = predicted["new"], predicted["old"]
     assert rise > 0
-    assert 1 / 1.5 < predicted / rise < 1.5
-    assert predicted_old / rise > 3  # the earlier calibration: several times the measured rise
+    assert 1 / 1.5 < predicted / rise < 1.5, predicted / rise
+    assert predicted_old / rise > 3, predicted_old / rise  # the earlier calibration: several times the measured rise
 
 
 # ---- the discriminator's curvature ---------------------------------------------------------------------

@@ -340,3 +340,36 @@ def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: t
     finally:
         model.train(was_training)
     return curvature, mse
+
+
+def predicted_and_measured_rise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, curvatures: dict[str, dict[str, torch.Tensor]],
+                                gen: torch.Generator, draws: int = 6, scale: float = 0.01) -> tuple[float, dict[str, float]]:
+    """How much the content loss on (x, y) rises when the weights move by small random steps, measured and as
+    each curvature of ``curvatures`` predicts it (``0.5 * sum H delta^2``), summed over ``draws`` steps. Each
+    weight's step is drawn with a spread of ``scale`` times its tensor's mean magnitude; the loss is taken at
+    theta + delta and theta - delta and averaged, which cancels the gradient's share. The weights are restored."""
+    from .losses import content_loss
+
+    was_training = model.training
+    model.eval()
+    params = dict(model.named_parameters())
+    theta = {k: p.detach().clone() for k, p in params.items()}
+
+    def loss_at(delta: dict[str, torch.Tensor] | None, sign: float) -> float:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(theta[k] if delta is None else theta[k] + sign * delta[k])
+            return float(content_loss(model(x), y))
+
+    try:
+        base = loss_at(None, 1)
+        rise, predicted = 0.0, {name: 0.0 for name in curvatures}
+        for _ in range(draws):
+            delta = {k: scale * (v.abs().mean() + 1e-3) * torch.randn(v.shape, generator=gen) for k, v in theta.items()}
+            rise += 0.5 * (loss_at(delta, 1) + loss_at(delta, -1)) - base
+            for name, H in curvatures.items():
+                predicted[name] += 0.5 * sum(float((H[k] * d.pow(2)).sum()) for k, d in delta.items() if k in H)
+    finally:
+        loss_at(None, 1)
+        model.train(was_training)
+    return rise, predicted
