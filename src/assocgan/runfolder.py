@@ -33,6 +33,7 @@ from .io import atomic_write, read_json, remove_partial_files, write_json, write
 
 RESULTS = "results.json"
 LOG = "log.txt"
+SUBFOLDERS = ("csv", "checkpoints", "samples", "pictures", "state", "plots", "perceptual")  # what a run writes under its folder
 LOCK = ".lock"
 STATE_FORMAT = 1
 
@@ -131,7 +132,7 @@ class RunFolder:
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise UserError(f"--out {self.path}: the folder is not writable")
         with folder_lock(self.path):
-            remove_partial_files(self.path)
+            remove_partial_files(self.path, SUBFOLDERS)
             yield
 
     # ---- results ---------------------------------------------------------------------------

@@ -45,8 +45,14 @@ def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
-    """The run folder's results, kept when they belong to the same benchmark and settings, else a fresh record."""
+def run_inputs(bench_args: dict[str, Any]) -> dict[str, Any]:
+    """The data a run was given, as results.json keeps it (folders as absolute paths)."""
+    return {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
+
+
+def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run folder's results, kept when they belong to the same benchmark, data, metric and settings (a
+    UserError otherwise), else a fresh record."""
     old = folder.read_results()
     fresh = new_results(bench, cfg)
     if old is None:
@@ -56,6 +62,15 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[st
                         f"give --seeds to add to them, or choose another --out")
     if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
         raise UserError(f"{folder.results_path}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
+    if old.get("metric") != bench.metric:
+        raise UserError(f"{folder.results_path}: its methods are scored in {str(old.get('metric')).upper()}; "
+                        f"--metric {bench.metric} would mix the two in one table: give --metric {old.get('metric')}, or choose another --out")
+    old_inputs = {k: v for k, v in (old.get("inputs") or {}).items() if k != "metric"}  # the metric: checked above
+    new_inputs = {k: v for k, v in (inputs or {}).items() if k != "metric"}
+    if inputs is not None and old.get("methods") and old_inputs != new_inputs:
+        what = ", ".join(f"--{k.replace('_', '-')} {old_inputs.get(k)} -> {new_inputs.get(k)}" for k in sorted(set(old_inputs) | set(new_inputs))
+                         if old_inputs.get(k) != new_inputs.get(k))
+        raise UserError(f"{folder.results_path}: was made from other data ({what}); choose another --out")
     folder.check_settings(old, cfg)
     fresh["methods"] = old.get("methods", {})
     fresh["provenance"] = old.get("provenance", [])
@@ -297,12 +312,12 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
     say = (lambda s: console.print(s, markup=False, highlight=False)) if console is not None else (lambda s: None)
     failures: list[Diverged] = []
     with ranks.leading() as send_plan, folder.lock():
-        results = load_results(folder, bench, cfg)
+        results = load_results(folder, bench, cfg, run_inputs(bench_args))
         if restart:
             for name in cfg.methods:
                 folder.discard(name)
                 results["methods"].pop(name, None)
-        results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
+        results["inputs"] = run_inputs(bench_args)
         results["provenance"] = results.get("provenance", []) + [provenance(command, dev, ranks.world)]
         if bench.left_out:
             results["tasks_left_out"] = list(bench.left_out)
