@@ -223,7 +223,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .translate import translate_files
 
     written = translate_files(args.run, args.inputs, args.out, method=args.method, after_task=args.after_task, task=args.task, mode=args.mode,
-                              tile=args.tile, device=args.device, console=Console(stderr=True))
+                              tile=args.tile, device=args.device, console=Console(stderr=True), overwrite=args.overwrite)
     print(f"{len(written)} image(s) written to {args.out}")
     return 0
 
@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--out", required=True, help="folder for the outputs (<name>.png)")
     tp.add_argument("--method", help="the method whose generator is applied (needed when the run trained several)")
     tp.add_argument("--after-task", help="the generator as it stood after this task (name or 1-based position; default: the last)")
-    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback)")
+    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback-ti)")
+    tp.add_argument("--overwrite", action="store_true", help="replace output files that exist already in --out (an input image is never replaced)")
     tp.add_argument("--mode", default="pad", choices=MODES, help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were")
     tp.add_argument("--tile", type=int, help="tile size for --mode tile, a multiple of 16 (default: the trained image size)")
     tp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
