@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -35,7 +36,8 @@ RESULTS = "results.json"
 LOG = "log.txt"
 SUBFOLDERS = ("csv", "checkpoints", "samples", "pictures", "state", "plots", "perceptual")  # what a run writes under its folder
 LOCK = ".lock"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+STATE_MAGIC = b"assocgan-state\n"  # then the SHA-256 of the rest (32 bytes), then torch.save's bytes
 
 
 def as_json(obj: Any) -> Any:
@@ -202,9 +204,14 @@ class RunFolder:
 
     # ---- training state --------------------------------------------------------------------
     def save_state(self, method: str, state: dict[str, Any]) -> None:
+        """``state`` as ``state/<method>.pt``: torch.save's bytes behind a header and their SHA-256, so that a
+        file whose bytes were damaged is refused on resume instead of used."""
         import torch
 
-        atomic_write(self.state_path(method), lambda p: torch.save({"format": STATE_FORMAT, **state}, p))
+        buf = io.BytesIO()
+        torch.save({"format": STATE_FORMAT, **state}, buf)
+        body = buf.getvalue()
+        atomic_write(self.state_path(method), lambda p: p.write_bytes(STATE_MAGIC + hashlib.sha256(body).digest() + body))
 
     def load_state(self, method: str) -> dict[str, Any] | None:
         """The saved training state of ``method``, or None; a UserError if the file is damaged."""
@@ -213,10 +220,18 @@ class RunFolder:
         path = self.state_path(method)
         if not path.exists():
             return None
+        restart = f"give --restart to train {method} from the start"
+        data = path.read_bytes()
+        head = len(STATE_MAGIC)
+        if not data.startswith(STATE_MAGIC):
+            raise UserError(f"{path}: not a training state this version can resume; {restart}")
+        body = data[head + 32 :]
+        if hashlib.sha256(body).digest() != data[head : head + 32]:
+            raise UserError(f"{path}: damaged: its bytes do not match the digest they were saved with; {restart}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"{path}: cannot read the saved training state ({type(e).__name__}); give --restart to train {method} from the start") from None
+            raise UserError(f"{path}: cannot read the saved training state ({type(e).__name__}); {restart}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise UserError(f"{path}: not a training state this version can resume; give --restart to train {method} from the start")
         return state

@@ -336,7 +336,7 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
                 folder.clear_state(name)
             else:
                 todo.append(name)
-        states = {name: checked_state(folder, name, cfg, options[name]) for name in todo}
+        states = {name: checked_state(folder, name, cfg, options[name], len(bench.tasks)) for name in todo}
         send_plan((todo, states))
         if todo and tensorboard is None and not board_on:
             say(f"note: no TensorBoard logs: {TENSORBOARD_MISSING}")
@@ -433,8 +433,36 @@ def state_settings(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({"shared": cfg.shared_settings(), "options": options}))
 
 
-def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved training state of ``name`` if there is one; a UserError if it was saved with other settings."""
+def state_problem(state: dict[str, Any], n_tasks: int, cfg: RunConfig) -> str | None:
+    """What makes a saved training state one the loop cannot resume from as it was saved, or None: where it
+    stands (task, step, the steps done) and what it holds for that place (a record per finished task, the
+    optimisers of an interrupted task)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    t, s, done = state.get("task"), state.get("step"), state.get("global_step")
+    if not (whole(t) and 0 <= t < n_tasks):
+        return f"task {t!r} is not one of the run's tasks 0-{n_tasks - 1}"
+    if not (whole(s) and 0 <= s < cfg.steps):
+        return f"step {s!r} is not within a task of {cfg.steps} steps"
+    if not (whole(done) and done == t * cfg.steps + s):
+        return f"{done!r} steps done, not the {t * cfg.steps + s} of task {t + 1} step {s}"
+    if not isinstance(state.get("records"), list) or len(state["records"]) != t:
+        return f"{len(state['records']) if isinstance(state.get('records'), list) else 'no'} task records for {t} finished tasks"
+    for key in ("G", "D", "method_state", "rng"):
+        if not isinstance(state.get(key), dict):
+            return f"'{key}' is missing"
+    if s > 0:
+        n_opt = 2 if cfg.lambda_adv > 0 else 1
+        for key in ("optimizers", "schedules"):
+            if not isinstance(state.get(key), list) or len(state[key]) != n_opt:
+                return f"'{key}' does not hold the {n_opt} of an interrupted task"
+    return None
+
+
+def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[str, Any], n_tasks: int) -> dict[str, Any] | None:
+    """The saved training state of ``name`` if there is one; a UserError if it was saved with other settings
+    or is damaged."""
     state = folder.load_state(name)
     if state is None:
         return None
@@ -443,6 +471,9 @@ def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[st
         settings = {**settings, "shared": upgrade_saved(settings["shared"])}
     if state.get("method") != name or settings != state_settings(cfg, options):
         raise UserError(f"{folder.state_path(name)}: was saved with other settings than this run's; give --restart to train {name} from the start")
+    problem = state_problem(state, n_tasks, cfg)
+    if problem is not None:
+        raise UserError(f"{folder.state_path(name)}: damaged ({problem}); give --restart to train {name} from the start")
     return state
 
 
