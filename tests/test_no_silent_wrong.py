@@ -96,3 +96,33 @@ def test_atomic_write_names_its_files_as_the_cleanup_recognises_them(tmp_path, m
     atomic_write(tmp_path / "results.json", write)
     atomic_write(tmp_path / "log", write)
     assert all(is_partial_file(p) for p in seen)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["run", "--methods", ""], "--methods: give at least one method"),
+    (["study", "quota", "--methods", ""], "--methods: give at least one method"),
+    (["study", "lambda", "--values", ""], "--values: give at least one value"),
+    (["study", "lambda", "--method", ""], "--methods: give at least one method"),
+    (["run", "--methods", "replay", "--quota", "1.5"], "--quota 1.5: from 1 on it is a count of pairs"),
+])
+def test_an_empty_list_or_a_fractional_count_is_refused_not_replaced(tmp_path, capsys, argv, named):
+    code, err = _cli(capsys, *argv, *TINY, "--out", str(tmp_path / "o"))
+    assert code == 2 and named in _one_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_on_a_folder_of_seeds_leaves_out_a_seed_whose_results_are_gone(tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "r"
+    assert main(["run", *TINY, "--methods", "tl", "--seeds", "0,1", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
+    shutil.rmtree(out / "seed1")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "seed1" in err and "left out" in err
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [0]
+    one = json.loads((out / "seed0" / "results.json").read_text())
+    assert res["methods"]["tl"]["final_avg"] == pytest.approx(one["methods"]["tl"]["final_avg"])

@@ -111,7 +111,7 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
                 raise UserError(f"{flag}: not with --data, whose folders hold the tasks and their pairs")
     if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
-    methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
+    methods = parse_methods(args.methods if args.methods is not None else (saved["methods"] if saved is not None else default_methods))
     overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "arch", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border", "eval_full")}
     if args.amp is not None:
         overrides["amp"] = args.amp  # checked with the configuration (config.amp_mode, validate)
@@ -240,9 +240,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem=args.mem, slurm_setup=args.slurm_setup, slurm_option=args.slurm_option)
     kind = args.study
     if kind in ("quota", "order"):
-        args.methods = args.methods or ",".join(default_methods())
+        args.methods = args.methods if args.methods is not None else ",".join(default_methods())
     elif kind == "lambda":
-        args.methods = args.method or DEFAULT_SWEEP[0]
+        args.methods = args.method if args.method is not None else DEFAULT_SWEEP[0]
     else:
         args.methods = "tl,assoc"
     cfg = config_from_args(args)
@@ -259,7 +259,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_perceptual(args: argparse.Namespace) -> int:
     from .perceptual.server import serve_study
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    if methods == []:
+        raise UserError("--methods: give at least one method")
     serve_study(args.run_dir, groups=args.groups, methods=methods, show_target=args.show_target, host=args.host, port=args.port,
                 bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe})
     return 0

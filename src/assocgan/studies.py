@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +185,7 @@ def sweep_values(method: str, option: str, values: str | list | None) -> list[An
         raise UserError(f"--option {option!r}: method {method} has no such option (its options: {names})")
     if isinstance(opt.default, bool) or not isinstance(opt.default, (int, float)):
         raise UserError(f"--option {option!r}: a sweep needs a numeric option; its default is {opt.default!r}")
-    if values is None or values == "":
+    if values is None:
         d = opt.default
         raw = [0, 0.1 * d, 0.3 * d, d, 3 * d, 10 * d] if d else [0, 0.1, 1, 10]
         vals = [opt.parse(str(type(d)(v))) for v in raw]
@@ -528,7 +529,27 @@ def rebuild_report(folder: str | Path) -> Path:
     if study is not None:
         study["summary"] = collect(study, folder)
         write_json(folder / STUDY_FILE, study)
+    else:
+        recombine_seeds(folder)
     return write_report(folder)
+
+
+def recombine_seeds(folder: Path) -> None:
+    """A run folder of several seeds: its combined results.json made again from the seed folders as they are
+    now, so that a seed whose results are gone is no longer counted (said on stderr), and one rerun is."""
+    from .seeds import read_seeds, seed_dir, write_combined
+
+    combined = RunFolder(folder).read_results()
+    if combined is None or not isinstance(combined.get("seeds"), list):
+        return
+    seeds = [s for s in combined["seeds"] if isinstance(s, int)]
+    found = read_seeds(folder, seeds)
+    gone = [s for s in seeds if s not in found]
+    if not found:
+        raise UserError(f"{folder}: none of its seed folders ({', '.join(str(seed_dir(folder, s)) for s in seeds)}) holds results any more")
+    for s in gone:
+        print(f"assocgan: warning: {seed_dir(folder, s) / 'results.json'} is gone; seed {s} is left out of the combined results", file=sys.stderr)
+    write_combined(folder, [s for s in seeds if s in found])
 
 
 def report_tables(folder: str | Path) -> list:
