@@ -58,8 +58,8 @@ def _grid_outputs(run: Path, method: str, k: int, task: str, j: int) -> np.ndarr
 def test_checkpoints_carry_metadata(run):
     path = run / "checkpoints" / "piggyback-ti" / "task2_impulse.safetensors"
     with safe_open(str(path), "pt") as f:
-        meta = {k: json.loads(v) for k, v in f.metadata().items() if k != "format"}
-        assert f.metadata()["format"] == "assocgan-generator/1"
+        meta = {k: json.loads(v) for k, v in f.metadata().items() if k not in ("format", "sha256")}
+        assert f.metadata()["format"] == "assocgan-generator/1" and len(f.metadata()["sha256"]) == 64
     assert meta["method"] == "piggyback-ti" and meta["after_task"] == 2 and meta["task"] == "impulse"
     assert meta["tasks"] == ["noise", "impulse", "oversharpen", "blur"] and meta["needs_task_id"] is True
     assert meta["config"]["size"] == 32 and meta["config"]["ngf"] == 8 and meta["assocgan"] == assocgan.__version__

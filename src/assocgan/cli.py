@@ -262,6 +262,8 @@ def cmd_perceptual(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
     if methods == []:
         raise UserError("--methods: give at least one method")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: must be 0 (any free port) to 65535")
     serve_study(args.run_dir, groups=args.groups, methods=methods, show_target=args.show_target, host=args.host, port=args.port,
                 bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe})
     return 0
@@ -329,11 +331,19 @@ def _add_study_parser(sub) -> None:
 
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (the command, the error, where the help is) instead of the
+    whole usage, which for ``run`` is forty lines of options."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .methods.base import SWITCH_SPELLINGS
 
-    p = argparse.ArgumentParser(prog="assocgan", description="Continual learning of image-to-image translation")
+    p = Parser(prog="assocgan", description="Continual learning of image-to-image translation")
     p.add_argument("--version", action="version", version=f"assocgan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
@@ -372,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or an argument error (one line, printed): its exit code
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return exit_code(lambda: args.fn(args))
 

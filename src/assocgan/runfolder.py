@@ -145,6 +145,8 @@ class RunFolder:
             res = read_json(path)
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{path}: not valid JSON ({e}); move it away or choose another --out") from None
+        except RecursionError:
+            raise UserError(f"{path}: nested too deeply to be a run's results; move it away or choose another --out") from None
         except OSError as e:
             raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
         if res is None:
@@ -290,10 +292,29 @@ def results_problem(res: Any) -> str | None:
             return f"'{key}' is missing or not a {kind.__name__}"
     if not all(isinstance(t, str) for t in res["tasks"]):
         return "'tasks' must be a list of names"
+    n = len(res["tasks"])
+    identity = res.get("identity")
+    if identity is not None and not (isinstance(identity, dict) and all(
+            isinstance(v, list) and len(v) == n and all(_number(x) for x in v) for v in identity.values())):
+        return f"'identity' is not a score of doing nothing for each of the {n} tasks"
     for name, entry in res["methods"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("matrix", []), list):
             return f"the entry of method {name!r} is not an object with a 'matrix' list"
-        for row in entry.get("matrix", []):
-            if not isinstance(row, list) or any(v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)) for v in row):
-                return f"the matrix of method {name!r} holds a row that is not a list of numbers"
+        matrix = entry.get("matrix", [])
+        if len(matrix) > n:
+            return f"the matrix of method {name!r} has {len(matrix)} rows for {n} tasks"
+        for i, row in enumerate(matrix):  # after task i+1: a score of each task trained by then, None for the others
+            if not isinstance(row, list) or len(row) not in (i + 1, n) or not all(_number(v) for v in row[: i + 1]):
+                return f"row {i + 1} of method {name!r}'s matrix is not the scores of the {i + 1} tasks trained by then"
+            if any(v is not None for v in row[i + 1 :]):
+                return f"row {i + 1} of method {name!r}'s matrix scores a task not trained by then"
+        for metric in ("psnr", "ssim"):
+            full = entry.get(metric, [])
+            if not isinstance(full, list) or len(full) > n or not all(
+                    isinstance(r, list) and len(r) == n and all(v is None or _number(v) for v in r) for r in full):
+                return f"method {name!r}'s {metric} matrix is not rows of {n} numbers"
     return None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300  # NaN compares False; a 10**400 int is no float

@@ -465,6 +465,42 @@ def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str
     return Study(kind, Path(out), base, runs, params, bench_args, device, command, note, tensorboard, list(seeds) if seeds else None)
 
 
+def read_study(folder: Path) -> dict[str, Any] | None:
+    """``folder/study.json``, or None; a UserError naming the file if it is not one a study of this version
+    wrote (not JSON, nested too deeply, or without the kind and runs its report is made from)."""
+    path = Path(folder) / STUDY_FILE
+    try:
+        study = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); move it away, or run the study again into another --out") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a study's record; move it away") from None
+    if study is None:
+        return None
+    problem = None
+    if not isinstance(study, dict):
+        problem = f"a JSON {type(study).__name__}, not an object"
+    elif study.get("study") not in STUDIES:
+        problem = f"'study' is {study.get('study')!r}, not one of {', '.join(STUDIES)}"
+    elif not isinstance(study.get("runs"), list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and _safe(r["name"]) == r["name"] and r["name"] not in ("", ".", "..")
+            and isinstance(r.get("label", ""), str) for r in study["runs"]):
+        problem = "'runs' is not a list of runs with their folder names"
+    elif not all(isinstance(study.get(k, {}), dict) for k in ("params", "base_config", "bench_args")):
+        problem = "'params', 'base_config' or 'bench_args' is not an object"
+    if problem:
+        raise UserError(f"{path}: not a study's record ({problem}); move it away, or run the study again into another --out")
+    return study
+
+
+def collect_checked(study: dict, folder: Path) -> dict[str, Any]:
+    """``collect``, with a record whose runs lack what their kind of study reads refused in one line."""
+    try:
+        return collect(study, folder)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{Path(folder) / STUDY_FILE}: damaged ({type(e).__name__}: {e}); move it away, or run the study again into another --out") from None
+
+
 def study_record(study: Study) -> dict[str, Any]:
     return {
         "study": study.kind,
@@ -494,7 +530,7 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
         raise UserError(f"{folder}: is a run folder; choose another --out for the study")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder}: is a file, not a folder")
-    old = read_json(folder / STUDY_FILE)
+    old = read_study(folder)
     if old is not None and old.get("study") != study.kind:
         raise UserError(f"{folder}: holds a {old.get('study')} study; choose another --out for the {study.kind} study")
     todo = plan(study, jobs, opts)  # checks the run folders before anything is written
@@ -525,9 +561,9 @@ def rebuild_report(folder: str | Path) -> Path:
     from .report.html import write_report
 
     folder = Path(folder)
-    study = read_json(folder / STUDY_FILE)
+    study = read_study(folder)
     if study is not None:
-        study["summary"] = collect(study, folder)
+        study["summary"] = collect_checked(study, folder)
         write_json(folder / STUDY_FILE, study)
     else:
         recombine_seeds(folder)
@@ -559,7 +595,7 @@ def report_tables(folder: str | Path) -> list:
     from .report.tables import run_tables
 
     folder = Path(folder)
-    study = read_json(folder / STUDY_FILE)
+    study = read_study(folder)
     if study is not None:
         return study_tables(study)
     return run_tables(RunFolder(folder).read_results()) + vote_tables(folder)

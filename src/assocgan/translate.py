@@ -150,6 +150,10 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
         raise UserError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     if tile is not None and (tile < MULTIPLE or tile % MULTIPLE):
         raise UserError(f"--tile {tile}: must be a positive multiple of {MULTIPLE}")
+    from .config import MAX_SIZE, machine_memory
+
+    if tile is not None and tile > MAX_SIZE:
+        raise UserError(f"--tile {tile}: must be at most {MAX_SIZE}")
     if method is None:
         trained = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*") if RunFolder(run_dir).checkpoints(p.name))
         if len(trained) != 1:
@@ -172,7 +176,15 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
 
     columns = (TextColumn("translating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=console is None, transient=True) as progress:
+        ngf = int((info.meta.get("config") or {}).get("ngf", 64))
+        total = machine_memory()
         for f, o in progress.track(list(zip(files, outs))):
-            y = translate_image(model, read_image(f), mode, info.size, tile, dev)
+            image = read_image(f)
+            h, w = image.shape[:2]
+            need = _up(h) * _up(w) * ngf * 16  # measured: 330 bytes a pixel at ngf 32 (1024 px, no gradient); 1.5 times that
+            if mode == "pad" and total is not None and need > total // 2:
+                raise UserError(f"{f}: {h}x{w} pixels would need about {need / 2**30:.0f} GiB to translate whole, more than half this machine's "
+                                f"{total / 2**30:.0f} GiB; give --mode tile (overlapping tiles, blended){'' if not written else f'; {len(written)} image(s) written so far'}")
+            y = translate_image(model, image, mode, info.size, tile, dev)
             written.append(save_png(o, y))
     return written

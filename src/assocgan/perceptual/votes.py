@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import UserError
 from ..io import read_json
 from .groups import FOLDER, StudyGroups, load_groups
 
@@ -97,9 +98,13 @@ class Store:
         self.study = study
         self.path = study.folder / DB
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
@@ -210,8 +215,12 @@ def count_votes(folder: Path) -> int:
     db = sqlite3.connect(f"file:{folder / DB}?mode=ro", uri=True, timeout=30)
     try:
         return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
-    except sqlite3.OperationalError:  # a database without the table yet
-        return 0
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # a database without the table yet
+            return 0
+        raise UserError(f"{folder / DB}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"{folder / DB}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
     finally:
         db.close()
 
