@@ -127,15 +127,19 @@ class Store:
             db.close()
 
     def join(self, name: Any) -> Participant:
-        """The participant of this name or code, created on first use (coming back resumes)."""
+        """A new participant of this name, with a secret code of its own; or, given a participant's code, that
+        participant (coming back resumes). A name already taken is refused: the name is no credential, so that
+        nobody votes as someone else by typing their name."""
         name = clean_name(name)
         with self._transaction() as db:
-            row = db.execute("SELECT id, name, token FROM participants WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                token = secrets.token_urlsafe(12)
-                cur = db.execute("INSERT INTO participants (name, token, created) VALUES (?, ?, ?)", (name, token, time.time()))
-                row = (cur.lastrowid, name, token)
-        return Participant(*row)
+            row = db.execute("SELECT id, name, token FROM participants WHERE token = ?", (name,)).fetchone()
+            if row is not None:
+                return Participant(*row)
+            if db.execute("SELECT 1 FROM participants WHERE name = ?", (name,)).fetchone() is not None:
+                raise Rejected(409, f"the name {name!r} is taken: to go on with your votes, type the code your pages show, or choose another name")
+            token = secrets.token_urlsafe(12)
+            cur = db.execute("INSERT INTO participants (name, token, created) VALUES (?, ?, ?)", (name, token, time.time()))
+            return Participant(cur.lastrowid, name, token)
 
     def participant(self, token: str) -> Participant | None:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", token or ""):
