@@ -179,7 +179,7 @@ class RunFolder:
         diff = sorted(k for k in new if k in old and old[k] != new[k])
         if diff:
             what = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff[:4])
-            raise UserError(f"{self.results_path}: was made with other settings ({what}); choose another --out")
+            raise UserError(f"{self.results_path}: was made with other settings ({what}); choose another --out, or delete {self.path} to start over")
 
     def entry_state(self, results: dict[str, Any] | None, method: str, options: dict[str, Any]) -> str:
         """``"complete"``, ``"partial"`` (started, or failed) or ``"absent"``: ``method``'s entry in ``results``; a

@@ -300,6 +300,9 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
     dev = pick_device(device)
     check_amp(cfg, dev)
     ranks.check_batch(cfg.batch_size)
+    earlier = folder.read_results() if ranks.main else None
+    if earlier is not None and "seeds" not in earlier:  # before the data are made: a folder of other settings is refused at once
+        folder.check_settings(earlier, cfg)
     note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
     if note and ranks.main:
         print(f"assocgan: warning: {note}", file=sys.stderr)
