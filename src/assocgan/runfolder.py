@@ -239,7 +239,11 @@ class RunFolder:
         return state
 
     def clear_state(self, method: str) -> None:
-        self.state_path(method).unlink(missing_ok=True)
+        """Forget ``method``'s training state; ``state/`` itself goes when it holds nothing more."""
+        path = self.state_path(method)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another method's state is there
+            path.parent.rmdir()
 
     def discard(self, method: str) -> None:
         """Forget everything of ``method`` (``--restart``): its entry, state, checkpoints, samples, pictures, CSVs."""

@@ -164,7 +164,7 @@ def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord
     image = labelled_grid(pic, scale=scale)
     save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), image)
     if tb is not None:
-        tb.image(f"{name}/samples", image, step)
+        tb.image("samples", image, step)
     seen = bench.tasks[: rec.t + 1]
     for fname, raw in rec.method.pictures(seen).items():
         save_png(folder.picture_path(name, fname), labelled_grid(method_picture(raw, seen, bench.metric, convention), scale=scale))
@@ -187,8 +187,9 @@ def hparam_value(v):
 
 
 class TensorBoard:
-    """One method's event stream, ``DIR/tb/<method>/``: training losses, the evaluation curve (``--eval-every``
-    points and the end of each task, per task: ``<method>/<metric>/<task>``), sample grids, the
+    """One method's event stream, ``DIR/tb/<method>/`` (a run in TensorBoard, so that the methods overlay under
+    one tag): training losses (``loss/<term>``), the evaluation curve (``--eval-every`` points and the end of each
+    task, per task: ``<metric>/<task>``), sample grids (``samples``), the
     configuration as text and the hyperparameters with the final figures (TensorBoard's HPARAMS tab). A method
     trained from the start gets a fresh stream; a resumed one purges what the killed run logged after its saved
     state (``purge_step``), so a rerun adds no duplicate points. Nothing is written without a writer
@@ -217,10 +218,10 @@ class TensorBoard:
 
     def eval_scores(self, bench: Benchmark, scores: list[dict[str, float]], step: int) -> None:
         """Each task's scores at ``step``, an ``--eval-every`` point, under the tags the training loop gives the
-        scores at each task's end (``<method>/<metric>/<task>``): one curve a task."""
+        scores at each task's end (``<metric>/<task>``): one curve a task."""
         for j, sc in enumerate(scores):
             for m in ("psnr", "ssim"):
-                self.scalar(f"{self.name}/{m}/{bench.tasks[j].name}", sc[m], step)
+                self.scalar(f"{m}/{bench.tasks[j].name}", sc[m], step)
 
     def start(self, cfg: RunConfig, options: dict[str, Any], metric: str) -> None:
         """The configuration as text and the hyperparameters, with the final figures as their metrics."""
@@ -228,17 +229,17 @@ class TensorBoard:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        self.writer.add_text(f"{self.name}/config", "```\n" + json.dumps({**cfg.to_dict(), "method": self.name, "options": options}, indent=2) + "\n```", 0)
+        self.writer.add_text("config", "```\n" + json.dumps({**cfg.to_dict(), "method": self.name, "options": options}, indent=2) + "\n```", 0)
         hp = {k: hparam_value(v) for k, v in cfg.shared_settings().items() if v is not None}
         hp.update({"method": self.name, **{f"{self.name}.{k}": hparam_value(v) for k, v in options.items() if v is not None}})
-        metrics = {f"{self.name}/final/{k}": 0.0 for k in FINAL_FIGURES}
+        metrics = {f"final/{k}": 0.0 for k in FINAL_FIGURES}
         for summary in hparams(hp, metrics):
             self.writer.file_writer.add_summary(summary)
 
     def end(self, entry: dict[str, Any], step: int) -> None:
         for k in FINAL_FIGURES:
             if entry.get(k) is not None:
-                self.scalar(f"{self.name}/final/{k}", entry[k], step)
+                self.scalar(f"final/{k}", entry[k], step)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -259,7 +259,7 @@ def train_method(
 
     def log_scalar(name: str, value: float) -> None:
         if log is not None:
-            log(f"{method_name}/{name}", float(value), global_step)
+            log(name, float(value), global_step)  # the method's own stream: tags are the same for every method
 
     ctx = Context(cfg, G, D, gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), log_scalar, device, dgen, ranks)
     method = cls(ctx, **cfg.method_options.get(method_name, {}))
