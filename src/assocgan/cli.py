@@ -33,29 +33,29 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
                    "and OUT/report.html give the mean ± sd of every figure over them")
     g.add_argument("--out", metavar="DIR", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)")
-    g = p.add_argument_group("sizes and training (override the preset)")
-    g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16")
-    g.add_argument("--n-train", metavar="N", type=int, help="training images per task")
-    g.add_argument("--n-test", metavar="N", type=int, help="test images per task")
-    g.add_argument("--arch", choices=list(ARCHS), help="generator architecture (default pix2pix): " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()))
-    g.add_argument("--ngf", metavar="N", type=int, help="generator width")
-    g.add_argument("--ndf", metavar="N", type=int, help="discriminator width")
-    g.add_argument("--norm", choices=["instance", "batch", "none"])
-    g.add_argument("--context", metavar="on|off", help="the pix2pix U-Net's decoder modulated by the input's global statistics (on in the quick preset; --arch gated has its gate instead)")
-    g.add_argument("--steps", metavar="N", type=int, help="training steps per task")
-    g.add_argument("--batch-size", metavar="N", type=int)
-    g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate (2e-4)")
-    g.add_argument("--beta1", metavar="X", type=float, help="Adam beta1 (0.5)")
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth")
-    g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight (1)")
-    g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
-    g.add_argument("--gan-mode", choices=["lsgan", "vanilla"])
-    g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16")
-    g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)")
-    g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g = p.add_argument_group("sizes and training (override the preset; each says its value in every preset)")
+    g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16" + by_preset("size"))
+    g.add_argument("--n-train", metavar="N", type=int, help="training images per task" + by_preset("n_train"))
+    g.add_argument("--n-test", metavar="N", type=int, help="test images per task" + by_preset("n_test"))
+    g.add_argument("--arch", choices=list(ARCHS), help="generator architecture: " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()) + by_preset("arch"))
+    g.add_argument("--ngf", metavar="N", type=int, help="generator width" + by_preset("ngf"))
+    g.add_argument("--ndf", metavar="N", type=int, help="discriminator width" + by_preset("ndf"))
+    g.add_argument("--norm", choices=["instance", "batch", "none"], help="normalisation layers" + by_preset("norm"))
+    g.add_argument("--context", metavar="on|off", help="the pix2pix U-Net's decoder modulated by the input's global statistics (--arch gated has its gate instead)" + by_preset("context"))
+    g.add_argument("--steps", metavar="N", type=int, help="training steps per task" + by_preset("steps"))
+    g.add_argument("--batch-size", metavar="N", type=int, help="pairs a step" + by_preset("batch_size"))
+    g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate" + by_preset("lr"))
+    g.add_argument("--beta1", metavar="X", type=float, help="Adam beta1" + by_preset("beta1"))
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth" + by_preset("lr_schedule"))
+    g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight" + by_preset("lambda_content"))
+    g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (0 turns the discriminator off)" + by_preset("lambda_adv"))
+    g.add_argument("--gan-mode", choices=["lsgan", "vanilla"], help="the adversarial loss" + by_preset("gan_mode"))
+    g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16" + by_preset("amp"))
+    g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)" + by_preset("threads"))
+    g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)" + by_preset("eval_every"))
     g.add_argument("--tensorboard", metavar="on|off", help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, "
                    "pip install 'assocgan[tensorboard]')")
-    g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
+    g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (0: after each task only)" + by_preset("checkpoint_every"))
     g = p.add_argument_group("evaluation (how outputs are scored)")
     g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
     g.add_argument("--eval-space", choices=["rgb", "y"], help="score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does (default rgb)")
@@ -329,6 +329,20 @@ def _add_study_parser(sub) -> None:
         _add_executor_options(p)
         p.set_defaults(fn=cmd_study)
 
+
+
+def by_preset(name: str) -> str:
+    """`` (quick 0.002, smoke ...)``: a run setting's value in each preset, for its --help."""
+    import dataclasses
+
+    from .config import PRESETS, RunConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}[name]
+
+    def shown(v):
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return " (" + ", ".join(f"{p} {shown(values.get(name, default))}" for p, values in PRESETS.items()) + ")"
 
 
 class Parser(argparse.ArgumentParser):
