@@ -71,6 +71,21 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
+def read_json_file(path: str | Path, what: str, remedy: str) -> Any:
+    """``path``'s JSON, or None if there is no such file; a UserError naming the file (``what`` it should be,
+    ``remedy`` what to do) when it cannot be read, is not JSON, or is nested too deeply to be one."""
+    from .errors import UserError
+
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); {remedy}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be {what}; {remedy}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
 def read_json(path: str | Path, default: Any = None) -> Any:
     path = Path(path)
     if not path.exists():

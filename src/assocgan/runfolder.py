@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UserError, is_whole_number
-from .io import atomic_write, read_json, remove_partial_files, write_json, write_text
+from .io import atomic_write, read_json, read_json_file, remove_partial_files, write_json, write_text
 
 RESULTS = "results.json"
 LOG = "log.txt"
@@ -141,14 +141,7 @@ class RunFolder:
     def read_results(self) -> dict[str, Any] | None:
         """results.json, or None if there is none; a UserError naming the file if it is not a run's results."""
         path = self.results_path
-        try:
-            res = read_json(path)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e}); move it away or choose another --out") from None
-        except RecursionError:
-            raise UserError(f"{path}: nested too deeply to be a run's results; move it away or choose another --out") from None
-        except OSError as e:
-            raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+        res = read_json_file(path, "a run's results", "move it away or choose another --out")
         if res is None:
             return None
         problem = results_problem(res)

@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import RunConfig, validate
 from .errors import UserError, is_whole_number
-from .io import read_json, write_json
+from .io import read_json, read_json_file, write_json
 from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
 from .runfolder import LOG, RunFolder, as_json, folder_lock
 
@@ -469,12 +469,7 @@ def read_study(folder: Path) -> dict[str, Any] | None:
     """``folder/study.json``, or None; a UserError naming the file if it is not one a study of this version
     wrote (not JSON, nested too deeply, or without the kind and runs its report is made from)."""
     path = Path(folder) / STUDY_FILE
-    try:
-        study = read_json(path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); move it away, or run the study again into another --out") from None
-    except RecursionError:
-        raise UserError(f"{path}: nested too deeply to be a study's record; move it away") from None
+    study = read_json_file(path, "a study's record", "move it away, or run the study again into another --out")
     if study is None:
         return None
     problem = None
