@@ -112,7 +112,7 @@ def _refused(tmp_path: Path, capsys, argv: list[str], message: str) -> str:
     (["--lr", "-1"], "--lr -1.0: must be positive"),
     (["--lambda-adv", "inf"], "--lambda-adv inf: must be a finite number"),
     (["--beta1", "1"], "--beta1 1.0: must be in [0, 1)"),
-    (["--steps", "-3"], "--steps -3: must be at least 1"),
+    (["--steps", "-3"], "--steps -3: must be 1 to 10,000,000"),
     (["--threads", "-1"], "--threads -1: must be 0 (all cores) to 1024"),
     (["--threads", "100000"], "--threads 100000"),
     (["--checkpoint-every", "-1"], "--checkpoint-every -1"),
@@ -176,8 +176,13 @@ def test_out_that_is_not_a_writable_folder(tmp_path, capsys):
 @pytest.mark.parametrize("content, message", [
     ("[1, 2]", "a JSON list, not an object"),
     ('{"benchmark": "restore4"}', "'metric' is missing"),
-    ('{"benchmark": "restore4", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [["x"]]}}}', "not a list of numbers"),
+    ('{"benchmark": "restore4", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [["x"]]}}}', "is not the scores of the 1 tasks trained by then"),
     ("{not json", "not valid JSON"),
+    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a", "b"], "methods": {"tl": {"matrix": [[null, null], [1, 2]]}}}', "row 1 of method 'tl'"),
+    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [[1], [1, 2]]}}}', "has 2 rows for 1 tasks"),
+    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [[1' + "0" * 400 + ']]}}}', "row 1 of method 'tl'"),
+    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "identity": {"psnr": [null]}, "methods": {}}', "'identity'"),
+    ('{"benchmark": "b", "deep": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
 ])
 def test_bad_results_json_is_refused_and_kept(tmp_path, capsys, content, message):
     out = tmp_path / "run"
@@ -186,3 +191,51 @@ def test_bad_results_json_is_refused_and_kept(tmp_path, capsys, content, message
     _refused(tmp_path, capsys, [*SMOKE, "--out", str(out)], message)
     assert (out / "results.json").read_text() == content
     _refused(tmp_path, capsys, ["report", str(out)], "results.json")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed -1: must be 0 to 4294967295"),
+    (["--seed", "1" + "0" * 20], "must be 0 to 4294967295"),
+    (["--seeds", "1" + "0" * 20], "is not 0 to 4294967295"),
+    (["--size", "100000"], "--size 100000: must be at most 8192"),
+    (["--size", "1024"], "--size 1024: larger than the built-in photos"),
+    (["--steps", "1" + "0" * 20], "must be 1 to 10,000,000"),
+    (["--n-train", "100000000"], "--n-train 100000000: one task's"),
+    (["--ngf", "100000"], "--ngf 100000: the generator would have"),
+    (["--methods", "lifelonggan", "--lifelonggan-grid", "1000"], "--lifelonggan-grid 1000: the montage's patches"),
+])
+def test_out_of_range_settings_are_one_line_before_anything_is_made(tmp_path, capsys, flags, message):
+    out = tmp_path / "o"
+    _refused(tmp_path, capsys, ["run", "--preset", "smoke", "--threads", "1", "--size", "16", "--n-test", "2", *flags, "--out", str(out)], message)
+    assert not (out / "results.json").exists()
+
+
+def test_a_damaged_study_record_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for content, message in (('{"study": "quota", "runs": [', "not valid JSON"), ('{"study": "quota"}', "'runs' is not a list"),
+                             ('{"study": "nope", "runs": []}', "'study' is 'nope'"), ('{"study": "lambda", "runs": [{"name": "a"}]}', "damaged (KeyError"),
+                             ('{"study": "quota", "runs": [{"name": "../x"}]}', "'runs' is not a list")):
+        (folder / "study.json").write_text(content)
+        _refused(tmp_path, capsys, ["report", str(folder)], message)
+        assert (folder / "study.json").read_text() == content
+
+
+def test_the_votes_server_refuses_a_bad_port_and_a_damaged_database_in_one_line(tmp_path, capsys):
+    from assocgan.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--threads", "1", "--steps", "1", "--size", "16", "--n-train", "4", "--n-test", "2",
+                 "--batch-size", "2", "--ngf", "4", "--ndf", "4", "--methods", "tl,jl", "--out", str(run)]) == 0
+    for port in ("-1", "70000"):
+        _refused(tmp_path, capsys, ["study", "perceptual", str(run), "--groups", "2", "--port", port], f"--port {port}: must be 0")
+    (run / "perceptual").mkdir(exist_ok=True)
+    (run / "perceptual" / "votes.sqlite").write_text("not a database")
+    _refused(tmp_path, capsys, ["study", "perceptual", str(run), "--groups", "2", "--port", "0"], "not a votes database")
+    assert (run / "perceptual" / "votes.sqlite").read_text() == "not a database"
+
+
+def test_an_argument_error_is_one_line_not_the_usage(capsys):
+    assert main(["run", "--norm", "foo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "assocgan run: error: argument --norm: invalid choice: 'foo' (choose from 'instance', 'batch', 'none') (see assocgan run --help)"

@@ -181,3 +181,18 @@ def test_noise_sigma_measures_white_noise_on_real_photos():
     assert float(noise_sigma(ramp)) < 1e-6
     with pytest.raises(ValueError):
         noise_sigma(torch.zeros(3, 8, 8))
+
+
+def test_ssim_local_means_are_the_valid_window_average_on_either_path():
+    """The CPU path (scipy's separable correlation) and the torch path (two 1-D convolutions, a GPU's) give the
+    window's average at every position where it fits whole, as a direct 2-D convolution does."""
+    import torch.nn.functional as F
+
+    from assocgan.metrics import gaussian_1d, local_means
+
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 5, 23, 31, generator=gen, dtype=torch.float64)
+    g = gaussian_1d(11, 1.5)
+    want = F.conv2d(maps.reshape(10, 1, 23, 31), torch.outer(g, g)[None, None]).reshape(2, 5, 13, 21)
+    for scipy_path in (True, False):
+        torch.testing.assert_close(local_means(maps, g, scipy_path), want, rtol=0, atol=1e-14)

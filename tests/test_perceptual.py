@@ -266,6 +266,9 @@ def test_bad_requests_get_a_4xx_and_change_nothing(study_dir):
             ("empty form", vote_url, "POST", "", form, {}, 400),
             ("other content type", vote_url, "POST", f"group={other}&choice=1", "text/plain", {}, 415),
             ("another site's form", vote_url, "POST", f"group={other}&choice=1", form, {"Origin": "http://elsewhere.example"}, 403),
+            ("a sandboxed or local page's form (Origin null)", vote_url, "POST", f"group={other}&choice=1", form, {"Origin": "null"}, 403),
+            ("deeply nested JSON", vote_url, "POST", "[" * 2000 + "]" * 2000, "application/json", {}, 400),
+            ("a name already taken, typed again in other case", f"{base}start", "POST", {"name": "ANN"}, None, {}, 409),
             ("PUT", vote_url, "PUT", {"group": other, "choice": 1}, None, {}, 405),
             ("empty name", f"{base}start", "POST", {"name": "  "}, None, {}, 400),
             ("name too long", f"{base}start", "POST", {"name": "x" * 65}, None, {}, 400),
@@ -329,8 +332,10 @@ def test_two_browsers_at_once_count_every_vote_once(study_dir, capsys):
         # four participants, each voting from two "browsers" at once, to the end
         acked: list[tuple[str, int]] = []
 
+        tokens = {f"p{k}": join(base, f"p{k}") for k in range(4)}  # each participant's code, used by both of its browsers
+
         def browse(name: str):
-            tok = join(base, name)
+            tok = tokens[name]
             while (nxt := next_group(base, tok))["group"] is not None:
                 status, _ = vote(base, tok, nxt["group"], 1 + len(acked) % len(METHODS))
                 assert status in (200, 409)
@@ -403,8 +408,9 @@ def test_a_killed_server_loses_no_recorded_vote_and_participants_resume(study_di
     try:
         study = load_groups(study_dir)
         store = Store(study)
+        code = {name: token for _, name, token, *_ in db_rows(study_dir)["participants"]}
         for k in range(3):
-            p = store.join(f"v{k}")
+            p = store.join(code[f"v{k}"])  # the code brings the participant back
             tok = p.token
             done = {g for n, g in recorded if n == f"v{k}"}
             assert next_group(base, tok)["group"] == next((g for g in store.sequence(p) if g not in done), None)
@@ -436,7 +442,7 @@ def state(page, done: int | None = None) -> dict:
 def check_group_page(s: dict, study, phone: bool = False) -> None:
     assert s["kind"] == "group" and s["inputs"] == 1 and len(s["choices"]) == len(study.methods)
     assert f"{s['done']} of {s['total']} done" in s["text"] and f"Group {s['done'] + 1} of {s['total']}" in s["text"]
-    html = re.sub(r"/(p|img)/[A-Za-z0-9_-]+", "", s["html"]).lower()  # the participant's token is random
+    html = re.sub(r"/(p|img)/[A-Za-z0-9_-]+|data-code=\"\">[A-Za-z0-9_-]+", "", s["html"]).lower()  # the participant's token is random
     assert not any(re.search(rf"\b{m}\b", html) for m in study.methods), "a method name is on the page"
     if phone:
         assert not s["overflow"], "the page is wider than the phone"
@@ -486,10 +492,11 @@ def test_two_participants_vote_in_chromium_and_the_report_counts_them(chromium, 
             # ann: JavaScript on, picks with the number keys, reloads the page midway and resumes
             ann = enter(browser, server.url, "ann", by_key=True)
             seen, _ = vote_through(ann, study, lambda page, k: page.press(str(1 + k % m)), reload, js=True)
-            # bob: JavaScript off (plain forms), on a phone, clicks; leaves midway and comes back with his name, however typed
+            # bob: JavaScript off (plain forms), on a phone, clicks; leaves midway and comes back with the code his pages show
             bob = enter(browser, server.url, "bob", by_key=False, **phone)
             seen_bob, bob = vote_through(bob, study, lambda page, k: page.click(f"button.choice[value='{1 + (k * 7) % m}']"),
-                                         lambda page, done: enter(browser, server.url, "Bob", by_key=False, **phone), js=False, phone=True)
+                                         lambda page, done: enter(browser, server.url, page.eval("document.querySelector('[data-code]').textContent"),
+                                                                  by_key=False, **phone), js=False, phone=True)
             assert "Thank you, bob" in state(bob, n)["text"]
     finally:
         browser.close()
@@ -501,3 +508,95 @@ def test_two_participants_vote_in_chromium_and_the_report_counts_them(chromium, 
     assert main(["report", str(study_dir)]) == 0
     page = (study_dir / "report.html").read_text()
     assert "User study (the paper&#x27;s Table 4)" in page or "User study (the paper's Table 4)" in page
+
+
+def raw_exchange(server, data: bytes, wait: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection, stop sending, and read what comes back until the server closes."""
+    import socket
+
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=wait) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+def test_a_name_is_no_credential_and_the_code_resumes(study_dir):
+    with serving(study_dir) as server:
+        base = server.url
+        token = join(base, "dee")
+        g = next_group(base, token)["group"]
+        assert vote(base, token, g, 1)[0] == 200
+        for typed in ("dee", "DEE", " Dee "):
+            status, _, body = request(base + "start", "POST", {"name": typed})
+            assert status == 409 and "taken" in json.loads(body)["error"]
+        assert join(base, token) == token  # the code brings the participant back
+        assert next_group(base, token)["done"] == 1
+        status, _, page = request(f"{base}p/{token}")
+        assert status == 200 and f"data-code>{token}<" in page.decode()
+    assert [r[1] for r in db_rows(study_dir)["participants"]] == ["dee"]
+
+
+def test_a_cut_body_a_stalled_client_and_a_client_that_leaves_change_nothing_and_print_nothing(study_dir, monkeypatch, capfd):
+    from assocgan.perceptual import server as srv
+
+    monkeypatch.setattr(srv.Handler, "timeout", 1.0)
+    with serving(study_dir) as server:
+        base = server.url
+        token = join(base, "eve")
+        g = next_group(base, token)["group"]
+        before = db_rows(study_dir)
+        host = f"{server.server_address[0]}:{server.server_address[1]}"
+        # a body shorter than its Content-Length: "choice=12" cut to "choice=1" is not a vote for 1
+        cut = f"group={g}&choice=1".encode()
+        head = (f"POST /p/{token}/vote HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(cut) + 1}\r\n\r\n").encode()
+        reply = raw_exchange(server, head + cut)
+        assert reply.startswith(b"HTTP/1.1 400") and b"shorter than its Content-Length" in reply
+        assert db_rows(study_dir) == before
+        # a client that sends half a request and stalls is cut off after the read timeout, holding no thread
+        import socket
+        import time
+
+        stalled = socket.create_connection(server.server_address[:2])
+        stalled.sendall(b"GET / HTTP/1.1\r\nHost: x")
+        t0 = time.monotonic()
+        stalled.settimeout(10)
+        assert stalled.recv(100) == b"" and time.monotonic() - t0 < 5  # closed by the server
+        stalled.close()
+        # clients that go away before reading their answers
+        for _ in range(5):
+            c = socket.create_connection(server.server_address[:2])
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            c.sendall(f"GET /p/{token} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            c.close()  # a reset, with the answer unread
+        time.sleep(0.5)
+        assert next_group(base, token)["done"] == 0  # still serving
+        assert db_rows(study_dir) == before
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
+
+
+def test_the_server_serves_on_ipv6_loopback(study_dir):
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = make_server(load_groups(study_dir), "::1", 0)
+    except UserError as e:
+        pytest.skip(f"::1 cannot be bound here ({e})")
+    serve_in_thread(server)
+    try:
+        assert server.url.startswith("http://[::1]:")
+        status, _, body = request(server.url)
+        assert status == 200 and b"<form" in body
+    finally:
+        server.shutdown()
+        server.server_close()

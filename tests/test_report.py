@@ -147,19 +147,23 @@ def test_tensorboard_has_a_stream_per_method_with_eval_curves_config_and_hparams
     ea = EventAccumulator(str(run_dir / "tb" / "tl"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     ea.Reload()
     tags = ea.Tags()
-    assert set(tags["images"]) == {"tl/samples"}
-    steps = [e.step for e in ea.Images("tl/samples")]
+    assert set(tags["images"]) == {"samples"}
+    steps = [e.step for e in ea.Images("samples")]
     assert steps == [4 * (t + 1) for t in range(len(results["tasks"]))]
-    assert any(t.startswith("tl/loss/") for t in tags["scalars"]) and not any(t.startswith("jl/") for t in tags["scalars"])
+    assert any(t.startswith("loss/") for t in tags["scalars"])
+    # the methods overlay: each stream (a run) has the same tags, no method in them
+    jl = EventAccumulator(str(run_dir / "tb" / "jl"), size_guidance={"scalars": 0})
+    jl.Reload()
+    assert "psnr/noise" in jl.Tags()["scalars"] and not any(t.startswith(("tl/", "jl/")) for t in tags["scalars"] + jl.Tags()["scalars"])
     # the evaluation curve: every --eval-every point (2) of every task seen, as results.json has it
-    first = "tl/psnr/noise"
+    first = "psnr/noise"
     curve = results["methods"]["tl"]["curve"]
     assert [e.step for e in ea.Scalars(first)] == [c["step"] for c in curve]
     assert [round(e.value, 4) for e in ea.Scalars(first)] == [round(c["psnr"][0], 4) for c in curve]
-    assert [e.step for e in ea.Scalars("tl/ssim/blur")] == [14, 16]
-    assert ea.Scalars("tl/final/final_avg")[0].value == pytest.approx(results["methods"]["tl"]["final_avg"])
-    assert "tl/config/text_summary" in tags["tensors"]
-    config = json.loads(ea.Tensors("tl/config/text_summary")[0].tensor_proto.string_val[0].decode().strip("`\n"))
+    assert [e.step for e in ea.Scalars("ssim/blur")] == [14, 16]
+    assert ea.Scalars("final/final_avg")[0].value == pytest.approx(results["methods"]["tl"]["final_avg"])
+    assert "config/text_summary" in tags["tensors"]
+    config = json.loads(ea.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode().strip("`\n"))
     assert config["method"] == "tl" and config["eval_every"] == 2
     plugins = ea.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
@@ -177,7 +181,7 @@ def _event_steps(folder: Path) -> list[tuple[str, int]]:
             if ev.HasField("session_log") and ev.session_log.status == SessionLog.START:
                 seen = [(t, s) for t, s in seen if s < ev.step]
             for v in ev.summary.value:
-                if v.tag.startswith(("tl/loss/", "tl/psnr/", "tl/ssim/")):
+                if v.tag.startswith(("loss/", "psnr/", "ssim/")):
                     seen.append((v.tag, ev.step))
     return seen
 
@@ -202,13 +206,13 @@ def test_a_resumed_run_adds_no_duplicate_points(tmp_path, monkeypatch):
         assert main(args) != 0  # interrupted
     assert (out / "state" / "tl.pt").exists()
     before = _event_steps(out / "tb" / "tl")
-    assert ("tl/psnr/impulse", 7) in before  # logged after the saved state, before the kill
+    assert ("psnr/impulse", 7) in before  # logged after the saved state, before the kill
     monkeypatch.setattr(runner, "save_samples", real)
     with contextlib.redirect_stdout(buf):
         assert main(args) == 0, buf.getvalue()
     steps = _event_steps(out / "tb" / "tl")
     assert len(steps) == len(set(steps)), sorted(t for t in steps if steps.count(t) > 1)[:5]
-    assert [s for t, s in steps if t == "tl/psnr/noise"] == list(range(1, 17))
+    assert [s for t, s in steps if t == "psnr/noise"] == list(range(1, 17))
     assert len(list((out / "tb" / "tl").glob("events.out.tfevents.*"))) == 2
 
 

@@ -145,7 +145,82 @@ def test_a_state_saved_with_other_settings_is_refused(tmp_path, capsys):
     assert code == 2 and "state/tl.pt" in err and "--restart" in err
     (out / "state" / "tl.pt").write_bytes(b"not a state")
     code = main(["run", *ARGS, "--methods", "tl", "--out", str(out)])
-    assert code == 2 and "cannot read the saved training state" in capsys.readouterr().err
+    assert code == 2 and "not a training state this version can resume" in capsys.readouterr().err
     assert main(["run", *ARGS, "--methods", "tl", "--restart", "--out", str(out)]) == 0
     capsys.readouterr()
     assert not (out / "state" / "tl.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A tl run killed in its second task, after a state was saved in the middle of it: the folder and that state."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    proc = _launch(out, "tl", "--steps", "40", "--checkpoint-every", "2")
+    state_file = out / "state" / "tl.pt"
+    deadline = time.time() + 120
+    state = None
+    while time.time() < deadline:
+        if state_file.exists():
+            with contextlib.suppress(UserError):
+                state = RunFolder(out).load_state("tl")
+            if state is not None and state["task"] == 1 and state["step"] > 0:
+                break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert state is not None and state["task"] == 1 and state["step"] > 0
+    return out, RunFolder(out).load_state("tl")
+
+
+@pytest.mark.parametrize("damage, named", [
+    ({"task": 99}, "task 99"), ({"step": 10**6}, "step 1000000"), ({"global_step": 3}, "steps done"),
+    ({"optimizers": []}, "'optimizers'"), ({"records": []}, "task records"), ({"G": None}, "'G' is missing"),
+])
+def test_a_damaged_state_that_still_unpickles_is_refused_in_one_line(killed_run, tmp_path, capsys, damage, named):
+    import shutil
+
+    src, state = killed_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    RunFolder(out).save_state("tl", {**{k: v for k, v in state.items() if k != "format"}, **damage})
+    before = json.loads((out / "results.json").read_text())["methods"]
+    code = main(["run", *ARGS, "--steps", "40", "--checkpoint-every", "2", "--methods", "tl", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "state/tl.pt: damaged" in err and named in err and "--restart" in err, err
+    assert json.loads((out / "results.json").read_text())["methods"] == before  # nothing computed is lost
+    assert (out / "state" / "tl.pt").exists()
+
+
+def test_a_state_or_checkpoint_with_flipped_bits_is_refused(killed_run, tmp_path, capsys):
+    import shutil
+
+    src, _ = killed_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    data = bytearray((out / "state" / "tl.pt").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (out / "state" / "tl.pt").write_bytes(bytes(data))
+    code = main(["run", *ARGS, "--steps", "40", "--checkpoint-every", "2", "--methods", "tl", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "do not match the digest" in err and len(err.splitlines()) == 1, err
+    ckpt = next((out / "checkpoints" / "tl").glob("*.safetensors"))
+    raw = bytearray(ckpt.read_bytes())
+    raw[-5] ^= 0x01  # the last tensor's bytes
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="damaged: its tensors do not match the digest"):
+        load_generator(out, "tl", after_task=1)
+
+
+def test_one_generator_gives_one_checkpoint_file_byte_for_byte_in_any_process(tmp_path):
+    """safetensors orders the metadata differently in each process; the file is written with its header's keys
+    sorted, so two processes saving the same generator write the same bytes."""
+    code = ("import sys, torch; from pathlib import Path; from assocgan.checkpoints import save_generator; "
+            "torch.manual_seed(0); m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 3, 1)); "
+            "save_generator(Path(sys.argv[1]), m, {'method': 'tl', 'after_task': 1, 'task': 'a', 'tasks': ['a', 'b'], 'benchmark': 'x', "
+            "'metric': 'psnr', 'needs_task_id': False, 'config': {'lr': 0.1, 'ngf': 4, 'seed': 0}})")
+    files = [tmp_path / f"g{i}.safetensors" for i in range(4)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    assert len({f.read_bytes() for f in files}) == 1
+    tensors = load_file(str(files[0]))
+    assert set(tensors) == {"0.weight", "0.bias", "1.weight", "1.bias"}

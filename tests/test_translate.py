@@ -58,8 +58,8 @@ def _grid_outputs(run: Path, method: str, k: int, task: str, j: int) -> np.ndarr
 def test_checkpoints_carry_metadata(run):
     path = run / "checkpoints" / "piggyback-ti" / "task2_impulse.safetensors"
     with safe_open(str(path), "pt") as f:
-        meta = {k: json.loads(v) for k, v in f.metadata().items() if k != "format"}
-        assert f.metadata()["format"] == "assocgan-generator/1"
+        meta = {k: json.loads(v) for k, v in f.metadata().items() if k not in ("format", "sha256")}
+        assert f.metadata()["format"] == "assocgan-generator/1" and len(f.metadata()["sha256"]) == 64
     assert meta["method"] == "piggyback-ti" and meta["after_task"] == 2 and meta["task"] == "impulse"
     assert meta["tasks"] == ["noise", "impulse", "oversharpen", "blur"] and meta["needs_task_id"] is True
     assert meta["config"]["size"] == 32 and meta["config"]["ngf"] == 8 and meta["assocgan"] == assocgan.__version__
@@ -144,3 +144,31 @@ def test_translate_input_errors(run, tmp_path, capsys):
         code = main(["translate", str(run), *map(str, inputs), "--method", "tl", "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
+
+
+def test_translate_never_overwrites_an_input_and_an_earlier_output_only_when_told(run, tmp_path, capsys):
+    """``translate RUN imgs/ --out imgs/`` would write imgs/<name>.png over the inputs: refused, inputs intact;
+    an output that exists already is replaced only with --overwrite; --task is refused for a method that
+    answers every task with one generator (it would be ignored)."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(imgs / "a.png")
+    before = (imgs / "a.png").read_bytes()
+    for flags in ([], ["--overwrite"]):
+        code = main(["translate", str(run), str(imgs), "--method", "tl", "--out", str(imgs), *flags])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "would overwrite the input image" in err and len(err.splitlines()) == 1, err
+        assert (imgs / "a.png").read_bytes() == before
+    out = tmp_path / "out"
+    assert main(["translate", str(run), str(imgs), "--method", "tl", "--out", str(out)]) == 0
+    (out / "a.png").write_bytes(b"an earlier output")
+    code = main(["translate", str(run), str(imgs), "--method", "tl", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "a.png" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert (out / "a.png").read_bytes() == b"an earlier output"
+    assert main(["translate", str(run), str(imgs), "--method", "tl", "--out", str(out), "--overwrite"]) == 0
+    assert np.asarray(Image.open(out / "a.png")).shape == (16, 16, 3)
+    code = main(["translate", str(run), str(imgs), "--method", "tl", "--task", "1", "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--task 1: tl answers every task with one generator" in err, err
+    assert not (tmp_path / "o2").exists()

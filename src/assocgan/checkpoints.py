@@ -4,11 +4,16 @@ from a run folder alone (``assocgan.load_generator``).
 Each checkpoint ``checkpoints/<method>/task<k>_<name>.safetensors`` holds the generator's tensors after task k
 and, as safetensors metadata (JSON strings), what is needed to use it without the run: ``method``, ``after_task``
 (1-based), ``task`` (its name), ``tasks`` (the run's task names in training order), ``benchmark``, ``metric``,
-``needs_task_id``, ``config`` (the run configuration, which fixes the network) and ``assocgan`` (the version).
+``needs_task_id``, ``config`` (the run configuration, which fixes the network) and ``assocgan`` (the version),
+and ``sha256``, a digest of the tensors that reading checks, so that a file whose bytes were damaged is refused
+instead of used. The file's header is written with its keys sorted, so one generator gives one file, byte for
+byte (safetensors alone orders the metadata differently in each process).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,12 +28,31 @@ from .runfolder import RunFolder
 FORMAT = "assocgan-generator/1"
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in the order of their names."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().contiguous().cpu()
+        h.update(f"{k}|{v.dtype}|{list(v.shape)}|".encode())
+        h.update(v.view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def canonical(data: bytes) -> bytes:
+    """The safetensors file ``data`` with its JSON header's keys sorted (padded with spaces to 8 bytes, as the
+    format asks): the same tensors and metadata give the same bytes in any process."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data[8 + n :]
+
+
 def save_generator(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
-    write_bytes(path, save(state, metadata=metadata))  # bytes, then one atomic write: no temporary file of the library's
+    metadata = {"format": FORMAT, "sha256": tensors_digest(state), **{k: json.dumps(v, sort_keys=True) for k, v in meta.items()}}
+    write_bytes(path, canonical(save(state, metadata=metadata)))  # bytes, then one atomic write: no temporary file of the library's
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -43,8 +67,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise UserError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: has no assocgan generator metadata (format {meta.get('format')!r}, expected {FORMAT})")
+    if "sha256" in meta and meta["sha256"] != tensors_digest(tensors):
+        raise UserError(f"{path}: damaged: its tensors do not match the digest they were saved with; train the method again (--restart)")
     try:
-        return tensors, {k: json.loads(v) for k, v in meta.items() if k != "format"}
+        return tensors, {k: json.loads(v) for k, v in meta.items() if k not in ("format", "sha256")}
     except ValueError as e:
         raise UserError(f"{path}: damaged metadata ({e})") from None
 

@@ -33,29 +33,29 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
                    "and OUT/report.html give the mean ± sd of every figure over them")
     g.add_argument("--out", metavar="DIR", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)")
-    g = p.add_argument_group("sizes and training (override the preset)")
-    g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16")
-    g.add_argument("--n-train", metavar="N", type=int, help="training images per task")
-    g.add_argument("--n-test", metavar="N", type=int, help="test images per task")
-    g.add_argument("--arch", choices=list(ARCHS), help="generator architecture (default pix2pix): " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()))
-    g.add_argument("--ngf", metavar="N", type=int, help="generator width")
-    g.add_argument("--ndf", metavar="N", type=int, help="discriminator width")
-    g.add_argument("--norm", choices=["instance", "batch", "none"])
-    g.add_argument("--context", metavar="on|off", help="the pix2pix U-Net's decoder modulated by the input's global statistics (on in the quick preset; --arch gated has its gate instead)")
-    g.add_argument("--steps", metavar="N", type=int, help="training steps per task")
-    g.add_argument("--batch-size", metavar="N", type=int)
-    g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate (2e-4)")
-    g.add_argument("--beta1", metavar="X", type=float, help="Adam beta1 (0.5)")
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth")
-    g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight (1)")
-    g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (1e-3; 0 turns the discriminator off)")
-    g.add_argument("--gan-mode", choices=["lsgan", "vanilla"])
-    g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16")
-    g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)")
-    g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)")
+    g = p.add_argument_group("sizes and training (override the preset; each says its value in every preset)")
+    g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16" + by_preset("size"))
+    g.add_argument("--n-train", metavar="N", type=int, help="training images per task" + by_preset("n_train"))
+    g.add_argument("--n-test", metavar="N", type=int, help="test images per task" + by_preset("n_test"))
+    g.add_argument("--arch", choices=list(ARCHS), help="generator architecture: " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()) + by_preset("arch"))
+    g.add_argument("--ngf", metavar="N", type=int, help="generator width" + by_preset("ngf"))
+    g.add_argument("--ndf", metavar="N", type=int, help="discriminator width" + by_preset("ndf"))
+    g.add_argument("--norm", choices=["instance", "batch", "none"], help="normalisation layers" + by_preset("norm"))
+    g.add_argument("--context", metavar="on|off", help="the pix2pix U-Net's decoder modulated by the input's global statistics (--arch gated has its gate instead)" + by_preset("context"))
+    g.add_argument("--steps", metavar="N", type=int, help="training steps per task" + by_preset("steps"))
+    g.add_argument("--batch-size", metavar="N", type=int, help="pairs a step" + by_preset("batch_size"))
+    g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate" + by_preset("lr"))
+    g.add_argument("--beta1", metavar="X", type=float, help="Adam beta1" + by_preset("beta1"))
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth" + by_preset("lr_schedule"))
+    g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight" + by_preset("lambda_content"))
+    g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (0 turns the discriminator off)" + by_preset("lambda_adv"))
+    g.add_argument("--gan-mode", choices=["lsgan", "vanilla"], help="the adversarial loss" + by_preset("gan_mode"))
+    g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16" + by_preset("amp"))
+    g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)" + by_preset("threads"))
+    g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)" + by_preset("eval_every"))
     g.add_argument("--tensorboard", metavar="on|off", help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, "
                    "pip install 'assocgan[tensorboard]')")
-    g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (default 100; 0: after each task only)")
+    g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (0: after each task only)" + by_preset("checkpoint_every"))
     g = p.add_argument_group("evaluation (how outputs are scored)")
     g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
     g.add_argument("--eval-space", choices=["rgb", "y"], help="score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does (default rgb)")
@@ -111,7 +111,7 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
                 raise UserError(f"{flag}: not with --data, whose folders hold the tasks and their pairs")
     if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
-    methods = parse_methods(args.methods or (saved["methods"] if saved is not None else default_methods))
+    methods = parse_methods(args.methods if args.methods is not None else (saved["methods"] if saved is not None else default_methods))
     overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "arch", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border", "eval_full")}
     if args.amp is not None:
         overrides["amp"] = args.amp  # checked with the configuration (config.amp_mode, validate)
@@ -223,7 +223,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .translate import translate_files
 
     written = translate_files(args.run, args.inputs, args.out, method=args.method, after_task=args.after_task, task=args.task, mode=args.mode,
-                              tile=args.tile, device=args.device, console=Console(stderr=True))
+                              tile=args.tile, device=args.device, console=Console(stderr=True), overwrite=args.overwrite)
     print(f"{len(written)} image(s) written to {args.out}")
     return 0
 
@@ -240,9 +240,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem=args.mem, slurm_setup=args.slurm_setup, slurm_option=args.slurm_option)
     kind = args.study
     if kind in ("quota", "order"):
-        args.methods = args.methods or ",".join(default_methods())
+        args.methods = args.methods if args.methods is not None else ",".join(default_methods())
     elif kind == "lambda":
-        args.methods = args.method or DEFAULT_SWEEP[0]
+        args.methods = args.method if args.method is not None else DEFAULT_SWEEP[0]
     else:
         args.methods = "tl,assoc"
     cfg = config_from_args(args)
@@ -259,7 +259,11 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_perceptual(args: argparse.Namespace) -> int:
     from .perceptual.server import serve_study
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    if methods == []:
+        raise UserError("--methods: give at least one method")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: must be 0 (any free port) to 65535")
     serve_study(args.run_dir, groups=args.groups, methods=methods, show_target=args.show_target, host=args.host, port=args.port,
                 bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe})
     return 0
@@ -327,11 +331,33 @@ def _add_study_parser(sub) -> None:
 
 
 
+def by_preset(name: str) -> str:
+    """`` (quick 0.002, smoke ...)``: a run setting's value in each preset, for its --help."""
+    import dataclasses
+
+    from .config import PRESETS, RunConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}[name]
+
+    def shown(v):
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return " (" + ", ".join(f"{p} {shown(values.get(name, default))}" for p, values in PRESETS.items()) + ")"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (the command, the error, where the help is) instead of the
+    whole usage, which for ``run`` is forty lines of options."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .methods.base import SWITCH_SPELLINGS
 
-    p = argparse.ArgumentParser(prog="assocgan", description="Continual learning of image-to-image translation")
+    p = Parser(prog="assocgan", description="Continual learning of image-to-image translation")
     p.add_argument("--version", action="version", version=f"assocgan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
@@ -354,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--out", required=True, help="folder for the outputs (<name>.png)")
     tp.add_argument("--method", help="the method whose generator is applied (needed when the run trained several)")
     tp.add_argument("--after-task", help="the generator as it stood after this task (name or 1-based position; default: the last)")
-    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback)")
+    tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback-ti)")
+    tp.add_argument("--overwrite", action="store_true", help="replace output files that exist already in --out (an input image is never replaced)")
     tp.add_argument("--mode", default="pad", choices=MODES, help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were")
     tp.add_argument("--tile", type=int, help="tile size for --mode tile, a multiple of 16 (default: the trained image size)")
     tp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -369,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or an argument error (one line, printed): its exit code
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return exit_code(lambda: args.fn(args))
 

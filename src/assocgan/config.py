@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +141,17 @@ def convention_of(config: dict[str, Any]) -> Convention:
 
 MAX_THREADS = 1024
 SSIM_WINDOW = 11
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take it
+MAX_STEPS = 10**7  # steps per task: 500 times the paper's 20,000
+MAX_SIZE = 8192
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, where the system says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def validate(cfg: RunConfig) -> None:
@@ -149,7 +161,9 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"--{f.name.replace('_', '-')} {v}: must be a finite number")
     checks = [
         (cfg.size % 16 == 0 and cfg.size >= 16, "--size", "must be a positive multiple of 16"),
-        (cfg.steps >= 1, "--steps", "must be at least 1"),
+        (cfg.size <= MAX_SIZE, "--size", f"must be at most {MAX_SIZE} (train on crops; translate whole images with --mode tile)"),
+        (1 <= cfg.steps <= MAX_STEPS, "--steps", f"must be 1 to {MAX_STEPS:,}"),
+        (0 <= cfg.seed <= MAX_SEED, "--seed", f"must be 0 to {MAX_SEED}"),
         (cfg.batch_size >= 1, "--batch-size", "must be at least 1"),
         (cfg.ngf >= 1 and cfg.ndf >= 1, "--ngf/--ndf", "must be at least 1"),
         (cfg.lr > 0, "--lr", "must be positive"),
@@ -175,3 +189,8 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             value = getattr(cfg, option.lstrip("-").split("/")[0].replace("-", "_"), None)
             raise UserError(f"{option}" + (f" {value}" if value is not None and "/" not in option else "") + f": {msg}")
+    total = machine_memory()
+    pairs = (cfg.n_train + cfg.n_test) * 2 * 3 * cfg.size**2  # one task's pairs, uint8
+    if total is not None and pairs > total // 4:
+        raise UserError(f"--n-train {cfg.n_train}: one task's {cfg.n_train + cfg.n_test:,} pairs of {cfg.size} px would take {pairs / 2**30:.1f} GiB, "
+                        f"more than a quarter of this machine's {total / 2**30:.1f} GiB; give fewer (or a smaller --size)")

@@ -251,7 +251,10 @@ class Submitit:
     """Each run a job of submitit's local or SLURM executor."""
 
     def __init__(self, opts: JobOptions, folder: Path, name: str):
-        import submitit
+        try:
+            import submitit
+        except ImportError:
+            raise UserError(f"--executor {opts.executor}: needs submitit, which is not installed; pip install 'assocgan[slurm]' (or submitit)") from None
 
         self.opts = opts
         logs = opts.job_logs or folder / "jobs"

@@ -25,11 +25,31 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
 
 
 @functools.lru_cache(maxsize=8)
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+def gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+    """The normalised 1-D Gaussian (float64) whose outer product with itself is SSIM's window."""
     ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
+
+
+def local_means(maps: torch.Tensor, g: torch.Tensor, scipy_path: bool | None = None) -> torch.Tensor:
+    """Each map (..., H, W) averaged over the window ``outer(g, g)`` at every position where it fits whole
+    (..., H - k + 1, W - k + 1), float64, as two 1-D passes. On a CPU, scipy.ndimage's correlation (what
+    scikit-image's SSIM uses): a direct float64 convolution in torch is 20-70 times slower there
+    (benchmarks/ssim_speed.py); on a GPU, torch's convolution (``scipy_path`` chooses, for tests)."""
+    k = g.numel()
+    if maps.device.type == "cpu" if scipy_path is None else scipy_path:
+        from scipy.ndimage import correlate1d
+
+        w = g.numpy()
+        out = correlate1d(correlate1d(maps.detach().contiguous().numpy(), w, axis=-1, mode="constant"), w, axis=-2, mode="constant")
+        lo = k // 2
+        return torch.from_numpy(out[..., lo : lo + maps.shape[-2] - k + 1, lo : lo + maps.shape[-1] - k + 1])
+    shape = maps.shape
+    flat = maps.reshape(-1, 1, *shape[-2:])
+    g = g.to(maps.device)
+    out = F.conv2d(F.conv2d(flat, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+    return out.reshape(*shape[:-2], *out.shape[-2:])
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -42,13 +62,14 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_
     n, c, h, w = pred.shape
     if h < win_size or w < win_size:
         raise ValueError(f"SSIM needs images of at least {win_size}x{win_size} pixels, got {h}x{w}")
-    x = pred.double().reshape(n * c, 1, h, w)
-    y = target.double().reshape(n * c, 1, h, w)
-    win = _gaussian_window(win_size, sigma).to(x.device)[None, None]
-    mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
-    sxx = F.conv2d(x * x, win) - mu_x**2
-    syy = F.conv2d(y * y, win) - mu_y**2
-    sxy = F.conv2d(x * y, win) - mu_x * mu_y
+    x = pred.double().reshape(n * c, h, w)
+    y = target.double().reshape(n * c, h, w)
+    maps = torch.stack([x, y, x * x, y * y, x * y], 1)  # the five local means at once
+    means = local_means(maps, gaussian_1d(win_size, sigma))
+    mu_x, mu_y = means[:, 0], means[:, 1]
+    sxx = means[:, 2] - mu_x**2
+    syy = means[:, 3] - mu_y**2
+    sxy = means[:, 4] - mu_x * mu_y
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.reshape(n, c, -1).mean(2).mean(1).float()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -29,12 +30,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UserError, is_whole_number
-from .io import atomic_write, read_json, remove_partial_files, write_json, write_text
+from .io import atomic_write, read_json, read_json_file, remove_partial_files, write_json, write_text
 
 RESULTS = "results.json"
 LOG = "log.txt"
+SUBFOLDERS = ("csv", "checkpoints", "samples", "pictures", "state", "plots", "perceptual")  # what a run writes under its folder
 LOCK = ".lock"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+STATE_MAGIC = b"assocgan-state\n"  # then the SHA-256 of the rest (32 bytes), then torch.save's bytes
 
 
 def as_json(obj: Any) -> Any:
@@ -131,19 +134,14 @@ class RunFolder:
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise UserError(f"--out {self.path}: the folder is not writable")
         with folder_lock(self.path):
-            remove_partial_files(self.path)
+            remove_partial_files(self.path, SUBFOLDERS)
             yield
 
     # ---- results ---------------------------------------------------------------------------
     def read_results(self) -> dict[str, Any] | None:
         """results.json, or None if there is none; a UserError naming the file if it is not a run's results."""
         path = self.results_path
-        try:
-            res = read_json(path)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e}); move it away or choose another --out") from None
-        except OSError as e:
-            raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+        res = read_json_file(path, "a run's results", "move it away or choose another --out")
         if res is None:
             return None
         problem = results_problem(res)
@@ -174,7 +172,7 @@ class RunFolder:
         diff = sorted(k for k in new if k in old and old[k] != new[k])
         if diff:
             what = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff[:4])
-            raise UserError(f"{self.results_path}: was made with other settings ({what}); choose another --out")
+            raise UserError(f"{self.results_path}: was made with other settings ({what}); choose another --out, or delete {self.path} to start over")
 
     def entry_state(self, results: dict[str, Any] | None, method: str, options: dict[str, Any]) -> str:
         """``"complete"``, ``"partial"`` (started, or failed) or ``"absent"``: ``method``'s entry in ``results``; a
@@ -201,9 +199,14 @@ class RunFolder:
 
     # ---- training state --------------------------------------------------------------------
     def save_state(self, method: str, state: dict[str, Any]) -> None:
+        """``state`` as ``state/<method>.pt``: torch.save's bytes behind a header and their SHA-256, so that a
+        file whose bytes were damaged is refused on resume instead of used."""
         import torch
 
-        atomic_write(self.state_path(method), lambda p: torch.save({"format": STATE_FORMAT, **state}, p))
+        buf = io.BytesIO()
+        torch.save({"format": STATE_FORMAT, **state}, buf)
+        body = buf.getvalue()
+        atomic_write(self.state_path(method), lambda p: p.write_bytes(STATE_MAGIC + hashlib.sha256(body).digest() + body))
 
     def load_state(self, method: str) -> dict[str, Any] | None:
         """The saved training state of ``method``, or None; a UserError if the file is damaged."""
@@ -212,16 +215,28 @@ class RunFolder:
         path = self.state_path(method)
         if not path.exists():
             return None
+        restart = f"give --restart to train {method} from the start"
+        data = path.read_bytes()
+        head = len(STATE_MAGIC)
+        if not data.startswith(STATE_MAGIC):
+            raise UserError(f"{path}: not a training state this version can resume; {restart}")
+        body = data[head + 32 :]
+        if hashlib.sha256(body).digest() != data[head : head + 32]:
+            raise UserError(f"{path}: damaged: its bytes do not match the digest they were saved with; {restart}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"{path}: cannot read the saved training state ({type(e).__name__}); give --restart to train {method} from the start") from None
+            raise UserError(f"{path}: cannot read the saved training state ({type(e).__name__}); {restart}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise UserError(f"{path}: not a training state this version can resume; give --restart to train {method} from the start")
         return state
 
     def clear_state(self, method: str) -> None:
-        self.state_path(method).unlink(missing_ok=True)
+        """Forget ``method``'s training state; ``state/`` itself goes when it holds nothing more."""
+        path = self.state_path(method)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another method's state is there
+            path.parent.rmdir()
 
     def discard(self, method: str) -> None:
         """Forget everything of ``method`` (``--restart``): its entry, state, checkpoints, samples, pictures, CSVs."""
@@ -274,10 +289,29 @@ def results_problem(res: Any) -> str | None:
             return f"'{key}' is missing or not a {kind.__name__}"
     if not all(isinstance(t, str) for t in res["tasks"]):
         return "'tasks' must be a list of names"
+    n = len(res["tasks"])
+    identity = res.get("identity")
+    if identity is not None and not (isinstance(identity, dict) and all(
+            isinstance(v, list) and len(v) == n and all(_number(x) for x in v) for v in identity.values())):
+        return f"'identity' is not a score of doing nothing for each of the {n} tasks"
     for name, entry in res["methods"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("matrix", []), list):
             return f"the entry of method {name!r} is not an object with a 'matrix' list"
-        for row in entry.get("matrix", []):
-            if not isinstance(row, list) or any(v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)) for v in row):
-                return f"the matrix of method {name!r} holds a row that is not a list of numbers"
+        matrix = entry.get("matrix", [])
+        if len(matrix) > n:
+            return f"the matrix of method {name!r} has {len(matrix)} rows for {n} tasks"
+        for i, row in enumerate(matrix):  # after task i+1: a score of each task trained by then, None for the others
+            if not isinstance(row, list) or len(row) not in (i + 1, n) or not all(_number(v) for v in row[: i + 1]):
+                return f"row {i + 1} of method {name!r}'s matrix is not the scores of the {i + 1} tasks trained by then"
+            if any(v is not None for v in row[i + 1 :]):
+                return f"row {i + 1} of method {name!r}'s matrix scores a task not trained by then"
+        for metric in ("psnr", "ssim"):
+            full = entry.get(metric, [])
+            if not isinstance(full, list) or len(full) > n or not all(
+                    isinstance(r, list) and len(r) == n and all(v is None or _number(v) for v in r) for r in full):
+                return f"method {name!r}'s {metric} matrix is not rows of {n} numbers"
     return None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300  # NaN compares False; a 10**400 int is no float

@@ -45,8 +45,14 @@ def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
-    """The run folder's results, kept when they belong to the same benchmark and settings, else a fresh record."""
+def run_inputs(bench_args: dict[str, Any]) -> dict[str, Any]:
+    """The data a run was given, as results.json keeps it (folders as absolute paths)."""
+    return {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
+
+
+def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run folder's results, kept when they belong to the same benchmark, data, metric and settings (a
+    UserError otherwise), else a fresh record."""
     old = folder.read_results()
     fresh = new_results(bench, cfg)
     if old is None:
@@ -56,6 +62,15 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig) -> dict[st
                         f"give --seeds to add to them, or choose another --out")
     if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
         raise UserError(f"{folder.results_path}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
+    if old.get("metric") != bench.metric:
+        raise UserError(f"{folder.results_path}: its methods are scored in {str(old.get('metric')).upper()}; "
+                        f"--metric {bench.metric} would mix the two in one table: give --metric {old.get('metric')}, or choose another --out")
+    old_inputs = {k: v for k, v in (old.get("inputs") or {}).items() if k != "metric"}  # the metric: checked above
+    new_inputs = {k: v for k, v in (inputs or {}).items() if k != "metric"}
+    if inputs is not None and old.get("methods") and old_inputs != new_inputs:
+        what = ", ".join(f"--{k.replace('_', '-')} {old_inputs.get(k)} -> {new_inputs.get(k)}" for k in sorted(set(old_inputs) | set(new_inputs))
+                         if old_inputs.get(k) != new_inputs.get(k))
+        raise UserError(f"{folder.results_path}: was made from other data ({what}); choose another --out")
     folder.check_settings(old, cfg)
     fresh["methods"] = old.get("methods", {})
     fresh["provenance"] = old.get("provenance", [])
@@ -149,7 +164,7 @@ def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord
     image = labelled_grid(pic, scale=scale)
     save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), image)
     if tb is not None:
-        tb.image(f"{name}/samples", image, step)
+        tb.image("samples", image, step)
     seen = bench.tasks[: rec.t + 1]
     for fname, raw in rec.method.pictures(seen).items():
         save_png(folder.picture_path(name, fname), labelled_grid(method_picture(raw, seen, bench.metric, convention), scale=scale))
@@ -172,8 +187,9 @@ def hparam_value(v):
 
 
 class TensorBoard:
-    """One method's event stream, ``DIR/tb/<method>/``: training losses, the evaluation curve (``--eval-every``
-    points and the end of each task, per task: ``<method>/<metric>/<task>``), sample grids, the
+    """One method's event stream, ``DIR/tb/<method>/`` (a run in TensorBoard, so that the methods overlay under
+    one tag): training losses (``loss/<term>``), the evaluation curve (``--eval-every`` points and the end of each
+    task, per task: ``<metric>/<task>``), sample grids (``samples``), the
     configuration as text and the hyperparameters with the final figures (TensorBoard's HPARAMS tab). A method
     trained from the start gets a fresh stream; a resumed one purges what the killed run logged after its saved
     state (``purge_step``), so a rerun adds no duplicate points. Nothing is written without a writer
@@ -202,10 +218,10 @@ class TensorBoard:
 
     def eval_scores(self, bench: Benchmark, scores: list[dict[str, float]], step: int) -> None:
         """Each task's scores at ``step``, an ``--eval-every`` point, under the tags the training loop gives the
-        scores at each task's end (``<method>/<metric>/<task>``): one curve a task."""
+        scores at each task's end (``<metric>/<task>``): one curve a task."""
         for j, sc in enumerate(scores):
             for m in ("psnr", "ssim"):
-                self.scalar(f"{self.name}/{m}/{bench.tasks[j].name}", sc[m], step)
+                self.scalar(f"{m}/{bench.tasks[j].name}", sc[m], step)
 
     def start(self, cfg: RunConfig, options: dict[str, Any], metric: str) -> None:
         """The configuration as text and the hyperparameters, with the final figures as their metrics."""
@@ -213,17 +229,17 @@ class TensorBoard:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        self.writer.add_text(f"{self.name}/config", "```\n" + json.dumps({**cfg.to_dict(), "method": self.name, "options": options}, indent=2) + "\n```", 0)
+        self.writer.add_text("config", "```\n" + json.dumps({**cfg.to_dict(), "method": self.name, "options": options}, indent=2) + "\n```", 0)
         hp = {k: hparam_value(v) for k, v in cfg.shared_settings().items() if v is not None}
         hp.update({"method": self.name, **{f"{self.name}.{k}": hparam_value(v) for k, v in options.items() if v is not None}})
-        metrics = {f"{self.name}/final/{k}": 0.0 for k in FINAL_FIGURES}
+        metrics = {f"final/{k}": 0.0 for k in FINAL_FIGURES}
         for summary in hparams(hp, metrics):
             self.writer.file_writer.add_summary(summary)
 
     def end(self, entry: dict[str, Any], step: int) -> None:
         for k in FINAL_FIGURES:
             if entry.get(k) is not None:
-                self.scalar(f"{self.name}/final/{k}", entry[k], step)
+                self.scalar(f"final/{k}", entry[k], step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -285,6 +301,9 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
     dev = pick_device(device)
     check_amp(cfg, dev)
     ranks.check_batch(cfg.batch_size)
+    earlier = folder.read_results() if ranks.main else None
+    if earlier is not None and "seeds" not in earlier:  # before the data are made: a folder of other settings is refused at once
+        folder.check_settings(earlier, cfg)
     note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
     if note and ranks.main:
         print(f"assocgan: warning: {note}", file=sys.stderr)
@@ -297,12 +316,12 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
     say = (lambda s: console.print(s, markup=False, highlight=False)) if console is not None else (lambda s: None)
     failures: list[Diverged] = []
     with ranks.leading() as send_plan, folder.lock():
-        results = load_results(folder, bench, cfg)
+        results = load_results(folder, bench, cfg, run_inputs(bench_args))
         if restart:
             for name in cfg.methods:
                 folder.discard(name)
                 results["methods"].pop(name, None)
-        results["inputs"] = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") else v) for k, v in bench_args.items() if v is not None}
+        results["inputs"] = run_inputs(bench_args)
         results["provenance"] = results.get("provenance", []) + [provenance(command, dev, ranks.world)]
         if bench.left_out:
             results["tasks_left_out"] = list(bench.left_out)
@@ -321,7 +340,7 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
                 folder.clear_state(name)
             else:
                 todo.append(name)
-        states = {name: checked_state(folder, name, cfg, options[name]) for name in todo}
+        states = {name: checked_state(folder, name, cfg, options[name], len(bench.tasks)) for name in todo}
         send_plan((todo, states))
         if todo and tensorboard is None and not board_on:
             say(f"note: no TensorBoard logs: {TENSORBOARD_MISSING}")
@@ -418,8 +437,36 @@ def state_settings(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({"shared": cfg.shared_settings(), "options": options}))
 
 
-def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved training state of ``name`` if there is one; a UserError if it was saved with other settings."""
+def state_problem(state: dict[str, Any], n_tasks: int, cfg: RunConfig) -> str | None:
+    """What makes a saved training state one the loop cannot resume from as it was saved, or None: where it
+    stands (task, step, the steps done) and what it holds for that place (a record per finished task, the
+    optimisers of an interrupted task)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    t, s, done = state.get("task"), state.get("step"), state.get("global_step")
+    if not (whole(t) and 0 <= t < n_tasks):
+        return f"task {t!r} is not one of the run's tasks 0-{n_tasks - 1}"
+    if not (whole(s) and 0 <= s < cfg.steps):
+        return f"step {s!r} is not within a task of {cfg.steps} steps"
+    if not (whole(done) and done == t * cfg.steps + s):
+        return f"{done!r} steps done, not the {t * cfg.steps + s} of task {t + 1} step {s}"
+    if not isinstance(state.get("records"), list) or len(state["records"]) != t:
+        return f"{len(state['records']) if isinstance(state.get('records'), list) else 'no'} task records for {t} finished tasks"
+    for key in ("G", "D", "method_state", "rng"):
+        if not isinstance(state.get(key), dict):
+            return f"'{key}' is missing"
+    if s > 0:
+        n_opt = 2 if cfg.lambda_adv > 0 else 1
+        for key in ("optimizers", "schedules"):
+            if not isinstance(state.get(key), list) or len(state[key]) != n_opt:
+                return f"'{key}' does not hold the {n_opt} of an interrupted task"
+    return None
+
+
+def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[str, Any], n_tasks: int) -> dict[str, Any] | None:
+    """The saved training state of ``name`` if there is one; a UserError if it was saved with other settings
+    or is damaged."""
     state = folder.load_state(name)
     if state is None:
         return None
@@ -428,6 +475,9 @@ def checked_state(folder: RunFolder, name: str, cfg: RunConfig, options: dict[st
         settings = {**settings, "shared": upgrade_saved(settings["shared"])}
     if state.get("method") != name or settings != state_settings(cfg, options):
         raise UserError(f"{folder.state_path(name)}: was saved with other settings than this run's; give --restart to train {name} from the start")
+    problem = state_problem(state, n_tasks, cfg)
+    if problem is not None:
+        raise UserError(f"{folder.state_path(name)}: damaged ({problem}); give --restart to train {name} from the start")
     return state
 
 

@@ -28,6 +28,11 @@ def parse_seeds(text: str) -> list[int]:
     if not parts or not all(is_whole_number(p) for p in parts):
         raise UserError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. 0,1,2")
     seeds = [int(p) for p in parts]
+    from .config import MAX_SEED
+
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UserError(f"--seeds {text!r}: seed {bad[0]} is not 0 to {MAX_SEED}")
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {text!r}: a seed is repeated")
     return seeds

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 from .config import RunConfig, validate
 from .errors import UserError, is_whole_number
-from .io import read_json, write_json
+from .io import read_json, read_json_file, write_json
 from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
 from .runfolder import LOG, RunFolder, as_json, folder_lock
 
@@ -184,7 +185,7 @@ def sweep_values(method: str, option: str, values: str | list | None) -> list[An
         raise UserError(f"--option {option!r}: method {method} has no such option (its options: {names})")
     if isinstance(opt.default, bool) or not isinstance(opt.default, (int, float)):
         raise UserError(f"--option {option!r}: a sweep needs a numeric option; its default is {opt.default!r}")
-    if values is None or values == "":
+    if values is None:
         d = opt.default
         raw = [0, 0.1 * d, 0.3 * d, d, 3 * d, 10 * d] if d else [0, 0.1, 1, 10]
         vals = [opt.parse(str(type(d)(v))) for v in raw]
@@ -464,6 +465,37 @@ def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str
     return Study(kind, Path(out), base, runs, params, bench_args, device, command, note, tensorboard, list(seeds) if seeds else None)
 
 
+def read_study(folder: Path) -> dict[str, Any] | None:
+    """``folder/study.json``, or None; a UserError naming the file if it is not one a study of this version
+    wrote (not JSON, nested too deeply, or without the kind and runs its report is made from)."""
+    path = Path(folder) / STUDY_FILE
+    study = read_json_file(path, "a study's record", "move it away, or run the study again into another --out")
+    if study is None:
+        return None
+    problem = None
+    if not isinstance(study, dict):
+        problem = f"a JSON {type(study).__name__}, not an object"
+    elif study.get("study") not in STUDIES:
+        problem = f"'study' is {study.get('study')!r}, not one of {', '.join(STUDIES)}"
+    elif not isinstance(study.get("runs"), list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and _safe(r["name"]) == r["name"] and r["name"] not in ("", ".", "..")
+            and isinstance(r.get("label", ""), str) for r in study["runs"]):
+        problem = "'runs' is not a list of runs with their folder names"
+    elif not all(isinstance(study.get(k, {}), dict) for k in ("params", "base_config", "bench_args")):
+        problem = "'params', 'base_config' or 'bench_args' is not an object"
+    if problem:
+        raise UserError(f"{path}: not a study's record ({problem}); move it away, or run the study again into another --out")
+    return study
+
+
+def collect_checked(study: dict, folder: Path) -> dict[str, Any]:
+    """``collect``, with a record whose runs lack what their kind of study reads refused in one line."""
+    try:
+        return collect(study, folder)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{Path(folder) / STUDY_FILE}: damaged ({type(e).__name__}: {e}); move it away, or run the study again into another --out") from None
+
+
 def study_record(study: Study) -> dict[str, Any]:
     return {
         "study": study.kind,
@@ -493,7 +525,7 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
         raise UserError(f"{folder}: is a run folder; choose another --out for the study")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder}: is a file, not a folder")
-    old = read_json(folder / STUDY_FILE)
+    old = read_study(folder)
     if old is not None and old.get("study") != study.kind:
         raise UserError(f"{folder}: holds a {old.get('study')} study; choose another --out for the {study.kind} study")
     todo = plan(study, jobs, opts)  # checks the run folders before anything is written
@@ -524,11 +556,31 @@ def rebuild_report(folder: str | Path) -> Path:
     from .report.html import write_report
 
     folder = Path(folder)
-    study = read_json(folder / STUDY_FILE)
+    study = read_study(folder)
     if study is not None:
-        study["summary"] = collect(study, folder)
+        study["summary"] = collect_checked(study, folder)
         write_json(folder / STUDY_FILE, study)
+    else:
+        recombine_seeds(folder)
     return write_report(folder)
+
+
+def recombine_seeds(folder: Path) -> None:
+    """A run folder of several seeds: its combined results.json made again from the seed folders as they are
+    now, so that a seed whose results are gone is no longer counted (said on stderr), and one rerun is."""
+    from .seeds import read_seeds, seed_dir, write_combined
+
+    combined = RunFolder(folder).read_results()
+    if combined is None or not isinstance(combined.get("seeds"), list):
+        return
+    seeds = [s for s in combined["seeds"] if isinstance(s, int)]
+    found = read_seeds(folder, seeds)
+    gone = [s for s in seeds if s not in found]
+    if not found:
+        raise UserError(f"{folder}: none of its seed folders ({', '.join(str(seed_dir(folder, s)) for s in seeds)}) holds results any more")
+    for s in gone:
+        print(f"assocgan: warning: {seed_dir(folder, s) / 'results.json'} is gone; seed {s} is left out of the combined results", file=sys.stderr)
+    write_combined(folder, [s for s in seeds if s in found])
 
 
 def report_tables(folder: str | Path) -> list:
@@ -538,7 +590,7 @@ def report_tables(folder: str | Path) -> list:
     from .report.tables import run_tables
 
     folder = Path(folder)
-    study = read_json(folder / STUDY_FILE)
+    study = read_study(folder)
     if study is not None:
         return study_tables(study)
     return run_tables(RunFolder(folder).read_results()) + vote_tables(folder)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -192,11 +191,25 @@ def build_networks(cfg: RunConfig, device: torch.device, method: type[Method] = 
     return G, D
 
 
+def check_memory(cfg: RunConfig, cls) -> None:
+    """A UserError before anything is allocated if the generator's weights, gradients and Adam's two moments
+    alone (16 bytes a weight) exceed this machine's memory: it is built on the meta device to count them."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in cls.build_generator(cfg).parameters())
+    from .config import machine_memory
+
+    total = machine_memory()
+    if total is not None and 16 * n > total:
+        raise UserError(f"--ngf {cfg.ngf}: the generator would have {n:,} weights, {16 * n / 2**30:.1f} GiB with their gradients and "
+                        f"optimiser state, more than this machine's {total / 2**30:.1f} GiB; give a smaller --ngf")
+
+
 def check_method(method_name: str, bench: Benchmark, cfg: RunConfig) -> None:
     """Build ``method_name`` as the loop will (on random streams of its own, which leave the run's untouched),
     so that a bad option or configuration is refused before anything is trained."""
     cls = get_method(method_name)
     cls.check_config(cfg)
+    check_memory(cfg, cls)
     device = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
         G, D = build_networks(cfg, device, cls)
@@ -246,7 +259,7 @@ def train_method(
 
     def log_scalar(name: str, value: float) -> None:
         if log is not None:
-            log(f"{method_name}/{name}", float(value), global_step)
+            log(name, float(value), global_step)  # the method's own stream: tags are the same for every method
 
     ctx = Context(cfg, G, D, gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), log_scalar, device, dgen, ranks)
     method = cls(ctx, **cfg.method_options.get(method_name, {}))

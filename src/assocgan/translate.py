@@ -120,12 +120,29 @@ def input_files(inputs: list[str]) -> list[Path]:
     return files
 
 
+def output_files(files: list[Path], out_dir: Path, overwrite: bool) -> list[Path]:
+    """``out_dir/<name>.png`` for each input; a UserError for an output that is one of the inputs (never
+    overwritten), or that exists already unless ``overwrite``."""
+    inputs = {f.resolve() for f in files}
+    outs = [out_dir / f"{f.stem}.png" for f in files]
+    for f, o in zip(files, outs):
+        if o.resolve() in inputs:
+            raise UserError(f"--out {out_dir}: would overwrite the input image {o}; choose another --out")
+    existing = [o for o in outs if o.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise UserError(f"--out {out_dir}: {existing[0].name}{more} exist(s) already; give --overwrite to replace them, or choose another --out")
+    return outs
+
+
 def translate_files(run_dir: str, inputs: list[str], out: str, method: str | None = None, after_task: str | None = None, task: str | None = None,
-                    mode: str = "pad", tile: int | None = None, device: str | None = None, console=None) -> list[Path]:
+                    mode: str = "pad", tile: int | None = None, device: str | None = None, console=None, overwrite: bool = False) -> list[Path]:
     """``assocgan translate``: each input image through the generator of ``method`` in ``run_dir``, written as
-    ``out/<name>.png``; returns the files written."""
+    ``out/<name>.png`` (never over an input; over an earlier output only with ``overwrite``); returns the files
+    written."""
     from .checkpoints import find_trained, load_generator
     from .data.folders import read_image
+    from .methods import get_method
     from .runfolder import RunFolder
     from .train import pick_device
 
@@ -133,15 +150,24 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
         raise UserError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     if tile is not None and (tile < MULTIPLE or tile % MULTIPLE):
         raise UserError(f"--tile {tile}: must be a positive multiple of {MULTIPLE}")
+    from .config import MAX_SIZE, machine_memory
+
+    if tile is not None and tile > MAX_SIZE:
+        raise UserError(f"--tile {tile}: must be at most {MAX_SIZE}")
     if method is None:
         trained = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*") if RunFolder(run_dir).checkpoints(p.name))
         if len(trained) != 1:
             raise UserError(f"--method: name the method to apply ({', '.join(trained) or 'this folder has no checkpoints'})")
         method = trained[0]
+    cls = get_method(method)
+    if task is not None and not cls.needs_task_id:
+        raise UserError(f"--task {task}: {method} answers every task with one generator; --task is for the methods evaluated with the task "
+                        f"identity (single, piggyback-ti)")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: is a file, not a folder")
     files = input_files(inputs)
+    outs = output_files(files, out_dir, overwrite)
     dev = pick_device(device)
     info = find_trained(run_dir, method, after_task)
     model = load_generator(run_dir, method, info.after_task, task).to(dev)
@@ -150,7 +176,15 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
 
     columns = (TextColumn("translating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=console is None, transient=True) as progress:
-        for f in progress.track(files):
-            y = translate_image(model, read_image(f), mode, info.size, tile, dev)
-            written.append(save_png(out_dir / f"{f.stem}.png", y))
+        ngf = int((info.meta.get("config") or {}).get("ngf", 64))
+        total = machine_memory()
+        for f, o in progress.track(list(zip(files, outs))):
+            image = read_image(f)
+            h, w = image.shape[:2]
+            need = _up(h) * _up(w) * ngf * 16  # measured: 330 bytes a pixel at ngf 32 (1024 px, no gradient); 1.5 times that
+            if mode == "pad" and total is not None and need > total // 2:
+                raise UserError(f"{f}: {h}x{w} pixels would need about {need / 2**30:.0f} GiB to translate whole, more than half this machine's "
+                                f"{total / 2**30:.0f} GiB; give --mode tile (overlapping tiles, blended){'' if not written else f'; {len(written)} image(s) written so far'}")
+            y = translate_image(model, image, mode, info.size, tile, dev)
+            written.append(save_png(o, y))
     return written

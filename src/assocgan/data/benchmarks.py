@@ -157,6 +157,10 @@ def builtin_photos_note(name: str | None, size: int, n_train: int, n_test: int, 
     if data is not None or clean_images is not None or name not in BUILTIN:
         return None
     splits = {s: photos.photo_sizes(s) for s in ("train", "test")}
+    smallest = min(min(hw) for sizes in splits.values() for hw in sizes)
+    if size > smallest:
+        raise UserError(f"--size {size}: larger than the built-in photos ({smallest} px on the shorter side), whose crops {name} takes; "
+                        f"give at most {smallest - smallest % 16}, or your own photos (--clean-images DIR --recipe RECIPE)")
     room = {s: photos.disjoint_crops(sizes, size) for s, sizes in splits.items()}
     if n_train <= room["train"] and n_test <= room["test"]:
         return None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 FOLDER = Path(__file__).with_name("photos")
 MAX_SCALE = 4.0  # a crop covers at most this many crop sizes of the (shrunk) photo
 SHORT_SIDE = 5  # photos are shrunk to a shorter side of at most this many crop sizes
@@ -107,7 +109,7 @@ def crop_boxes(shapes: list[tuple[int, int]], n: int, size: int, rng: np.random.
         p = i % len(shapes)
         h, w = shapes[p]
         if min(h, w) < size:
-            raise ValueError(f"photo of {h}x{w} pixels is smaller than the crop size {size}")
+            raise UserError(f"--size {size}: larger than a photo of {h}x{w} pixels, whose crops it takes; give at most {min(h, w) - min(h, w) % 16}")
         top_scale = max(1.0, min(max_scale, min(h, w) / size))
         side = min(min(h, w), int(round(size * np.exp(rng.uniform(0, np.log(top_scale))))))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))

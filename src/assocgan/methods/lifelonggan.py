@@ -82,9 +82,13 @@ class LifelongGAN(Method):
         bad = [k for k in self.kinds if k not in AUX_KINDS]
         if bad or not self.kinds:
             raise UserError(f"--lifelonggan-aux: {self.opt.lifelonggan_aux!r}; name one or more of {', '.join(AUX_KINDS)}")
-        if self.opt.lifelonggan_grid < 1:
-            raise UserError("--lifelonggan-grid: must be at least 1")
         self.teacher: FrozenTeacher | None = None
+
+    def check_tasks(self, tasks):
+        side = min(min(t.train_x.shape[-2:]) for t in tasks)
+        if "montage" in self.kinds and self.opt.lifelonggan_grid > side:
+            raise UserError(f"--lifelonggan-grid {self.opt.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
+                            f"under one pixel; give at most {side}")
 
     def auxiliary(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The auxiliary inputs of one step, made from the current batch."""

@@ -59,12 +59,16 @@ class Replay(Method):
         Option("replay_fraction", -1.0, "share of each batch replayed from the memory (negative: t/(t+1) on task t, as JL)", high=1),
     )
 
+    @classmethod
+    def resolve_options(cls, given):
+        """The base's, and a quota from 1 on must be a count (a whole number of pairs), not rounded silently."""
+        opts = super().resolve_options(given)
+        if opts["quota"] >= 1 and opts["quota"] != int(opts["quota"]):
+            raise UserError(f"--quota {opts['quota']:g}: from 1 on it is a count of pairs; give a whole number, or a fraction below 1")
+        return opts
+
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        if self.opt.quota <= 0:
-            raise UserError(f"--quota {self.opt.quota}: must be positive")
-        if self.opt.replay_bytes < 0 or self.opt.replay_fraction > 1:
-            raise UserError("--replay-bytes must not be negative and --replay-fraction must be at most 1")
         self.stores: list[tuple[torch.Tensor, torch.Tensor]] = []  # per past task: (x, y) uint8 (N, 3, H, W)
         # provenance, for inspection only (replay does not need it; a few bytes, not counted):
         self.task_of_store: list[int] = []  # the task index each store came from

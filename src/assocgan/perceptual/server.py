@@ -36,6 +36,7 @@ from .votes import DB, Participant, Rejected, Store, count_votes
 
 MAX_BODY = 4096  # a vote is a few dozen bytes
 DRAIN = 1 << 20  # a larger body is not even read
+READ_TIMEOUT = 30.0  # seconds a connection may stay silent
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -60,7 +61,7 @@ def start_main(study: StudyGroups, message: str = "") -> str:
     return (f"<main class='start'><h1>{_e(TITLE)}</h1>{flash}"
             f"<p>You will see {n} groups of pictures. Each group shows a picture (the input){target}, then {m} versions of it "
             "made by different programs, in a random order. Pick the version that looks the most realistic: click it, or "
-            f"press its number (1-{m}).</p><p>You can stop at any time and come back later with the same name or code.</p>"
+            f"press its number (1-{m}).</p><p>You can stop at any time and come back later: type the code your pages show.</p>"
             "<form method='post' action='/start' class='join'><label for='name'>Your name or code</label>"
             "<input id='name' name='name' required maxlength='64' autocomplete='off' autofocus>"
             "<button type='submit'>Start</button></form></main>")
@@ -90,7 +91,8 @@ def group_main(store: Store, p: Participant, message: str = "") -> str:
             f"<p class='ask'>Which version looks the most realistic? Click it or press its number.</p>"
             f"<form method='post' action='/p/{p.token}/vote' class='vote'><input type='hidden' name='group' value='{gid}'>"
             f"<div class='choices'>{choices}</div></form>"
-            f"<p class='leave'><a href='/'>Stop here</a>: come back with the same name or code to go on.</p></main>")
+            f"<p class='leave'><a href='/'>Stop here</a>: come back with your code, <strong class='code' data-code>{_e(p.token)}</strong>, "
+            "to go on.</p></main>")
 
 
 def next_json(store: Store, p: Participant) -> dict[str, Any]:
@@ -107,6 +109,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are two writes: with Nagle's algorithm each answer waited for a delayed ACK (~40 ms)
     server_version = "assocgan-perceptual"
     sys_version = ""
+    timeout = READ_TIMEOUT  # a connection that sends nothing for this long is closed: a stalled client holds no thread for ever
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the votes are the record
         pass
@@ -118,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Security-Policy", CSP)
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Referrer-Policy", "same-origin")  # no-referrer would make browsers send the page's own forms with Origin: null
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         if self.close_connection:
@@ -207,7 +210,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _same_origin(self) -> None:
         origin = self.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != self.headers.get("Host"):
+        if origin and (origin == "null" or urlsplit(origin).netloc != self.headers.get("Host")):  # null: a sandboxed or local page
             raise Rejected(403, "a vote must come from this page")
 
     def _body(self) -> dict[str, Any]:
@@ -222,11 +225,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise Rejected(413, f"body of {length} bytes: at most {MAX_BODY}")
         raw = self.rfile.read(int(length))
+        if len(raw) != int(length):  # the client stopped early: a cut body is not the request it announced
+            self.close_connection = True
+            raise Rejected(400, f"body of {len(raw)} bytes, shorter than its Content-Length {length}")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype == "application/json":
             try:
                 data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise Rejected(400, "malformed JSON") from None
             if not isinstance(data, dict):
                 raise Rejected(400, "JSON body: give an object")
@@ -254,12 +260,22 @@ class StudyServer(ThreadingHTTPServer):
 
     def __init__(self, store: Store, host: str, port: int):
         self.store = store
+        if ":" in host:  # an IPv6 address (::1, ::)
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (a closed tab, a dropped phone connection) or stalled past the read timeout
+        is no error of the server's: nothing is printed. Anything else is, as socketserver prints it."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def make_server(study: StudyGroups, host: str = "127.0.0.1", port: int = 8765) -> StudyServer:
@@ -286,7 +302,7 @@ def serve_study(run_dir: str | Path, *, groups: int | None = None, methods: list
     print(f"Perceptual study of {run_dir}: {len(study.groups)} groups over {len(study.tasks)} tasks, methods {', '.join(study.methods)} "
           f"(shown shuffled and unlabelled), target {'shown' if study.show_target else 'hidden'}; {count_votes(study.folder)} votes so far in {db}")
     print(f"Open {server.url}  (Ctrl-C stops, the votes are kept; then `assocgan report {run_dir}` counts them)")
-    if host not in ("127.0.0.1", "localhost"):
+    if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Participants on the network open http://{socket.gethostname() if host == '0.0.0.0' else host}:{server.server_address[1]}/")
     sys.stdout.flush()
     if threading.current_thread() is threading.main_thread():

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import UserError
 from ..io import read_json
 from .groups import FOLDER, StudyGroups, load_groups
 
@@ -97,9 +98,13 @@ class Store:
         self.study = study
         self.path = study.folder / DB
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
@@ -122,15 +127,19 @@ class Store:
             db.close()
 
     def join(self, name: Any) -> Participant:
-        """The participant of this name or code, created on first use (coming back resumes)."""
+        """A new participant of this name, with a secret code of its own; or, given a participant's code, that
+        participant (coming back resumes). A name already taken is refused: the name is no credential, so that
+        nobody votes as someone else by typing their name."""
         name = clean_name(name)
         with self._transaction() as db:
-            row = db.execute("SELECT id, name, token FROM participants WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                token = secrets.token_urlsafe(12)
-                cur = db.execute("INSERT INTO participants (name, token, created) VALUES (?, ?, ?)", (name, token, time.time()))
-                row = (cur.lastrowid, name, token)
-        return Participant(*row)
+            row = db.execute("SELECT id, name, token FROM participants WHERE token = ?", (name,)).fetchone()
+            if row is not None:
+                return Participant(*row)
+            if db.execute("SELECT 1 FROM participants WHERE name = ?", (name,)).fetchone() is not None:
+                raise Rejected(409, f"the name {name!r} is taken: to go on with your votes, type the code your pages show, or choose another name")
+            token = secrets.token_urlsafe(12)
+            cur = db.execute("INSERT INTO participants (name, token, created) VALUES (?, ?, ?)", (name, token, time.time()))
+            return Participant(cur.lastrowid, name, token)
 
     def participant(self, token: str) -> Participant | None:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", token or ""):
@@ -210,8 +219,12 @@ def count_votes(folder: Path) -> int:
     db = sqlite3.connect(f"file:{folder / DB}?mode=ro", uri=True, timeout=30)
     try:
         return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
-    except sqlite3.OperationalError:  # a database without the table yet
-        return 0
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # a database without the table yet
+            return 0
+        raise UserError(f"{folder / DB}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"{folder / DB}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
     finally:
         db.close()
 
