@@ -54,7 +54,7 @@ def test_the_loop_optimises_the_weighted_content_loss_of_eq3(monkeypatch, colorc
     cfg = make_config("smoke", steps=3, lambda_adv=0.0, lambda_content=2.0, methods=[WeightedSpy.name])
     bench = Benchmark("one", "psnr", [colorcast])
     logged = []  # the content loss the loop logs: at its first and its last step here
-    recs = train_method(WeightedSpy.name, bench, cfg, log=lambda name, value, step: logged.append(value) if name.endswith("/loss/content") else None)
+    recs = train_method(WeightedSpy.name, bench, cfg, log=lambda name, value, step: logged.append(value) if name == "loss/content" else None)
     m = recs[-1].method
     assert len(m.seen) == cfg.steps
     G = copy.deepcopy(m.ctx.G)
