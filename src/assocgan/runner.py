@@ -13,6 +13,7 @@ from . import __version__
 from .checkpoints import save_generator
 from .config import RunConfig, upgrade_saved
 from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
+from .devices import pick_device
 from .distributed import SINGLE, Ranks
 from . import distributed
 from .errors import RunFailed, UserError
@@ -21,7 +22,7 @@ from .imaging import Picture, labelled_grid, save_png
 from .metrics import Convention, scores
 from .methods import Method, get_method
 from .runfolder import RunFolder
-from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, pick_device, train_method
+from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, train_method
 
 
 
