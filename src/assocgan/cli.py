@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     given. Data options not given are taken from ``--config`` too."""
     from .config import make_config
     from .methods import parse_methods
-    from .methods.base import parse_switch
+    from .options import parse_switch
     from .runfolder import saved_settings
 
     saved, inputs = saved_settings(args.config) if getattr(args, "config", None) else (None, {})
@@ -141,7 +141,7 @@ def tensorboard_from_args(args: argparse.Namespace) -> bool | None:
     """``--tensorboard``: True or False, or None (on when tensorboard is installed); a UserError if on and it is not."""
     if args.tensorboard is None:
         return None
-    from .methods.base import parse_switch
+    from .options import parse_switch
     from .runner import TENSORBOARD_MISSING, tensorboard_available
 
     on = parse_switch("--tensorboard", args.tensorboard)
@@ -355,7 +355,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .methods.base import SWITCH_SPELLINGS
+    from .options import SWITCH_SPELLINGS
 
     p = Parser(prog="assocgan", description="Continual learning of image-to-image translation")
     p.add_argument("--version", action="version", version=f"assocgan {__version__}")

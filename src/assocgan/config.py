@@ -10,6 +10,7 @@ from typing import Any
 from .errors import UserError
 from .metrics import SPACES, Convention
 from .nets import ARCHS
+from .options import SWITCH_OFF, SWITCH_ON
 
 
 @dataclass
@@ -117,8 +118,6 @@ def amp_mode(value: Any) -> Any:
     if isinstance(value, bool):
         return "bf16" if value else "off"
     if isinstance(value, str):
-        from .methods.base import SWITCH_OFF, SWITCH_ON
-
         v = value.lower()
         return "bf16" if v in SWITCH_ON else "off" if v in SWITCH_OFF else v
     return value

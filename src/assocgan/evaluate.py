@@ -8,24 +8,8 @@ import torch
 import torch.nn as nn
 
 from .data.tasks import Task, to_float
+from .inference import predict, translate_tiled
 from .metrics import Convention, scores
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int = 32, device: torch.device | None = None) -> torch.Tensor:
-    """The model's outputs on ``x`` ([0, 1] images), in eval mode, clamped to [0, 1]."""
-    was_training = model.training
-    model.eval()
-    outs = []
-    try:
-        for i in range(0, x.shape[0], batch):
-            xb = x[i : i + batch]
-            if device is not None:
-                xb = xb.to(device)
-            outs.append(model(xb).float().clamp(0, 1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(outs)
 
 
 def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], convention: Convention) -> dict[str, float]:
@@ -44,8 +28,6 @@ def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = No
     (``assocgan translate --mode tile``), the way the model meets a user's image."""
     if task.full_test is None:
         return _mean_scores(task, lambda x: predict(model, x, device=device), convention)
-    from .translate import translate_tiled
-
     tile = task.test_x.shape[-1]
     return _mean_scores(task, lambda x: translate_tiled(model, x, tile, device), convention)
 

@@ -12,7 +12,8 @@ import torch
 from . import __version__
 from .checkpoints import save_generator
 from .config import RunConfig, upgrade_saved
-from .data.benchmarks import Benchmark, builtin_photos_note, load_benchmark
+from .data.benchmarks import Benchmark, benchmark_for, builtin_photos_note
+from .devices import pick_device
 from .distributed import SINGLE, Ranks
 from . import distributed
 from .errors import RunFailed, UserError
@@ -21,16 +22,8 @@ from .imaging import Picture, labelled_grid, save_png
 from .metrics import Convention, scores
 from .methods import Method, get_method
 from .runfolder import RunFolder
-from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, pick_device, train_method
+from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, train_method
 
-
-
-def benchmark_for(cfg: RunConfig, *, data=None, clean_images=None, recipe=None, metric=None) -> Benchmark:
-    return load_benchmark(
-        cfg.benchmark, size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
-        data=data, clean_images=clean_images, recipe=recipe, metric=metric, order=cfg.order,
-        fresh=cfg.fresh_degradations, full_test=cfg.eval_full,
-    )
 
 
 def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:

@@ -17,69 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from .devices import pick_device
 from .errors import UserError
-from .evaluate import predict
 from .imaging import save_png, to_uint8
+from .inference import MULTIPLE, _up, pad_to, predict, translate_padded, translate_tiled  # noqa: F401 (pad_to re-exported)
 
 MODES = ("pad", "tile", "fit")
-MULTIPLE = 16
-
-
-def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``x`` (N, 3, H, W) extended at the bottom and right to ``height`` x ``width`` by mirroring (by repeating the
-    edge where the image is too small to mirror)."""
-    ph, pw = height - x.shape[-2], width - x.shape[-1]
-    if ph <= 0 and pw <= 0:
-        return x
-    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
-    return F.pad(x, (0, max(pw, 0), 0, max(ph, 0)), mode=mode)
-
-
-def _up(n: int, m: int = MULTIPLE) -> int:
-    return -(-n // m) * m
-
-
-def translate_padded(model: nn.Module, x: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    return predict(model, pad_to(x, _up(h), _up(w)), device=device)[..., :h, :w]
-
-
-def _window(tile: int, overlap: int) -> torch.Tensor:
-    """Blending weights of one tile: 1 inside, falling linearly to 1 / (overlap + 1) at the edges."""
-    i = torch.arange(tile, dtype=torch.float32)
-    ramp = torch.minimum(torch.minimum(i + 1, tile - i), torch.tensor(float(overlap + 1))) / (overlap + 1)
-    return ramp[:, None] * ramp[None, :]
-
-
-def _starts(n: int, tile: int, stride: int) -> list[int]:
-    starts = list(range(0, max(n - tile, 0) + 1, stride))
-    if starts[-1] + tile < n:
-        starts.append(n - tile)
-    return starts
-
-
-def translate_tiled(model: nn.Module, x: torch.Tensor, tile: int, device: torch.device | None = None, batch: int = 8) -> torch.Tensor:
-    """``x`` (1, 3, H, W) translated tile by tile (``tile`` a multiple of 16, overlapping by a quarter)."""
-    h, w = x.shape[-2:]
-    xp = pad_to(x, max(h, tile), max(w, tile))
-    H, W = xp.shape[-2:]
-    overlap = tile // 4
-    stride = tile - overlap
-    spots = [(top, left) for top in _starts(H, tile, stride) for left in _starts(W, tile, stride)]
-    weight = _window(tile, overlap)
-    out = torch.zeros(3, H, W)
-    norm = torch.zeros(1, H, W)
-    for i in range(0, len(spots), batch):
-        part = spots[i : i + batch]
-        tiles = torch.cat([xp[..., t : t + tile, l : l + tile] for t, l in part])
-        for (t, l), y in zip(part, predict(model, tiles, device=device)):
-            out[:, t : t + tile, l : l + tile] += y * weight
-            norm[:, t : t + tile, l : l + tile] += weight
-    return (out / norm)[None, :, :h, :w]
-
-
 def translate_image(model: nn.Module, image: np.ndarray, mode: str, size: int, tile: int | None = None, device: torch.device | None = None) -> np.ndarray:
     """One HxWx3 uint8 image through ``model``; returns the output as HxWx3 uint8 (size x size with ``fit``)."""
     from .data.folders import fit
@@ -144,7 +88,6 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
     from .data.folders import read_image
     from .methods import get_method
     from .runfolder import RunFolder
-    from .train import pick_device
 
     if mode not in MODES:
         raise UserError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,6 +12,9 @@ from ..errors import UserError, is_whole_number
 from . import folders, photos, tones
 from .degradations import Degradation, parse_recipe, to_uint8
 from .tasks import Task, to_float
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 
 @dataclass
@@ -229,3 +233,13 @@ def load_benchmark(
     bench.left_out = tuple(t.name for t in bench.tasks if all(t is not o for o in ordered))
     bench.tasks = ordered
     return bench
+
+
+def benchmark_for(cfg: RunConfig, *, data=None, clean_images=None, recipe=None, metric=None) -> Benchmark:
+    """The benchmark of the run configuration ``cfg`` (its benchmark, sizes, seed, task order, fresh degradations and
+    full-size test), on the data given (``--data``, or ``--clean-images`` with ``--recipe``)."""
+    return load_benchmark(
+        cfg.benchmark, size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
+        data=data, clean_images=clean_images, recipe=recipe, metric=metric, order=cfg.order,
+        fresh=cfg.fresh_degradations, full_test=cfg.eval_full,
+    )

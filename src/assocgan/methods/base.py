@@ -33,24 +33,12 @@ import torch.nn as nn
 
 from ..distributed import SINGLE, Ranks
 from ..errors import UserError
+from ..options import SWITCH_OFF, SWITCH_ON, SWITCH_SPELLINGS, parse_switch  # noqa: F401 (re-exported)
 from ..rng import side_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
     from ..data.tasks import Task
-
-
-# the spellings a switch (an on|off option) accepts
-SWITCH_ON = ("on", "true", "yes", "1")
-SWITCH_OFF = ("off", "false", "no", "0")
-SWITCH_SPELLINGS = "true/false, yes/no and 1/0 are accepted too"
-
-
-def parse_switch(flag: str, value: str) -> bool:
-    """An on|off option's value, in any of its spellings; a UserError naming ``flag`` otherwise."""
-    if value.lower() not in SWITCH_ON + SWITCH_OFF:
-        raise UserError(f"{flag}: {value!r} is not a switch value; give on or off ({SWITCH_SPELLINGS})")
-    return value.lower() in SWITCH_ON
 
 
 @dataclass(frozen=True)

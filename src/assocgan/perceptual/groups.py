@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..io import read_json, write_json
+from .votecount import count_votes
 
 FOLDER = "perceptual"
 MANIFEST = "groups.json"
@@ -137,8 +138,6 @@ def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str
             bench_args: dict[str, Any] | None = None, say: Callable[[str], None] = print) -> StudyGroups:
     """The study of ``run_dir``: the one already prepared when it has this design (options left as None take
     its values), else made anew (images first, groups.json last). Refuses to change a design that has votes."""
-    from .votes import count_votes
-
     run_dir = Path(run_dir)
     results = _results(run_dir)
     old = load_groups(run_dir)
@@ -175,8 +174,7 @@ def _benchmark(run_dir: Path, results: dict[str, Any], bench_args: dict[str, Any
     import dataclasses
 
     from ..config import RunConfig
-    from ..data.benchmarks import BUILTIN
-    from ..runner import benchmark_for
+    from ..data.benchmarks import BUILTIN, benchmark_for
 
     given = {k: v for k, v in bench_args.items() if v}
     inputs = given or {k: v for k, v in (results.get("inputs") or {}).items() if k in ("data", "clean_images", "recipe")}

@@ -27,8 +27,8 @@ from typing import Any, Iterator
 from ..errors import UserError
 from ..io import read_json
 from .groups import FOLDER, StudyGroups, load_groups
+from .votecount import DB, count_votes
 
-DB = "votes.sqlite"
 MAX_NAME = 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS participants (
@@ -210,23 +210,6 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def count_votes(folder: Path) -> int:
-    """How many votes ``folder`` (RUN_DIR/perceptual) holds; 0 without a database."""
-    if not (folder / DB).exists():
-        return 0
-    db = sqlite3.connect(f"file:{folder / DB}?mode=ro", uri=True, timeout=30)
-    try:
-        return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):  # a database without the table yet
-            return 0
-        raise UserError(f"{folder / DB}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
-    except sqlite3.DatabaseError as e:
-        raise UserError(f"{folder / DB}: not a votes database that can be read ({e}); move it away to start the study's votes afresh") from None
-    finally:
-        db.close()
 
 
 def tally(run_dir: str | Path) -> dict[str, Any] | None:
