@@ -394,10 +394,10 @@ def test_the_default_keeps_no_anchor_and_computes_no_fisher(monkeypatch):
 
 
 def test_a_distillation_option_without_the_distillation_is_a_clear_error(tmp_path, capsys):
-    args = ["run", "--preset", "smoke", "--methods", "assoc", "--lambda-distill", "0.1", "--out", str(tmp_path / "r")]
+    args = ["run", "--preset", "smoke", "--methods", "assoc", "--lambda-distill", "0.5", "--out", str(tmp_path / "r")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "--lambda-distill 0.1" in err and "--distill on" in err
+    assert "--lambda-distill 0.5" in err and "--distill on" in err
     assert not (tmp_path / "r").exists()
 
 
