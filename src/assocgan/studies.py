@@ -35,6 +35,7 @@ from .errors import UserError, is_whole_number
 from .io import read_json, read_json_file, write_json
 from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
 from .runfolder import LOG, RunFolder, as_json, folder_lock
+from .seeds import mean, pending, read_seeds, seed_dir, write_combined
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,6 @@ def pending_methods(run_dir: Path, cfg: RunConfig, seeds: list[int] | None = Non
     """The methods of ``cfg`` not yet complete in ``run_dir`` (in every seed folder, over ``seeds``); a UserError if
     the folder was made otherwise."""
     if seeds:
-        from .seeds import pending
-
         return pending(run_dir, cfg, seeds)
     return RunFolder(run_dir).pending(cfg)
 
@@ -326,11 +325,6 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
 
 
 # ---- collecting ------------------------------------------------------------------------
-def _mean(vals) -> float | None:
-    vals = [v for v in vals if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
 def _entry(study_folder: Path, spec: dict) -> tuple[dict | None, dict | None]:
     """(results, the entry of the run's method) of a run of the study, or Nones."""
     results = read_results(study_folder / "runs" / spec["name"])
@@ -394,7 +388,7 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
                               "sd": e.get("sd") if complete else None})
         for m in by_method.values():
             finals = [r["final"] for r in m["runs"] if r["final"]]
-            m["mean_by_position"] = [_mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []
+            m["mean_by_position"] = [mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []
         summary["methods"] = list(by_method.values())
     elif kind == "lambda":
         summary.update({"method": params.get("method"), "option": params.get("option"), "flag": "--" + str(params.get("option", "")).replace("_", "-"),
@@ -404,7 +398,7 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
             complete = bool(e and e.get("complete"))
             final = e["matrix"][-1] if complete else None
             summary["rows"].append({"value": spec["value"], "complete": complete, "final": final,
-                                    "prior_mean": _mean(final[:-1]) if final and len(final) > 1 else None,
+                                    "prior_mean": mean(final[:-1]) if final and len(final) > 1 else None,
                                     "last": final[-1] if final else None, "overall": e.get("final_avg") if complete else None, "bwt": e.get("bwt") if complete else None,
                                     "sd": e.get("sd") if complete else None})
     elif kind == "ablation":
@@ -413,7 +407,7 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
             results, e = found[spec["name"]]
             complete = bool(e and e.get("complete"))
             summary["rows"].append({"label": spec["label"], "how": spec.get("how", ""), "complete": complete,
-                                    "psnr": _mean(e["psnr"][-1]) if complete else None, "ssim": _mean(e["ssim"][-1]) if complete else None,
+                                    "psnr": mean(e["psnr"][-1]) if complete else None, "ssim": mean(e["ssim"][-1]) if complete else None,
                                     "bwt": e.get("bwt") if complete else None, "sd": e.get("sd") if complete else None})
     return summary
 
@@ -568,8 +562,6 @@ def rebuild_report(folder: str | Path) -> Path:
 def recombine_seeds(folder: Path) -> None:
     """A run folder of several seeds: its combined results.json made again from the seed folders as they are
     now, so that a seed whose results are gone is no longer counted (said on stderr), and one rerun is."""
-    from .seeds import read_seeds, seed_dir, write_combined
-
     combined = RunFolder(folder).read_results()
     if combined is None or not isinstance(combined.get("seeds"), list):
         return

@@ -93,11 +93,5 @@ class Task:
         x, y = self.pairs(idx, gen, device, dgen)
         return random_flips(gen, x, y)
 
-    def sample_targets(self, n: int, gen: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
-        """``n`` random training targets with random horizontal flips, without their sources."""
-        idx = torch.randint(0, self.n_train, (n,), generator=gen)
-        (y,) = random_flips(gen, to_float(self.train_y[idx], device))
-        return y
-
     def test_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.test_x), to_float(self.test_y)

@@ -335,5 +335,3 @@ class Method:
     def memory_bytes(self) -> int:
         return int(sum(self.memory().values()))
 
-    def option_values(self) -> dict[str, Any]:
-        return dict(vars(self.opt))

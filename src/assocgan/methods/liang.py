@@ -31,7 +31,6 @@ running segment's path integral, the recorded gradient and two float32 copies of
 """
 from __future__ import annotations
 
-from ..errors import UserError
 from ..fisher import QuadraticAnchor
 from .base import Method, Option
 from .helpers import PathIntegral
@@ -52,10 +51,6 @@ class Liang(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        if self.opt.liang_every < 1:
-            raise UserError("--liang-every: must be at least 1")
-        if self.opt.liang_damping <= 0:
-            raise UserError("--liang-damping: must be positive")
         self.anchor = QuadraticAnchor(decay=self.opt.liang_gamma)
         self.path = PathIntegral(ctx.D, damping=self.opt.liang_damping)
         self.steps = 0

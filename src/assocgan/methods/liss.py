@@ -120,8 +120,6 @@ class LiSS(Method):
         self.aux = [k.strip() for k in self.opt.liss_aux.split(",") if k.strip()]
         if not self.aux or any(k not in AUX_TASKS for k in self.aux) or len(set(self.aux)) != len(self.aux):
             raise UserError(f"--liss-aux: {self.opt.liss_aux!r}; name rotation, jigsaw or both")
-        if not 0 < self.opt.liss_ema <= 1:
-            raise UserError("--liss-ema: must be in (0, 1]")
         stages = encoder_stages(ctx.G)
         channels = [m for m in stages[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
         classes = {"rotation": 4, "jigsaw": len(JIGSAW_ORDERS)}

@@ -36,7 +36,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UserError
 from ..memory import tensor_bytes
 from .base import Method, Option
 
@@ -199,8 +198,6 @@ class Piggyback(Method):
     @classmethod
     def build_generator(cls, cfg):
         opts = cls.resolve_options(cfg.method_options.get(cls.name, {}))
-        if not 0 <= opts["piggyback_new"] <= 1:
-            raise UserError(f"--piggyback-new {opts['piggyback_new']}: must be in [0, 1]")
         return PiggybackNet(super().build_generator(cfg), opts["piggyback_new"])
 
     def before_task(self, t, task):

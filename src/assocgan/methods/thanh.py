@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import UserError
 from ..losses import gan_loss
 from ..fisher import QuadraticAnchor, gauss_newton_diagonal
 from .base import Method, Option
@@ -70,8 +69,6 @@ class ThanhTung(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        if self.opt.thanh_every < 1:
-            raise UserError("--thanh-every: must be at least 1")
         self.anchor = QuadraticAnchor(decay=self.opt.thanh_gamma)
         self.steps = 0
 
