@@ -126,3 +126,19 @@ def test_report_on_a_folder_of_seeds_leaves_out_a_seed_whose_results_are_gone(tm
     assert res["seeds"] == [0]
     one = json.loads((out / "seed0" / "results.json").read_text())
     assert res["methods"]["tl"]["final_avg"] == pytest.approx(one["methods"]["tl"]["final_avg"])
+
+
+def test_a_file_that_cannot_be_written_is_named_in_one_line(capsys):
+    """A read-only --out or a full disk (here raised as the system raises it: an OSError with the file's name)
+    ends the command with exit 2 and one line naming the file, not a traceback; an OSError without a file is
+    a bug and still raises."""
+    from assocgan.errors import exit_code
+
+    def write_into_read_only():
+        raise PermissionError(13, "Permission denied", "/data/readonly/report.html")
+
+    assert exit_code(write_into_read_only) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("assocgan: error: /data/readonly/report.html: Permission denied"), err
+    with pytest.raises(OSError):
+        exit_code(lambda: (_ for _ in ()).throw(OSError("no file")))

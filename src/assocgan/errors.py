@@ -30,6 +30,12 @@ def exit_code(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
         return INTERRUPTED
+    except OSError as e:  # a file that cannot be written or read (a read-only folder, a full disk): named, in one line
+        if e.filename is None:
+            raise
+        print(f"assocgan: error: {e.filename}: {e.strerror or e}; choose another --out, or free the space (results written so far are kept)",
+              file=sys.stderr)
+        return 2
 
 
 def is_whole_number(text: str) -> bool:
