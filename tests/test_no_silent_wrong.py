@@ -142,3 +142,12 @@ def test_a_file_that_cannot_be_written_is_named_in_one_line(capsys):
     assert len(err.splitlines()) == 1 and err.startswith("assocgan: error: /data/readonly/report.html: Permission denied"), err
     with pytest.raises(OSError):
         exit_code(lambda: (_ for _ in ()).throw(OSError("no file")))
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
+    """`assocgan methods | head -3`: the reader closes the pipe; the command ends without a traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m assocgan methods | head -1", shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -2,6 +2,8 @@
 with code 2 and one line, a run with a failed method (RunFailed) with 1, an interrupt with 130."""
 from __future__ import annotations
 
+import io
+import os
 import sys
 from typing import Callable
 
@@ -30,6 +32,12 @@ def exit_code(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("assocgan: interrupted; results written so far are kept", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # the reader of the output went away (`assocgan methods | head`): nothing to report
+        try:  # stdout's buffered rest would fail again at exit: send it nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+        return 1
     except OSError as e:  # a file that cannot be written or read (a read-only folder, a full disk): named, in one line
         if e.filename is None:
             raise
