@@ -104,14 +104,41 @@ def test_the_paper_protocol_preset_turns_on_the_adversarial_term_eq3_targets_and
 
 
 def test_run_help_shows_the_values_each_preset_runs():
-    """--help states each training setting's value in every preset, the default preset's included (before it
-    showed 2e-4 / 0.5 / 1e-3 while the default preset runs 2e-3 / 0.9 / 0)."""
-    from assocgan.config import PRESETS
+    """--help states each training setting's value in every preset and, first, in the preset the command line
+    gives (else the default one): before, it showed 2e-4 / 0.5 / 1e-3 while the default preset runs 2e-3 / 0.9 / 0."""
+    from assocgan.config import PRESETS, SETTINGS
 
-    text = " ".join(_help("run").split())
-    for flag, name in (("--lr X", "lr"), ("--beta1 X", "beta1"), ("--lambda-adv X", "lambda_adv"), ("--steps N", "steps")):
-        part = text[text.index(flag + " "):]
-        part = part[part.index("(smoke"):]
-        part = part[: part.index(")") + 1]
-        want = PRESETS["quick"][name]
-        assert f"quick {want:g}" in part.replace("- ", "-"), (flag, part)
+    for given in ([], ["--preset", "smoke"], ["--preset=paper"]):
+        active = given[-1].split("=")[-1] if given else "quick"
+        text = " ".join(_help("run", *given).split())
+        for flag, name in (("--lr X", "lr"), ("--beta1 X", "beta1"), ("--lambda-adv X", "lambda_adv"), ("--steps N", "steps")):
+            part = text[text.index(flag + " "):]
+            part = part[part.index("(now"):]
+            part = part[: part.index(")") + 1].replace("- ", "-")
+            want = {p: values.get(name, SETTINGS[name].default) for p, values in PRESETS.items()}
+            assert part.startswith(f"(now {want[active]:g} with --preset {active};"), (given, flag, part)
+            for preset, value in want.items():
+                assert f"{preset} {value:g}" in part, (flag, part)
+
+
+def test_a_setting_is_declared_once_and_its_flag_check_and_help_follow():
+    """Each run setting's flag, help, type and check come from its one declaration in RunConfig: every declared
+    setting with a group has its flag, and the flag's value goes through the declaration's bounds."""
+    from assocgan.config import GROUPS, SETTINGS, make_config
+    from assocgan.errors import UserError
+
+    text = _help("run")
+    for name, option in SETTINGS.items():
+        assert (option.flag + " " in text or option.flag + "\n" in text) is (GROUPS[name] is not None), name
+    args = build_parser().parse_args(["run", "--steps", "7", "--context", "off", "--eval-space", "y", "--fresh-degradations"])
+    args.argv = []
+    cfg = config_from_args(args)
+    assert (cfg.steps, cfg.context, cfg.eval_space, cfg.fresh_degradations) == (7, False, "y", True)
+    with pytest.raises(UserError, match="--ngf 0: must be at least 1"):
+        make_config(ngf=0)
+    with pytest.raises(UserError, match=r"--crop-border -1: must be at least 0"):
+        make_config(crop_border=-1)
+    with pytest.raises(UserError, match="--gan-mode wgan: choose lsgan or vanilla"):
+        make_config(gan_mode="wgan")
+
+

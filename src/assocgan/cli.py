@@ -9,9 +9,9 @@ from pathlib import Path
 from .errors import UserError, exit_code
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run") -> None:
+def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run",
+                     preset: str | None = None) -> None:
     from .config import PRESETS
-    from .nets import ARCHS
     from .methods import METHODS
 
     g = p.add_argument_group("what to run")
@@ -21,48 +21,17 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--clean-images", metavar="DIR", help="a folder of clean images, with --recipe")
     g.add_argument("--recipe", metavar="RECIPE", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
     g.add_argument("--metric", choices=["psnr", "ssim"], help="metric of the accuracy matrix (default: the benchmark's)")
-    g.add_argument("--order", metavar="ORDER", help="task order: names or 1-based positions, comma-separated")
-    g.add_argument("--fresh-degradations", action="store_true", default=None,
-                   help="draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)")
     if with_methods:
         g.add_argument("--methods", metavar="LIST", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
     g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper-quick (the paper's protocol at quick's size: "
                    "the adversarial term, eq. 3's association targets, the distillation on), paper (224 px, GPU)")
-    g.add_argument("--seed", metavar="N", type=int, help="default 0")
     g.add_argument("--seeds", metavar="LIST", help="several seeds, comma-separated (0,1,2): each runs into OUT/seed<k>/, and OUT/results.json "
                    "and OUT/report.html give the mean ± sd of every figure over them")
     g.add_argument("--out", metavar="DIR", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)")
-    g = p.add_argument_group("sizes and training (override the preset; each says its value in every preset)")
-    g.add_argument("--size", metavar="N", type=int, help="image size, a multiple of 16" + by_preset("size"))
-    g.add_argument("--n-train", metavar="N", type=int, help="training images per task" + by_preset("n_train"))
-    g.add_argument("--n-test", metavar="N", type=int, help="test images per task" + by_preset("n_test"))
-    g.add_argument("--arch", choices=list(ARCHS), help="generator architecture: " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()) + by_preset("arch"))
-    g.add_argument("--ngf", metavar="N", type=int, help="generator width" + by_preset("ngf"))
-    g.add_argument("--ndf", metavar="N", type=int, help="discriminator width" + by_preset("ndf"))
-    g.add_argument("--norm", choices=["instance", "batch", "none"], help="normalisation layers" + by_preset("norm"))
-    g.add_argument("--context", metavar="on|off", help="the pix2pix U-Net's decoder modulated by the input's global statistics (--arch gated has its gate instead)" + by_preset("context"))
-    g.add_argument("--steps", metavar="N", type=int, help="training steps per task" + by_preset("steps"))
-    g.add_argument("--batch-size", metavar="N", type=int, help="pairs a step" + by_preset("batch_size"))
-    g.add_argument("--lr", metavar="X", type=float, help="Adam learning rate" + by_preset("lr"))
-    g.add_argument("--beta1", metavar="X", type=float, help="Adam beta1" + by_preset("beta1"))
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over each task: constant, or cosine decay to a tenth" + by_preset("lr_schedule"))
-    g.add_argument("--lambda-content", metavar="X", type=float, help="content (MSE) weight" + by_preset("lambda_content"))
-    g.add_argument("--lambda-adv", metavar="X", type=float, help="adversarial weight (0 turns the discriminator off)" + by_preset("lambda_adv"))
-    g.add_argument("--gan-mode", choices=["lsgan", "vanilla"], help="the adversarial loss" + by_preset("gan_mode"))
-    g.add_argument("--amp", metavar="bf16|fp16|off", help="autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16" + by_preset("amp"))
-    g.add_argument("--threads", metavar="N", type=int, help="CPU threads (0: all)" + by_preset("threads"))
-    g.add_argument("--eval-every", metavar="K", type=int, help="evaluate every K steps for forgetting curves (0: only after each task)" + by_preset("eval_every"))
     g.add_argument("--tensorboard", metavar="on|off", help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, "
                    "pip install 'assocgan[tensorboard]')")
-    g.add_argument("--checkpoint-every", metavar="K", type=int, help="save the full training state every K steps, to resume a killed run from (0: after each task only)" + by_preset("checkpoint_every"))
-    g = p.add_argument_group("evaluation (how outputs are scored)")
-    g.add_argument("--eval-quantize", metavar="on|off", help="round outputs to 8-bit values before the metric, as saved images are (default on)")
-    g.add_argument("--eval-space", choices=["rgb", "y"], help="score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does (default rgb)")
-    g.add_argument("--crop-border", type=int, metavar="N", help="pixels cut off each side of output and target before the metric (default 0)")
-    g.add_argument("--eval-full", action="store_true", default=None,
-                   help="with --data or --clean-images: score each test image at its own size, translated in blended tiles of --size "
-                        "(default: centre crops resized to --size, as training sees them)")
+    _add_settings(p, g, preset)
     seen: dict[str, str] = {}
     for m in METHODS.values():
         if not m.options:
@@ -75,13 +44,35 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
             g.add_argument(o.flag, dest=f"opt_{o.name}", default=None, metavar=o.metavar, help=f"{o.help} (default {o.shown(o.default)})")
 
 
+def _add_settings(p: argparse.ArgumentParser, run_group, preset: str | None) -> None:
+    """A flag for every run setting that has a command-line group (``config.setting``), made from its
+    declaration: its type, what it takes, its help and its value in each preset."""
+    from .config import GROUPS, PRESETS, SETTINGS, TRAINING, by_preset
+
+    titles = {TRAINING: "sizes and training (override the preset; each says its value now and in every preset)",
+              "evaluation": "evaluation (how outputs are scored)"}
+    groups = {}
+    for name, option in SETTINGS.items():
+        where = GROUPS[name]
+        if where is None:
+            continue
+        g = run_group if where not in titles else groups.setdefault(where, p.add_argument_group(titles[where]))
+        if option.bare:
+            g.add_argument(option.flag, dest=name, action="store_true", default=None, help=option.help)
+            continue
+        varies = len({repr(values.get(name, option.default)) for values in PRESETS.values()}) > 1
+        shown = by_preset(name, preset) if varies else "" if option.default is None else f" (default {option.shown(option.default)})"
+        kind = option.type if option.type in (int, float) else str
+        g.add_argument(option.flag, dest=name, metavar=option.metavar, type=kind, help=option.help + shown)
+
+
 def _method_options(args: argparse.Namespace, methods: list[str], saved: dict[str, dict] | None = None) -> dict[str, dict]:
     """Each method's options: those given as flags, over those of a ``--config`` run (else the preset's), over the
     defaults."""
-    from .config import PRESETS
+    from .config import DEFAULT_PRESET, PRESETS
     from .methods import get_method
 
-    below = saved if saved is not None else PRESETS[args.preset or "quick"].get("method_options", {})
+    below = saved if saved is not None else PRESETS[args.preset or DEFAULT_PRESET].get("method_options", {})
     out: dict[str, dict] = {}
     for name in methods:
         cls = get_method(name)
@@ -93,9 +84,8 @@ def _method_options(args: argparse.Namespace, methods: list[str], saved: dict[st
 def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     """The run configuration of the command line: a preset (or the settings of ``--config``) with the options
     given. Data options not given are taken from ``--config`` too."""
-    from .config import make_config
+    from .config import GROUPS, make_config
     from .methods import parse_methods
-    from .options import parse_switch
     from .runfolder import saved_settings
 
     saved, inputs = saved_settings(args.config) if getattr(args, "config", None) else (None, {})
@@ -112,16 +102,10 @@ def config_from_args(args: argparse.Namespace, default_methods: str = "tl,jl"):
     if getattr(args, "clean_images", None) is not None and args.benchmark is not None:
         raise UserError("--benchmark: not with --clean-images, whose images and --recipe make the benchmark")
     methods = parse_methods(args.methods if args.methods is not None else (saved["methods"] if saved is not None else default_methods))
-    overrides = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "arch", "ngf", "ndf", "norm", "steps", "batch_size", "lr", "beta1", "lambda_content", "lambda_adv", "gan_mode", "threads", "eval_every", "checkpoint_every", "order", "fresh_degradations", "lr_schedule", "eval_space", "crop_border", "eval_full")}
-    if args.amp is not None:
-        overrides["amp"] = args.amp  # checked with the configuration (config.amp_mode, validate)
-    for flag in ("context", "eval_quantize"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = parse_switch("--" + flag.replace("_", "-"), getattr(args, flag))
+    overrides = {name: getattr(args, name) for name, where in GROUPS.items() if where is not None}
     options = _method_options(args, methods, saved.get("method_options") if saved is not None else None)
     benchmark = args.benchmark or (None if saved is not None else "restore4")
-    seed = args.seed if args.seed is not None else (None if saved is not None else 0)
-    return make_config(args.preset or "quick", base=saved, benchmark=benchmark, methods=methods, seed=seed, method_options=options, **overrides)
+    return make_config(args.preset, base=saved, benchmark=benchmark, methods=methods, method_options=options, **overrides)
 
 
 def seeds_from_args(args: argparse.Namespace) -> list[int] | None:
@@ -304,7 +288,7 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-option", metavar="KEY=VALUE", action="append", help="any other sbatch option, without its dashes: constraint=a100 (repeatable)")
 
 
-def _add_study_parser(sub) -> None:
+def _add_study_parser(sub, preset: str | None = None) -> None:
     from .studies import DEFAULT_SWEEP, STUDIES
 
     sp = sub.add_parser("study", help="the paper's analyses: " + ", ".join(STUDIES))
@@ -315,7 +299,7 @@ def _add_study_parser(sub) -> None:
             continue
         text = sk.help
         p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Its runs are run folders under OUT/runs/ (done ones are skipped); OUT/report.html shows the table and plot.")
-        _add_run_options(p, with_methods=kind in ("quota", "order"), methods=None, out=f"runs/study_{kind}")
+        _add_run_options(p, with_methods=kind in ("quota", "order"), methods=None, out=f"runs/study_{kind}", preset=preset)
         g = p.add_argument_group("study")
         g.add_argument("--jobs", metavar="N", type=int, default=None,
                        help="runs at a time (default 1: in this process; with --executor slurm, every run at once); without --executor, N > 1 "
@@ -331,20 +315,6 @@ def _add_study_parser(sub) -> None:
 
 
 
-def by_preset(name: str) -> str:
-    """`` (quick 0.002, smoke ...)``: a run setting's value in each preset, for its --help."""
-    import dataclasses
-
-    from .config import PRESETS, RunConfig
-
-    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}[name]
-
-    def shown(v):
-        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
-
-    return " (" + ", ".join(f"{p} {shown(values.get(name, default))}" for p, values in PRESETS.items()) + ")"
-
-
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose errors are one line (the command, the error, where the help is) instead of the
     whole usage, which for ``run`` is forty lines of options."""
@@ -353,7 +323,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def given_preset(argv: list[str]) -> str | None:
+    """The ``--preset`` a command line gives, read before parsing it, so that --help shows that preset's values."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The command line; ``preset``: the preset whose values each setting's --help shows first (default: the default preset)."""
     from . import __version__
     from .options import SWITCH_SPELLINGS
 
@@ -363,14 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
                        description="Train methods on a benchmark into --out. Methods already complete there are skipped; an interrupted one resumes where its training state was last saved.",
                        epilog=f"N and K: whole numbers; X: a number; on|off: a switch ({SWITCH_SPELLINGS}).")
-    _add_run_options(r)
+    _add_run_options(r, preset=preset)
     r.add_argument("--restart", action="store_true", help="train the given methods from the start, discarding what --out holds of them")
     r.set_defaults(fn=cmd_run)
     sub.add_parser("benchmarks", help="list the built-in benchmarks and their tasks").set_defaults(fn=cmd_benchmarks)
     mp = sub.add_parser("methods", help="list the methods and their options")
     mp.add_argument("--markdown", action="store_true", help="print docs/methods.md")
     mp.set_defaults(fn=cmd_methods)
-    _add_study_parser(sub)
+    _add_study_parser(sub, preset)
     from .translate import MODES
 
     tp = sub.add_parser("translate", help="apply a trained generator of a run folder to your images",
@@ -397,10 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(given_preset(argv)).parse_args(argv)
     except SystemExit as e:  # --help, --version, or an argument error (one line, printed): its exit code
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     return exit_code(lambda: args.fn(args))
 
 

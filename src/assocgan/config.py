@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +9,24 @@ from typing import Any
 from .errors import UserError
 from .metrics import SPACES, Convention
 from .nets import ARCHS
-from .options import SWITCH_OFF, SWITCH_ON
+from .options import SWITCH_OFF, SWITCH_ON, Option
+
+
+# the command line's groups of run settings (a setting without a group is no flag: it is read from --config only)
+RUN, TRAINING, EVALUATION = "what to run", "sizes and training", "evaluation"
+AMP_MODES = ("bf16", "fp16", "off")
+MAX_THREADS = 1024
+SSIM_WINDOW = 11
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take it
+MAX_STEPS = 10**7  # steps per task: 500 times the paper's 20,000
+MAX_SIZE = 8192
+
+
+def setting(default: Any, help: str, group: str | None = TRAINING, **spec: Any) -> Any:
+    """A run setting declared once: its default, its help, its group on the command line, and what it takes
+    (``Option``'s choices and bounds). The flag, its --help, the configuration's override and its check are all
+    made from this declaration."""
+    return field(default=default, metadata={"option": Option("", default, help, **spec), "group": group})
 
 
 @dataclass
@@ -18,41 +34,44 @@ class RunConfig:
     # what to run
     benchmark: str = "restore4"
     methods: list[str] = field(default_factory=lambda: ["tl", "jl"])
-    seed: int = 0
+    seed: int = setting(0, "the random seed of data, initialisation and every draw", RUN, low=0, high=MAX_SEED)
     # data
-    size: int = 64
-    n_train: int = 512
-    n_test: int = 32
-    order: str | None = None
-    fresh_degradations: bool = False  # draw degraded sources anew at every step instead of fixed pairs
+    size: int = setting(64, "image size, a multiple of 16", low=16, high=MAX_SIZE)
+    n_train: int = setting(512, "training images per task", low=1)
+    n_test: int = setting(32, "test images per task", low=1)
+    order: str | None = setting(None, "task order: names or 1-based positions, comma-separated", RUN, kind=str, meta="ORDER")
+    fresh_degradations: bool = setting(False, "draw each training source anew from its degradation at every step (default: fixed pairs, one "
+                                       "degraded copy per clean crop, made once from the seed)", RUN, bare=True)
     # networks
-    arch: str = "pix2pix"  # the generator's architecture (nets.ARCHS)
-    ngf: int = 32
-    ndf: int = 32
-    norm: str = "instance"
-    residual: bool = True
-    context: bool = False  # the generator's decoder modulated by the input's global statistics
+    arch: str = setting("pix2pix", "generator architecture: " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()), choices=tuple(ARCHS))
+    ngf: int = setting(32, "generator width", low=1)
+    ndf: int = setting(32, "discriminator width", low=1)
+    norm: str = setting("instance", "normalisation layers", choices=("instance", "batch", "none"))
+    residual: bool = setting(True, "the generator adds its output to its input", None)
+    context: bool = setting(False, "the pix2pix U-Net's decoder modulated by the input's global statistics (--arch gated has its gate instead)")
     # optimisation
-    steps: int = 600
-    batch_size: int = 8
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_schedule: str = "constant"  # per task: constant, or cosine decay to a tenth of lr
-    lambda_content: float = 1.0
-    lambda_adv: float = 1e-3
-    gan_mode: str = "lsgan"
-    amp: str = "bf16"  # autocast of the training steps: bf16, fp16 (with a gradient scaler; CUDA only) or off
-    threads: int = 0  # 0: all cores
+    steps: int = setting(600, "training steps per task", low=1, high=MAX_STEPS)
+    batch_size: int = setting(8, "pairs a step", low=1)
+    lr: float = setting(2e-4, "Adam learning rate", low=0.0, open_low=True)
+    beta1: float = setting(0.5, "Adam beta1", low=0.0, high=1.0, open_high=True)
+    beta2: float = setting(0.999, "Adam beta2", None, low=0.0, high=1.0, open_high=True)
+    lr_schedule: str = setting("constant", "learning rate over each task: constant, or cosine decay to a tenth", choices=("constant", "cosine"))
+    lambda_content: float = setting(1.0, "content (MSE) weight", low=0.0)
+    lambda_adv: float = setting(1e-3, "adversarial weight (0 turns the discriminator off)", low=0.0)
+    gan_mode: str = setting("lsgan", "the adversarial loss", choices=("lsgan", "vanilla"))
+    amp: str = setting("bf16", "autocast for training: bf16, fp16 (CUDA, with a gradient scaler) or off; on means bf16", choices=AMP_MODES)
+    threads: int = setting(0, "CPU threads (0: all)", low=0, high=MAX_THREADS, note=" (all cores)")
     # evaluation (metrics.Convention): outputs rounded to uint8, RGB or the Y of YCbCr, a border cut off
-    eval_quantize: bool = True
-    eval_space: str = "rgb"
-    crop_border: int = 0
-    eval_full: bool = False  # a user's test images at their own size, tiled through the generator (--data, --clean-images)
+    eval_quantize: bool = setting(True, "round outputs to 8-bit values before the metric, as saved images are", EVALUATION)
+    eval_space: str = setting("rgb", "score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does", EVALUATION, choices=SPACES)
+    crop_border: int = setting(0, "pixels cut off each side of output and target before the metric", EVALUATION, low=0)
+    eval_full: bool = setting(False, "with --data or --clean-images: score each test image at its own size, translated in blended tiles of "
+                              "--size (default: centre crops resized to --size, as training sees them)", EVALUATION, bare=True)
     # outputs
-    sample_images: int = 6
-    eval_every: int = 0
-    checkpoint_every: int = 100  # save the full training state every K steps (and after each task); 0: after each task only
+    sample_images: int = setting(6, "test images in each sample grid", None, low=1)
+    eval_every: int = setting(0, "evaluate every K steps for forgetting curves (0: only after each task)", low=0, meta="K")
+    checkpoint_every: int = setting(100, "save the full training state every K steps, to resume a killed run from (0: after each task only)",
+                                    low=0, meta="K")
     # per-method options, {method: {option: value}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -74,6 +93,7 @@ class RunConfig:
         return {k: v for k, v in self.to_dict().items() if k not in self.PER_METHOD}
 
 
+DEFAULT_PRESET = "quick"
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: for tests
     "smoke": dict(size=32, ngf=8, ndf=8, steps=12, batch_size=4, n_train=16, n_test=4, sample_images=2, amp="off", threads=1),
@@ -94,12 +114,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
-    """The preset's settings (or ``base``, a saved configuration, instead) with ``overrides`` that are not None."""
+def _settings() -> dict[str, Option]:
+    """Every run setting declared with ``setting``, by field name, its ``Option`` named."""
+    return {f.name: dataclasses.replace(f.metadata["option"], name=f.name) for f in dataclasses.fields(RunConfig) if "option" in f.metadata}
+
+
+# the run settings (RunConfig's declared fields) and the command-line group of each (None: no flag)
+SETTINGS: dict[str, Option] = _settings()
+GROUPS: dict[str, str | None] = {f.name: f.metadata["group"] for f in dataclasses.fields(RunConfig) if "option" in f.metadata}
+
+
+def by_preset(name: str, active: str | None = None) -> str:
+    """`` (now 0.002 with --preset quick; smoke 0.001, ...)``: a run setting's value in each preset for its --help, the
+    active preset's (the one given, else the default) first."""
+    option = SETTINGS[name]
+    active = active if active in PRESETS else DEFAULT_PRESET
+    value = lambda p: option.shown(PRESETS[p].get(name, option.default))  # noqa: E731
+    return f" (now {value(active)} with --preset {active}; " + ", ".join(f"{p} {value(p)}" for p in PRESETS) + ")"
+
+
+def make_config(preset: str | None = None, base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """The preset's settings (or ``base``, a saved configuration, instead) with ``overrides`` that are not None.
+    An override may be given as the command line spells it (``"on"``, ``"0.01"``): each setting reads its own."""
+    preset = preset or DEFAULT_PRESET
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
     values = dict(PRESETS[preset] if base is None else base)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: SETTINGS[k].read(v) if k in SETTINGS else v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(values) - names
     if unknown:
@@ -107,9 +148,6 @@ def make_config(preset: str = "quick", base: dict[str, Any] | None = None, **ove
     cfg = RunConfig(**values)
     validate(cfg)
     return cfg
-
-
-AMP_MODES = ("bf16", "fp16", "off")
 
 
 def amp_mode(value: Any) -> Any:
@@ -138,13 +176,6 @@ def convention_of(config: dict[str, Any]) -> Convention:
     return Convention(quantize=bool(get("eval_quantize")), space=get("eval_space"), crop_border=int(get("crop_border")))
 
 
-MAX_THREADS = 1024
-SSIM_WINDOW = 11
-MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take it
-MAX_STEPS = 10**7  # steps per task: 500 times the paper's 20,000
-MAX_SIZE = 8192
-
-
 def machine_memory() -> int | None:
     """This machine's physical memory in bytes, where the system says."""
     try:
@@ -154,40 +185,14 @@ def machine_memory() -> int | None:
 
 
 def validate(cfg: RunConfig) -> None:
-    for f in dataclasses.fields(RunConfig):  # NaN and infinity pass no comparison below, but say so plainly
-        v = getattr(cfg, f.name)
-        if isinstance(v, float) and not math.isfinite(v):
-            raise UserError(f"--{f.name.replace('_', '-')} {v}: must be a finite number")
-    checks = [
-        (cfg.size % 16 == 0 and cfg.size >= 16, "--size", "must be a positive multiple of 16"),
-        (cfg.size <= MAX_SIZE, "--size", f"must be at most {MAX_SIZE} (train on crops; translate whole images with --mode tile)"),
-        (1 <= cfg.steps <= MAX_STEPS, "--steps", f"must be 1 to {MAX_STEPS:,}"),
-        (0 <= cfg.seed <= MAX_SEED, "--seed", f"must be 0 to {MAX_SEED}"),
-        (cfg.batch_size >= 1, "--batch-size", "must be at least 1"),
-        (cfg.ngf >= 1 and cfg.ndf >= 1, "--ngf/--ndf", "must be at least 1"),
-        (cfg.lr > 0, "--lr", "must be positive"),
-        (cfg.lr_schedule in ("constant", "cosine"), "--lr-schedule", "choose constant or cosine"),
-        (0 <= cfg.beta1 < 1, "--beta1", "must be in [0, 1)"),
-        (0 <= cfg.beta2 < 1, "beta2", "must be in [0, 1)"),
-        (cfg.lambda_adv >= 0 and cfg.lambda_content >= 0, "--lambda-adv/--lambda-content", "must not be negative"),
-        (cfg.gan_mode in ("lsgan", "vanilla"), "--gan-mode", "choose lsgan or vanilla"),
-        (cfg.amp in AMP_MODES, "--amp", "choose bf16, fp16 or off"),
-        (cfg.norm in ("instance", "batch", "none"), "--norm", "choose instance, batch or none"),
-        (cfg.arch in ARCHS, "--arch", f"choose {' or '.join(ARCHS)}"),
-        (cfg.n_train >= 1 and cfg.n_test >= 1, "--n-train/--n-test", "must be at least 1"),
-        (cfg.eval_every >= 0, "--eval-every", "must not be negative"),
-        (cfg.checkpoint_every >= 0, "--checkpoint-every", "must not be negative"),
-        (0 <= cfg.threads <= MAX_THREADS, "--threads", f"must be 0 (all cores) to {MAX_THREADS}"),
-        (cfg.sample_images >= 1, "sample_images", "must be at least 1"),
-        (cfg.eval_space in SPACES, "--eval-space", f"choose {' or '.join(SPACES)}"),
-        (isinstance(cfg.crop_border, int) and cfg.crop_border >= 0, "--crop-border", "must be a whole number, 0 or more"),
-        (cfg.size - 2 * cfg.crop_border >= SSIM_WINDOW, "--crop-border",
-         f"must leave at least {SSIM_WINDOW} px of the {cfg.size} px test images (the SSIM window)"),
-    ]
-    for ok, option, msg in checks:
-        if not ok:
-            value = getattr(cfg, option.lstrip("-").split("/")[0].replace("-", "_"), None)
-            raise UserError(f"{option}" + (f" {value}" if value is not None and "/" not in option else "") + f": {msg}")
+    """Every setting's own check (its declaration's choices and bounds), then those between settings and the
+    machine; a UserError naming the flag and what is wrong."""
+    for name, option in SETTINGS.items():
+        option.check(getattr(cfg, name))
+    if cfg.size % 16:
+        raise UserError(f"--size {cfg.size}: must be a positive multiple of 16")
+    if cfg.size - 2 * cfg.crop_border < SSIM_WINDOW:
+        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {SSIM_WINDOW} px of the {cfg.size} px test images (the SSIM window)")
     total = machine_memory()
     pairs = (cfg.n_train + cfg.n_test) * 2 * 3 * cfg.size**2  # one task's pairs, uint8
     if total is not None and pairs > total // 4:

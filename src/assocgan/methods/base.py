@@ -33,63 +33,12 @@ import torch.nn as nn
 
 from ..distributed import SINGLE, Ranks
 from ..errors import UserError
-from ..options import SWITCH_OFF, SWITCH_ON, SWITCH_SPELLINGS, parse_switch  # noqa: F401 (re-exported)
+from ..options import SWITCH_OFF, SWITCH_ON, SWITCH_SPELLINGS, Option, parse_switch  # noqa: F401 (re-exported: a method file imports from base)
 from ..rng import side_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
     from ..data.tasks import Task
-
-
-@dataclass(frozen=True)
-class Option:
-    """One method option: ``name`` in Python (``assoc_ratio``), flag ``--assoc-ratio``."""
-
-    name: str
-    default: Any
-    help: str
-    choices: tuple | None = None
-    low: float | None = None  # a number must be at least this (above it with ``open_low``)
-    high: float | None = None  # and at most this
-    open_low: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def metavar(self) -> str:
-        """What the flag takes, for ``--help``: on|off, the choices, N (a whole number), X (a number) or TEXT."""
-        if self.choices is not None:
-            return "|".join(map(str, self.choices))
-        if isinstance(self.default, bool):
-            return "on|off"
-        return {int: "N", float: "X"}.get(type(self.default), "TEXT")
-
-    def shown(self, value: Any) -> str:
-        """``value`` as the command line spells it (a switch as on or off)."""
-        return ("on" if value else "off") if isinstance(value, bool) else str(value)
-
-    def parse(self, value: Any) -> Any:
-        if isinstance(value, str) and not isinstance(self.default, str):
-            kind = type(self.default)
-            try:
-                if kind is bool:
-                    value = parse_switch(self.flag, value)
-                else:
-                    value = kind(value)
-            except ValueError:
-                raise UserError(f"{self.flag}: {value!r} is not a valid {kind.__name__}") from None
-        if self.choices is not None and value not in self.choices:
-            raise UserError(f"{self.flag}: {value!r} is not one of {', '.join(map(str, self.choices))}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise UserError(f"{self.flag} {value}: must be a finite number")
-            if self.low is not None and (value <= self.low if self.open_low else value < self.low):
-                raise UserError(f"{self.flag} {value:g}: must be {'above' if self.open_low else 'at least'} {self.low:g}")
-            if self.high is not None and value > self.high:
-                raise UserError(f"{self.flag} {value:g}: must be at most {self.high:g}")
-        return value
 
 
 @dataclass
