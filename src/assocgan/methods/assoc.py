@@ -218,12 +218,12 @@ class AssocGAN(Method):
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         try:
-            self.opt.assoc_ratio = _ratio(self.opt.assoc_ratio)
+            self.settings.assoc_ratio = _ratio(self.settings.assoc_ratio)
         except ValueError:
-            raise UserError(f"--assoc-ratio {self.opt.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
+            raise UserError(f"--assoc-ratio {self.settings.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
-        self.anchor = QuadraticAnchor(storage=self.opt.distill_storage, keep=self.opt.distill_keep)
+        self.anchor = QuadraticAnchor(storage=self.settings.distill_storage, keep=self.settings.distill_keep)
         self._pool: Batch | None = None  # association samples made ahead
         self.trainer: MapperTraining | None = None  # the current task's mapper in training
         self.signatures: list[DomainSignature] = []  # each past task's target domain
@@ -249,18 +249,18 @@ class AssocGAN(Method):
 
     # ---- the controller ----------------------------------------------------------------
     def ratio(self, t: int) -> float:
-        if not self.opt.heuristics or not self.mappers:
+        if not self.settings.heuristics or not self.mappers:
             return 0.0
-        if self.opt.assoc_ratio == "balanced":
+        if self.settings.assoc_ratio == "balanced":
             return len(self.mappers) / (len(self.mappers) + 1)
-        return float(self.opt.assoc_ratio)
+        return float(self.settings.assoc_ratio)
 
     def before_task(self, t, task):
         self._pool = None
-        if self._work and self.opt.assoc_target == "domain":
+        if self._work and self.settings.assoc_target == "domain":
             self.plan = self.plan_sources(task)
-        if self.opt.heuristics:
-            self.trainer = MapperTraining(self.new_mapper(), self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.opt.mapper_lr,
+        if self.settings.heuristics:
+            self.trainer = MapperTraining(self.new_mapper(), self.settings.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.settings.mapper_lr,
                                           self.ctx.side_stream("mapper", t))
             self.trainer.beside = self.core_to_spare()
 
@@ -289,7 +289,7 @@ class AssocGAN(Method):
 
     def domain_image(self, j: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The images in past task j's target domain made from the current pairs (x, y), as planned."""
-        if self.opt.assoc_target == "current":
+        if self.settings.assoc_target == "current":
             return y
         ref = self.plan[j]
         if ref == "target":
@@ -337,21 +337,21 @@ class AssocGAN(Method):
 
     # ---- continual distillation ---------------------------------------------------------
     def generator_loss(self, step):
-        if not self.opt.distill:
+        if not self.settings.distill:
             return None
         p = self.anchor.penalty()
-        return None if p is None else self.opt.lambda_distill * p
+        return None if p is None else self.settings.lambda_distill * p
 
     # ---- after a task: remember ----------------------------------------------------------
     def after_task(self, t, task):
         G = self.ctx.G
-        if self.opt.distill:
+        if self.settings.distill:
             gen = self.ctx.side_stream("fisher", t)  # so that the distillation changes no other draw of the run
-            idx = torch.randperm(task.n_train, generator=gen)[: self.opt.fisher_samples]
+            idx = torch.randperm(task.n_train, generator=gen)[: self.settings.fisher_samples]
             x, y = task.pairs(idx, gen)
             curvature, _ = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device), gen)
             self.anchor.update(G, curvature)
-        if self.opt.heuristics:
+        if self.settings.heuristics:
             self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))
             self.remember(self.finish_mapper(task).half())
 
@@ -378,17 +378,17 @@ class AssocGAN(Method):
         self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
         self.plan = dict(state["plan"])
         if state.get("trainer") is not None:  # saved in the middle of a task
-            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.opt.mapper_lr, torch.Generator())
+            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.settings.mapper_lr, torch.Generator())
             self.trainer.load_state_dict(state["trainer"])
 
     def new_mapper(self) -> Mapper:
-        return Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
+        return Mapper(self.settings.mapper_ngf, self.settings.mapper_blocks).to(self.ctx.device)
 
     def mapper_step(self, task) -> None:
         """One training step of the current task's mapper on random crops of its pairs (float32: bf16 training
         costs the mapper 2-3 dB)."""
         tr, dev = self.trainer, self.ctx.device
-        x, y = random_crop(*task.sample(self.opt.mapper_batch, tr.gen), self.opt.mapper_crop, tr.gen)
+        x, y = random_crop(*task.sample(self.settings.mapper_batch, tr.gen), self.settings.mapper_crop, tr.gen)
         loss = mapper_loss(tr.mapper, y.to(dev), x.to(dev))
         tr.opt.zero_grad(set_to_none=True)
         loss.backward()

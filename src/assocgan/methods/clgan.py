@@ -39,19 +39,19 @@ class CLGAN(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.anchor = QuadraticAnchor(decay=self.opt.clgan_decay)
+        self.anchor = QuadraticAnchor(decay=self.settings.clgan_decay)
         self.last_mse: float | None = None
 
     def generator_loss(self, step):
         penalty = self.anchor.penalty()
         if penalty is None:
             return None
-        return self.opt.clgan_lambda * penalty
+        return self.settings.clgan_lambda * penalty
 
     def after_task(self, t, task):
         G = self.ctx.G
         gen = self.ctx.side_stream("clgan-fisher", t)  # so that the penalty's setting changes no other draw of the run
-        x, y = task.sample(self.opt.clgan_samples, gen)
+        x, y = task.sample(self.settings.clgan_samples, gen)
         importance, self.last_mse = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device), gen)
         self.anchor.update(G, importance)
 

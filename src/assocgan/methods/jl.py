@@ -33,7 +33,7 @@ class JL(Method):
     def batch(self, t, task):
         n = self.ctx.cfg.batch_size
         source = lambda k: Batch.CURRENT if k == t else Batch.STORED  # noqa: E731
-        if self.opt.jl_batch == "each":
+        if self.settings.jl_batch == "each":
             return Batch.cat(*(Batch.of(*self.ctx.sample(s, n), k, source(k)) for k, s in enumerate(self.seen)))
         which = torch.randint(0, len(self.seen), (n,), generator=self.ctx.gen)
         return Batch.cat(*(Batch.of(*self.ctx.sample(self.seen[k], int((which == k).sum())), k, source(k))

@@ -51,13 +51,13 @@ class Liang(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.anchor = QuadraticAnchor(decay=self.opt.liang_gamma)
-        self.path = PathIntegral(ctx.D, damping=self.opt.liang_damping)
+        self.anchor = QuadraticAnchor(decay=self.settings.liang_gamma)
+        self.path = PathIntegral(ctx.D, damping=self.settings.liang_damping)
         self.steps = 0
 
     def discriminator_loss(self, step):
         penalty = self.anchor.penalty()
-        return None if penalty is None else self.opt.liang_c * penalty
+        return None if penalty is None else self.settings.liang_c * penalty
 
     def discriminator_gradients(self, step):
         self.path.record()  # D's gradient of its GAN loss alone, as Zenke et al. integrate it
@@ -65,11 +65,11 @@ class Liang(Method):
     def after_step(self, step):
         self.path.accumulate()
         self.steps += 1
-        if self.steps % self.opt.liang_every == 0:
+        if self.steps % self.settings.liang_every == 0:
             self._close_segment()
 
     def after_task(self, t, task):
-        if self.steps % self.opt.liang_every:
+        if self.steps % self.settings.liang_every:
             self._close_segment()
 
     def _close_segment(self):

@@ -78,23 +78,23 @@ class LifelongGAN(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.kinds = [k.strip() for k in self.opt.lifelonggan_aux.split(",") if k.strip()]
+        self.kinds = [k.strip() for k in self.settings.lifelonggan_aux.split(",") if k.strip()]
         bad = [k for k in self.kinds if k not in AUX_KINDS]
         if bad or not self.kinds:
-            raise UserError(f"--lifelonggan-aux: {self.opt.lifelonggan_aux!r}; name one or more of {', '.join(AUX_KINDS)}")
+            raise UserError(f"--lifelonggan-aux: {self.settings.lifelonggan_aux!r}; name one or more of {', '.join(AUX_KINDS)}")
         self.teacher: FrozenTeacher | None = None
 
     def check_tasks(self, tasks):
         side = min(min(t.train_x.shape[-2:]) for t in tasks)
-        if "montage" in self.kinds and self.opt.lifelonggan_grid > side:
-            raise UserError(f"--lifelonggan-grid {self.opt.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
+        if "montage" in self.kinds and self.settings.lifelonggan_grid > side:
+            raise UserError(f"--lifelonggan-grid {self.settings.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
                             f"under one pixel; give at most {side}")
 
     def auxiliary(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The auxiliary inputs of one step, made from the current batch."""
         gen = self.ctx.gen
         make = {
-            "montage": lambda: montage(x, self.opt.lifelonggan_grid, gen),
+            "montage": lambda: montage(x, self.settings.lifelonggan_grid, gen),
             "swap": lambda: y,
             "halves": lambda: swapped_halves(x, gen),
             "current": lambda: x,
@@ -113,7 +113,7 @@ class LifelongGAN(Method):
 
     def generator_loss(self, step):
         d = self.distillation(step.x, step.y)
-        return None if d is None else self.opt.lifelonggan_lambda * d
+        return None if d is None else self.settings.lifelonggan_lambda * d
 
     def after_task(self, t, task):
         self.teacher = FrozenTeacher(self.ctx.G)

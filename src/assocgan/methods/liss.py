@@ -117,9 +117,9 @@ class LiSS(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.aux = [k.strip() for k in self.opt.liss_aux.split(",") if k.strip()]
+        self.aux = [k.strip() for k in self.settings.liss_aux.split(",") if k.strip()]
         if not self.aux or any(k not in AUX_TASKS for k in self.aux) or len(set(self.aux)) != len(self.aux):
-            raise UserError(f"--liss-aux: {self.opt.liss_aux!r}; name rotation, jigsaw or both")
+            raise UserError(f"--liss-aux: {self.settings.liss_aux!r}; name rotation, jigsaw or both")
         stages = encoder_stages(ctx.G)
         channels = [m for m in stages[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
         classes = {"rotation": 4, "jigsaw": len(JIGSAW_ORDERS)}
@@ -156,10 +156,10 @@ class LiSS(Method):
             logits = {k: self.heads[k](feats[k][-1]) for k in self.aux}
         loss = 0.0
         for k in self.aux:
-            loss = loss + self.opt.liss_lambda_aux * F.cross_entropy(logits[k].float(), labels[k])
+            loss = loss + self.settings.liss_lambda_aux * F.cross_entropy(logits[k].float(), labels[k])
             self._correct[k] = (logits[k].detach().argmax(1) == labels[k]).float().mean()
         if self.reference is not None:
-            loss = loss + self.opt.liss_lambda_distill * self.distillation(x, feats["current"])
+            loss = loss + self.settings.liss_lambda_distill * self.distillation(x, feats["current"])
         return loss
 
     def distillation(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -186,8 +186,8 @@ class LiSS(Method):
 
     def after_task(self, t, task):
         encoder = self.encoder_copy()
-        if self.reference is not None and self.opt.liss_ema < 1:
-            a = self.opt.liss_ema
+        if self.reference is not None and self.settings.liss_ema < 1:
+            a = self.settings.liss_ema
             old = self.reference.model.state_dict()
             encoder.load_state_dict({k: a * v + (1 - a) * old[k] if v.is_floating_point() else v for k, v in encoder.state_dict().items()})
         self.reference = FrozenTeacher(encoder)

@@ -172,7 +172,7 @@ class GenerativeReplay(Method):
         self.make_source()
 
     def o(self, key: str):
-        return getattr(self.opt, f"{self.prefix}_{key}")
+        return getattr(self.settings, f"{self.prefix}_{key}")
 
     # ---- what a subclass provides ------------------------------------------------------------
     def make_source(self) -> None:

@@ -69,16 +69,16 @@ class ThanhTung(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.anchor = QuadraticAnchor(decay=self.opt.thanh_gamma)
+        self.anchor = QuadraticAnchor(decay=self.settings.thanh_gamma)
         self.steps = 0
 
     def discriminator_loss(self, step):
         penalty = self.anchor.penalty()
-        return None if penalty is None else self.opt.thanh_lambda * penalty
+        return None if penalty is None else self.settings.thanh_lambda * penalty
 
     def after_step(self, step):
         self.steps += 1
-        if self.steps % self.opt.thanh_every:
+        if self.steps % self.settings.thanh_every:
             return
         gen = self.ctx.side_stream("thanh", self.steps)  # the probes change no draw of the run
         F = discriminator_fisher(self.ctx.D, step.x, step.y.float(), step.fake.detach().float(), self.ctx.cfg.gan_mode, gen)
