@@ -12,14 +12,15 @@ sources and not in the mean; a deterministic one (blur, tone curves, colour shif
 adds no noise and no impulses the task never had. The mapper's steps (``--mapper-steps``, by default half the
 task's) are spread over the task's batches where a core is to spare (a GPU run, or a CPU run with fewer threads
 than cores): the batch hook takes its share each time, so the mapper trains in the loop's batch thread while
-the generator trains, instead of after the task (restore4, one thread on two cores: 1.14x TL's wall time). Where
-the generator's step uses every core the mapper trains after the task, as a batch thread beside it would
-oversubscribe them. The mapper's crops come from a random stream of its own, so either schedule trains the same
-generator from the same seed, on any machine. *Departure from the paper:* the paper's mapper is a
-CycleGAN generator; a Gaussian alone stands for impulse noise with colour speckle, which the generator then
-learns to remove instead of the impulses (restore4, seed 0: 21.3 dB on the impulse task at the end against
-25.4 with the impulse component; the final average fell from 26.44 to 25.86 dB, see docs/results.md). Only M_j is kept (in half
-precision), never the data.
+the generator trains, instead of after the task, and the wall time a user waits for grows little (docs/results.md,
+"restore4 (3 seeds, ...)", the Time bullet). Where the generator's step uses every core the mapper trains after
+the task, as a batch thread beside it would oversubscribe them. The mapper's crops come from a random stream of
+its own, so either schedule trains the same generator from the same seed, on any machine. *Departure from the
+paper:* the paper's mapper is a CycleGAN generator; a Gaussian alone stands for impulse noise with colour
+speckle, which the generator then learns to remove instead of the impulses (restore4, seed 0: the impulse task
+ended at 21.3 dB with a Gaussian-only mapper against 25.4 with the impulse component; docs/results.md,
+"restore4 (3 seeds, ...)", "The impulse component of the mappers"). Only M_j is kept (in half precision), never
+the data.
 
 **Controller and association samples.** While task i > 1 trains, a share r of each batch's content loss goes
 to association samples (M_j(z), z), with j drawn per sample among the past tasks, made without gradient through
@@ -51,21 +52,18 @@ one (the Laplace approximation, with each task weighing as much as the new). Fis
 (online EWC) and theta* moves to the newest weights. Between tasks F is kept as 4-bit codes of its logarithm
 and theta* in float16 (the penalty at the weights it came from is then zero to within float16 rounding), but
 only for the weights that matter: the smallest importances that together hold 1e-4 of F's total are set to
-zero (``--distill-keep 0.9999``) and those weights keep no theta* (restore4, 64 px: 99.99% of the Fisher in
-11-15% of the weights; about 0.8 bytes a weight instead of 2.5). ``--distill-keep 1`` keeps every weight;
-``--distill-storage 8bit`` (F in 8-bit codes) or ``half`` (F in bfloat16) store F more finely.
+zero (``--distill-keep 0.9999``) and those weights keep no theta*, since nearly all of the Fisher lies in a
+small share of the weights (docs/results.md, "The quadratic penalties in the units of the loss", "What the
+anchor keeps"). ``--distill-keep 1`` keeps every weight; ``--distill-storage 8bit`` (F in 8-bit codes) or
+``half`` (F in bfloat16) store F more finely.
 
 *Departure from the paper, measured: the distillation is off by default.* The paper's Table 3 has it adding
 2.8 dB to the heuristics; here no weight helps, because the association samples already hold the old tasks and
-the penalty slows the new one more than it keeps the old. Paired runs in the units of the one curvature (3
-seeds, the same draws with and without it; docs/results.md, "The quadratic penalties in the units of the
-loss"): restore4 27.13 dB at lambda' 0 against 27.10 at 0.03 and 0.1, 27.00 at 0.3, 26.45 at 1 (the Laplace
-weight) and 26.06 at 3; tones3 0.592 SSIM against 0.590, 0.589, 0.588 and lower at 1 and 3. It lowers the
-forgetting (restore4 BWT -1.29 at 0, -1.01 at 0.1, -0.85 at 1) and the learning of each new task more. Off, it
-also costs no Fisher after each task, no penalty each step and no anchor in memory (0.4 MB in all instead of
-1.6 MB on restore4). ``--distill on`` gives the paper's full method, at ``--lambda-distill 0.1`` unless told
-otherwise (the weight of the sweep that costs least while it still acts); a distillation option given without
-it is refused, since it would change nothing.
+the penalty slows the new one more than it keeps the old (restore4, 3 seeds: 27.13 dB at lambda' 0 against
+26.45 at the Laplace weight 1; docs/results.md, "The quadratic penalties in the units of the loss"). Off, it
+also costs no Fisher after each task, no penalty each step and no anchor in memory. ``--distill on`` gives the
+paper's full method, at ``--lambda-distill 0.1`` unless told otherwise (the weight of that sweep that costs
+least while it still acts); a distillation option given without it is refused, since it would change nothing.
 
 **Memory.** The mappers (float16) and the domain signatures, and with ``--distill on`` theta* and F: counted in
 ``memory_bytes``.
@@ -267,8 +265,7 @@ class AssocGAN(Method):
     def core_to_spare(self) -> bool:
         """Whether the loop's batch thread can train the mapper beside the generator without slowing it: on a
         GPU, or on a CPU whose cores the generator's step does not all use. (A batch thread on a CPU whose every
-        core runs the generator's step oversubscribes them: at 2 threads on 2 cores Assoc-GAN took 1.60x TL's
-        wall time and 1.78x its CPU seconds, against 1.14x and 1.20x at one thread.)"""
+        core runs the generator's step oversubscribes them and slows the run: docs/results.md, "`make demo`".)"""
         return self.ctx.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
 
     def plan_sources(self, task, n: int = 32) -> dict[int, str | int]:
@@ -385,8 +382,8 @@ class AssocGAN(Method):
         return Mapper(self.settings.mapper_ngf, self.settings.mapper_blocks).to(self.ctx.device)
 
     def mapper_step(self, task) -> None:
-        """One training step of the current task's mapper on random crops of its pairs (float32: bf16 training
-        costs the mapper 2-3 dB)."""
+        """One training step of the current task's mapper on random crops of its pairs (float32: in bf16 the
+        mapper learns its task worse; docs/results.md, "restore4 (3 seeds, ...)", "The mapper in float32")."""
         tr, dev = self.trainer, self.ctx.device
         x, y = random_crop(*task.sample(self.settings.mapper_batch, tr.gen), self.settings.mapper_crop, tr.gen)
         loss = mapper_loss(tr.mapper, y.to(dev), x.to(dev))

@@ -11,12 +11,13 @@ distillation of Assoc-GAN: after task t, ``--clgan-samples`` training pairs of t
 stream of their own, so that the setting changes no other draw of the run) give the curvature of the content
 loss at theta*, the diagonal of its Gauss-Newton matrix, the one curvature every quadratic penalty here uses
 (``fisher.content_curvature``, ``fisher.gauss_newton_diagonal``; the expected Fisher of the Gaussian
-likelihood, not the empirical one, whose correlated residuals overstate it 12-47 times on restore4,
-docs/methods.md): the penalty ``0.5 * sum H (theta - theta*)^2`` then predicts how much the old task's content
+likelihood, not the empirical one, whose correlated residuals overstate it; see "The quadratic penalties'
+curvature" above): the penalty ``0.5 * sum H (theta - theta*)^2`` then predicts how much the old task's content
 loss rises, in the units of the current content loss, at any image size, and ``--clgan-lambda 1`` is that plain
 second-order estimate (the Laplace approximation, each task weighing as much as the next). Several tasks combine as online
 EWC: importance ``F <- decay * F + F_new`` (``--clgan-decay``, 1 sums them as EWC's per-task penalties do) and
-theta* moves to the newest weights. No penalty acts during the first task. Measured figures: docs/results.md.
+theta* moves to the newest weights. No penalty acts during the first task. Measured figures: docs/results.md,
+"The quadratic penalties in the units of the loss" and "Every method on restore4 (seed 0)".
 
 *Memory kept:* theta* (float16) and the importance (bfloat16) of every generator weight: about 4 bytes a weight,
 whatever the number of tasks (``memory_bytes``: ``anchor``).

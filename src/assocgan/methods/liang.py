@@ -23,7 +23,8 @@ discriminator's loss rise alike. It differs from ``thanh`` in where the importan
 decrease each weight produced along the path, not the squared gradients at a point. As with ``thanh`` the
 generator feels it only through the adversarial term. The damping ``xi`` is scaled to how far the
 discriminator's weights move in one segment here (at most about lr x N = 1e-2, delta^2 <= 1e-4). Measured
-figures: docs/results.md.
+figures: docs/results.md, "The paper's protocol (`--preset paper-quick`)" and "Every method on
+restore4 (seed 0)".
 
 *Memory kept:* the discriminator's theta* (float16) and Omega (bfloat16) (``anchor``, 4 bytes a weight), plus the
 running segment's path integral, the recorded gradient and two float32 copies of the discriminator's weights

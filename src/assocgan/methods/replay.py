@@ -19,8 +19,8 @@ arrives each task's share shrinks and the older stores are cut to it (the pairs 
 With ``--replay-bytes`` the memory stays at (nearly) the budget from the first task on; with a quota it
 grows by one store per task.
 
-*Memory.* The stored pairs, in bytes as stored: 2 x pairs x 3 x H x W uint8. At the quick preset (64 px,
-512 training pairs per task) the default quota keeps 51 pairs, 1.25 MB, per task (JL keeps 12.6 MB per task).
+*Memory.* The stored pairs, in bytes as stored: 2 x pairs x 3 x H x W uint8, a share of what JL keeps of the
+same task (sizes at the quick preset: docs/results.md, "How the baselines were set up").
 """
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ curvature of every quadratic penalty here (``fisher.gauss_newton_diagonal``: the
 mean over the patch outputs of LSGAN's squared residuals or of the vanilla loss's cross-entropies, the expected
 Fisher of the original, estimated with Hutchinson probes from a random stream of the method's own), so
 ``--thanh-lambda 1`` is the second-order estimate of how much the discriminator's loss on the earlier pairs
-rises. Measured figures: docs/results.md.
+rises. Measured figures: docs/results.md, "The paper's protocol (`--preset paper-quick`)" and "Every
+method on restore4 (seed 0)".
 
 *Memory kept:* the discriminator's theta* (float16) and importance (bfloat16), about 4 bytes a discriminator
 weight (``memory_bytes``: ``anchor``); nothing of the generator.
