@@ -134,7 +134,7 @@ def test_controller_mixes_balanced_association_samples(noise_blur_method):
 def test_any_ratio_weighs_its_share_of_the_loss(noise_blur_method, r, monkeypatch):
     """eq. 3 with any r and any batch: r = 0.05 of a batch of 4 is still one association sample, weighted 0.05."""
     m = noise_blur_method
-    monkeypatch.setattr(m.opt, "assoc_ratio", float(r))
+    monkeypatch.setattr(m.settings, "assoc_ratio", float(r))
     task = _bench(["colorcast"]).tasks[0]
     m.before_task(3, task)
     b = m.batch(3, task)
@@ -150,7 +150,7 @@ def test_any_ratio_weighs_its_share_of_the_loss(noise_blur_method, r, monkeypatc
 
 def test_association_samples_are_made_ahead_one_mapper_call_per_past_task(noise_blur_method, monkeypatch):
     m = noise_blur_method
-    monkeypatch.setattr(m.opt, "assoc_target", "current")  # the paper's eq. 3: every association target is a current target
+    monkeypatch.setattr(m.settings, "assoc_target", "current")  # the paper's eq. 3: every association target is a current target
     task = _bench(["colorcast"]).tasks[0]
     calls = []
     for j, work in enumerate(m._work):
@@ -220,7 +220,7 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     m = noise_blur_method
     mem = m.memory()
     n_params_g = sum(p.numel() for p in m.ctx.G.parameters())
-    mapper_params = sum(p.numel() for p in Mapper(m.opt.mapper_ngf, m.opt.mapper_blocks).parameters())
+    mapper_params = sum(p.numel() for p in Mapper(m.settings.mapper_ngf, m.settings.mapper_blocks).parameters())
     assert mem["mappers"] == 3 * (2 * mapper_params + 4)  # float16 weights, the noise scale and the impulse shift
     # theta* in float16 for the weights of non-zero importance (--distill-keep), F in 4-bit codes for every weight
     kept = sum(int((f.float() > 0).sum()) for f in m.anchor.stored_importance.values())
@@ -452,6 +452,6 @@ def test_domain_targets_follow_a_chain_and_the_paper_target_does_not():
         assert torch.allclose(assoc.x[assoc.task == j], m._work[j].sample(z), atol=1e-6)
     assert DomainSignature(bench.tasks[0].train_x.float().div(255)).distance(assoc.x[assoc.task == 0]) < 2.0
     # the paper's eq. 3 labels every association sample with a current (green) target instead
-    m.opt.assoc_target = "current"
+    m.settings.assoc_target = "current"
     green = DomainSignature(task.train_y.float().div(255))
     assert green.distance(m.make_associations(task, 16).y) < 2.0

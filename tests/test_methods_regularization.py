@@ -244,7 +244,7 @@ def test_lifelonggan_distillation_pulls_outputs_towards_previous_generator(bench
     m.ctx.gen.manual_seed(7)
     aux = m.auxiliary(x, y)
     m.ctx.gen.manual_seed(7)
-    assert torch.equal(aux, torch.cat([montage(x, m.opt.lifelonggan_grid, m.ctx.gen), y]))
+    assert torch.equal(aux, torch.cat([montage(x, m.settings.lifelonggan_grid, m.ctx.gen), y]))
     with torch.no_grad():
         hand = float((G(aux) - previous(aux)).abs().mean())
     before = distil()
@@ -352,7 +352,7 @@ def test_liss_distillation_acts_after_first_task_and_pulls_encoder_back(bench2, 
     assert hand(G.down, _half_copy(kept[-1]), x) < before
     # with --liss-ema a < 1 the next reference is a * encoder + (1 - a) * reference, kept in float16
     old = {k: v.clone() for k, v in m.reference.model.state_dict().items()}
-    m.opt.liss_ema = 0.25
+    m.settings.liss_ema = 0.25
     m.after_task(2, bench2.tasks[1])
     new = G.down.state_dict()
     for k, v in m.reference.stored.state_dict().items():

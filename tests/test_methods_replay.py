@@ -135,9 +135,9 @@ def check_generative_replay(cfg, bench, recs, dist):
     share = float(gen_rows.float().mean())
     ra = m.generator_loss(Step(1, 0, b, fake))
     assert float(ra) == pytest.approx(m.o("align") * share * 0.01, rel=1e-4)  # RA: align x share x MSE on replayed rows
-    setattr(m.opt, f"{m.prefix}_align", 0.0)
+    setattr(m.settings, f"{m.prefix}_align", 0.0)
     assert m.generator_loss(Step(1, 0, b, fake)) is None
-    setattr(m.opt, f"{m.prefix}_jtr", False)
+    setattr(m.settings, f"{m.prefix}_jtr", False)
     b2 = m.batch(1, bench.tasks[1])
     assert not b2.judged[b2.where(Batch.GENERATED)].any() and b2.judged[~b2.where(Batch.GENERATED)].all()
     # memory: the source model and a float16 copy of G, the same after every task

@@ -44,9 +44,9 @@ class Sweepable(TL):
     options = (Option("strength", 1.0, "weight of the pull to grey"), Option("flag", True, "a bool option"))
 
     def generator_loss(self, step):
-        if self.opt.strength == 13:
+        if self.settings.strength == 13:
             raise RuntimeError("unlucky strength")
-        return self.opt.strength * ((step.fake.float() - 0.5) ** 2).mean()
+        return self.settings.strength * ((step.fake.float() - 0.5) ** 2).mean()
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ the protected loss's rise, in the units of the loss, at any image size.
 
 *Why not the empirical Fisher.* EWC's usual estimate, the mean squared gradient of each sample's loss, grows with
 the residuals; calibrated as ``F * P / (2 mse)`` it equals H only when a sample's pixel residuals are
-independent. An image's residuals are correlated, and it overstated the loss rise of a trained generator 10-54
-times on restore4 and 57-324 times on tones3, where H predicts it within 0.98-1.24x (``python
-benchmarks/curvature.py --benchmark restore4`` and ``--benchmark tones3``: the quick preset's U-Net trained 300
-steps on each task alone, 6 random perturbations of 1% of each tensor's mean weight; docs/results.md). Weights
-chosen in the earlier units are 10-300 times the same weight now.
+independent. An image's residuals are correlated, and it overstated the loss rise of a trained generator by an
+order of magnitude or more (up to 324 times on tones3, where H predicts it within 1.24x: ``python
+benchmarks/curvature.py``; docs/results.md, "The quadratic penalties in the units of the loss"). A weight chosen
+in the earlier units is therefore not the same weight now.
 """
 from __future__ import annotations
 
@@ -102,9 +101,10 @@ class QuadraticAnchor:
 
     With ``keep`` < 1 the anchor is sparse: the smallest importances that together hold at most ``1 - keep`` of
     the total are set to zero, and theta* is kept (in float16) only for the weights whose importance is not
-    zero; the importance codes say which. A generator's diagonal Fisher is concentrated in few weights (restore4,
-    64 px: 99.99% of it in 11-15% of them), so ``keep=0.9999`` stores theta* for about a seventh of the weights
-    and the penalty loses at most about 1e-4 of its size for a drift spread evenly over the weights.
+    zero; the importance codes say which. A generator's diagonal Fisher is concentrated in few weights
+    (docs/results.md, "The quadratic penalties in the units of the loss", "What the anchor keeps"), so
+    ``keep=0.9999`` stores theta* for a small share of the weights and the penalty loses at most about 1e-4 of its
+    size for a drift spread evenly over the weights.
     """
 
     STORAGES = {"compact": 4, "8bit": 8, "half": 16}  # bits of the importance

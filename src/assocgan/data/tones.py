@@ -5,7 +5,7 @@ one after another (task k's source is task k-1's target), as the paper's GLD exp
 The order makes each task's *source* domain easy to tell apart from the others' (a photo, dark pencil strokes
 on white, white strokes on Prussian blue), so one generator can learn all three mappings; in the order photo ->
 cartoon -> sketch -> blueprint a photo and its cartoon are alike, and joint learning ended below doing nothing
-on the cartoon task (docs/results.md). The tasks conflict, so a generator that has only just learned the newest
+on the cartoon task (docs/results.md, "tones3 becomes photo -> sketch -> blueprint -> cartoon"). The tasks conflict, so a generator that has only just learned the newest
 one turns old inputs into the wrong style.
 """
 from __future__ import annotations

@@ -12,14 +12,15 @@ sources and not in the mean; a deterministic one (blur, tone curves, colour shif
 adds no noise and no impulses the task never had. The mapper's steps (``--mapper-steps``, by default half the
 task's) are spread over the task's batches where a core is to spare (a GPU run, or a CPU run with fewer threads
 than cores): the batch hook takes its share each time, so the mapper trains in the loop's batch thread while
-the generator trains, instead of after the task (restore4, one thread on two cores: 1.14x TL's wall time). Where
-the generator's step uses every core the mapper trains after the task, as a batch thread beside it would
-oversubscribe them. The mapper's crops come from a random stream of its own, so either schedule trains the same
-generator from the same seed, on any machine. *Departure from the paper:* the paper's mapper is a
-CycleGAN generator; a Gaussian alone stands for impulse noise with colour speckle, which the generator then
-learns to remove instead of the impulses (restore4, seed 0: 21.3 dB on the impulse task at the end against
-25.4 with the impulse component; the final average fell from 26.44 to 25.86 dB, see docs/results.md). Only M_j is kept (in half
-precision), never the data.
+the generator trains, instead of after the task, and the wall time a user waits for grows little (docs/results.md,
+"restore4 (3 seeds, ...)", the Time bullet). Where the generator's step uses every core the mapper trains after
+the task, as a batch thread beside it would oversubscribe them. The mapper's crops come from a random stream of
+its own, so either schedule trains the same generator from the same seed, on any machine. *Departure from the
+paper:* the paper's mapper is a CycleGAN generator; a Gaussian alone stands for impulse noise with colour
+speckle, which the generator then learns to remove instead of the impulses (restore4, seed 0: the impulse task
+ended at 21.3 dB with a Gaussian-only mapper against 25.4 with the impulse component; docs/results.md,
+"restore4 (3 seeds, ...)", "The impulse component of the mappers"). Only M_j is kept (in half precision), never
+the data.
 
 **Controller and association samples.** While task i > 1 trains, a share r of each batch's content loss goes
 to association samples (M_j(z), z), with j drawn per sample among the past tasks, made without gradient through
@@ -51,21 +52,18 @@ one (the Laplace approximation, with each task weighing as much as the new). Fis
 (online EWC) and theta* moves to the newest weights. Between tasks F is kept as 4-bit codes of its logarithm
 and theta* in float16 (the penalty at the weights it came from is then zero to within float16 rounding), but
 only for the weights that matter: the smallest importances that together hold 1e-4 of F's total are set to
-zero (``--distill-keep 0.9999``) and those weights keep no theta* (restore4, 64 px: 99.99% of the Fisher in
-11-15% of the weights; about 0.8 bytes a weight instead of 2.5). ``--distill-keep 1`` keeps every weight;
-``--distill-storage 8bit`` (F in 8-bit codes) or ``half`` (F in bfloat16) store F more finely.
+zero (``--distill-keep 0.9999``) and those weights keep no theta*, since nearly all of the Fisher lies in a
+small share of the weights (docs/results.md, "The quadratic penalties in the units of the loss", "What the
+anchor keeps"). ``--distill-keep 1`` keeps every weight; ``--distill-storage 8bit`` (F in 8-bit codes) or
+``half`` (F in bfloat16) store F more finely.
 
 *Departure from the paper, measured: the distillation is off by default.* The paper's Table 3 has it adding
 2.8 dB to the heuristics; here no weight helps, because the association samples already hold the old tasks and
-the penalty slows the new one more than it keeps the old. Paired runs in the units of the one curvature (3
-seeds, the same draws with and without it; docs/results.md, "The quadratic penalties in the units of the
-loss"): restore4 27.13 dB at lambda' 0 against 27.10 at 0.03 and 0.1, 27.00 at 0.3, 26.45 at 1 (the Laplace
-weight) and 26.06 at 3; tones3 0.592 SSIM against 0.590, 0.589, 0.588 and lower at 1 and 3. It lowers the
-forgetting (restore4 BWT -1.29 at 0, -1.01 at 0.1, -0.85 at 1) and the learning of each new task more. Off, it
-also costs no Fisher after each task, no penalty each step and no anchor in memory (0.4 MB in all instead of
-1.6 MB on restore4). ``--distill on`` gives the paper's full method, at ``--lambda-distill 0.1`` unless told
-otherwise (the weight of the sweep that costs least while it still acts); a distillation option given without
-it is refused, since it would change nothing.
+the penalty slows the new one more than it keeps the old (restore4, 3 seeds: 27.13 dB at lambda' 0 against
+26.45 at the Laplace weight 1; docs/results.md, "The quadratic penalties in the units of the loss"). Off, it
+also costs no Fisher after each task, no penalty each step and no anchor in memory. ``--distill on`` gives the
+paper's full method, at ``--lambda-distill 0.1`` unless told otherwise (the weight of that sweep that costs
+least while it still acts); a distillation option given without it is refused, since it would change nothing.
 
 **Memory.** The mappers (float16) and the domain signatures, and with ``--distill on`` theta* and F: counted in
 ``memory_bytes``.
@@ -218,12 +216,12 @@ class AssocGAN(Method):
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
         try:
-            self.opt.assoc_ratio = _ratio(self.opt.assoc_ratio)
+            self.settings.assoc_ratio = _ratio(self.settings.assoc_ratio)
         except ValueError:
-            raise UserError(f"--assoc-ratio {self.opt.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
+            raise UserError(f"--assoc-ratio {self.settings.assoc_ratio!r}: 'balanced' or a number in [0, 1)") from None
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies derived from the stored ones
-        self.anchor = QuadraticAnchor(storage=self.opt.distill_storage, keep=self.opt.distill_keep)
+        self.anchor = QuadraticAnchor(storage=self.settings.distill_storage, keep=self.settings.distill_keep)
         self._pool: Batch | None = None  # association samples made ahead
         self.trainer: MapperTraining | None = None  # the current task's mapper in training
         self.signatures: list[DomainSignature] = []  # each past task's target domain
@@ -249,26 +247,25 @@ class AssocGAN(Method):
 
     # ---- the controller ----------------------------------------------------------------
     def ratio(self, t: int) -> float:
-        if not self.opt.heuristics or not self.mappers:
+        if not self.settings.heuristics or not self.mappers:
             return 0.0
-        if self.opt.assoc_ratio == "balanced":
+        if self.settings.assoc_ratio == "balanced":
             return len(self.mappers) / (len(self.mappers) + 1)
-        return float(self.opt.assoc_ratio)
+        return float(self.settings.assoc_ratio)
 
     def before_task(self, t, task):
         self._pool = None
-        if self._work and self.opt.assoc_target == "domain":
+        if self._work and self.settings.assoc_target == "domain":
             self.plan = self.plan_sources(task)
-        if self.opt.heuristics:
-            self.trainer = MapperTraining(self.new_mapper(), self.opt.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.opt.mapper_lr,
+        if self.settings.heuristics:
+            self.trainer = MapperTraining(self.new_mapper(), self.settings.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.settings.mapper_lr,
                                           self.ctx.side_stream("mapper", t))
             self.trainer.beside = self.core_to_spare()
 
     def core_to_spare(self) -> bool:
         """Whether the loop's batch thread can train the mapper beside the generator without slowing it: on a
         GPU, or on a CPU whose cores the generator's step does not all use. (A batch thread on a CPU whose every
-        core runs the generator's step oversubscribes them: at 2 threads on 2 cores Assoc-GAN took 1.60x TL's
-        wall time and 1.78x its CPU seconds, against 1.14x and 1.20x at one thread.)"""
+        core runs the generator's step oversubscribes them and slows the run: docs/results.md, "`make demo`".)"""
         return self.ctx.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
 
     def plan_sources(self, task, n: int = 32) -> dict[int, str | int]:
@@ -289,7 +286,7 @@ class AssocGAN(Method):
 
     def domain_image(self, j: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The images in past task j's target domain made from the current pairs (x, y), as planned."""
-        if self.opt.assoc_target == "current":
+        if self.settings.assoc_target == "current":
             return y
         ref = self.plan[j]
         if ref == "target":
@@ -337,21 +334,21 @@ class AssocGAN(Method):
 
     # ---- continual distillation ---------------------------------------------------------
     def generator_loss(self, step):
-        if not self.opt.distill:
+        if not self.settings.distill:
             return None
         p = self.anchor.penalty()
-        return None if p is None else self.opt.lambda_distill * p
+        return None if p is None else self.settings.lambda_distill * p
 
     # ---- after a task: remember ----------------------------------------------------------
     def after_task(self, t, task):
         G = self.ctx.G
-        if self.opt.distill:
+        if self.settings.distill:
             gen = self.ctx.side_stream("fisher", t)  # so that the distillation changes no other draw of the run
-            idx = torch.randperm(task.n_train, generator=gen)[: self.opt.fisher_samples]
+            idx = torch.randperm(task.n_train, generator=gen)[: self.settings.fisher_samples]
             x, y = task.pairs(idx, gen)
             curvature, _ = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device), gen)
             self.anchor.update(G, curvature)
-        if self.opt.heuristics:
+        if self.settings.heuristics:
             self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))
             self.remember(self.finish_mapper(task).half())
 
@@ -378,17 +375,17 @@ class AssocGAN(Method):
         self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
         self.plan = dict(state["plan"])
         if state.get("trainer") is not None:  # saved in the middle of a task
-            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.opt.mapper_lr, torch.Generator())
+            self.trainer = MapperTraining(self.new_mapper(), state["trainer"]["steps"], self.settings.mapper_lr, torch.Generator())
             self.trainer.load_state_dict(state["trainer"])
 
     def new_mapper(self) -> Mapper:
-        return Mapper(self.opt.mapper_ngf, self.opt.mapper_blocks).to(self.ctx.device)
+        return Mapper(self.settings.mapper_ngf, self.settings.mapper_blocks).to(self.ctx.device)
 
     def mapper_step(self, task) -> None:
-        """One training step of the current task's mapper on random crops of its pairs (float32: bf16 training
-        costs the mapper 2-3 dB)."""
+        """One training step of the current task's mapper on random crops of its pairs (float32: in bf16 the
+        mapper learns its task worse; docs/results.md, "restore4 (3 seeds, ...)", "The mapper in float32")."""
         tr, dev = self.trainer, self.ctx.device
-        x, y = random_crop(*task.sample(self.opt.mapper_batch, tr.gen), self.opt.mapper_crop, tr.gen)
+        x, y = random_crop(*task.sample(self.settings.mapper_batch, tr.gen), self.settings.mapper_crop, tr.gen)
         loss = mapper_loss(tr.mapper, y.to(dev), x.to(dev))
         tr.opt.zero_grad(set_to_none=True)
         loss.backward()

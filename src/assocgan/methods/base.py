@@ -194,7 +194,7 @@ class Method:
 
     def __init__(self, ctx: Context, **opts: Any):
         self.ctx = ctx
-        self.opt = SimpleNamespace(**self.resolve_options(opts))
+        self.settings = SimpleNamespace(**self.resolve_options(opts))  # this run's value of each of ``options``
 
     @classmethod
     def resolve_options(cls, given: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,13 @@ distillation of Assoc-GAN: after task t, ``--clgan-samples`` training pairs of t
 stream of their own, so that the setting changes no other draw of the run) give the curvature of the content
 loss at theta*, the diagonal of its Gauss-Newton matrix, the one curvature every quadratic penalty here uses
 (``fisher.content_curvature``, ``fisher.gauss_newton_diagonal``; the expected Fisher of the Gaussian
-likelihood, not the empirical one, whose correlated residuals overstate it 12-47 times on restore4,
-docs/methods.md): the penalty ``0.5 * sum H (theta - theta*)^2`` then predicts how much the old task's content
+likelihood, not the empirical one, whose correlated residuals overstate it; see "The quadratic penalties'
+curvature" above): the penalty ``0.5 * sum H (theta - theta*)^2`` then predicts how much the old task's content
 loss rises, in the units of the current content loss, at any image size, and ``--clgan-lambda 1`` is that plain
 second-order estimate (the Laplace approximation, each task weighing as much as the next). Several tasks combine as online
 EWC: importance ``F <- decay * F + F_new`` (``--clgan-decay``, 1 sums them as EWC's per-task penalties do) and
-theta* moves to the newest weights. No penalty acts during the first task. Measured figures: docs/results.md.
+theta* moves to the newest weights. No penalty acts during the first task. Measured figures: docs/results.md,
+"The quadratic penalties in the units of the loss" and "Every method on restore4 (seed 0)".
 
 *Memory kept:* theta* (float16) and the importance (bfloat16) of every generator weight: about 4 bytes a weight,
 whatever the number of tasks (``memory_bytes``: ``anchor``).
@@ -39,19 +40,19 @@ class CLGAN(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.anchor = QuadraticAnchor(decay=self.opt.clgan_decay)
+        self.anchor = QuadraticAnchor(decay=self.settings.clgan_decay)
         self.last_mse: float | None = None
 
     def generator_loss(self, step):
         penalty = self.anchor.penalty()
         if penalty is None:
             return None
-        return self.opt.clgan_lambda * penalty
+        return self.settings.clgan_lambda * penalty
 
     def after_task(self, t, task):
         G = self.ctx.G
         gen = self.ctx.side_stream("clgan-fisher", t)  # so that the penalty's setting changes no other draw of the run
-        x, y = task.sample(self.opt.clgan_samples, gen)
+        x, y = task.sample(self.settings.clgan_samples, gen)
         importance, self.last_mse = content_curvature(G, x.to(self.ctx.device), y.to(self.ctx.device), gen)
         self.anchor.update(G, importance)
 

@@ -6,8 +6,9 @@ specialist (``single``) sees its own, as a cumulative learner trained by epochs 
 data sees them (Avalanche's ``Cumulative``): a step on task t costs t steps of TL. With ``--jl-batch shared``
 the tasks seen share one batch of ``--batch-size``, each sample from a task drawn uniformly (the earlier
 protocol): the newest task is then seen on 1/t of the samples its specialist has, and a task whose correction
-nothing before it resembles (a faded print after noise, blur and a colour cast: 23.6 against the specialist's
-44.9 dB, docs/results.md) is learned far below what the network can do on it.
+nothing before it resembles is learned far below what the network can do on it (a faded print after noise, blur
+and a colour cast: 23.6 dB against the specialist's 44.9; docs/results.md, "Why JL fell short of the specialists
+on the colour tasks").
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class JL(Method):
     def batch(self, t, task):
         n = self.ctx.cfg.batch_size
         source = lambda k: Batch.CURRENT if k == t else Batch.STORED  # noqa: E731
-        if self.opt.jl_batch == "each":
+        if self.settings.jl_batch == "each":
             return Batch.cat(*(Batch.of(*self.ctx.sample(s, n), k, source(k)) for k, s in enumerate(self.seen)))
         which = torch.randint(0, len(self.seen), (n,), generator=self.ctx.gen)
         return Batch.cat(*(Batch.of(*self.ctx.sample(self.seen[k], int((which == k).sum())), k, source(k))

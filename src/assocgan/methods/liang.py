@@ -23,7 +23,8 @@ discriminator's loss rise alike. It differs from ``thanh`` in where the importan
 decrease each weight produced along the path, not the squared gradients at a point. As with ``thanh`` the
 generator feels it only through the adversarial term. The damping ``xi`` is scaled to how far the
 discriminator's weights move in one segment here (at most about lr x N = 1e-2, delta^2 <= 1e-4). Measured
-figures: docs/results.md.
+figures: docs/results.md, "The paper's protocol (`--preset paper-quick`)" and "Every method on
+restore4 (seed 0)".
 
 *Memory kept:* the discriminator's theta* (float16) and Omega (bfloat16) (``anchor``, 4 bytes a weight), plus the
 running segment's path integral, the recorded gradient and two float32 copies of the discriminator's weights
@@ -51,13 +52,13 @@ class Liang(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.anchor = QuadraticAnchor(decay=self.opt.liang_gamma)
-        self.path = PathIntegral(ctx.D, damping=self.opt.liang_damping)
+        self.anchor = QuadraticAnchor(decay=self.settings.liang_gamma)
+        self.path = PathIntegral(ctx.D, damping=self.settings.liang_damping)
         self.steps = 0
 
     def discriminator_loss(self, step):
         penalty = self.anchor.penalty()
-        return None if penalty is None else self.opt.liang_c * penalty
+        return None if penalty is None else self.settings.liang_c * penalty
 
     def discriminator_gradients(self, step):
         self.path.record()  # D's gradient of its GAN loss alone, as Zenke et al. integrate it
@@ -65,11 +66,11 @@ class Liang(Method):
     def after_step(self, step):
         self.path.accumulate()
         self.steps += 1
-        if self.steps % self.opt.liang_every == 0:
+        if self.steps % self.settings.liang_every == 0:
             self._close_segment()
 
     def after_task(self, t, task):
-        if self.steps % self.opt.liang_every:
+        if self.steps % self.settings.liang_every:
             self._close_segment()
 
     def _close_segment(self):

@@ -17,13 +17,10 @@ themselves, which pulls against the content loss). The generator's loss gains ``
 mean absolute difference between the new and the old generator's outputs on them. The paper's distillation
 weight sits beside an L1 reconstruction term on [-1, 1] images; here the content loss is an MSE on [0, 1] images
 (about 1e-3 to 1e-2), whose gradient per pixel is ``2 * residual`` against L1's constant, so the weight is
-lowered to match. Measured on an early ``restore4`` (quick preset, 200 steps a task, seed 0): at the default 0.3 the
-distillation term is 3e-3 to 3e-2 beside a content loss of 7e-3 to 3.5e-2, and the final AVG is 17.9 dB, BWT
--5.3, against TL's 17.1 and -9.0 (seed 1: 17.6 and -5.1 against 16.8 and -8.1). On noise then lowlight (150
-steps each; TL keeps 12.7 dB of the first task and reaches 17.5 on the second): 0.3 keeps 17.2 and reaches 16.0;
-0.1 keeps 15.9; 1 keeps 19.7 but learns the second task no further than 10.7. Distilling on the current sources
-alone keeps nothing (13.0), as the paper argues; ``swap`` matters most for restoration (``montage`` alone keeps
-13.5), and adding ``halves`` or ``current`` keeps less. Nothing is distilled during the first task.
+lowered to match: a larger one keeps more of the old task and learns the new one less (an early restore4, seed 0:
+BWT -5.3 at the default 0.3 against TL's -9.0; docs/results.md, "How the baselines were set up"). Distilling on
+the current sources alone keeps nothing, as the paper argues; ``swap`` matters most for restoration, and adding
+``halves`` or ``current`` keeps less. Nothing is distilled during the first task.
 
 *Memory kept:* the previous generator in float16 (``memory_bytes``: ``teacher``), 2 bytes a generator weight,
 whatever the number of tasks.
@@ -78,23 +75,23 @@ class LifelongGAN(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.kinds = [k.strip() for k in self.opt.lifelonggan_aux.split(",") if k.strip()]
+        self.kinds = [k.strip() for k in self.settings.lifelonggan_aux.split(",") if k.strip()]
         bad = [k for k in self.kinds if k not in AUX_KINDS]
         if bad or not self.kinds:
-            raise UserError(f"--lifelonggan-aux: {self.opt.lifelonggan_aux!r}; name one or more of {', '.join(AUX_KINDS)}")
+            raise UserError(f"--lifelonggan-aux: {self.settings.lifelonggan_aux!r}; name one or more of {', '.join(AUX_KINDS)}")
         self.teacher: FrozenTeacher | None = None
 
     def check_tasks(self, tasks):
         side = min(min(t.train_x.shape[-2:]) for t in tasks)
-        if "montage" in self.kinds and self.opt.lifelonggan_grid > side:
-            raise UserError(f"--lifelonggan-grid {self.opt.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
+        if "montage" in self.kinds and self.settings.lifelonggan_grid > side:
+            raise UserError(f"--lifelonggan-grid {self.settings.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
                             f"under one pixel; give at most {side}")
 
     def auxiliary(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The auxiliary inputs of one step, made from the current batch."""
         gen = self.ctx.gen
         make = {
-            "montage": lambda: montage(x, self.opt.lifelonggan_grid, gen),
+            "montage": lambda: montage(x, self.settings.lifelonggan_grid, gen),
             "swap": lambda: y,
             "halves": lambda: swapped_halves(x, gen),
             "current": lambda: x,
@@ -113,7 +110,7 @@ class LifelongGAN(Method):
 
     def generator_loss(self, step):
         d = self.distillation(step.x, step.y)
-        return None if d is None else self.opt.lifelonggan_lambda * d
+        return None if d is None else self.settings.lifelonggan_lambda * d
 
     def after_task(self, t, task):
         self.teacher = FrozenTeacher(self.ctx.G)

@@ -20,16 +20,11 @@ trains, the mean absolute difference between the encoder's and the reference's f
 at all four levels (the decoder reads all of them through the skip connections), is added with weight
 ``--liss-lambda-distill``. The paper's weights sit beside an L1 cycle loss of about 1 to 2 on [-1, 1] images;
 our content loss is an MSE of about 1e-3 to 3e-2, so both are scaled down. Adam adapts each weight's step to its
-own gradient's scale, so the heads learn their task at any weight; only the shared encoder feels the balance.
-Measured on an early ``restore4`` (quick preset, 200 steps a task, seed 0): an auxiliary weight of 0.01 costs the first
-task 1.2 dB (19.2 against TL's 20.4), 0.001 costs 0.2; at the default distillation weight 0.05 the distillation
-term is 2e-3 to 4e-3 beside a content loss of 5e-3 to 2.5e-2, and the final AVG is 16.8 dB, BWT -8.2, against
-TL's 17.1 and -9.0 (seed 1: 16.9 and -7.5 against 16.8 and -8.1; weight 0.5: 16.2, -8.4). The encoder is held,
-but the U-Net's decoder, which makes most of the translation, is not, so forgetting barely changes: on noise
-then lowlight, weights of 5 and 50 keep no more of the first task than TL (Adam's step, not the weight, then
-sets how near the encoder stays: a mean difference of about 7 % of the features' magnitude). The paper's Table 1
-has LiSS holding (22.82 dB final against TL's 14.03); with a U-Net it does not. Nothing is distilled during the
-first task.
+own gradient's scale, so the heads learn their task at any weight; only the shared encoder feels the balance,
+and a larger auxiliary weight costs the first task more. The encoder is held, but the U-Net's decoder, which
+makes most of the translation, is not, so forgetting barely changes at any distillation weight: the paper's
+Table 1 has LiSS holding; with a U-Net it does not (an early restore4, seed 0: BWT -8.2 against TL's -9.0;
+docs/results.md, "How the baselines were set up"). Nothing is distilled during the first task.
 
 *Memory kept:* the reference encoder in float16 (``encoder``) and the auxiliary heads in float32 (``heads``).
 """
@@ -117,9 +112,9 @@ class LiSS(Method):
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
-        self.aux = [k.strip() for k in self.opt.liss_aux.split(",") if k.strip()]
+        self.aux = [k.strip() for k in self.settings.liss_aux.split(",") if k.strip()]
         if not self.aux or any(k not in AUX_TASKS for k in self.aux) or len(set(self.aux)) != len(self.aux):
-            raise UserError(f"--liss-aux: {self.opt.liss_aux!r}; name rotation, jigsaw or both")
+            raise UserError(f"--liss-aux: {self.settings.liss_aux!r}; name rotation, jigsaw or both")
         stages = encoder_stages(ctx.G)
         channels = [m for m in stages[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
         classes = {"rotation": 4, "jigsaw": len(JIGSAW_ORDERS)}
@@ -156,10 +151,10 @@ class LiSS(Method):
             logits = {k: self.heads[k](feats[k][-1]) for k in self.aux}
         loss = 0.0
         for k in self.aux:
-            loss = loss + self.opt.liss_lambda_aux * F.cross_entropy(logits[k].float(), labels[k])
+            loss = loss + self.settings.liss_lambda_aux * F.cross_entropy(logits[k].float(), labels[k])
             self._correct[k] = (logits[k].detach().argmax(1) == labels[k]).float().mean()
         if self.reference is not None:
-            loss = loss + self.opt.liss_lambda_distill * self.distillation(x, feats["current"])
+            loss = loss + self.settings.liss_lambda_distill * self.distillation(x, feats["current"])
         return loss
 
     def distillation(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -186,8 +181,8 @@ class LiSS(Method):
 
     def after_task(self, t, task):
         encoder = self.encoder_copy()
-        if self.reference is not None and self.opt.liss_ema < 1:
-            a = self.opt.liss_ema
+        if self.reference is not None and self.settings.liss_ema < 1:
+            a = self.settings.liss_ema
             old = self.reference.model.state_dict()
             encoder.load_state_dict({k: a * v + (1 - a) * old[k] if v.is_floating_point() else v for k, v in encoder.state_dict().items()})
         self.reference = FrozenTeacher(encoder)

@@ -17,14 +17,13 @@ and replayed past tasks, each with its label, so the VAE-GAN trains with its own
 + ``--lvaegan-kl`` x KL per pixel (2 sigma^2 of a Gaussian likelihood with sigma = 0.1) + task cross-entropy
 + ``--lvaegan-adv`` x adversarial loss of prior samples against a small conditional critic + the same
 per-task moment term as MeRGAN (``--lvaegan-moments``) on prior samples; the decoder is MeRGAN's source
-generator, per-pixel noise included. One update per G step (about 1.85x TL's step time at the quick preset on
-a CPU, with the replay's S_prev sample and G_prev pass).
+generator, per-pixel noise included. One update per G step, beside the replay's S_prev sample and G_prev pass
+(what that costs a step: docs/results.md, "How the baselines were set up").
 
 *Memory.* Between tasks: encoder, decoder and critic (float32, as they go on training) and the previous G
 (float16). Constant in the number of tasks (the task variable is sized for the benchmark's tasks from the
 start); the frozen decoder used for replay during a task is a working copy of the stored one, and the
-optimiser is made anew for each task. With the defaults at 64 px the VAE-GAN is 2.1 MB (encoder 1.25 MB,
-decoder 0.70 MB, critic 0.17 MB), beside 3.1 MB for the float16 copy of G (ngf 32).
+optimiser is made anew for each task. Sizes at the defaults: docs/results.md, "How the baselines were set up".
 """
 from __future__ import annotations
 

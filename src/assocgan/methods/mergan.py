@@ -25,13 +25,14 @@ per-pixel noise with a learned per-task amplitude (so that noisy inputs can be r
 (``--mergan-moments``) matching, task by task, simple statistics of its samples to those of the batch's
 sources: per-colour mean and standard deviation and mean absolute neighbour differences (brightness, colour
 cast, contrast, sharpness or noise). Extra work per G step: one update of the source GAN, and on replayed rows
-one sample of S_prev and one forward pass of G_prev (about 1.6x TL's step time at the quick preset on a CPU).
+one sample of S_prev and one forward pass of G_prev (what that costs a step: docs/results.md, "How the baselines
+were set up").
 
 *Memory.* Between tasks it keeps the source generator and its critic (float32, as they go on training) and
 the previous G (float16, ``FrozenTeacher``). None of it grows with the number of tasks: the task conditioning
 is sized for the benchmark's tasks from the start. The frozen S_prev is a working copy made from the stored S
-at the start of a task and dropped at its end; the source GAN's optimiser is made anew for each task. With
-the defaults at 64 px the source GAN is 0.88 MB, beside 3.1 MB for the float16 copy of G (ngf 32).
+at the start of a task and dropped at its end; the source GAN's optimiser is made anew for each task. Sizes at
+the defaults: docs/results.md, "How the baselines were set up".
 """
 from __future__ import annotations
 
@@ -172,7 +173,7 @@ class GenerativeReplay(Method):
         self.make_source()
 
     def o(self, key: str):
-        return getattr(self.opt, f"{self.prefix}_{key}")
+        return getattr(self.settings, f"{self.prefix}_{key}")
 
     # ---- what a subclass provides ------------------------------------------------------------
     def make_source(self) -> None:

@@ -25,8 +25,8 @@ forget, shown beside ``single`` and marked in the tables.
 *Memory.* The first task's network is the generator every method has (not counted, as for TL). What it keeps
 beyond it, in bytes as stored (float32): the new filters that joined the bank, the coefficient matrices
 (whose width grows with the bank) and the per-task biases and normalisation parameters. Zero after task 1,
-then it grows with each task: at ngf 32 with the default fraction, 1.9, 3.8 and 5.9 MB after tasks 2, 3, 4
-(each task's new filters are a quarter of G's 6.2 MB; the coefficients add 0.3-0.5 MB).
+then it grows with each task by about the new filters' share of G (sizes at the defaults: docs/results.md, "How
+the baselines were set up").
 """
 from __future__ import annotations
 

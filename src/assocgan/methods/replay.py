@@ -19,8 +19,8 @@ arrives each task's share shrinks and the older stores are cut to it (the pairs 
 With ``--replay-bytes`` the memory stays at (nearly) the budget from the first task on; with a quota it
 grows by one store per task.
 
-*Memory.* The stored pairs, in bytes as stored: 2 x pairs x 3 x H x W uint8. At the quick preset (64 px,
-512 training pairs per task) the default quota keeps 51 pairs, 1.25 MB, per task (JL keeps 12.6 MB per task).
+*Memory.* The stored pairs, in bytes as stored: 2 x pairs x 3 x H x W uint8, a share of what JL keeps of the
+same task (sizes at the quick preset: docs/results.md, "How the baselines were set up").
 """
 from __future__ import annotations
 
@@ -78,33 +78,33 @@ class Replay(Method):
     # ---- the budget ------------------------------------------------------------------------
     def per_task_pairs(self, task, n_past: int) -> int:
         """Pairs each past task keeps when ``n_past`` tasks share the memory."""
-        if self.opt.replay_bytes > 0:
-            share = int(self.opt.replay_bytes) // n_past
+        if self.settings.replay_bytes > 0:
+            share = int(self.settings.replay_bytes) // n_past
             n = share // task.pair_bytes(1)
-        elif self.opt.quota < 1:
-            n = int(round(self.opt.quota * task.n_train))
+        elif self.settings.quota < 1:
+            n = int(round(self.settings.quota * task.n_train))
         else:
-            n = int(round(self.opt.quota))
+            n = int(round(self.settings.quota))
         return max(0, min(n, task.n_train))
 
     # ---- hooks -----------------------------------------------------------------------------
     def check_tasks(self, tasks):
         one = tasks[0].pair_bytes(1)
-        if 0 < self.opt.replay_bytes < len(tasks) * one:
-            raise UserError(f"--replay-bytes {self.opt.replay_bytes:g}: too small to keep one pair of each of {len(tasks)} tasks "
+        if 0 < self.settings.replay_bytes < len(tasks) * one:
+            raise UserError(f"--replay-bytes {self.settings.replay_bytes:g}: too small to keep one pair of each of {len(tasks)} tasks "
                             f"(one pair is {one} bytes; give at least {len(tasks) * one})")
-        if self.opt.replay_bytes == 0:
+        if self.settings.replay_bytes == 0:
             for task in tasks[:-1]:  # the last task is never replayed
                 if self.per_task_pairs(task, 1) == 0:
-                    raise UserError(f"--quota {self.opt.quota:g}: keeps no pair of task {task.name}'s {task.n_train} training pairs; "
+                    raise UserError(f"--quota {self.settings.quota:g}: keeps no pair of task {task.name}'s {task.n_train} training pairs; "
                                     f"give at least {1 / task.n_train:.3g} (a fraction) or 1 (a count)")
 
     def after_task(self, t, task):
         gen = self.ctx.gen
         n_past = len(self.stores) + 1
-        if self.opt.replay_bytes > 0:  # the shares shrink: cut the older stores (their order is already random)
+        if self.settings.replay_bytes > 0:  # the shares shrink: cut the older stores (their order is already random)
             for k, (x, y) in enumerate(self.stores):
-                keep = min(x.shape[0], int(self.opt.replay_bytes) // n_past // (2 * x[0].numel()))
+                keep = min(x.shape[0], int(self.settings.replay_bytes) // n_past // (2 * x[0].numel()))
                 self.stores[k] = (x[:keep].clone(), y[:keep].clone())
                 self.source_index[k] = self.source_index[k][:keep].clone()
         n = self.per_task_pairs(task, n_past)
@@ -116,7 +116,7 @@ class Replay(Method):
     def batch(self, t, task):
         gen, n = self.ctx.gen, self.ctx.cfg.batch_size
         live = [k for k, (x, _) in enumerate(self.stores) if x.shape[0] > 0]
-        n_old = replay_count(past_share(self.opt.replay_fraction, t), n, gen) if live else 0
+        n_old = replay_count(past_share(self.settings.replay_fraction, t), n, gen) if live else 0
         current = Batch.of(*self.ctx.sample(task, n - n_old), t)
         if n_old == 0:
             self.last_replayed = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))

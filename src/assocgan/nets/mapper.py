@@ -7,8 +7,8 @@ all its channels (salt-and-pepper noise, dead or hot pixels), and the odds that 
 ``mean + scale * std * eps`` and then the impulses reproduces random degradations (noise, JPEG, impulse noise)
 instead of their average, which a plain L1/MSE mapper would produce (a clean image). A Gaussian alone cannot
 stand for impulses: its samples of an impulse task are speckled with colour noise, which a generator then
-learns to remove instead of the impulses (restore4's impulse task with a Gaussian-only mapper: Assoc-GAN
-ended at 21.3 dB on it against JL's 27.4, seed 0). No normalisation layers: brightness and colour are what
+learns to remove instead of the impulses (docs/results.md, "restore4 (3 seeds, ...)", "The impulse component
+of the mappers"). No normalisation layers: brightness and colour are what
 several degradations change, and instance statistics would erase them.
 """
 from __future__ import annotations

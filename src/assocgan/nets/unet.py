@@ -3,17 +3,17 @@ with skip connections, and an output of the input's size. Images go in and out i
 
 With ``residual`` (the default) the network predicts a correction of its input,
 ``out = x + 2 tanh(h / 2)`` in [-1, 1] units (clamped to the image range at evaluation), and its last layer
-starts at zero, so an untrained network is exactly the identity and mild restorations (a blur whose input
-already scores 29 dB) start from the input instead of below it; without it the output is ``tanh(h)`` as in
+starts at zero, so an untrained network is exactly the identity and mild restorations (a slight blur, whose
+input already scores high) start from the input instead of below it; without it the output is ``tanh(h)`` as in
 pix2pix.
 
 With ``context`` (on in the ``quick`` preset; ``--context off`` for the paper's plain U-Net) a small MLP reads
 each input's global statistics (per-channel mean, standard deviation, 2nd and 98th percentiles) and scales and
 shifts the decoder's features (FiLM). Instance normalisation removes exactly these statistics from the
 features, so a plain U-Net that learns several tasks jointly cannot tell a dark or tinted input from a normal
-one by its level and colour. Measured on an earlier restore4 (noise, blur, low light, fade) trained jointly (JL,
-600 steps a task, seed 0): final average 21.2 dB without the context, 23.6 dB with it; it costs about 3% of a
-step. The context starts inert (its last layer is zero), so an untrained network is still the identity.
+one by its level and colour (an earlier restore4 trained jointly: 21.2 dB without the context, 23.6 dB with
+it, for a few percent of a step; docs/results.md, "Which generator: screened by joint training from scratch").
+The context starts inert (its last layer is zero), so an untrained network is still the identity.
 """
 from __future__ import annotations
 
