@@ -99,3 +99,56 @@ def test_the_graph_sees_the_package():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The package's layers, lowest first. A module may import modules of its own layer and of the layers below,
+# never of a layer above (docs/architecture.md draws them). A new module is placed here by its first name.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundations", ("errors", "options", "rng", "io", "losses", "memory", "feed", "inference", "metrics", "devices",
+                     "distributed", "imaging")),
+    ("networks and data", ("nets", "data.degradations", "data.folders", "data.photos", "data.tasks", "data.tones", "data", "fisher")),
+    ("configuration", ("config",)),
+    ("methods and benchmarks", ("methods", "data.benchmarks")),
+    ("training and evaluation", ("evaluate", "train", "runfolder", "checkpoints", "")),
+    ("reports", ("report", "perceptual")),
+    ("runs", ("runner", "translate")),
+    ("studies", ("seeds", "jobs", "studies")),
+    ("command line", ("cli", "__main__")),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the module's layer: the entry naming it or its nearest parent package ("" is the
+    package itself, ``assocgan``, whose public functions load trained generators)."""
+    name = module[len(PACKAGE) + 1:] if module != PACKAGE else ""
+    best, found = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if name == prefix or (prefix and name.startswith(prefix + ".")):
+                if len(prefix) > best:
+                    best, found = len(prefix), i
+    assert found is not None, f"{module}: in no layer of tests/test_architecture.py's LAYERS; place it there"
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of the graph from a module to one of a higher layer, as readable lines."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        here = layer_of(module)
+        for target in sorted(targets):
+            if layer_of(target) > here:
+                found.append(f"{module} ({LAYERS[here][0]}) imports {target} ({LAYERS[layer_of(target)][0]})")
+    return found
+
+
+def test_every_module_is_in_a_layer_and_imports_none_above_it():
+    upward = upward_imports(import_graph())
+    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = import_graph()
+    graph["assocgan.metrics"] = graph["assocgan.metrics"] | {"assocgan.runner"}
+    assert upward_imports(graph) == ["assocgan.metrics (foundations) imports assocgan.runner (runs)"]
+    assert layer_of("assocgan.methods.assoc") == layer_of("assocgan.methods") > layer_of("assocgan.config")
