@@ -99,3 +99,19 @@ def test_the_graph_sees_the_package():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_board_and_provenance_sit_below_the_run():
+    """TensorBoard streams and provenance serve runner.py and the command line: neither reaches up to them."""
+    graph = import_graph()
+    for part in ("assocgan.board", "assocgan.provenance"):
+        assert not _reachable(graph, part) & {"assocgan.runner", "assocgan.cli", "assocgan.train"}, part
