@@ -213,9 +213,11 @@ class TaskRun:
     arch_terms: list[nn.Module]  # the generator's parts with a loss of their own (``auxiliary_loss``)
     first_step: int = 0  # where a resumed task goes on
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # each loss term summed over the steps, on the device
-    start: float = 0.0  # the device time and process time training began at, less the evaluations' and, resumed,
-    cpu_start: float = 0.0  # less the time spent before the interruption
-    batch_seconds: float = 0.0
+    # when training began, on the device clock and in process CPU time, moved later by each evaluation (not training
+    # time) and, resumed, earlier by the time trained before the interruption
+    start: float = 0.0
+    cpu_start: float = 0.0
+    batch_seconds: float = 0.0  # the time spent making batches or waiting for them
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
