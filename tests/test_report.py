@@ -217,9 +217,10 @@ def test_a_resumed_run_adds_no_duplicate_points(tmp_path, monkeypatch):
 
 
 def test_tensorboard_on_without_the_package_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from assocgan import runner
+    from assocgan import board, runner
 
-    monkeypatch.setattr(runner, "tensorboard_available", lambda: False)
+    monkeypatch.setattr(board, "tensorboard_available", lambda: False)  # as the command line checks --tensorboard
+    monkeypatch.setattr(runner, "tensorboard_available", lambda: False)  # as a run checks it
     assert main(["run", *TINY, "--methods", "tl", "--tensorboard", "on", "--out", str(tmp_path / "a")]) == 2
     assert "pip install 'assocgan[tensorboard]'" in capsys.readouterr().err
     out = tmp_path / "b"  # without --tensorboard: the run goes on without streams, and says so

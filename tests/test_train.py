@@ -121,3 +121,13 @@ def test_default_bf16_autocast_trains(monkeypatch, colorcast):
         assert torch.isfinite(G.eval()(x)).all()
     score = recs[0].scores[0]["psnr"]
     assert score > identity_scores(task)["psnr"] + 2  # beats doing nothing
+
+
+def test_threads_zero_means_every_core(monkeypatch):
+    monkeypatch.setattr(train_mod.os, "cpu_count", lambda: 3)
+    before = torch.get_num_threads()
+    try:
+        train_mod.set_threads(make_config("smoke", threads=0))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -126,7 +126,7 @@ def tensorboard_from_args(args: argparse.Namespace) -> bool | None:
     if args.tensorboard is None:
         return None
     from .options import parse_switch
-    from .runner import TENSORBOARD_MISSING, tensorboard_available
+    from .board import TENSORBOARD_MISSING, tensorboard_available
 
     on = parse_switch("--tensorboard", args.tensorboard)
     if on and not tensorboard_available():
