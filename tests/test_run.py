@@ -58,6 +58,9 @@ def test_results_json_structure(results, bench):
     from assocgan.config import PRESETS
     from assocgan.metrics import METRICS
 
+    from assocgan.results import SCHEMA_VERSION
+
+    assert results["schema_version"] == SCHEMA_VERSION
     assert results["benchmark"] == "restore4"
     assert results["metric"] == "psnr"
     assert results["tasks"] == TASKS

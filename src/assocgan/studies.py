@@ -35,7 +35,7 @@ from .errors import UserError, is_whole_number
 from .io import read_json, read_json_file, write_json
 from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
 from .metrics import DEFAULT_METRIC, METRICS
-from .results import (AVG, BWT, COMPLETE, FINAL_AVG, FORGETTING, MATRIX, MEMORY_BYTES, METHODS, METRIC, SD, TASKS, TRAIN_SECONDS)
+from .results import AVG, BWT, COMPLETE, FINAL_AVG, FORGETTING, MATRIX, MEMORY_BYTES, METHODS, METRIC, SD, TASKS, TRAIN_SECONDS
 from .runfolder import LOG, RunFolder, as_json, folder_lock
 from .seeds import mean, pending, read_seeds, seed_dir, write_combined
 

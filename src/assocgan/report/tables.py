@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from ..config import convention_of
 from ..metrics import DEFAULT_METRIC, METRICS, get_metric
-from ..results import (BENCHMARK, BWT, COMPLETE, CONFIG, FAILED, FINAL_AVG, FORGETTING, FWT, IDENTITY, IDENTITY_SD, MATRIX, MEMORY_BYTES, METHODS,
-                       METRIC, PER_SEED, SD, SEEDS, TASK_DESCRIPTIONS, TASK_ID_AT_TEST, TASKS, TITLE, TRAIN_CPU_SECONDS, TRAIN_SECONDS, AVG)
+from ..results import (AVG, BENCHMARK, BWT, COMPLETE, CONFIG, FAILED, FINAL_AVG, FORGETTING, FWT, IDENTITY, IDENTITY_SD, MATRIX, MEMORY_BYTES,
+                       METHODS, METRIC, PER_SEED, SD, SEEDS, TASK_DESCRIPTIONS, TASK_ID_AT_TEST, TASKS, TITLE, TRAIN_CPU_SECONDS, TRAIN_SECONDS)
 
 ORDINALS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
