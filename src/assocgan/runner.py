@@ -53,8 +53,8 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig, inputs: di
     if old.get(METRIC) != bench.metric:
         raise UserError(f"{folder.results_path}: its methods are scored in {str(old.get(METRIC)).upper()}; "
                         f"--metric {bench.metric} would mix the two in one table: give --metric {old.get(METRIC)}, or choose another --out")
-    old_inputs = {k: v for k, v in (old.get(INPUTS) or {}).items() if k != METRIC}  # the metric: checked above
-    new_inputs = {k: v for k, v in (inputs or {}).items() if k != METRIC}
+    old_inputs = {k: v for k, v in (old.get(INPUTS) or {}).items() if k != "metric"}  # --metric: checked above
+    new_inputs = {k: v for k, v in (inputs or {}).items() if k != "metric"}
     if inputs is not None and old.get(METHODS) and old_inputs != new_inputs:
         what = ", ".join(f"--{k.replace('_', '-')} {old_inputs.get(k)} -> {new_inputs.get(k)}" for k in sorted(set(old_inputs) | set(new_inputs))
                          if old_inputs.get(k) != new_inputs.get(k))
