@@ -12,6 +12,15 @@ import torch
 from assocgan.errors import UserError
 from assocgan.evaluate import summarize
 from assocgan.metrics import METRICS, Metric, get_metric, scores
+from assocgan.report.console import print_tables
+from assocgan.report.html import write_report
+from assocgan.report.plots import forgetting_figure, lambda_figure, save_figure
+from assocgan.report.tables import matrix_table, summary_table
+from assocgan.runfolder import RunFolder
+from assocgan.runner import method_entry
+from assocgan.seeds import combine
+
+# the consumers are imported before MAE is registered: one that copied the registry at import would miss it
 
 
 def mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -67,8 +76,6 @@ def test_scores_and_summaries_follow_the_direction(registry):
 
 
 def test_a_run_entry_is_summarised_in_the_benchmark_metric(registry):
-    from assocgan.runner import method_entry
-
     rows = [[{"psnr": 20.0, "ssim": 0.5, "mae": v} for v in row if v is not None] for row in MATRIX]
     records = [SimpleNamespace(scores=r, initial=None, ahead=None, memory={}, train_seconds=1.0, cpu_seconds=1.0, losses={}) for r in rows]
     bench = SimpleNamespace(tasks=[SimpleNamespace(name=t) for t in TASKS], metric="mae")
@@ -78,11 +85,6 @@ def test_a_run_entry_is_summarised_in_the_benchmark_metric(registry):
 
 
 def test_csv_tables_and_report(results, tmp_path, capsys):
-    from assocgan.report.console import print_tables
-    from assocgan.report.html import write_report
-    from assocgan.report.tables import matrix_table, summary_table
-    from assocgan.runfolder import RunFolder
-
     folder = RunFolder(tmp_path)
     folder.write_results(results)
     folder.write_csvs(results, "tl")
@@ -106,8 +108,6 @@ def test_csv_tables_and_report(results, tmp_path, capsys):
 
 
 def test_plots_name_the_metric_and_mark_the_lowest_as_best(results, tmp_path):
-    from assocgan.report.plots import forgetting_figure, lambda_figure, save_figure
-
     fig = forgetting_figure(results)
     assert fig.axes[0].get_ylabel() == "MAE (0-1)"
     assert save_figure(fig, tmp_path / "forgetting.png").exists()
@@ -119,7 +119,5 @@ def test_plots_name_the_metric_and_mark_the_lowest_as_best(results, tmp_path):
 
 
 def test_seeds_combine_every_metric(results):
-    from assocgan.seeds import combine
-
     combined = combine({0: results, 1: results})
     assert combined["methods"]["tl"]["mae"] == MATRIX and combined["identity"]["mae"] == IDENTITY

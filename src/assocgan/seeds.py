@@ -23,7 +23,6 @@ from .results import (AVG, BENCHMARK, BWT, CITE, COMPLETE, CONFIG, CURVE, FAILED
 from .runfolder import RunFolder, folder_lock
 
 SUMMARY = (FINAL_AVG, BWT, FORGETTING, FWT, MEMORY_BYTES, TRAIN_SECONDS, TRAIN_CPU_SECONDS)
-MATRICES = (MATRIX, *METRICS)
 SERIES = (AVG, MEMORY_BY_TASK, TRAIN_SECONDS_BY_TASK)
 
 
@@ -94,7 +93,7 @@ def combine_entries(entries: list[dict | None]) -> dict[str, Any]:
     out[COMPLETE] = all(e is not None and e.get(COMPLETE) for e in entries)
     out[SEEDS_COMPLETE] = sum(1 for e in entries if e is not None and e.get(COMPLETE))
     spread: dict[str, Any] = {}
-    for key in MATRICES:
+    for key in (MATRIX, *METRICS):  # the registry as it is now (a metric may be registered after import)
         rows = [e[key][:n_rows] for e in have]
         out[key], spread[key] = _cells(rows, n_rows, mean), _cells(rows, n_rows, sd)
     for key in SERIES:
