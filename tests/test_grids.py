@@ -10,7 +10,7 @@ import torch.nn as nn
 from assocgan.data.benchmarks import load_benchmark
 from assocgan.imaging import Picture, labelled_grid
 from assocgan.metrics import Convention, scores
-from assocgan.runner import method_picture, sample_picture
+from assocgan.samples import method_picture, sample_picture
 
 
 def _blocks(value: float, n: int = 2, size: int = 16) -> torch.Tensor:

@@ -58,6 +58,9 @@ def test_results_json_structure(results, bench):
     from assocgan.config import PRESETS
     from assocgan.metrics import METRICS
 
+    from assocgan.results import SCHEMA_VERSION
+
+    assert results["schema_version"] == SCHEMA_VERSION
     assert results["benchmark"] == "restore4"
     assert results["metric"] == "psnr"
     assert results["tasks"] == TASKS
@@ -66,8 +69,8 @@ def test_results_json_structure(results, bench):
     # the floor every table shows: each task's test inputs scored against its targets, in both metrics
     for j, task in enumerate(bench.tasks):
         x, y = task.test_x.float() / 255, task.test_y.float() / 255
-        for name, fn in METRICS.items():
-            assert results["identity"][name][j] == pytest.approx(float(fn(x, y).mean()), abs=1e-5), (name, j)
+        for name, metric in METRICS.items():
+            assert results["identity"][name][j] == pytest.approx(float(metric.function(x, y).mean()), abs=1e-5), (name, j)
     n = len(TASKS)
     for name, m in results["methods"].items():
         for key in ("matrix", "psnr", "ssim"):

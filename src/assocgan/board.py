@@ -7,6 +7,8 @@ from typing import Any
 
 from .config import RunConfig
 from .data.benchmarks import Benchmark
+from .metrics import METRICS
+from .results import BWT, FINAL_AVG, FORGETTING, FWT, MEMORY_BYTES, TRAIN_SECONDS
 
 TENSORBOARD_MISSING = "the tensorboard package is not installed (pip install 'assocgan[tensorboard]')"
 
@@ -58,7 +60,7 @@ class TensorBoard:
         """Each task's scores at ``step``, an ``--eval-every`` point, under the tags the training loop gives the
         scores at each task's end (``<metric>/<task>``): one curve a task."""
         for j, sc in enumerate(scores):
-            for m in ("psnr", "ssim"):
+            for m in METRICS:
                 self.scalar(f"{m}/{bench.tasks[j].name}", sc[m], step)
 
     def start(self, cfg: RunConfig, options: dict[str, Any], metric: str) -> None:
@@ -84,4 +86,4 @@ class TensorBoard:
             self.writer.close()
 
 
-FINAL_FIGURES = ("final_avg", "bwt", "fwt", "forgetting", "memory_bytes", "train_seconds")
+FINAL_FIGURES = (FINAL_AVG, BWT, FWT, FORGETTING, MEMORY_BYTES, TRAIN_SECONDS)

@@ -13,6 +13,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
                      preset: str | None = None) -> None:
     from .config import PRESETS
     from .methods import METHODS
+    from .metrics import METRICS
 
     g = p.add_argument_group("what to run")
     g.add_argument("--config", metavar="PATH", help="the settings of an earlier run (its folder, its results.json, or a study run's run.json); options given beside it override them")
@@ -20,7 +21,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, m
     g.add_argument("--data", metavar="ROOT", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
     g.add_argument("--clean-images", metavar="DIR", help="a folder of clean images, with --recipe")
     g.add_argument("--recipe", metavar="RECIPE", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
-    g.add_argument("--metric", choices=["psnr", "ssim"], help="metric of the accuracy matrix (default: the benchmark's)")
+    g.add_argument("--metric", choices=list(METRICS), help="metric of the accuracy matrix (default: the benchmark's)")
     if with_methods:
         g.add_argument("--methods", metavar="LIST", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
     g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper-quick (the paper's protocol at quick's size: "

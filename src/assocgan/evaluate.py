@@ -9,11 +9,12 @@ import torch.nn as nn
 
 from .data.tasks import Task, to_float
 from .inference import predict, translate_tiled
-from .metrics import Convention, scores
+from .metrics import DEFAULT_METRIC, Convention, get_metric, scores
+from .results import AVG, BWT, FINAL_AVG, FORGETTING, FWT
 
 
 def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], convention: Convention) -> dict[str, float]:
-    """Mean PSNR and SSIM of ``output(x)`` against the targets of the task's test split: the training-size crops,
+    """Mean score in every metric of ``output(x)`` against the targets of the task's test split: the training-size crops,
     or with ``task.full_test`` (``--eval-full``) each test pair at its own size, one at a time."""
     if task.full_test is None:
         x, y = task.test_pairs()
@@ -23,7 +24,7 @@ def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], con
 
 
 def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = Convention()) -> dict[str, float]:
-    """Mean PSNR and SSIM of ``model`` on the task's test split, under the evaluation ``convention``. Full-size
+    """Mean score in every metric of ``model`` on the task's test split, under the evaluation ``convention``. Full-size
     test images (``--eval-full``) go through the generator in overlapping tiles of the training size, blended
     (``assocgan translate --mode tile``), the way the model meets a user's image."""
     if task.full_test is None:
@@ -37,26 +38,32 @@ def identity_scores(task: Task, convention: Convention = Convention()) -> dict[s
     return _mean_scores(task, lambda x: x, convention)
 
 
-def summarize(matrix: list[list[float | None]], ahead: list[float | None] | None = None, initial: list[float | None] | None = None) -> dict:
-    """AVG per step, final AVG, BWT, forgetting and FWT of an accuracy matrix R[i][j] (task j after training task i).
+def summarize(matrix: list[list[float | None]], ahead: list[float | None] | None = None, initial: list[float | None] | None = None,
+              metric: str = DEFAULT_METRIC) -> dict:
+    """AVG per step, final AVG, BWT, forgetting and FWT of an accuracy matrix R[i][j] (task j after training task i)
+    in ``metric``, whose direction decides their signs (``Metric.gain``: the improvement, positive when better),
+    so that every metric reads alike:
 
-    BWT = mean over j < T of R[T-1][j] - R[j][j]  (negative: earlier tasks were forgotten).
-    Forgetting = mean over j < T of max_{j <= i < T-1} R[i][j] - R[T-1][j].
-    FWT = mean over 1 <= j < T of R[j-1][j] - b_j (Lopez-Paz & Ranzato 2017; positive: training on the earlier
+    BWT = mean over j < T of gain(R[T-1][j], R[j][j])  (negative: earlier tasks were forgotten); for a
+    higher-is-better metric R[T-1][j] - R[j][j], for a lower-is-better one R[j][j] - R[T-1][j].
+    Forgetting = mean over j < T of gain(best_{j <= i < T-1} R[i][j], R[T-1][j]) (positive: forgotten), the best
+    earlier score being the highest or the lowest by the metric's direction.
+    FWT = mean over 1 <= j < T of gain(R[j-1][j], b_j) (Lopez-Paz & Ranzato 2017; positive: training on the earlier
     tasks helped task j before it was trained), with ``ahead[j-1]`` = R[j-1][j] and ``initial[j]`` = b_j, the
     untrained generator's score on task j; None where one of them is unknown.
     """
+    m = get_metric(metric)
     n = len(matrix)
     avg = [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(matrix)]
-    out = {"avg": avg, "final_avg": avg[-1] if avg else math.nan, "bwt": None, "forgetting": None, "fwt": None}
+    out = {AVG: avg, FINAL_AVG: avg[-1] if avg else math.nan, BWT: None, FORGETTING: None, FWT: None}
     if n > 1 and ahead is not None and initial is not None and len(ahead) >= n - 1 and len(initial) >= n:
         pairs = [(ahead[j - 1], initial[j]) for j in range(1, n)]
         if all(a is not None and b is not None for a, b in pairs):
-            out["fwt"] = sum(a - b for a, b in pairs) / (n - 1)
+            out[FWT] = sum(m.gain(a, b) for a, b in pairs) / (n - 1)
     complete = n > 0 and len(matrix[-1]) >= n and all(v is not None for v in matrix[-1][:n])
     if n > 1 and complete:
-        out["bwt"] = sum(matrix[n - 1][j] - matrix[j][j] for j in range(n - 1)) / (n - 1)
-        out["forgetting"] = sum(max(matrix[i][j] for i in range(j, n - 1)) - matrix[n - 1][j] for j in range(n - 1)) / (n - 1)
+        out[BWT] = sum(m.gain(matrix[n - 1][j], matrix[j][j]) for j in range(n - 1)) / (n - 1)
+        out[FORGETTING] = sum(m.gain(m.best(matrix[i][j] for i in range(j, n - 1)), matrix[n - 1][j]) for j in range(n - 1)) / (n - 1)
     elif n == 1:
-        out["bwt"] = out["forgetting"] = 0.0
+        out[BWT] = out[FORGETTING] = 0.0
     return out

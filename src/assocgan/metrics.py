@@ -2,14 +2,21 @@
 (uint8 rounding, colour space, border crop) applied by ``scores``.
 
 Both take (N, C, H, W) tensors in [0, 1] and return one value per image.
+
+``METRICS`` is the registry every consumer loops over (evaluation, results, CSVs, tables, plots, studies): a
+``Metric`` says how a score is computed, printed and labelled, and which way is better. Adding a metric is one
+entry there.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+
+from .errors import UserError
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -75,7 +82,60 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_
     return s.reshape(n, c, -1).mean(2).mean(1).float()
 
 
-METRICS = {"psnr": psnr, "ssim": ssim}
+@dataclass(frozen=True)
+class Metric:
+    """One image quality metric: its ``function`` ((N, C, H, W) outputs and targets in [0, 1] -> a value per
+    image), the ``format`` its values are printed in, its axis ``label``, and its direction.
+
+    The direction decides what "better" means everywhere: the best of several scores is the largest for a
+    higher-is-better metric and the smallest otherwise. ``gain(new, old)`` is the improvement from ``old`` to
+    ``new``, positive when ``new`` is better, so that the summaries keep one sign convention for every metric:
+    BWT and FWT are means of gains (negative BWT: earlier tasks were forgotten), forgetting a mean of losses
+    (positive: forgotten)."""
+
+    name: str
+    function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    format: str  # e.g. ".2f"
+    higher_is_better: bool
+    label: str  # for axes: the name with its unit
+
+    @property
+    def title(self) -> str:
+        """The name as tables head it ("PSNR")."""
+        return self.name.upper()
+
+    def fmt(self, v: float) -> str:
+        """``v`` in this metric's format."""
+        return format(float(v), self.format)
+
+    def gain(self, new: float, old: float) -> float:
+        """How much better ``new`` is than ``old`` (negative: worse)."""
+        return new - old if self.higher_is_better else old - new
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+    def best(self, values: Iterable, key: Callable | None = None):
+        """The best of ``values`` (by ``key`` of each, if given)."""
+        pick = max if self.higher_is_better else min
+        return pick(values, key=key) if key is not None else pick(values)
+
+
+METRICS: dict[str, Metric] = {
+    "psnr": Metric("psnr", psnr, ".2f", True, "PSNR (dB)"),
+    "ssim": Metric("ssim", ssim, ".3f", True, "SSIM"),
+}
+
+DEFAULT_METRIC = "psnr"  # the accuracy matrix's metric where neither the benchmark nor --metric names one
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric called ``name``; a UserError naming it and the choices otherwise."""
+    try:
+        return METRICS[name]
+    except (KeyError, TypeError):
+        raise UserError(f"metric {name!r}: unknown; choose {' or '.join(METRICS)}") from None
 
 SPACES = ("rgb", "y")
 
@@ -115,10 +175,10 @@ class Convention:
 
 
 def scores(pred: torch.Tensor, target: torch.Tensor, convention: Convention = Convention()) -> dict[str, torch.Tensor]:
-    """PSNR and SSIM of each image of ``pred`` against ``target`` (both [0, 1]) under ``convention``."""
+    """Every metric of ``METRICS`` of each image of ``pred`` against ``target`` (both [0, 1]) under ``convention``."""
     _check(pred, target)
     p, t = convention.prepare(pred), convention.prepare(target)
-    return {name: fn(p, t) for name, fn in METRICS.items()}
+    return {name: m.function(p, t) for name, m in METRICS.items()}
 
 
 def noise_sigma(images: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ Layout (``--out DIR``)::
 
     results.json                       what the run measured, method by method (written after every task)
     log.txt                            one line per event (start, task done, resumed, failed), appended
-    csv/<method>_{psnr,ssim}.csv       the accuracy matrices
+    csv/<method>_<metric>.csv          the accuracy matrices, one per metric of metrics.METRICS
     checkpoints/<method>/task<k>_<name>.safetensors   the generator after task k, with metadata
     samples/<method>/after_task<k>_<name>.png         sample grids; pictures/<method>/ the method's own
     state/<method>.pt                  the full training state of an incomplete method (deleted when complete)
@@ -31,6 +31,8 @@ from typing import Any, Iterator
 
 from .errors import UserError, is_whole_number
 from .io import atomic_write, read_json, read_json_file, remove_partial_files, write_json, write_text
+from .metrics import METRICS
+from .results import BENCHMARK, COMPLETE, CONFIG, IDENTITY, INPUTS, MATRIX, METHODS, METRIC, OPTIONS, TASKS, version_problem
 
 RESULTS = "results.json"
 LOG = "log.txt"
@@ -153,20 +155,20 @@ class RunFolder:
         write_json(self.results_path, results)
 
     def write_csvs(self, results: dict[str, Any], name: str) -> None:
-        entry = results["methods"][name]
-        for metric in ("psnr", "ssim"):
+        entry = results[METHODS][name]
+        for metric in METRICS:
             buf = io.StringIO()
             w = csv.writer(buf)
-            w.writerow(["after_task"] + results["tasks"])
+            w.writerow(["after_task"] + results[TASKS])
             for i, row in enumerate(entry[metric]):
-                w.writerow([results["tasks"][i]] + ["" if v is None else f"{v:.6f}" for v in row])
+                w.writerow([results[TASKS][i]] + ["" if v is None else f"{v:.6f}" for v in row])
             write_text(self.path / "csv" / f"{name}_{metric}.csv", buf.getvalue())
 
     def check_settings(self, results: dict[str, Any], cfg) -> None:
         """A UserError if the folder's results were made with other shared settings than ``cfg``'s."""
         from .config import EVAL_BEFORE, upgrade_saved
 
-        saved = upgrade_saved(results.get("config") or {})
+        saved = upgrade_saved(results.get(CONFIG) or {})
         old = {**EVAL_BEFORE, **saved} if saved else {}  # a run older than the evaluation settings was scored thus
         new = as_json(cfg.shared_settings())
         diff = sorted(k for k in new if k in old and old[k] != new[k])
@@ -177,14 +179,14 @@ class RunFolder:
     def entry_state(self, results: dict[str, Any] | None, method: str, options: dict[str, Any]) -> str:
         """``"complete"``, ``"partial"`` (started, or failed) or ``"absent"``: ``method``'s entry in ``results``; a
         UserError if the entry was made with other ``options`` (``--restart`` trains it again with the new ones)."""
-        entry = (results or {}).get("methods", {}).get(method)
+        entry = (results or {}).get(METHODS, {}).get(method)
         if entry is None:
             return "absent"
         given = as_json(options)
-        if entry.get("options") != given:
-            raise UserError(f"{self.results_path}: holds {method} with other options ({entry.get('options')} vs {given}); "
+        if entry.get(OPTIONS) != given:
+            raise UserError(f"{self.results_path}: holds {method} with other options ({entry.get(OPTIONS)} vs {given}); "
                             "give --restart to train it again with these, or choose another --out")
-        return "complete" if entry.get("complete") else "partial"
+        return "complete" if entry.get(COMPLETE) else "partial"
 
     def pending(self, cfg) -> list[str]:
         """The methods of ``cfg`` not complete in this folder; a UserError if it was made otherwise."""
@@ -241,13 +243,13 @@ class RunFolder:
     def discard(self, method: str) -> None:
         """Forget everything of ``method`` (``--restart``): its entry, state, checkpoints, samples, pictures, CSVs."""
         results = self.read_results()
-        if results is not None and method in results.get("methods", {}):
-            del results["methods"][method]
+        if results is not None and method in results.get(METHODS, {}):
+            del results[METHODS][method]
             self.write_results(results)
         self.clear_state(method)
         for d in (self.checkpoint_dir(method), self.path / "samples" / method, self.path / "pictures" / method):
             shutil.rmtree(d, ignore_errors=True)
-        for metric in ("psnr", "ssim"):
+        for metric in METRICS:
             (self.path / "csv" / f"{method}_{metric}.csv").unlink(missing_ok=True)
 
     # ---- the log ---------------------------------------------------------------------------
@@ -273,31 +275,34 @@ def saved_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         saved = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
-    cfg = saved.get("config") if isinstance(saved, dict) else None
+    cfg = saved.get(CONFIG) if isinstance(saved, dict) else None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("methods"), list):
         raise UserError(f"--config {path}: holds no run configuration ('config' with its 'methods')")
-    inputs = saved.get("inputs") or saved.get("bench_args") or {}
+    inputs = saved.get(INPUTS) or saved.get("bench_args") or {}
     return cfg, inputs if isinstance(inputs, dict) else {}
 
 
 def results_problem(res: Any) -> str | None:
-    """What makes ``res`` not a run's results.json, or None."""
+    """What makes ``res`` not a run's results.json (of a layout this version reads), or None."""
     if not isinstance(res, dict):
         return f"a JSON {type(res).__name__}, not an object"
-    for key, kind in (("benchmark", str), ("metric", str), ("tasks", list), ("methods", dict)):
+    version = version_problem(res)
+    if version:
+        return version
+    for key, kind in ((BENCHMARK, str), (METRIC, str), (TASKS, list), (METHODS, dict)):
         if not isinstance(res.get(key), kind):
             return f"'{key}' is missing or not a {kind.__name__}"
-    if not all(isinstance(t, str) for t in res["tasks"]):
-        return "'tasks' must be a list of names"
-    n = len(res["tasks"])
-    identity = res.get("identity")
+    if not all(isinstance(t, str) for t in res[TASKS]):
+        return f"'{TASKS}' must be a list of names"
+    n = len(res[TASKS])
+    identity = res.get(IDENTITY)
     if identity is not None and not (isinstance(identity, dict) and all(
             isinstance(v, list) and len(v) == n and all(_number(x) for x in v) for v in identity.values())):
-        return f"'identity' is not a score of doing nothing for each of the {n} tasks"
-    for name, entry in res["methods"].items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("matrix", []), list):
-            return f"the entry of method {name!r} is not an object with a 'matrix' list"
-        matrix = entry.get("matrix", [])
+        return f"'{IDENTITY}' is not a score of doing nothing for each of the {n} tasks"
+    for name, entry in res[METHODS].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get(MATRIX, []), list):
+            return f"the entry of method {name!r} is not an object with a '{MATRIX}' list"
+        matrix = entry.get(MATRIX, [])
         if len(matrix) > n:
             return f"the matrix of method {name!r} has {len(matrix)} rows for {n} tasks"
         for i, row in enumerate(matrix):  # after task i+1: a score of each task trained by then, None for the others
@@ -305,7 +310,7 @@ def results_problem(res: Any) -> str | None:
                 return f"row {i + 1} of method {name!r}'s matrix is not the scores of the {i + 1} tasks trained by then"
             if any(v is not None for v in row[i + 1 :]):
                 return f"row {i + 1} of method {name!r}'s matrix scores a task not trained by then"
-        for metric in ("psnr", "ssim"):
+        for metric in METRICS:
             full = entry.get(metric, [])
             if not isinstance(full, list) or len(full) > n or not all(
                     isinstance(r, list) and len(r) == n and all(v is None or _number(v) for v in r) for r in full):

@@ -18,26 +18,21 @@ from .devices import pick_device
 from .distributed import SINGLE, Ranks
 from . import distributed
 from .errors import RunFailed, UserError
-from .evaluate import identity_scores, predict, summarize
-from .imaging import Picture, labelled_grid, save_png
-from .metrics import Convention, scores
+from .evaluate import identity_scores, summarize
+from .metrics import METRICS
 from .methods import Method, get_method
 from .provenance import provenance
+from .results import (AVG, BENCHMARK, BWT, FAILED, FINAL_AVG, FORGETTING, FWT, INPUTS, METHODS, METRIC, PROVENANCE, SEEDS, STEP, SUMMARY_FIGURES,
+                      TASK, TASKS, TASKS_LEFT_OUT, MethodEntry, Results)
 from .runfolder import RunFolder
+from .samples import save_samples
 from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, train_method
 
 
 
 def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
-    return {
-        "benchmark": bench.name,
-        "metric": bench.metric,
-        "tasks": bench.task_names,
-        "task_descriptions": [t.description for t in bench.tasks],
-        "identity": {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in ("psnr", "ssim")},
-        "config": cfg.to_dict(),
-        "methods": {},
-    }
+    return Results(bench.name, bench.metric, bench.task_names, [t.description for t in bench.tasks],
+                   {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in METRICS}, cfg.to_dict()).to_json()
 
 
 def run_inputs(bench_args: dict[str, Any]) -> dict[str, Any]:
@@ -52,64 +47,58 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig, inputs: di
     fresh = new_results(bench, cfg)
     if old is None:
         return fresh
-    if "seeds" in old:
-        raise UserError(f"{folder.results_path}: holds the combined results of seeds {', '.join(map(str, old['seeds']))}; "
+    if SEEDS in old:
+        raise UserError(f"{folder.results_path}: holds the combined results of seeds {', '.join(map(str, old[SEEDS]))}; "
                         f"give --seeds to add to them, or choose another --out")
-    if old.get("benchmark") != bench.name or old.get("tasks") != bench.task_names:
-        raise UserError(f"{folder.results_path}: holds a run of {old.get('benchmark')} {old.get('tasks')}; choose another --out for {bench.name} {bench.task_names}")
-    if old.get("metric") != bench.metric:
-        raise UserError(f"{folder.results_path}: its methods are scored in {str(old.get('metric')).upper()}; "
-                        f"--metric {bench.metric} would mix the two in one table: give --metric {old.get('metric')}, or choose another --out")
-    old_inputs = {k: v for k, v in (old.get("inputs") or {}).items() if k != "metric"}  # the metric: checked above
+    if old.get(BENCHMARK) != bench.name or old.get(TASKS) != bench.task_names:
+        raise UserError(f"{folder.results_path}: holds a run of {old.get(BENCHMARK)} {old.get(TASKS)}; choose another --out for {bench.name} {bench.task_names}")
+    if old.get(METRIC) != bench.metric:
+        raise UserError(f"{folder.results_path}: its methods are scored in {str(old.get(METRIC)).upper()}; "
+                        f"--metric {bench.metric} would mix the two in one table: give --metric {old.get(METRIC)}, or choose another --out")
+    old_inputs = {k: v for k, v in (old.get(INPUTS) or {}).items() if k != "metric"}  # --metric: checked above
     new_inputs = {k: v for k, v in (inputs or {}).items() if k != "metric"}
-    if inputs is not None and old.get("methods") and old_inputs != new_inputs:
+    if inputs is not None and old.get(METHODS) and old_inputs != new_inputs:
         what = ", ".join(f"--{k.replace('_', '-')} {old_inputs.get(k)} -> {new_inputs.get(k)}" for k in sorted(set(old_inputs) | set(new_inputs))
                          if old_inputs.get(k) != new_inputs.get(k))
         raise UserError(f"{folder.results_path}: was made from other data ({what}); choose another --out")
     folder.check_settings(old, cfg)
-    fresh["methods"] = old.get("methods", {})
-    fresh["provenance"] = old.get("provenance", [])
-    fresh["inputs"] = old.get("inputs", {})
+    fresh[METHODS] = old.get(METHODS, {})
+    fresh[PROVENANCE] = old.get(PROVENANCE, [])
+    fresh[INPUTS] = old.get(INPUTS, {})
     return fresh
 
 
 def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], records: list[TaskRecord], curves: list[CurvePoint]) -> dict[str, Any]:
     n = len(bench.tasks)
-    psnr = [[sc["psnr"] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records]
-    ssim = [[sc["ssim"] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records]
-    mat = psnr if bench.metric == "psnr" else ssim
+    full = {m: [[sc[m] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records] for m in METRICS}
+    mat = full[bench.metric]
     trimmed = [row[: i + 1] for i, row in enumerate(mat)]
     initial = records[0].initial if records and records[0].initial else None
-    initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in ("psnr", "ssim")}
-    ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in ("psnr", "ssim")}
-    s = (summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric]) if records
-         else {"avg": [], "final_avg": None, "bwt": None, "forgetting": None, "fwt": None})
+    initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in METRICS}
+    ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in METRICS}
+    s = (summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric], bench.metric) if records
+         else {AVG: [], FINAL_AVG: None, BWT: None, FORGETTING: None, FWT: None})
     last = records[-1].memory if records else {}
-    return {
-        "title": cls.title,
-        "cite": cls.cite,
-        "options": options,
-        "task_id_at_test": cls.needs_task_id,
-        "complete": len(records) == n,
-        "matrix": mat,
-        "avg": s["avg"],
-        "final_avg": s["final_avg"],
-        "bwt": s["bwt"],
-        "forgetting": s["forgetting"],
-        "fwt": s["fwt"],
-        "initial": initial_scores,  # the untrained generator on each task (FWT's b_j)
-        "ahead": ahead_scores,  # ahead[m][j-1]: task j after training task j-1, before its own training (FWT's R[j-1][j])
-        "memory_bytes": int(sum(last.values())),
-        "memory_breakdown": last,
-        "memory_by_task": [int(sum(r.memory.values())) for r in records],
-        "train_seconds": sum(r.train_seconds for r in records),
-        "train_seconds_by_task": [r.train_seconds for r in records],
-        "train_cpu_seconds": sum(r.cpu_seconds for r in records),
-        "psnr": psnr,
-        "ssim": ssim,
-        "losses_by_task": [r.losses for r in records],
-        "curve": [{"step": c.global_step, "task": c.t, "psnr": [s["psnr"] for s in c.scores], "ssim": [s["ssim"] for s in c.scores]} for c in curves],
-    }
+    return MethodEntry(
+        title=cls.title,
+        cite=cls.cite,
+        options=options,
+        task_id_at_test=cls.needs_task_id,
+        complete=len(records) == n,
+        matrix=mat,
+        **{k: s[k] for k in SUMMARY_FIGURES},
+        initial=initial_scores,
+        ahead=ahead_scores,
+        memory_bytes=int(sum(last.values())),
+        memory_breakdown=last,
+        memory_by_task=[int(sum(r.memory.values())) for r in records],
+        train_seconds=sum(r.train_seconds for r in records),
+        train_seconds_by_task=[r.train_seconds for r in records],
+        train_cpu_seconds=sum(r.cpu_seconds for r in records),
+        scores=full,
+        losses_by_task=[r.losses for r in records],
+        curve=[{STEP: c.global_step, TASK: c.t, **{m: [sc[m] for sc in c.scores] for m in METRICS}} for c in curves],
+    ).to_json()
 
 
 def checkpoint_meta(bench: Benchmark, cfg: RunConfig, cls: type[Method], t: int) -> dict[str, Any]:
@@ -118,51 +107,6 @@ def checkpoint_meta(bench: Benchmark, cfg: RunConfig, cls: type[Method], t: int)
             "metric": bench.metric, "needs_task_id": cls.needs_task_id, "config": cfg.to_dict(), "assocgan": __version__}
 
 
-def score_captions(pred, target, metric: str, convention) -> list[str]:
-    """Each image's score against its target in ``metric`` under the run's evaluation convention, as printed under it."""
-    vals = scores(pred, target, convention)[metric]
-    return [f"{float(v):.2f}" if metric == "psnr" else f"{float(v):.3f}" for v in vals]
-
-
-def sample_picture(name: str, bench: Benchmark, method: Method, t: int, n: int, device, convention) -> Picture:
-    """Inputs, outputs and targets of the first ``n`` test images of every task up to ``t``, a row per task; each
-    input and output with its score against the target."""
-    rows, caps = [], []
-    for j in range(t + 1):
-        x, y = bench.tasks[j].test_pairs()
-        x, y = x[:n], y[:n]
-        out = predict(method.eval_generator(j), x, device=device)
-        rows.append([x, out, y])
-        caps.append([score_captions(x, y, bench.metric, convention), score_captions(out, y, bench.metric, convention), None])
-    m = bench.metric.upper()
-    return Picture(rows, [f"input ({m})", f"output: {name} ({m})", "target"], [f"T{j + 1} {bench.tasks[j].name}" for j in range(t + 1)], caps)
-
-
-def method_picture(pic, seen, metric: str, convention) -> Picture:
-    """A method's own picture (``Method.pictures``) with its words: a bare list of rows gets none but its task labels;
-    a ``Picture`` whose ``compare_to`` is set gets each other image's score against that block's image."""
-    if not isinstance(pic, Picture):
-        return Picture(pic, [], [f"T{j + 1} {seen[j].name}" for j in range(len(pic))])
-    if pic.compare_to is not None and pic.captions is None:
-        pic.captions = [[None if b == pic.compare_to else score_captions(block, row[pic.compare_to], metric, convention) for b, block in enumerate(row)]
-                        for row in pic.rows]
-    return pic
-
-
-def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb: "TensorBoard | None" = None, step: int = 0,
-                 convention=None) -> None:
-    """A labelled grid per task seen so far (``sample_picture``); also to TensorBoard (``NAME/samples``, at ``step``)
-    when ``tb`` is given; and the method's own pictures, labelled likewise."""
-    convention = convention or Convention()
-    pic = sample_picture(name, bench, rec.method, rec.t, n, device, convention)
-    scale = 2 if pic.rows[0][0].shape[-1] < 96 else 1
-    image = labelled_grid(pic, scale=scale)
-    save_png(folder.sample_path(name, rec.t, bench.tasks[rec.t].name), image)
-    if tb is not None:
-        tb.image("samples", image, step)
-    seen = bench.tasks[: rec.t + 1]
-    for fname, raw in rec.method.pictures(seen).items():
-        save_png(folder.picture_path(name, fname), labelled_grid(method_picture(raw, seen, bench.metric, convention), scale=scale))
 
 
 def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, restart: bool = False,
@@ -195,7 +139,7 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
     check_amp(cfg, dev)
     ranks.check_batch(cfg.batch_size)
     earlier = folder.read_results() if ranks.main else None
-    if earlier is not None and "seeds" not in earlier:  # before the data are made: a folder of other settings is refused at once
+    if earlier is not None and SEEDS not in earlier:  # before the data are made: a folder of other settings is refused at once
         folder.check_settings(earlier, cfg)
     note = None if bench is not None else builtin_photos_note(cfg.benchmark, cfg.size, cfg.n_train, cfg.n_test, **bench_args)
     if note and ranks.main:
@@ -213,13 +157,13 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
         if restart:
             for name in cfg.methods:
                 folder.discard(name)
-                results["methods"].pop(name, None)
-        results["inputs"] = run_inputs(bench_args)
-        results["provenance"] = results.get("provenance", []) + [provenance(command, dev, ranks.world)]
+                results[METHODS].pop(name, None)
+        results[INPUTS] = run_inputs(bench_args)
+        results[PROVENANCE] = results.get(PROVENANCE, []) + [provenance(command, dev, ranks.world)]
         if bench.left_out:
-            results["tasks_left_out"] = list(bench.left_out)
+            results[TASKS_LEFT_OUT] = list(bench.left_out)
         folder.write_results(results)
-        folder.log(f"start: {results['provenance'][-1]['command']} (methods {', '.join(cfg.methods)}, device {dev})")
+        folder.log(f"start: {results[PROVENANCE][-1]['command']} (methods {', '.join(cfg.methods)}, device {dev})")
         if note:
             folder.log(f"warning: {note}")
         if bench.left_out:
@@ -259,7 +203,7 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
 
                     def on_task(rec: TaskRecord, name=name, cls=cls, records=records, curves=curves) -> None:
                         records.append(rec)
-                        results["methods"][name] = method_entry(bench, cls, options[name], records, curves)
+                        results[METHODS][name] = method_entry(bench, cls, options[name], records, curves)
                         folder.write_results(results)
                         folder.write_csvs(results, name)
                         save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
@@ -280,14 +224,14 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
                     except Diverged as e:
                         failures.append(e)
                         entry = method_entry(bench, cls, options[name], records, curves)
-                        entry["failed"] = {"task": e.t + 1, "task_name": e.task, "step": e.step, "reason": e.what}
-                        results["methods"][name] = entry
+                        entry[FAILED] = {"task": e.t + 1, "task_name": e.task, "step": e.step, "reason": e.what}
+                        results[METHODS][name] = entry
                         folder.write_results(results)
                         folder.log(f"{name}: FAILED: {e}")
                         print(f"assocgan: {e}", file=sys.stderr)
                         tb.close()
                         continue
-                    tb.end(results["methods"][name], len(bench.tasks) * cfg.steps)
+                    tb.end(results[METHODS][name], len(bench.tasks) * cfg.steps)
                     tb.close()
                     folder.clear_state(name)
                     if name != todo[-1] and time.monotonic() - last_report > REPORT_EVERY:

@@ -15,11 +15,15 @@ from typing import Any
 
 from .errors import RunFailed, UserError, is_whole_number
 from .io import write_json
+from .metrics import METRICS
+from .results import (AVG, BENCHMARK, BWT, CITE, COMPLETE, CONFIG, CURVE, FAILED, FINAL_AVG, FORGETTING, FWT, IDENTITY, IDENTITY_SD, INPUTS,
+                      MATRIX, MEMORY_BREAKDOWN, MEMORY_BY_TASK, MEMORY_BYTES, METHODS, METRIC, OPTIONS, PER_SEED, PROVENANCE, RUNS, SCHEMA_VERSION, SD,
+                      SEEDS, SEEDS_COMPLETE, STEP, TASK, TASK_DESCRIPTIONS, TASK_ID_AT_TEST, TASKS, TASKS_LEFT_OUT, TITLE, TRAIN_CPU_SECONDS,
+                      TRAIN_SECONDS, TRAIN_SECONDS_BY_TASK, VERSION)
 from .runfolder import RunFolder, folder_lock
 
-SUMMARY = ("final_avg", "bwt", "forgetting", "fwt", "memory_bytes", "train_seconds", "train_cpu_seconds")
-MATRICES = ("matrix", "psnr", "ssim")
-SERIES = ("avg", "memory_by_task", "train_seconds_by_task")
+SUMMARY = (FINAL_AVG, BWT, FORGETTING, FWT, MEMORY_BYTES, TRAIN_SECONDS, TRAIN_CPU_SECONDS)
+SERIES = (AVG, MEMORY_BY_TASK, TRAIN_SECONDS_BY_TASK)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -72,44 +76,44 @@ def _curve(curves: list[list[dict]]) -> list[dict]:
         return []
     out = []
     for points in zip(*curves):
-        if any((p["step"], p["task"]) != (points[0]["step"], points[0]["task"]) for p in points):
+        if any((p[STEP], p[TASK]) != (points[0][STEP], points[0][TASK]) for p in points):
             return []
-        out.append({"step": points[0]["step"], "task": points[0]["task"],
-                    **{m: _series([p[m] for p in points], mean) for m in ("psnr", "ssim")},
-                    "sd": {m: _series([p[m] for p in points], sd) for m in ("psnr", "ssim")}})
+        out.append({STEP: points[0][STEP], TASK: points[0][TASK],
+                    **{m: _series([p[m] for p in points], mean) for m in METRICS},
+                    SD: {m: _series([p[m] for p in points], sd) for m in METRICS}})
     return out
 
 
 def combine_entries(entries: list[dict | None]) -> dict[str, Any]:
     """One method's entry over the seeds (None where a seed lacks it): means, ``sd`` and ``per_seed``."""
     have = [e for e in entries if e is not None]
-    n_rows = min(len(e["matrix"]) for e in have)
+    n_rows = min(len(e[MATRIX]) for e in have)
     first = have[0]
-    out: dict[str, Any] = {k: first.get(k) for k in ("title", "cite", "options", "task_id_at_test")}
-    out["complete"] = all(e is not None and e.get("complete") for e in entries)
-    out["seeds_complete"] = sum(1 for e in entries if e is not None and e.get("complete"))
+    out: dict[str, Any] = {k: first.get(k) for k in (TITLE, CITE, OPTIONS, TASK_ID_AT_TEST)}
+    out[COMPLETE] = all(e is not None and e.get(COMPLETE) for e in entries)
+    out[SEEDS_COMPLETE] = sum(1 for e in entries if e is not None and e.get(COMPLETE))
     spread: dict[str, Any] = {}
-    for key in MATRICES:
+    for key in (MATRIX, *METRICS):  # the registry as it is now (a metric may be registered after import)
         rows = [e[key][:n_rows] for e in have]
         out[key], spread[key] = _cells(rows, n_rows, mean), _cells(rows, n_rows, sd)
     for key in SERIES:
         lists = [e.get(key) or [] for e in have]
         out[key], spread[key] = _series(lists, mean), _series(lists, sd)
     for key in SUMMARY:
-        vals = [e.get(key) if e is not None and e.get("complete") else None for e in entries]
-        if not out["complete"]:  # a partial method: its figures so far
+        vals = [e.get(key) if e is not None and e.get(COMPLETE) else None for e in entries]
+        if not out[COMPLETE]:  # a partial method: its figures so far
             vals = [e.get(key) if e is not None else None for e in entries]
         out[key], spread[key] = mean(vals), sd(vals)
-    if out["memory_bytes"] is not None:
-        out["memory_bytes"] = int(round(out["memory_bytes"]))
-    breakdown = {k: mean([(e.get("memory_breakdown") or {}).get(k) for e in have]) for k in first.get("memory_breakdown") or {}}
-    out["memory_breakdown"] = {k: int(round(v)) for k, v in breakdown.items() if v is not None}
-    out["curve"] = _curve([e.get("curve") or [] for e in have])
-    out["sd"] = spread
-    out["per_seed"] = {key: [None if e is None else e.get(key) for e in entries] for key in SUMMARY}
-    failed = [e["failed"] for e in have if e.get("failed")]
+    if out[MEMORY_BYTES] is not None:
+        out[MEMORY_BYTES] = int(round(out[MEMORY_BYTES]))
+    breakdown = {k: mean([(e.get(MEMORY_BREAKDOWN) or {}).get(k) for e in have]) for k in first.get(MEMORY_BREAKDOWN) or {}}
+    out[MEMORY_BREAKDOWN] = {k: int(round(v)) for k, v in breakdown.items() if v is not None}
+    out[CURVE] = _curve([e.get(CURVE) or [] for e in have])
+    out[SD] = spread
+    out[PER_SEED] = {key: [None if e is None else e.get(key) for e in entries] for key in SUMMARY}
+    failed = [e[FAILED] for e in have if e.get(FAILED)]
     if failed:
-        out["failed"] = failed[0]
+        out[FAILED] = failed[0]
     return out
 
 
@@ -118,24 +122,24 @@ def combine(per_seed: dict[int, dict]) -> dict[str, Any]:
     seeds = list(per_seed)
     first = per_seed[seeds[0]]
     for s, res in per_seed.items():
-        if res["benchmark"] != first["benchmark"] or res["tasks"] != first["tasks"] or res["metric"] != first["metric"]:
-            raise UserError(f"seed {s}: a run of {res['benchmark']} {res['tasks']}, not of {first['benchmark']} {first['tasks']}; the seeds cannot be combined")
-    out: dict[str, Any] = {k: first.get(k) for k in ("benchmark", "metric", "tasks", "task_descriptions")}
-    out["seeds"] = seeds
-    out["runs"] = [f"seed{s}" for s in seeds]
-    out["config"] = {**(first.get("config") or {}), "seed": None}
-    for key in ("inputs", "tasks_left_out"):
+        if res[BENCHMARK] != first[BENCHMARK] or res[TASKS] != first[TASKS] or res[METRIC] != first[METRIC]:
+            raise UserError(f"seed {s}: a run of {res[BENCHMARK]} {res[TASKS]}, not of {first[BENCHMARK]} {first[TASKS]}; the seeds cannot be combined")
+    out: dict[str, Any] = {VERSION: SCHEMA_VERSION, **{k: first.get(k) for k in (BENCHMARK, METRIC, TASKS, TASK_DESCRIPTIONS)}}
+    out[SEEDS] = seeds
+    out[RUNS] = [f"seed{s}" for s in seeds]
+    out[CONFIG] = {**(first.get(CONFIG) or {}), "seed": None}
+    for key in (INPUTS, TASKS_LEFT_OUT):
         if first.get(key):
             out[key] = first[key]
-    ident = {m: [(r.get("identity") or {}).get(m) for r in per_seed.values()] for m in ("psnr", "ssim")}
-    if all(v is not None and len(v) == len(first["tasks"]) for vs in ident.values() for v in vs):
-        out["identity"] = {m: _series(vs, mean) for m, vs in ident.items()}
-        out["identity_sd"] = {m: _series(vs, sd) for m, vs in ident.items()}
+    ident = {m: [(r.get(IDENTITY) or {}).get(m) for r in per_seed.values()] for m in METRICS}
+    if all(v is not None and len(v) == len(first[TASKS]) for vs in ident.values() for v in vs):
+        out[IDENTITY] = {m: _series(vs, mean) for m, vs in ident.items()}
+        out[IDENTITY_SD] = {m: _series(vs, sd) for m, vs in ident.items()}
     names: list[str] = []
     for r in per_seed.values():
-        names += [n for n in r.get("methods", {}) if n not in names]
-    out["methods"] = {n: combine_entries([r["methods"].get(n) for r in per_seed.values()]) for n in names}
-    out["provenance"] = [dict(p, seed=s) for s, r in per_seed.items() for p in r.get("provenance") or []]
+        names += [n for n in r.get(METHODS, {}) if n not in names]
+    out[METHODS] = {n: combine_entries([r[METHODS].get(n) for r in per_seed.values()]) for n in names}
+    out[PROVENANCE] = [dict(p, seed=s) for s, r in per_seed.items() for p in r.get(PROVENANCE) or []]
     return out
 
 
@@ -164,7 +168,7 @@ def check_folder(out: str | Path, seeds: list[int]) -> None:
     res = RunFolder(out).read_results()
     if res is None:
         return
-    if "seeds" not in res:
+    if SEEDS not in res:
         raise UserError(f"{Path(out)}: holds a run of one seed; choose another --out for a run with --seeds")
 
 

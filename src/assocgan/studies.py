@@ -34,6 +34,8 @@ from .config import RunConfig, validate
 from .errors import UserError, is_whole_number
 from .io import read_json, read_json_file, write_json
 from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
+from .metrics import DEFAULT_METRIC, METRICS
+from .results import AVG, BWT, COMPLETE, FINAL_AVG, FORGETTING, MATRIX, MEMORY_BYTES, METHODS, METRIC, SD, TASKS, TRAIN_SECONDS
 from .runfolder import LOG, RunFolder, as_json, folder_lock
 from .seeds import mean, pending, read_seeds, seed_dir, write_combined
 
@@ -128,7 +130,7 @@ def _builtin_metric(base: RunConfig, bench_args: dict[str, Any]) -> str:
 
     if not (bench_args.get("data") or bench_args.get("clean_images")) and base.benchmark in BUILTIN:
         return BUILTIN[base.benchmark].metric
-    return "psnr"
+    return DEFAULT_METRIC
 
 
 def parse_orders(spec: str | None, names: list[str]) -> list[str]:
@@ -330,15 +332,15 @@ def _entry(study_folder: Path, spec: dict) -> tuple[dict | None, dict | None]:
     results = read_results(study_folder / "runs" / spec["name"])
     if results is None:
         return None, None
-    return results, results.get("methods", {}).get(spec["method"])
+    return results, results.get(METHODS, {}).get(spec["method"])
 
 
 def _status(results: dict | None, entry: dict | None) -> str:
     if entry is None:
         return "pending"
-    if entry.get("complete"):
+    if entry.get(COMPLETE):
         return "done"
-    return f"partial ({len(entry.get('matrix') or [])}/{len(results['tasks'])} tasks)"
+    return f"partial ({len(entry.get(MATRIX) or [])}/{len(results[TASKS])} tasks)"
 
 
 def collect(study: dict, folder: Path) -> dict[str, Any]:
@@ -355,11 +357,11 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
         results, entry = _entry(folder, spec)
         found[spec["name"]] = (results, entry)
         if results is not None:
-            metric = metric or results["metric"]
+            metric = metric or results[METRIC]
         summary["runs"].append({"name": spec["name"], "status": _status(results, entry),
-                                "final_avg": entry.get("final_avg") if entry else None, "train_seconds": entry.get("train_seconds") if entry else None})
+                                FINAL_AVG: entry.get(FINAL_AVG) if entry else None, TRAIN_SECONDS: entry.get(TRAIN_SECONDS) if entry else None})
     if metric is None:
-        metric = params.get("metric") or "psnr"
+        metric = params.get("metric") or DEFAULT_METRIC
     summary.update({"kind": kind, "benchmark": params.get("benchmark_name") or base.get("benchmark", ""), "metric": metric, "tasks": tasks, "n_tasks": len(tasks),
                     "seeds": params.get("seeds")})
 
@@ -372,8 +374,8 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
         summary["methods"] = []
         for spec in runs:
             results, e = found[spec["name"]]
-            summary["methods"].append({"name": spec["method"], "label": label(spec, e), "complete": bool(e and e.get("complete")),
-                                       **{k: (e or {}).get(k) for k in ("avg", "final_avg", "bwt", "forgetting", "memory_bytes", "train_seconds", "sd")}})
+            summary["methods"].append({"name": spec["method"], "label": label(spec, e), COMPLETE: bool(e and e.get(COMPLETE)),
+                                       **{k: (e or {}).get(k) for k in (AVG, FINAL_AVG, BWT, FORGETTING, MEMORY_BYTES, TRAIN_SECONDS, SD)}})
     elif kind == "order":
         by_method: dict[str, dict] = {}
         for spec in runs:
@@ -382,10 +384,10 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
             if e:
                 m["label"] = label(spec, e)
             order = [int(p) for p in spec["order"].split(",")]
-            complete = bool(e and e.get("complete"))
-            m["runs"].append({"order": spec["order"], "tasks": results["tasks"] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
-                              "final": e["matrix"][-1] if complete else None, "final_avg": e.get("final_avg") if complete else None, "complete": complete,
-                              "sd": e.get("sd") if complete else None})
+            complete = bool(e and e.get(COMPLETE))
+            m["runs"].append({"order": spec["order"], "tasks": results[TASKS] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
+                              "final": e[MATRIX][-1] if complete else None, FINAL_AVG: e.get(FINAL_AVG) if complete else None, COMPLETE: complete,
+                              SD: e.get(SD) if complete else None})
         for m in by_method.values():
             finals = [r["final"] for r in m["runs"] if r["final"]]
             m["mean_by_position"] = [mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []
@@ -395,20 +397,20 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
                         "prior_tasks": tasks[:-1], "rows": []})
         for spec in runs:
             results, e = found[spec["name"]]
-            complete = bool(e and e.get("complete"))
-            final = e["matrix"][-1] if complete else None
-            summary["rows"].append({"value": spec["value"], "complete": complete, "final": final,
+            complete = bool(e and e.get(COMPLETE))
+            final = e[MATRIX][-1] if complete else None
+            summary["rows"].append({"value": spec["value"], COMPLETE: complete, "final": final,
                                     "prior_mean": mean(final[:-1]) if final and len(final) > 1 else None,
-                                    "last": final[-1] if final else None, "overall": e.get("final_avg") if complete else None, "bwt": e.get("bwt") if complete else None,
-                                    "sd": e.get("sd") if complete else None})
+                                    "last": final[-1] if final else None, "overall": e.get(FINAL_AVG) if complete else None, BWT: e.get(BWT) if complete else None,
+                                    SD: e.get(SD) if complete else None})
     elif kind == "ablation":
         summary["rows"] = []
         for spec in runs:
             results, e = found[spec["name"]]
-            complete = bool(e and e.get("complete"))
-            summary["rows"].append({"label": spec["label"], "how": spec.get("how", ""), "complete": complete,
-                                    "psnr": mean(e["psnr"][-1]) if complete else None, "ssim": mean(e["ssim"][-1]) if complete else None,
-                                    "bwt": e.get("bwt") if complete else None, "sd": e.get("sd") if complete else None})
+            complete = bool(e and e.get(COMPLETE))
+            summary["rows"].append({"label": spec["label"], "how": spec.get("how", ""), COMPLETE: complete,
+                                    **{m: mean(e[m][-1]) if complete else None for m in METRICS},
+                                    BWT: e.get(BWT) if complete else None, SD: e.get(SD) if complete else None})
     return summary
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, is_whole_number
+from ..metrics import DEFAULT_METRIC, METRICS
 from . import folders, photos, tones
 from .degradations import Degradation, parse_recipe, to_uint8
 from .tasks import Task, to_float
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass
 class Benchmark:
     name: str
-    metric: str  # "psnr" or "ssim"
+    metric: str  # a name in metrics.METRICS: the metric of the accuracy matrix
     tasks: list[Task]
     description: str = ""
     left_out: tuple[str, ...] = ()  # tasks an --order that names only some of them leaves out
@@ -197,8 +198,8 @@ def load_benchmark(
     data on its test images at their own size (``--eval-full``)."""
     if size % 16 or size < 16:
         raise UserError(f"--size {size}: must be a positive multiple of 16")
-    if metric is not None and metric not in ("psnr", "ssim"):
-        raise UserError(f"--metric {metric!r}: choose psnr or ssim")
+    if metric is not None and metric not in METRICS:
+        raise UserError(f"--metric {metric!r}: choose {' or '.join(METRICS)}")
     if data is not None and clean_images is not None:
         raise UserError("--data and --clean-images: give one of them (paired task folders, or clean images with a --recipe)")
     if fresh and (data is not None or (clean_images is None and name in BUILTIN and BUILTIN[name].kind != "restore")):
@@ -208,7 +209,7 @@ def load_benchmark(
     if data is not None:
         root = Path(data)
         tasks = folder_tasks(root, size, full_test)
-        bench = Benchmark(root.name, metric or "psnr", tasks, f"paired folders under {root}")
+        bench = Benchmark(root.name, metric or DEFAULT_METRIC, tasks, f"paired folders under {root}")
     elif clean_images is not None:
         if not recipe:
             raise UserError("--clean-images needs --recipe (e.g. blur:3,noise:0.2,jpeg:10)")
@@ -217,7 +218,7 @@ def load_benchmark(
         n_test_imgs = max(1, len(imgs) // 5)
         train_imgs, test_imgs = imgs[:-n_test_imgs], imgs[-n_test_imgs:]
         tasks = restoration_tasks(train_imgs, test_imgs, [(d.name, d) for d in degs], size, n_train, n_test, seed, fresh, full_test)
-        bench = Benchmark(Path(clean_images).name, metric or "psnr", tasks, f"{clean_images} with recipe {recipe}")
+        bench = Benchmark(Path(clean_images).name, metric or DEFAULT_METRIC, tasks, f"{clean_images} with recipe {recipe}")
     else:
         if recipe is not None:
             raise UserError("--recipe goes with --clean-images")

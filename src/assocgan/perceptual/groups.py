@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..io import read_json, write_json
+from ..results import BENCHMARK, COMPLETE, CONFIG, METHODS, TASKS
 from .votecount import count_votes
 
 FOLDER = "perceptual"
@@ -102,12 +103,12 @@ def _results(run_dir: Path) -> dict[str, Any]:
 
 
 def choose_methods(results: dict[str, Any], methods: list[str] | None, where: Path) -> list[str]:
-    complete = [m for m, e in results["methods"].items() if e.get("complete")]
+    complete = [m for m, e in results[METHODS].items() if e.get(COMPLETE)]
     if methods is None:
         methods = complete
     for m in methods:
-        if m not in results["methods"]:
-            raise UserError(f"--methods: {m!r} is not in {where / 'results.json'} (it has {', '.join(results['methods']) or 'none'})")
+        if m not in results[METHODS]:
+            raise UserError(f"--methods: {m!r} is not in {where / 'results.json'} (it has {', '.join(results[METHODS]) or 'none'})")
         if m not in complete:
             raise UserError(f"--methods: {m} did not finish every task in {where}; finish the run or leave it out")
     if len(methods) < 2:
@@ -146,13 +147,13 @@ def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str
         methods = old.methods if methods is None else methods
         show_target = old.show_target if show_target is None else show_target
     methods = choose_methods(results, methods, run_dir)
-    tasks, seed = results["tasks"], int(results["config"].get("seed", 0))
+    tasks, seed = results[TASKS], int(results[CONFIG].get("seed", 0))
     bench = None
     if old is None:
         bench = _benchmark(run_dir, results, bench_args or {})
     counts = old.test_counts if old is not None else [t.test_x.shape[0] for t in bench.tasks]
     chosen = choose_groups(tasks, counts, DEFAULT_GROUPS if groups is None else groups, seed)
-    study = StudyGroups(run_dir / FOLDER, results["benchmark"], tasks, methods, chosen, bool(show_target), seed, counts)
+    study = StudyGroups(run_dir / FOLDER, results[BENCHMARK], tasks, methods, chosen, bool(show_target), seed, counts)
     if old is not None and old.design() == study.design():
         if all(study.image_path(g.id, w).exists() for g in study.groups for w in ["input", "target", *methods]):
             return old
@@ -178,13 +179,13 @@ def _benchmark(run_dir: Path, results: dict[str, Any], bench_args: dict[str, Any
 
     given = {k: v for k, v in bench_args.items() if v}
     inputs = given or {k: v for k, v in (results.get("inputs") or {}).items() if k in ("data", "clean_images", "recipe")}
-    if not inputs and results["benchmark"] not in BUILTIN:
-        raise UserError(f"{run_dir} was trained on your own data ({results['benchmark']}), which results.json does not locate; "
+    if not inputs and results[BENCHMARK] not in BUILTIN:
+        raise UserError(f"{run_dir} was trained on your own data ({results[BENCHMARK]}), which results.json does not locate; "
                         "give its --data, or --clean-images and --recipe")
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    bench = benchmark_for(RunConfig(**{k: v for k, v in results["config"].items() if k in known}), **inputs)
-    if bench.task_names != results["tasks"]:
-        raise UserError(f"the data given has tasks {', '.join(bench.task_names)}, not the run's {', '.join(results['tasks'])}; give the run's own data")
+    bench = benchmark_for(RunConfig(**{k: v for k, v in results[CONFIG].items() if k in known}), **inputs)
+    if bench.task_names != results[TASKS]:
+        raise UserError(f"the data given has tasks {', '.join(bench.task_names)}, not the run's {', '.join(results[TASKS])}; give the run's own data")
     return bench
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from ..errors import UserError
 from ..io import read_json
+from ..results import METHODS, TASK_ID_AT_TEST, TITLE
 from .groups import FOLDER, StudyGroups, load_groups
 from .votecount import DB, count_votes
 
@@ -233,8 +234,8 @@ def tally(run_dir: str | Path) -> dict[str, Any] | None:
         ks = [sum(n for (task, method), n in counts.items() if method == m and (c is None or task == c)) for c in columns]
         cells[m] = [{"k": k, "n": n, "share": k / n if n else None, "interval": list(wilson(k, n)) if n else None} for k, n in zip(ks, totals)]
     per_task = {t: sum(1 for g in study.groups if g.task_name == t) for t in study.tasks}
-    entries = (read_json(Path(run_dir) / "results.json") or {}).get("methods", {})
-    titles = {m: {k: entries.get(m, {}).get(k) for k in ("title", "task_id_at_test")} for m in study.methods}
+    entries = (read_json(Path(run_dir) / "results.json") or {}).get(METHODS, {})
+    titles = {m: {k: entries.get(m, {}).get(k) for k in (TITLE, TASK_ID_AT_TEST)} for m in study.methods}
     return {"benchmark": study.benchmark, "tasks": study.tasks, "methods": study.methods, "titles": titles, "cells": cells, "totals": totals,
             "participants": participants, "groups": len(study.groups), "groups_per_task": [per_task[t] for t in study.tasks],
             "show_target": study.show_target}

@@ -1,6 +1,7 @@
 """Terminal output: progress bars while training, then the tables."""
 from __future__ import annotations
 
+from ..metrics import get_metric
 from .tables import run_tables, to_rich, to_text
 
 
@@ -40,7 +41,7 @@ class Progress:
     def task_done(self, name: str, rec, bench) -> None:
         if self._progress is not None:
             metric = bench.metric
-            scores = " ".join(f"{s[metric]:.2f}" if metric == "psnr" else f"{s[metric]:.3f}" for s in rec.scores)
+            scores = " ".join(get_metric(metric).fmt(s[metric]) for s in rec.scores)
             self._progress.console.print(f"  {name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.0f}s; {metric}: {scores}")
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ..errors import UserError, is_whole_number
 from ..io import read_json, write_text
+from ..metrics import METRICS, get_metric
+from ..results import BENCHMARK, CONFIG, INPUTS, METHODS, METRIC, PROVENANCE, RUNS, SEEDS, TASKS, TITLE
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
 from .tables import (
@@ -124,9 +126,9 @@ def _caption_of(p: Path) -> str:
 
 def _samples(folder: Path, results: dict, only_last: bool = False) -> str:
     out = []
-    for name, res in results["methods"].items():
+    for name, res in results[METHODS].items():
         files = _sample_files(folder, name)
-        title = _e(res.get("title") or name)
+        title = _e(res.get(TITLE) or name)
         if not files:
             out.append(f"<h3>{title}</h3><p class='missing'>no sample grids in samples/{_e(name)}/</p>")
             continue
@@ -140,12 +142,12 @@ def _samples(folder: Path, results: dict, only_last: bool = False) -> str:
 def _pictures(folder: Path, results: dict) -> str:
     """The last picture of each kind that a method wrote to pictures/<method>/."""
     out = []
-    for name, res in results["methods"].items():
+    for name, res in results[METHODS].items():
         d = folder / "pictures" / name
         files = sorted(d.glob("*.png")) if d.is_dir() else []
         if files:
             last = files[-1]
-            out.append(f"<h3>{_e(res.get('title') or name)}</h3><div class='samples'><figure>{img_tag(last, f'{name} {last.stem}')}"
+            out.append(f"<h3>{_e(res.get(TITLE) or name)}</h3><div class='samples'><figure>{img_tag(last, f'{name} {last.stem}')}"
                        f"<figcaption>{_e(last.stem.replace('_', ' '))}</figcaption></figure></div>")
     return "".join(out)
 
@@ -165,30 +167,31 @@ def _config(obj) -> str:
 
 # ---- run folders ------------------------------------------------------------------------
 def run_page(folder: Path, results: dict) -> str:
-    metric = results["metric"]
-    other = "ssim" if metric == "psnr" else "psnr"
-    cfg = results.get("config") or {}
-    methods = results["methods"]
-    seeds = results.get("seeds")
-    body = [f"<h1>assocgan run: {_e(results['benchmark'])}</h1>"]
+    metric = results[METRIC]
+    title = get_metric(metric).title
+    cfg = results.get(CONFIG) or {}
+    methods = results[METHODS]
+    seeds = results.get(SEEDS)
+    body = [f"<h1>assocgan run: {_e(results[BENCHMARK])}</h1>"]
     which = f"seeds {', '.join(map(str, seeds))} (mean ± sd; each seed's own run folder and report in seed&lt;k&gt;/)" if seeds else f"seed {_e(cfg.get('seed', '?'))}"
-    body.append(f"<p class='lead'>{len(results['tasks'])} tasks ({_e(', '.join(results['tasks']))}), metric {metric.upper()}, "
+    body.append(f"<p class='lead'>{len(results[TASKS])} tasks ({_e(', '.join(results[TASKS]))}), metric {title}, "
                 f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, {which}.</p>")
     summary = [summary_table(results)] + ([seeds_table(results)] if seeds else [])
     body.append("<h2 id='summary'>Summary</h2>" + (_tables(summary) if methods else "<p class='missing'>no method has finished a task yet</p>"))
     body.append("<h2 id='tasks'>Tasks</h2>" + _tables([tasks_table(results)]))
-    body.append(f"<h2 id='matrices'>Accuracy matrices ({metric.upper()}, the paper's Table 1 layout)</h2>")
+    body.append(f"<h2 id='matrices'>Accuracy matrices ({title}, the paper's Table 1 layout)</h2>")
     body.append("<p class='note'>Row: a task; column: after training k tasks; AVG: mean over the tasks seen so far.</p>")
     body.append(_tables([matrix_table(results, n) for n in methods]))
     if methods:
-        body.append(f"<details><summary>the same in {other.upper()}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>")
+        body += [f"<details><summary>the same in {get_metric(other).title}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>"
+                 for other in METRICS if other != metric]
     votes = vote_tables(folder)
     if votes:
         body.append("<h2 id='votes'>User study (the paper's Table 4)</h2><p class='note'>Votes cast on the page of <code>assocgan study "
                     "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>"
                     + _tables(votes))
     body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
-    shown = folder / results["runs"][0] if seeds and results.get("runs") else folder  # over seeds: the first seed's pictures
+    shown = folder / results[RUNS][0] if seeds and results.get(RUNS) else folder  # over seeds: the first seed's pictures
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
                 "blocks of inputs, outputs and targets (the first test images), headed so; under each input and output its score "
                 "against the target, in the run's metric and evaluation convention"
@@ -200,16 +203,16 @@ def run_page(folder: Path, results: dict) -> str:
                     "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
                     "blocks of association samples made by its mapper from the same targets, each with its score against the real input above it.</p>" + pictures)
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
-    if results.get("inputs"):
-        body.append("<h3>Data</h3>" + _config(results["inputs"]))
-    if results.get("provenance"):
+    if results.get(INPUTS):
+        body.append("<h3>Data</h3>" + _config(results[INPUTS]))
+    if results.get(PROVENANCE):
         body.append("<h3>Made by</h3><p class='note'>Each time the run was started or resumed: the command, the versions, the device and "
-                    "the source's git commit.</p>" + _tables([provenance_table(results["provenance"])]))
+                    "the source's git commit.</p>" + _tables([provenance_table(results[PROVENANCE])]))
     nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices")] + ([("votes", "User study")] if votes else [])
     nav += [("plots", "Plots"), ("samples", "Samples")]
     nav += [("pictures", "Pictures")] if pictures else []
     nav += [("config", "Configuration")]
-    return _page(f"assocgan run: {results['benchmark']}", nav, body)
+    return _page(f"assocgan run: {results[BENCHMARK]}", nav, body)
 
 
 def vote_tables(folder: Path) -> list[Table]:
@@ -250,7 +253,7 @@ def study_page(folder: Path, study: dict) -> str:
             results = RunFolder(run_dir).read_results()
         except UserError as e:
             results, inner = None, f"<p class='missing'>{_e(e)}</p>"
-        if results is not None and results.get("methods"):
+        if results is not None and results.get(METHODS):
             link = f"<p><a href='runs/{_e(spec['name'])}/{REPORT}'>this run's own report</a></p>" if (run_dir / REPORT).exists() else ""
             inner = link + _tables([summary_table(results)]) + _samples(run_dir, results, only_last=True)
         body.append(f"<details><summary>{_e(spec['label'])} (runs/{_e(spec['name'])})</summary>{inner}</details>")

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import read_json, write_bytes
+from ..metrics import METRICS, get_metric
+from ..results import (AVG, BENCHMARK, COMPLETE, CONFIG, CURVE, FINAL_AVG, MATRIX, MEMORY_BY_TASK, MEMORY_BYTES, METHODS, METRIC, SD, STEP,
+                       TASKS, TRAIN_SECONDS, TRAIN_SECONDS_BY_TASK)
 from ..runfolder import RunFolder
 from .tables import fmt_bytes, method_label
 
@@ -64,7 +67,7 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 def _metric_name(metric: str) -> str:
-    return "PSNR (dB)" if metric == "psnr" else metric.upper()
+    return get_metric(metric).label
 
 
 def _ok(v: Any) -> bool:
@@ -86,24 +89,24 @@ def task_series(results: dict, name: str, metric: str | None = None, spread: boo
     """For each task j, the (steps, values) of its metric over training: the ``curve`` points (``--eval-every``)
     and the evaluation after each task (at the task's last step). Without a step count, x is the task index.
     ``spread``: (steps, values, sd over seeds) instead, the sd None where the run has one seed."""
-    metric = metric or results["metric"]
-    res = results["methods"][name]
-    own = metric == results["metric"]
-    mat = res["matrix"] if own else res[metric]
-    mat_sd = (res.get("sd") or {}).get("matrix" if own else metric) or []
-    steps = (results.get("config") or {}).get("steps") or 1
+    metric = metric or results[METRIC]
+    res = results[METHODS][name]
+    own = metric == results[METRIC]
+    mat = res[MATRIX] if own else res[metric]
+    mat_sd = (res.get(SD) or {}).get(MATRIX if own else metric) or []
+    steps = (results.get(CONFIG) or {}).get("steps") or 1
 
     def at(rows, i, j):
         return rows[i][j] if i < len(rows) and isinstance(rows[i], list) and j < len(rows[i]) else None
 
     out = []
-    for j in range(len(results["tasks"])):
+    for j in range(len(results[TASKS])):
         pts: dict[float, tuple[float, float | None]] = {}
-        for c in res.get("curve") or []:
+        for c in res.get(CURVE) or []:
             vals = c.get(metric) or []
-            sds = ((c.get("sd") or {}).get(metric)) or []
+            sds = ((c.get(SD) or {}).get(metric)) or []
             if j < len(vals) and _ok(vals[j]):
-                pts[float(c["step"])] = (vals[j], sds[j] if j < len(sds) else None)
+                pts[float(c[STEP])] = (vals[j], sds[j] if j < len(sds) else None)
         for i, row in enumerate(mat):
             if j <= i and j < len(row) and _ok(row[j]):
                 pts[float((i + 1) * steps)] = (row[j], at(mat_sd, i, j))  # after the task's last step (and after_task)
@@ -115,18 +118,18 @@ def task_series(results: dict, name: str, metric: str | None = None, spread: boo
 
 def forgetting_figure(results: dict):
     """Figure 6: one panel per method, one line per task, the metric over the whole sequence."""
-    names = list(results["methods"])
-    tasks = results["tasks"]
-    metric = results["metric"]
-    steps = (results.get("config") or {}).get("steps") or 1
+    names = list(results[METHODS])
+    tasks = results[TASKS]
+    metric = results[METRIC]
+    steps = (results.get(CONFIG) or {}).get("steps") or 1
     rows, cols = _grid_shape(len(names))
     fig = _figure(3.3 * cols, 2.6 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     handles: dict[int, Any] = {}
     for k, name in enumerate(names):
         ax = axes[k // cols][k % cols]
-        res = results["methods"][name]
-        has_curve = bool(res.get("curve"))
+        res = results[METHODS][name]
+        has_curve = bool(res.get(CURVE))
         for j, (xs, ys, sds) in enumerate(task_series(results, name, spread=True)):
             if not xs:
                 continue
@@ -150,7 +153,7 @@ def forgetting_figure(results: dict):
         axes[k // cols][k % cols].set_visible(False)
     if handles:
         fig.legend(handles=[handles[j] for j in sorted(handles)], loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
-    fig.suptitle(f"Forgetting curves: {results['benchmark']}", fontsize=11)
+    fig.suptitle(f"Forgetting curves: {results[BENCHMARK]}", fontsize=11)
     return fig
 
 
@@ -178,15 +181,15 @@ def memory_figure(results: dict):
     """Figure 5a: bytes kept between tasks against the number of tasks learned, log scale."""
     fig = _figure(8.6, 4.0)
     ax = fig.subplots()
-    tasks = results["tasks"]
+    tasks = results[TASKS]
     zero = []
     drawn = False
-    for k, (name, res) in enumerate(results["methods"].items()):
-        mem = res.get("memory_by_task") or []
+    for k, (name, res) in enumerate(results[METHODS].items()):
+        mem = res.get(MEMORY_BY_TASK) or []
         pts = [(i + 1, v) for i, v in enumerate(mem) if _ok(v) and v > 0]
         label = method_label(name, res)
         if pts:
-            ax.plot(*zip(*pts), marker="o", ms=4, lw=1.6, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=f"{label}: {fmt_bytes(res.get('memory_bytes'))}")
+            ax.plot(*zip(*pts), marker="o", ms=4, lw=1.6, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=f"{label}: {fmt_bytes(res.get(MEMORY_BYTES))}")
             drawn = True
         elif mem:
             zero.append(label)
@@ -206,29 +209,29 @@ def memory_figure(results: dict):
     ax.set_xlim(0.7, len(tasks) + 0.3)
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("memory kept between tasks")
-    ax.set_title(f"Memory: {results['benchmark']}", fontsize=11)
+    ax.set_title(f"Memory: {results[BENCHMARK]}", fontsize=11)
     ax.grid(alpha=0.25, which="both")
     return fig
 
 
 def time_figure(results: dict):
     """Figure 5b: training seconds per method, stacked by task."""
-    names = list(results["methods"])
-    tasks = results["tasks"]
+    names = list(results[METHODS])
+    tasks = results[TASKS]
     fig = _figure(6.4, 1.4 + 0.45 * max(2, len(names)))
     ax = fig.subplots()
     for k, name in enumerate(names):
-        res = results["methods"][name]
+        res = results[METHODS][name]
         left = 0.0
-        for j, sec in enumerate(res.get("train_seconds_by_task") or []):
+        for j, sec in enumerate(res.get(TRAIN_SECONDS_BY_TASK) or []):
             ax.barh(k, sec, left=left, color=TASK_COLORS[j % len(TASK_COLORS)], edgecolor="white", label=f"T{j + 1} {tasks[j]}" if k == 0 else None)
             left += sec
-        ax.text(left, k, f" {res.get('train_seconds', left):.0f} s", va="center", fontsize=8)
+        ax.text(left, k, f" {res.get(TRAIN_SECONDS, left):.0f} s", va="center", fontsize=8)
     ax.set_yticks(range(len(names)))
-    ax.set_yticklabels([method_label(n, results["methods"][n]) for n in names], fontsize=8)
+    ax.set_yticklabels([method_label(n, results[METHODS][n]) for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("training seconds (evaluation excluded)")
-    ax.set_title(f"Training time: {results['benchmark']}", fontsize=11)
+    ax.set_title(f"Training time: {results[BENCHMARK]}", fontsize=11)
     ax.margins(x=0.15)
     ax.grid(alpha=0.25, axis="x")
     if names:
@@ -240,24 +243,24 @@ def time_vs_metric_figure(results: dict):
     """Figure 9a: final average metric against total training time, one point per method."""
     fig = _figure(6.4, 4.0)
     ax = fig.subplots()
-    for k, (name, res) in enumerate(results["methods"].items()):
-        if not _ok(res.get("final_avg")):
+    for k, (name, res) in enumerate(results[METHODS].items()):
+        if not _ok(res.get(FINAL_AVG)):
             continue
-        ax.scatter([res.get("train_seconds", 0)], [res["final_avg"]], color=METHOD_COLORS[k % len(METHOD_COLORS)], s=36, zorder=3)
-        ax.annotate(method_label(name, res) + ("" if res.get("complete") else " (partial)"), (res.get("train_seconds", 0), res["final_avg"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter([res.get(TRAIN_SECONDS, 0)], [res[FINAL_AVG]], color=METHOD_COLORS[k % len(METHOD_COLORS)], s=36, zorder=3)
+        ax.annotate(method_label(name, res) + ("" if res.get(COMPLETE) else " (partial)"), (res.get(TRAIN_SECONDS, 0), res[FINAL_AVG]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("training seconds")
-    ax.set_ylabel(f"final average {_metric_name(results['metric'])}")
-    ax.set_title(f"Time and performance: {results['benchmark']}", fontsize=11)
+    ax.set_ylabel(f"final average {_metric_name(results[METRIC])}")
+    ax.set_title(f"Time and performance: {results[BENCHMARK]}", fontsize=11)
     ax.margins(0.2)
     ax.grid(alpha=0.25)
     return fig
 
 
 def run_figures(results: dict) -> dict[str, Callable[[], Any]]:
-    series = [{"label": method_label(n, r), "avg": r.get("avg")} for n, r in results["methods"].items()]
+    series = [{"label": method_label(n, r), "avg": r.get(AVG)} for n, r in results[METHODS].items()]
     return {
         "forgetting": lambda: forgetting_figure(results),
-        "avg_by_task": lambda: avg_figure(series, results["tasks"], results["metric"], f"Average after each task: {results['benchmark']}"),
+        "avg_by_task": lambda: avg_figure(series, results[TASKS], results[METRIC], f"Average after each task: {results[BENCHMARK]}"),
         "memory": lambda: memory_figure(results),
         "time": lambda: time_figure(results),
         "time_vs_metric": lambda: time_vs_metric_figure(results),
@@ -337,7 +340,7 @@ def lambda_figure(summary: dict):
     pts = [(r["value"], r["overall"]) for r in rows if _ok(r.get("overall"))]
     if pts:
         ax_b.plot(*zip(*pts), marker="o", ms=5, lw=2, color="#d62728", label="all tasks")
-        best = max(pts, key=lambda p: p[1])
+        best = get_metric(metric).best(pts, key=lambda p: p[1])
         ax_b.annotate(f"best: {best[0]:g}", best, textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     label = summary.get("flag") or summary.get("option", "value")
     for ax, title in ((ax_a, "(a) prior tasks"), (ax_b, "(b) overall")):
@@ -359,16 +362,16 @@ def lambda_figure(summary: dict):
 
 
 def ablation_figure(summary: dict):
-    """Table 3 as bars: the final average PSNR and SSIM of each configuration."""
+    """Table 3 as bars: the final average in every metric of each configuration, a panel per metric."""
     rows = summary["rows"]
-    fig = _figure(9.0, 1.0 + 0.45 * max(2, len(rows)))
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, metric in zip(axes, ("psnr", "ssim")):
+    fig = _figure(4.5 * len(METRICS), 1.0 + 0.45 * max(2, len(rows)))
+    axes = fig.subplots(1, len(METRICS), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, METRICS):
         for k, r in enumerate(rows):
             v = r.get(metric)
             if _ok(v):
                 ax.barh(k, v, color=METHOD_COLORS[k % len(METHOD_COLORS)])
-                ax.text(v, k, f" {v:.2f}" if metric == "psnr" else f" {v:.3f}", va="center", fontsize=8)
+                ax.text(v, k, f" {get_metric(metric).fmt(v)}", va="center", fontsize=8)
         ax.set_xlabel(f"final average {_metric_name(metric)}")
         ax.margins(x=0.18)
         ax.grid(alpha=0.25, axis="x")
@@ -385,7 +388,7 @@ def study_figures(study: dict) -> dict[str, Callable[[], Any]]:
     if not summary:
         return {}
     if kind == "quota":
-        series = [{"label": m["label"], "avg": m.get("avg")} for m in summary["methods"]]
+        series = [{"label": m["label"], "avg": m.get(AVG)} for m in summary["methods"]]
         return {"quota": lambda: avg_figure(series, summary["tasks"], summary["metric"], f"Quota: {summary['benchmark']}")}
     if kind == "order":
         return {"order": lambda: order_figure(summary)}
@@ -405,7 +408,7 @@ def write_plots(folder: str | Path) -> list[Path]:
         makers = study_figures(study)
     else:
         results = RunFolder(folder).read_results()
-        if results is None or not results.get("methods"):
+        if results is None or not results.get(METHODS):
             return []
         makers = run_figures(results)
     written = []

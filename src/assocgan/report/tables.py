@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import convention_of
+from ..metrics import DEFAULT_METRIC, METRICS, get_metric
+from ..results import (AVG, BENCHMARK, BWT, COMPLETE, CONFIG, FAILED, FINAL_AVG, FORGETTING, FWT, IDENTITY, IDENTITY_SD, MATRIX, MEMORY_BYTES,
+                       METHODS, METRIC, PER_SEED, SD, SEEDS, TASK_DESCRIPTIONS, TASK_ID_AT_TEST, TASKS, TITLE, TRAIN_CPU_SECONDS, TRAIN_SECONDS)
 
 ORDINALS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
@@ -23,7 +26,7 @@ class Table:
 def fmt_metric(v, metric: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
-    return f"{v:.2f}" if metric == "psnr" else f"{v:.3f}"
+    return get_metric(metric).fmt(v)
 
 
 def fmt_signed(v, metric: str) -> str:
@@ -40,14 +43,14 @@ def fmt_pm(v, spread, metric: str, signed: bool = False) -> str:
 
 def spread_of(res: dict, key: str, *index: int):
     """The sd over seeds of ``res[key]`` (at ``index`` in a matrix or series), or None for a run of one seed."""
-    v = (res.get("sd") or {}).get(key)
+    v = (res.get(SD) or {}).get(key)
     for i in index:
         v = v[i] if isinstance(v, list) and i < len(v) else None
     return v
 
 
 def seeds_note(results: dict) -> str:
-    seeds = results.get("seeds")
+    seeds = results.get(SEEDS)
     return f"Mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))}). " if seeds else ""
 
 
@@ -67,21 +70,21 @@ def step_names(n: int) -> list[str]:
 
 
 def method_label(name: str, res: dict) -> str:
-    label = res.get("title") or name
-    return label + (" (task id)" if res.get("task_id_at_test") and "task id" not in label else "")
+    label = res.get(TITLE) or name
+    return label + (" (task id)" if res.get(TASK_ID_AT_TEST) and "task id" not in label else "")
 
 
 def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
     """The paper's Table 1 layout for one method: rows = tasks, columns = after k tasks, and an AVG row."""
-    metric = metric or results["metric"]
-    res = results["methods"][name]
-    mat = res["matrix"] if metric == results["metric"] else res[metric]
-    tasks = results["tasks"]
+    metric = metric or results[METRIC]
+    res = results[METHODS][name]
+    key = MATRIX if metric == results[METRIC] else metric
+    mat = res[key]
+    tasks = results[TASKS]
     n_done = len(mat)
-    key = "matrix" if metric == results["metric"] else metric
     ident = identity(results, metric)
-    ident_sd = (results.get("identity_sd") or {}).get(metric) or [None] * len(tasks)
-    header = [metric.upper()] + step_names(len(tasks)) + (["input"] if ident else [])
+    ident_sd = (results.get(IDENTITY_SD) or {}).get(metric) or [None] * len(tasks)
+    header = [get_metric(metric).title] + step_names(len(tasks)) + (["input"] if ident else [])
     rows = []
     for j, tname in enumerate(tasks):
         cells = [f"T{j + 1} {tname}"]
@@ -89,23 +92,23 @@ def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
             v = mat[i][j] if i < n_done and j < len(mat[i]) else None
             cells.append(fmt_pm(v, spread_of(res, key, i, j), metric))
         rows.append(cells + ([fmt_pm(ident[j], ident_sd[j], metric)] if ident else []))
-    if res.get("sd") and key == "matrix":  # over seeds: the mean of each seed's AVG, and its sd
-        avgs, avg_sd = res.get("avg") or [], [spread_of(res, "avg", i) for i in range(n_done)]
+    if res.get(SD) and key == MATRIX:  # over seeds: the mean of each seed's AVG, and its sd
+        avgs, avg_sd = res.get(AVG) or [], [spread_of(res, AVG, i) for i in range(n_done)]
     else:
         avgs, avg_sd = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)], [None] * n_done
     rows.append(["AVG"] + [fmt_pm(avgs[i], avg_sd[i], metric) if i < min(n_done, len(avgs)) else "" for i in range(len(tasks))]
                 + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else []))
-    notes = [seeds_note(results).strip()] if results.get("seeds") else []
+    notes = [seeds_note(results).strip()] if results.get(SEEDS) else []
     notes += ["input: the score of returning the input unchanged (doing nothing)."] if ident else []
-    if res.get("failed"):
-        f = res["failed"]
+    if res.get(FAILED):
+        f = res[FAILED]
         notes.append(f"Failed: diverged on task {f.get('task')} ({f.get('task_name')}) at step {f.get('step')}: {f.get('reason')}.")
     return Table(method_label(name, res), header, rows, rules_before={len(tasks)}, note=" ".join(notes))
 
 
 def failed_note(entry: dict) -> str:
     """``"; failed at task K step S"`` for a method that diverged, else ``""``."""
-    f = entry.get("failed")
+    f = entry.get(FAILED)
     return f"; failed at task {f.get('task')} step {f.get('step')}" if f else ""
 
 
@@ -120,16 +123,17 @@ def provenance_table(entries: list[dict]) -> Table:
 
 def identity(results: dict, metric: str) -> list[float] | None:
     """The do-nothing score of every task in ``metric``, or None where the results do not hold it."""
-    vals = (results.get("identity") or {}).get(metric)
-    return list(vals) if vals and len(vals) == len(results["tasks"]) and None not in vals else None
+    vals = (results.get(IDENTITY) or {}).get(metric)
+    return list(vals) if vals and len(vals) == len(results[TASKS]) and None not in vals else None
 
 
-def below_input(res: dict, ident: list[float] | None) -> str:
-    """The tasks on which a complete method ends below doing nothing, in the benchmark's metric: "none", a
-    list such as "T2,T4", or "" where unknown."""
-    if not ident or not res.get("complete"):
+def below_input(res: dict, ident: list[float] | None, metric: str) -> str:
+    """The tasks on which a complete method ends below (worse than) doing nothing, in the benchmark's ``metric``:
+    "none", a list such as "T2,T4", or "" where unknown."""
+    if not ident or not res.get(COMPLETE):
         return ""
-    below = [f"T{j + 1}" for j, v in enumerate(res["matrix"][-1]) if v is not None and v < ident[j]]
+    m = get_metric(metric)
+    below = [f"T{j + 1}" for j, v in enumerate(res[MATRIX][-1]) if v is not None and m.better(ident[j], v)]
     return ",".join(below) or "none"
 
 
@@ -139,39 +143,41 @@ def fmt_seconds(v, spread=None) -> str:
 
 def seeds_table(results: dict) -> Table:
     """A run over seeds: each method's summary figures in each seed (``per_seed`` of the combined results)."""
-    metric = results["metric"]
-    seeds = results["seeds"]
+    metric = results[METRIC]
+    seeds = results[SEEDS]
     header = ["Method", "figure"] + [f"seed {s}" for s in seeds] + ["mean ± sd"]
     rows, rules = [], set()
-    shown = (("final_avg", f"final AVG ({metric.upper()})", False), ("bwt", "BWT", True), ("fwt", "FWT", True))
-    for name, res in results["methods"].items():
-        per = res.get("per_seed") or {}
+    shown = ((FINAL_AVG, f"final AVG ({get_metric(metric).title})", False), (BWT, "BWT", True), (FWT, "FWT", True))
+    for name, res in results[METHODS].items():
+        per = res.get(PER_SEED) or {}
         if rows:
             rules.add(len(rows))
         for key, label, signed in shown:
             vals = per.get(key) or [None] * len(seeds)
             cell = (lambda v: fmt_signed(v, metric)) if signed else (lambda v: fmt_metric(v, metric) or "-")
             rows.append([method_label(name, res), label] + [cell(v) for v in vals] + [fmt_pm(res.get(key), spread_of(res, key), metric, signed)])
-        secs = per.get("train_seconds") or [None] * len(seeds)
+        secs = per.get(TRAIN_SECONDS) or [None] * len(seeds)
         rows.append([method_label(name, res), "train s"] + ["-" if v is None else f"{v:.0f}" for v in secs]
-                    + [fmt_seconds(res.get("train_seconds") or 0, spread_of(res, "train_seconds"))])
-    return Table(f"Per seed: {results['benchmark']}", header, rows, rules_before=rules,
+                    + [fmt_seconds(res.get(TRAIN_SECONDS) or 0, spread_of(res, TRAIN_SECONDS))])
+    return Table(f"Per seed: {results[BENCHMARK]}", header, rows, rules_before=rules,
                  note="Each seed is a run folder of its own (seed<k>/); the mean ± sd is over the seeds (sample standard deviation); "
                       "- where a seed has not finished the method.")
 
 
 def summary_table(results: dict) -> Table:
     """One row per method: final AVG, BWT, forgetting, memory, train time; and the gap closed from TL to JL."""
-    metric = results["metric"]
-    methods = results["methods"]
-    header = ["Method", f"final AVG ({metric.upper()})", "BWT", "FWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed", "below input"]
-    tl, jl = methods.get("tl", {}).get("final_avg"), methods.get("jl", {}).get("final_avg")
-    gap_ok = tl is not None and jl is not None and methods["tl"].get("complete") and methods["jl"].get("complete") and jl > tl
+    metric = results[METRIC]
+    m = get_metric(metric)
+    methods = results[METHODS]
+    header = ["Method", f"final AVG ({m.title})", "BWT", "FWT", "forgetting", "memory", "train s", "CPU s", "TL->JL gap closed", "below input"]
+    tl, jl = methods.get("tl", {}).get(FINAL_AVG), methods.get("jl", {}).get(FINAL_AVG)
+    both = tl is not None and jl is not None and methods["tl"].get(COMPLETE) and methods["jl"].get(COMPLETE)
+    gap_ok = both and m.better(jl, tl)
     ident = identity(results, metric)
     gap_note = ""
     if not gap_ok and methods:
         gap_note = (" TL->JL gap closed is blank: JL does not end above TL on this run, so there is no gap to close."
-                    if tl is not None and jl is not None and methods["tl"].get("complete") and methods["jl"].get("complete")
+                    if both
                     else " TL->JL gap closed is blank: it needs TL and JL both complete in this run.")
     rows, short = [], []
     if ident:
@@ -179,23 +185,23 @@ def summary_table(results: dict) -> Table:
         short.append("do nothing")
     for name, res in methods.items():
         closed = ""
-        if gap_ok and res.get("complete"):
-            closed = f"{100 * (res['final_avg'] - tl) / (jl - tl):.0f}%"
-        done = "" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])} tasks{failed_note(res)})"
-        short.append(name + ("" if res.get("complete") else f" ({len(res['matrix'])}/{len(results['tasks'])}{', failed' if res.get('failed') else ''})"))
+        if gap_ok and res.get(COMPLETE):
+            closed = f"{100 * (res[FINAL_AVG] - tl) / (jl - tl):.0f}%"
+        done = "" if res.get(COMPLETE) else f" ({len(res[MATRIX])}/{len(results[TASKS])} tasks{failed_note(res)})"
+        short.append(name + ("" if res.get(COMPLETE) else f" ({len(res[MATRIX])}/{len(results[TASKS])}{', failed' if res.get(FAILED) else ''})"))
         rows.append([
             method_label(name, res) + done,
-            fmt_pm(res.get("final_avg"), spread_of(res, "final_avg"), metric),
-            fmt_pm(res.get("bwt"), spread_of(res, "bwt"), metric, signed=True),
-            fmt_pm(res.get("fwt"), spread_of(res, "fwt"), metric, signed=True),
-            fmt_pm(res.get("forgetting"), spread_of(res, "forgetting"), metric) or "-",
-            fmt_bytes(res.get("memory_bytes")),
-            fmt_seconds(res.get("train_seconds", 0), spread_of(res, "train_seconds")),
-            fmt_seconds(res["train_cpu_seconds"], spread_of(res, "train_cpu_seconds")) if res.get("train_cpu_seconds") else "-",
+            fmt_pm(res.get(FINAL_AVG), spread_of(res, FINAL_AVG), metric),
+            fmt_pm(res.get(BWT), spread_of(res, BWT), metric, signed=True),
+            fmt_pm(res.get(FWT), spread_of(res, FWT), metric, signed=True),
+            fmt_pm(res.get(FORGETTING), spread_of(res, FORGETTING), metric) or "-",
+            fmt_bytes(res.get(MEMORY_BYTES)),
+            fmt_seconds(res.get(TRAIN_SECONDS, 0), spread_of(res, TRAIN_SECONDS)),
+            fmt_seconds(res[TRAIN_CPU_SECONDS], spread_of(res, TRAIN_CPU_SECONDS)) if res.get(TRAIN_CPU_SECONDS) else "-",
             closed,
-            below_input(res, ident),
+            below_input(res, ident, metric),
         ])
-    return Table(f"Summary: {results['benchmark']}", header, rows,
+    return Table(f"Summary: {results[BENCHMARK]}", header, rows,
                  note=seeds_note(results) + "BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
                       "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
                       "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
@@ -204,27 +210,28 @@ def summary_table(results: dict) -> Table:
 
 def tasks_table(results: dict) -> Table:
     """The benchmark's tasks in training order, with the score of doing nothing (input as output)."""
-    descr = results.get("task_descriptions") or [""] * len(results["tasks"])
-    ident = results.get("identity") or {}
-    spread = results.get("identity_sd") or {}
+    descr = results.get(TASK_DESCRIPTIONS) or [""] * len(results[TASKS])
+    ident = results.get(IDENTITY) or {}
+    spread = results.get(IDENTITY_SD) or {}
     rows = []
-    for j, name in enumerate(results["tasks"]):
-        cells = [fmt_pm((ident.get(m) or [None] * (j + 1))[j], (spread.get(m) or [None] * (j + 1))[j], m) for m in ("psnr", "ssim")]
+    for j, name in enumerate(results[TASKS]):
+        cells = [fmt_pm((ident.get(m) or [None] * (j + 1))[j], (spread.get(m) or [None] * (j + 1))[j], m) for m in METRICS]
         rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else ""] + cells)
-    cfg = results.get("config")
+    titles = [m.title for m in METRICS.values()]
+    cfg = results.get(CONFIG)
     scored = ""
     if cfg:
         images = ("each test image at its own size, translated in blended tiles" if cfg.get("eval_full")
                   else f"test crops of {cfg.get('size', '?')} px")
-        scored = f"Every score: PSNR and SSIM {convention_of(cfg).describe()}, on {images}. "
-    return Table(f"Tasks: {results['benchmark']}", ["Task", "name", "recipe", "input PSNR", "input SSIM"], rows,
-                 note=scored + "input PSNR/SSIM: the test score of returning the input unchanged, the floor a model must beat.")
+        scored = f"Every score: {' and '.join(titles)} {convention_of(cfg).describe()}, on {images}. "
+    return Table(f"Tasks: {results[BENCHMARK]}", ["Task", "name", "recipe"] + [f"input {t}" for t in titles], rows,
+                 note=scored + f"input {'/'.join(titles)}: the test score of returning the input unchanged, the floor a model must beat.")
 
 
 def run_tables(results: dict) -> list[Table]:
     """The tables of a run, as printed at its end: one accuracy matrix per method (Table 1 layout), then the summary."""
-    tables = [matrix_table(results, name) for name in results["methods"]] + [summary_table(results)]
-    return tables + ([seeds_table(results)] if results.get("seeds") and results["methods"] else [])
+    tables = [matrix_table(results, name) for name in results[METHODS]] + [summary_table(results)]
+    return tables + ([seeds_table(results)] if results.get(SEEDS) and results[METHODS] else [])
 
 
 # ---- studies (from the ``summary`` of a study.json) --------------------------------------
@@ -241,11 +248,11 @@ def quota_table(summary: dict) -> Table:
     header = ["Method"] + step_names(n) + ["amplitude"]
     rows = []
     for m in summary["methods"]:
-        avg = m.get("avg") or []
+        avg = m.get(AVG) or []
         vals = [v for v in avg if v is not None]
         amp = fmt_metric(max(vals) - min(vals), metric) if len(vals) > 1 else ""
-        rows.append([m["label"]] + [fmt_pm(avg[i] if i < len(avg) else None, spread_of(m, "avg", i), metric) for i in range(n)] + [amp])
-    return Table(f"Quota: average {metric.upper()} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
+        rows.append([m["label"]] + [fmt_pm(avg[i] if i < len(avg) else None, spread_of(m, AVG, i), metric) for i in range(n)] + [amp])
+    return Table(f"Quota: average {get_metric(metric).title} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
                  note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + study_seeds_note(summary))
 
 
@@ -261,14 +268,14 @@ def order_table(summary: dict) -> Table:
         for run in m["runs"]:
             final = run.get("final") or []
             tasks = run.get("tasks") or []
-            cells = [f"{tasks[p]} {fmt_pm(final[p], spread_of(run, 'matrix', -1, p), metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else ""
+            cells = [f"{tasks[p]} {fmt_pm(final[p], spread_of(run, MATRIX, -1, p), metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else ""
                      for p in range(n)]
-            rows.append([m["label"], run["order"]] + cells + [fmt_pm(run.get("final_avg"), spread_of(run, "final_avg"), metric)])
+            rows.append([m["label"], run["order"]] + cells + [fmt_pm(run.get(FINAL_AVG), spread_of(run, FINAL_AVG), metric)])
         mean = m.get("mean_by_position") or []
-        done = [r.get("final_avg") for r in m["runs"] if r.get("final_avg") is not None]
+        done = [r.get(FINAL_AVG) for r in m["runs"] if r.get(FINAL_AVG) is not None]
         rows.append([m["label"], "mean"] + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
                     + [fmt_metric(sum(done) / len(done) if done else None, metric)])
-    return Table(f"Task order: final {metric.upper()} by arrival position ({summary['benchmark']})", header, rows,
+    return Table(f"Task order: final {get_metric(metric).title} by arrival position ({summary['benchmark']})", header, rows,
                  note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score." + study_seeds_note(summary),
                  rules_before=rules)
 
@@ -282,27 +289,27 @@ def lambda_table(summary: dict) -> Table:
     rows = []
     for r in summary["rows"]:
         final = r.get("final") or []
-        rows.append([f"{r['value']:g}" + ("" if r.get("complete") else " (partial)")]
-                    + [fmt_pm(final[j] if j < len(final) else None, spread_of(r, "matrix", -1, j), metric) for j in range(len(prior))]
-                    + [fmt_metric(r.get("prior_mean"), metric), fmt_pm(r.get("last"), spread_of(r, "matrix", -1, len(final) - 1), metric),
-                       fmt_pm(r.get("overall"), spread_of(r, "final_avg"), metric), fmt_pm(r.get("bwt"), spread_of(r, "bwt"), metric, signed=True)])
+        rows.append([f"{r['value']:g}" + ("" if r.get(COMPLETE) else " (partial)")]
+                    + [fmt_pm(final[j] if j < len(final) else None, spread_of(r, MATRIX, -1, j), metric) for j in range(len(prior))]
+                    + [fmt_metric(r.get("prior_mean"), metric), fmt_pm(r.get("last"), spread_of(r, MATRIX, -1, len(final) - 1), metric),
+                       fmt_pm(r.get("overall"), spread_of(r, FINAL_AVG), metric), fmt_pm(r.get(BWT), spread_of(r, BWT), metric, signed=True)])
     tasks = summary.get("tasks") or prior
     names = ", ".join(f"T{j + 1} {t}" for j, t in enumerate(tasks))
-    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {metric.upper()} ({summary['benchmark']})", header, rows,
+    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {get_metric(metric).title} ({summary['benchmark']})", header, rows,
                  note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)." + study_seeds_note(summary))
 
 
 def ablation_table(summary: dict) -> Table:
-    """The paper's Table 3: the final average PSNR and SSIM of each module configuration."""
+    """The paper's Table 3: the final average in every metric of each module configuration."""
     rows = []
     for r in summary["rows"]:
-        own = spread_of(r, "final_avg")  # the sd over seeds of the benchmark's own metric's final average
-        rows.append([r["label"] + ("" if r.get("complete") else " (partial)"),
-                     fmt_pm(r.get("psnr"), own if summary["metric"] == "psnr" else None, "psnr"),
-                     fmt_pm(r.get("ssim"), own if summary["metric"] == "ssim" else None, "ssim"),
-                     fmt_pm(r.get("bwt"), spread_of(r, "bwt"), summary["metric"], signed=True), r.get("how", "")])
-    return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", "PSNR", "SSIM", "BWT", "as run"], rows,
-                 note="PSNR and SSIM: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + study_seeds_note(summary))
+        own = spread_of(r, FINAL_AVG)  # the sd over seeds of the benchmark's own metric's final average
+        rows.append([r["label"] + ("" if r.get(COMPLETE) else " (partial)")]
+                    + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in METRICS]
+                    + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("how", "")])
+    titles = [m.title for m in METRICS.values()]
+    return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", *titles, "BWT", "as run"], rows,
+                 note=f"{' and '.join(titles)}: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + study_seeds_note(summary))
 
 
 def perceptual_table(summary: dict) -> Table:
@@ -326,14 +333,14 @@ def perceptual_table(summary: dict) -> Table:
 def study_runs_table(study: dict) -> Table:
     """The runs of a study: what each is, where it is, and how far it got."""
     summary = study.get("summary") or {}
-    metric = summary.get("metric", "psnr")
+    metric = summary.get("metric", DEFAULT_METRIC)
     status = {r["name"]: r for r in summary.get("runs", [])}
     rows = []
     for spec in study.get("runs", []):
         st = status.get(spec["name"], {})
         rows.append([spec["label"], f"runs/{spec['name']}", ",".join(spec.get("methods", [])), st.get("status", "pending"),
-                     fmt_metric(st.get("final_avg"), metric), f"{st['train_seconds']:.0f}" if st.get("train_seconds") is not None else ""])
-    return Table("Runs of this study", ["Run", "folder", "methods", "status", f"final AVG ({metric.upper()})", "train s"], rows)
+                     fmt_metric(st.get(FINAL_AVG), metric), f"{st[TRAIN_SECONDS]:.0f}" if st.get(TRAIN_SECONDS) is not None else ""])
+    return Table("Runs of this study", ["Run", "folder", "methods", "status", f"final AVG ({get_metric(metric).title})", "train s"], rows)
 
 
 # ---- renderers -------------------------------------------------------------------------
