@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
-from .metrics import SPACES, Convention
+from .metrics import METRICS, SPACES, Convention
 from .nets import ARCHS
 from .options import SWITCH_OFF, SWITCH_ON, Option
 
@@ -16,7 +16,6 @@ from .options import SWITCH_OFF, SWITCH_ON, Option
 RUN, TRAINING, EVALUATION = "what to run", "sizes and training", "evaluation"
 AMP_MODES = ("bf16", "fp16", "off")
 MAX_THREADS = 1024
-SSIM_WINDOW = 11
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take it
 MAX_STEPS = 10**7  # steps per task: 500 times the paper's 20,000
 MAX_SIZE = 8192
@@ -191,8 +190,10 @@ def validate(cfg: RunConfig) -> None:
         option.check(getattr(cfg, name))
     if cfg.size % 16:
         raise UserError(f"--size {cfg.size}: must be a positive multiple of 16")
-    if cfg.size - 2 * cfg.crop_border < SSIM_WINDOW:
-        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {SSIM_WINDOW} px of the {cfg.size} px test images (the SSIM window)")
+    needs = max(METRICS.values(), key=lambda m: m.min_size)  # every metric scores every run
+    if cfg.size - 2 * cfg.crop_border < needs.min_size:
+        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {needs.min_size} px of the {cfg.size} px test images "
+                        f"(the {needs.title} window)")
     total = machine_memory()
     pairs = (cfg.n_train + cfg.n_test) * 2 * 3 * cfg.size**2  # one task's pairs, uint8
     if total is not None and pairs > total // 4:

@@ -59,7 +59,10 @@ def local_means(maps: torch.Tensor, g: torch.Tensor, scipy_path: bool | None = N
     return out.reshape(*shape[:-2], *out.shape[-2:])
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11  # the side of SSIM's Gaussian window
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, win_size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     """Structural similarity, one value per image: 11x11 Gaussian window (sigma 1.5), mean over pixels and channels.
 
     Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
@@ -98,6 +101,7 @@ class Metric:
     format: str  # e.g. ".2f"
     higher_is_better: bool
     label: str  # for axes: the name with its unit
+    min_size: int = 1  # the smallest image side it scores (a window's size)
 
     @property
     def title(self) -> str:
@@ -124,7 +128,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     "psnr": Metric("psnr", psnr, ".2f", True, "PSNR (dB)"),
-    "ssim": Metric("ssim", ssim, ".3f", True, "SSIM"),
+    "ssim": Metric("ssim", ssim, ".3f", True, "SSIM", min_size=SSIM_WINDOW),
 }
 
 DEFAULT_METRIC = "psnr"  # the accuracy matrix's metric where neither the benchmark nor --metric names one

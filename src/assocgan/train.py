@@ -94,7 +94,7 @@ class TaskRecord:
     """What one method did on one task: scores on every task seen so far, and its costs."""
 
     t: int
-    scores: list[dict[str, float]]  # one {"psnr", "ssim"} per task j <= t
+    scores: list[dict[str, float]]  # one {metric: score} per task j <= t, every metric of metrics.METRICS
     train_seconds: float
     memory: dict[str, int]
     generator: nn.Module | None  # None for a record restored from a saved state
