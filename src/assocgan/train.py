@@ -540,20 +540,7 @@ class Trainer:
             self.save_state(t + 1, 0, {})  # after on_task: what it drew from the random streams (pictures) is included
 
 
-def train_method(
-    method_name: str,
-    bench: Benchmark,
-    cfg: RunConfig,
-    *,
-    device: torch.device | None = None,
-    on_task: Callable[[TaskRecord], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
-    on_curve: Callable[[CurvePoint], None] | None = None,
-    log: Callable[[str, float, int], None] | None = None,
-    resume: dict[str, Any] | None = None,
-    on_state: Callable[[dict[str, Any]], None] | None = None,
-    ranks: Ranks = SINGLE,
-) -> list[TaskRecord]:
-    """Train one method over the benchmark's tasks in order; evaluate after each task (see ``Trainer``)."""
-    return Trainer(method_name, bench, cfg, device=device, on_task=on_task, on_step=on_step, on_curve=on_curve, log=log, resume=resume,
-                   on_state=on_state, ranks=ranks).run()
+def train_method(method_name: str, bench: Benchmark, cfg: RunConfig, **options: Any) -> list[TaskRecord]:
+    """Train one method over the benchmark's tasks in order; evaluate after each task (``Trainer``'s options:
+    device, the callbacks, a saved state to resume, the ranks)."""
+    return Trainer(method_name, bench, cfg, **options).run()
