@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from assocgan import studies
 from assocgan.cli import main
 from test_studies import TINY_ARGS, quiet
@@ -31,7 +30,7 @@ class ToyStudy(StudyKind):
     name = "toy"
     help = "one TL run as a table and a bar"
     description = "A toy kind of study: one run of TL."
-    plots = {"toybar": Plot("Toy figure: the final average of the run as a bar.", toy_figure)}
+    plots = (Plot("toybar", "Toy figure: the final average of the run as a bar.", toy_figure),)
 
     def add_arguments(self, group):
         group.add_argument("--label", default="a toy run", help="the label of the run")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Collection
 from pathlib import Path
-from typing import Collection
 
 from ..errors import UserError, is_whole_number
 from ..io import write_text

@@ -343,7 +343,7 @@ def write_study_plots(folder: Path, study: dict) -> list[Path]:
     summary = study.get("summary") or {}
     if not summary:
         return []
-    return [save_figure(plot.draw(summary), folder / "plots" / f"{stem}.png") for stem, plot in STUDIES[study["study"]].plots.items()]
+    return [save_figure(plot.draw(summary), folder / "plots" / f"{plot.stem}.png") for plot in STUDIES[study["study"]].plots]
 
 
 def write_study_report(folder: Path, study: dict) -> Path:
@@ -351,8 +351,8 @@ def write_study_report(folder: Path, study: dict) -> Path:
     of ``report.html.study_page`` with what the study's kind gives it (its description, tables and figures)."""
     kind = STUDIES[study["study"]]
     write_study_plots(folder, study)
-    captions = {stem: plot.caption for stem, plot in kind.plots.items()}
-    wide = {stem for stem, plot in kind.plots.items() if plot.wide}
+    captions = {plot.stem: plot.caption for plot in kind.plots}
+    wide = {plot.stem for plot in kind.plots if plot.wide}
     return write_text(folder / REPORT, study_page(folder, study, kind.description, study_tables(study), captions, wide))
 
 

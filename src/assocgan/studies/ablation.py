@@ -80,7 +80,7 @@ class AblationStudy(StudyKind):
     help = "the paper's Table 3: backbone, +MSE, +adversarial, +distillation, +heuristics, full Assoc-GAN"
     description = ("Each module of Assoc-GAN switched on in turn (the paper's Table 3): backbone without content loss, + MSE, + adversarial loss, "
                    "+ feature distillation, + heuristics, and all.")
-    plots = {"ablation": Plot("Ablation (paper Table 3): final average of each configuration.", ablation_figure)}
+    plots = (Plot("ablation", "Ablation (paper Table 3): final average of each configuration.", ablation_figure),)
 
     def base_methods(self, args) -> str:
         return "tl,assoc"
@@ -91,7 +91,7 @@ class AblationStudy(StudyKind):
     def collect(self, study: dict, found: dict, tasks: list[str]) -> dict[str, Any]:
         rows = []
         for spec in study["runs"]:
-            results, e = found[spec["name"]]
+            e = found[spec["name"]][1]
             complete = bool(e and e.get(COMPLETE))
             rows.append({"label": spec["label"], "how": spec.get("how", ""), COMPLETE: complete,
                          **{m: mean(e[m][-1]) if complete else None for m in METRICS},

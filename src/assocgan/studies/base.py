@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import RunConfig, validate
 
@@ -45,9 +46,10 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Plot:
-    """A figure of a study: ``draw(summary)`` makes it from the summary of study.json; report.html shows it under
-    ``caption``, at the page's full width where ``wide``."""
+    """A figure of a study: ``draw(summary)`` makes it from the summary of study.json into ``plots/<stem>.png``;
+    report.html shows it under ``caption``, at the page's full width where ``wide``."""
 
+    stem: str
     caption: str
     draw: Callable[[dict], Any]
     wide: bool = True
@@ -62,7 +64,7 @@ class StudyKind:
     description: ClassVar[str] = ""
     trains: ClassVar[bool] = True
     chooses_methods: ClassVar[bool] = False
-    plots: ClassVar[dict[str, Plot]] = {}
+    plots: ClassVar[tuple[Plot, ...]] = ()
 
     def add_arguments(self, group: Any) -> None:
         """Add the kind's own command-line arguments to ``group``: the "study" argument group of its parser (of a kind
@@ -87,7 +89,7 @@ class StudyKind:
         the entry of its method (None where not run yet), by run name; ``tasks``: the study's tasks."""
         return {}
 
-    def tables(self, summary: dict) -> list["Table"]:
+    def tables(self, summary: dict) -> list[Table]:
         """The kind's tables, made from the summary of study.json."""
         return []
 

@@ -122,8 +122,8 @@ class OrderStudy(MethodsStudy):
     help = "the same methods over several task orders: final metric by arrival position (Fig. 11b)"
     description = ("The same methods trained on several task orders: each task's final metric by the position at which it arrived (the paper's Figure 11b / 12b). "
                    "With the default cyclic rotations every task arrives once at every position, so position effects are not confounded with task difficulty.")
-    plots = {"order": Plot("Order study (paper Fig. 11b/12b): each task's final metric by its arrival position; one line per task order, bold: mean over orders.",
-                           order_figure)}
+    plots = (Plot("order", "Order study (paper Fig. 11b/12b): each task's final metric by its arrival position; one line per task order, bold: mean over orders.",
+                  order_figure),)
 
     def add_arguments(self, group) -> None:
         group.add_argument("--orders", help='task orders separated by ";", each a permutation of positions or names, e.g. "1,2,3,4;4,3,2,1" (default: the cyclic rotations)')

@@ -37,7 +37,7 @@ class QuotaStudy(MethodsStudy):
     name = "quota"
     help = "average metric after each task as tasks arrive, per method (paper Fig. 11a)"
     description = "The average metric over the tasks seen so far after each task, for each method, as tasks arrive (the paper's Figure 11a / 12a)."
-    plots = {"quota": Plot("Quota study (paper Fig. 11a/12a): average metric over the tasks seen so far as tasks arrive.", quota_figure, wide=False)}
+    plots = (Plot("quota", "Quota study (paper Fig. 11a/12a): average metric over the tasks seen so far as tasks arrive.", quota_figure, wide=False),)
 
     def runs(self, base: RunConfig, names: list[str], methods: list[str] | None = None) -> tuple[list[RunSpec], dict[str, Any]]:
         methods = methods or default_methods()
@@ -46,7 +46,7 @@ class QuotaStudy(MethodsStudy):
     def collect(self, study: dict, found: dict, tasks: list[str]) -> dict[str, Any]:
         methods = []
         for spec in study["runs"]:
-            results, e = found[spec["name"]]
+            e = found[spec["name"]][1]
             methods.append({"name": spec["method"], "label": run_title(spec, e), COMPLETE: bool(e and e.get(COMPLETE)),
                             **{k: (e or {}).get(k) for k in (AVG, FINAL_AVG, BWT, FORGETTING, MEMORY_BYTES, TRAIN_SECONDS, SD)}})
         return {"methods": methods}

@@ -123,8 +123,8 @@ class SweepStudy(StudyKind):
     name = "lambda"
     help = "sweep of a method option, by default Assoc-GAN's --lambda-distill (Fig. 14)"
     description = "A sweep of the continual-distillation weight lambda': the prior tasks' final metric and the overall final average for each value (the paper's Figure 14)."
-    plots = {"lambda": Plot("Lambda' sweep (paper Fig. 14): (a) the prior tasks' final metric, (b) the overall final average, against the distillation weight.",
-                            lambda_figure)}
+    plots = (Plot("lambda", "Lambda' sweep (paper Fig. 14): (a) the prior tasks' final metric, (b) the overall final average, against the distillation weight.",
+                  lambda_figure),)
 
     def add_arguments(self, group) -> None:
         group.add_argument("--method", default=None, help=f"the method whose option is swept (default {DEFAULT_SWEEP[0]})")
@@ -148,7 +148,7 @@ class SweepStudy(StudyKind):
         part: dict[str, Any] = {"method": params.get("method"), "option": params.get("option"), "flag": "--" + str(params.get("option", "")).replace("_", "-"),
                                 "prior_tasks": tasks[:-1], "rows": []}
         for spec in study["runs"]:
-            results, e = found[spec["name"]]
+            e = found[spec["name"]][1]
             complete = bool(e and e.get(COMPLETE))
             final = e[MATRIX][-1] if complete else None
             part["rows"].append({"value": spec["value"], COMPLETE: complete, "final": final,
