@@ -14,11 +14,12 @@ from assocgan.evaluate import summarize
 from assocgan.metrics import METRICS, Metric, get_metric, scores
 from assocgan.report.console import print_tables
 from assocgan.report.html import write_report
-from assocgan.report.plots import forgetting_figure, lambda_figure, save_figure
+from assocgan.report.plots import forgetting_figure, save_figure
 from assocgan.report.tables import matrix_table, summary_table
 from assocgan.runfolder import RunFolder
 from assocgan.runner import method_entry
 from assocgan.seeds import combine
+from assocgan.studies.sweep import lambda_figure
 
 # the consumers are imported before MAE is registered: one that copied the registry at import would miss it
 

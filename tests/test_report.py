@@ -20,7 +20,12 @@ from assocgan.cli import main
 from assocgan.io import read_json, write_json
 from assocgan.report import plots
 from assocgan.report.html import write_report
-from assocgan.report.tables import ablation_table, lambda_table, order_table, quota_table, tasks_table, to_text
+from assocgan.report.tables import tasks_table, to_text
+from assocgan.studies import write_study_plots, write_study_report
+from assocgan.studies.ablation import ablation_table
+from assocgan.studies.order import order_table
+from assocgan.studies.quota import quota_table
+from assocgan.studies.sweep import lambda_table
 from browser import CHROMIUM_FLAGS
 
 TINY = ["--preset", "smoke", "--size", "16", "--steps", "4", "--n-train", "4", "--n-test", "2", "--batch-size", "2", "--threads", "1"]
@@ -358,8 +363,7 @@ def test_study_tables_and_plots_from_summaries(kind, tmp_path):
         assert "15.50" in text and "(partial)" in text
     if kind == "quota":
         assert "3.00" in text  # amplitude of TL: 20 - 17
-    write_json(tmp_path / "study.json", _study(kind, summary, []))
-    written = plots.write_plots(tmp_path)
+    written = write_study_plots(tmp_path, _study(kind, summary, []))
     assert [p.stem for p in written] == [kind]
     _png_ok(written[0])
 
@@ -374,9 +378,10 @@ def study_dir(run_dir, tmp_path_factory) -> Path:
                "runs": [{"name": "tl", "status": "done", "final_avg": res["methods"]["tl"]["final_avg"], "train_seconds": 1.0},
                         {"name": "jl", "status": "pending"}],
                "methods": [{"name": "tl", "label": "TL", "avg": res["methods"]["tl"]["avg"]}]}
-    write_json(d / "study.json", _study("quota", summary, [{"name": "tl", "label": "TL", "how": "tl", "methods": ["tl"], "method": "tl"},
-                                                          {"name": "jl", "label": "JL", "how": "jl", "methods": ["jl"], "method": "jl"}]))
-    write_report(d)
+    study = _study("quota", summary, [{"name": "tl", "label": "TL", "how": "tl", "methods": ["tl"], "method": "tl"},
+                                      {"name": "jl", "label": "JL", "how": "jl", "methods": ["jl"], "method": "jl"}])
+    write_json(d / "study.json", study)
+    write_study_report(d, study)
     return d
 
 

@@ -19,6 +19,10 @@ from assocgan.errors import UserError
 from assocgan.methods import METHODS, Option
 from assocgan.methods.tl import TL
 from assocgan.report.tables import to_text
+from assocgan.studies.ablation import ABLATION_ROWS, ablation_runs
+from assocgan.studies.order import parse_orders
+from assocgan.studies.quota import quota_table
+from assocgan.studies.sweep import lambda_runs, lambda_table, sweep_values
 
 TASKS = ["noise", "impulse", "oversharpen", "blur"]
 TINY = dict(size=16, steps=2, n_train=4, n_test=2, batch_size=2, ngf=4, ndf=4, sample_images=1, threads=1)
@@ -217,11 +221,11 @@ def test_report_command_rebuilds_a_study_folder(quota_dir):
 
 # ---- order ---------------------------------------------------------------------------------
 def test_parse_orders():
-    assert studies.parse_orders(None, TASKS) == ["1,2,3,4", "2,3,4,1", "3,4,1,2", "4,1,2,3"]
-    assert studies.parse_orders("4,3,2,1; noise,impulse,blur,oversharpen", TASKS) == ["4,3,2,1", "1,2,4,3"]
+    assert parse_orders(None, TASKS) == ["1,2,3,4", "2,3,4,1", "3,4,1,2", "4,1,2,3"]
+    assert parse_orders("4,3,2,1; noise,impulse,blur,oversharpen", TASKS) == ["4,3,2,1", "1,2,4,3"]
     for bad in ("1,2,3", "1,1,2,3", "1,2,3,5", "1,2,3,4;1,2,3,4", "rain,1,2,3"):
         with pytest.raises(UserError):
-            studies.parse_orders(bad, TASKS)
+            parse_orders(bad, TASKS)
 
 
 def test_order_study(tmp_path):
@@ -249,20 +253,20 @@ def test_order_study_refuses_a_base_order(tmp_path):
 
 # ---- lambda: a sweep of any numeric option, here of a test method ------------------------------
 def test_sweep_values(sweepable):
-    assert studies.sweep_values(sweepable, "strength", None) == pytest.approx([0, 0.1, 0.3, 1, 3, 10])
-    assert studies.sweep_values(sweepable, "strength", "2, 0.5,2") == [0.5, 2.0]
+    assert sweep_values(sweepable, "strength", None) == pytest.approx([0, 0.1, 0.3, 1, 3, 10])
+    assert sweep_values(sweepable, "strength", "2, 0.5,2") == [0.5, 2.0]
     with pytest.raises(UserError, match="no such option"):
-        studies.sweep_values(sweepable, "nope", None)
+        sweep_values(sweepable, "nope", None)
     with pytest.raises(UserError, match="numeric"):
-        studies.sweep_values(sweepable, "flag", None)
+        sweep_values(sweepable, "flag", None)
     with pytest.raises(UserError):
-        studies.sweep_values(sweepable, "strength", "1,x")
+        sweep_values(sweepable, "strength", "1,x")
 
 
 def test_lambda_run_names_keep_large_and_small_values_apart(sweepable):
     from assocgan.config import make_config
 
-    runs = studies.lambda_runs(make_config("smoke"), sweepable, "strength", [3e-6, 0.5, 3e6])
+    runs = lambda_runs(make_config("smoke"), sweepable, "strength", [3e-6, 0.5, 3e6])
     names = [r.name for r in runs]
     assert len(set(names)) == 3 and "3e06" in names[2] and "3e-06" in names[0]
 
@@ -283,8 +287,6 @@ def test_lambda_study_and_a_failed_run(sweepable, tmp_path):
     r0 = rows[0]
     assert r0["prior_mean"] == pytest.approx(sum(r0["final"][:3]) / 3) and r0["last"] == r0["final"][3]
     assert (out / "plots" / "lambda.png").exists() and (out / "report.html").exists()
-    from assocgan.report.tables import lambda_table
-
     text = to_text(lambda_table(record["summary"]))
     assert "--strength" in text and "13 (partial)" in text
     # the sweep of the real thing, as soon as Assoc-GAN is registered
@@ -299,7 +301,7 @@ def test_lambda_study_and_a_failed_run(sweepable, tmp_path):
 # ---- ablation ------------------------------------------------------------------------------
 def test_ablation_backbone_rows(tmp_path):
     """Rows 1-3 of Table 3 (TL variants) run here; rows 4-6 need Assoc-GAN (next test)."""
-    st = studies.make_study("ablation", base(), tmp_path / "abl", rows=studies.ABLATION_ROWS[:3])
+    st = studies.make_study("ablation", base(), tmp_path / "abl", rows=ABLATION_ROWS[:3])
     assert [(r.cfg.lambda_content, r.cfg.lambda_adv) for r in st.runs] == [(0.0, 1e-3), (1.0, 0.0), (1.0, 1e-3)]
     record, printed = quiet(studies.run_study, st, jobs=1)
     rows = record["summary"]["rows"]
@@ -319,7 +321,7 @@ def test_every_ablation_row_is_a_distinct_run_with_the_terms_its_label_names(tmp
     from assocgan.config import make_config
 
     cfg = make_config(preset, methods=["tl", "assoc"], threads=1)
-    runs = studies.ablation_runs(cfg)
+    runs = ablation_runs(cfg)
     assert len(runs) == 6
     seen = set()
     for r in runs:
@@ -375,8 +377,6 @@ def test_quota_study_over_seeds(tmp_path):
     assert study["params"]["seeds"] == [0, 1]
     assert study["summary"]["methods"][0]["final_avg"] == pytest.approx(sum(per) / 2)  # the study reads the mean
     # ... and its table gives each average after a task as mean ± sd over the two seeds
-    from assocgan.report.tables import quota_table
-
     avgs = [json.loads((run_dir / f"seed{s}" / "results.json").read_text())["methods"]["tl"]["avg"] for s in (0, 1)]
     table = quota_table(study["summary"])
     last = table.rows[0][len(avgs[0])]

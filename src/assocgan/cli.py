@@ -219,56 +219,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .jobs import job_options
-    from .studies import DEFAULT_SWEEP, default_methods, make_study, run_study
+    from .studies import STUDIES, make_study, run_study
 
     opts = job_options(args.executor, time_limit=args.time_limit, job_logs=args.job_logs, partition=args.partition, account=args.account, qos=args.qos,
                        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem=args.mem, slurm_setup=args.slurm_setup, slurm_option=args.slurm_option)
-    kind = args.study
-    if kind in ("quota", "order"):
-        args.methods = args.methods if args.methods is not None else ",".join(default_methods())
-    elif kind == "lambda":
-        args.methods = args.method if args.method is not None else DEFAULT_SWEEP[0]
-    else:
-        args.methods = "tl,assoc"
+    kind = STUDIES[args.study]
+    args.methods = kind.base_methods(args)
     cfg = config_from_args(args)
     study = make_study(
-        kind, cfg, args.out, methods=cfg.methods if kind in ("quota", "order") else None, orders=getattr(args, "orders", None),
-        method=getattr(args, "method", None), option=getattr(args, "option", None), values=getattr(args, "values", None),
+        args.study, cfg, args.out, **kind.options(args, cfg),
         bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe, "metric": args.metric},
         device=args.device, command="assocgan " + shlex.join(args.argv), seeds=seeds_from_args(args), tensorboard=tensorboard_from_args(args),
     )
     run_study(study, jobs=args.jobs, console=Console(), opts=opts)
     return 0
-
-
-def cmd_perceptual(args: argparse.Namespace) -> int:
-    from .perceptual.server import serve_study
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
-    if methods == []:
-        raise UserError("--methods: give at least one method")
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port {args.port}: must be 0 (any free port) to 65535")
-    serve_study(args.run_dir, groups=args.groups, methods=methods, show_target=args.show_target, host=args.host, port=args.port,
-                bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe})
-    return 0
-
-
-def _add_perceptual_parser(ssub, kind: str, text: str) -> None:
-    p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Each group is one test image through every method; "
-                        "the outputs are made once, from the run's checkpoints, into RUN_DIR/perceptual/. Run it again to go on "
-                        "collecting votes; options left out keep the study's design.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (results.json, checkpoints/)")
-    p.add_argument("--groups", type=int, help="groups per participant, spread evenly over the tasks (default 60, as in the paper)")
-    p.add_argument("--methods", help="comma-separated methods of the run to compare (default: every complete one)")
-    p.add_argument("--show-target", action=argparse.BooleanOptionalAction, default=None, help="show each group's target beside the input (default: hidden)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
-    g = p.add_argument_group("a run on your own data that has moved since (default: where results.json says it was)")
-    g.add_argument("--data", help="the run's --data ROOT")
-    g.add_argument("--clean-images", help="the run's --clean-images DIR")
-    g.add_argument("--recipe", help="the run's --recipe")
-    p.set_defaults(fn=cmd_perceptual)
 
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
@@ -290,27 +254,22 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_study_parser(sub, preset: str | None = None) -> None:
-    from .studies import DEFAULT_SWEEP, STUDIES
+    from .studies import STUDIES
 
     sp = sub.add_parser("study", help="the paper's analyses: " + ", ".join(STUDIES))
     ssub = sp.add_subparsers(dest="study", required=True)
-    for kind, sk in STUDIES.items():
-        if not sk.trains:
-            _add_perceptual_parser(ssub, kind, sk.help)
+    for name, kind in STUDIES.items():
+        p = ssub.add_parser(name, help=kind.help, description=f"Study {name}: {kind.help}. {kind.details}")
+        if not kind.trains:  # it works on a finished run folder: its own arguments and command alone
+            kind.add_arguments(p)
+            p.set_defaults(fn=kind.work)
             continue
-        text = sk.help
-        p = ssub.add_parser(kind, help=text, description=f"Study {kind}: {text}. Its runs are run folders under OUT/runs/ (done ones are skipped); OUT/report.html shows the table and plot.")
-        _add_run_options(p, with_methods=kind in ("quota", "order"), methods=None, out=f"runs/study_{kind}", preset=preset)
+        _add_run_options(p, with_methods=kind.chooses_methods, methods=None, out=f"runs/study_{name}", preset=preset)
         g = p.add_argument_group("study")
         g.add_argument("--jobs", metavar="N", type=int, default=None,
                        help="runs at a time (default 1: in this process; with --executor slurm, every run at once); without --executor, N > 1 "
                             "runs parallel worker processes sharing the cores, each with its own GPU when there are several")
-        if kind == "order":
-            g.add_argument("--orders", help='task orders separated by ";", each a permutation of positions or names, e.g. "1,2,3,4;4,3,2,1" (default: the cyclic rotations)')
-        if kind == "lambda":
-            g.add_argument("--method", default=None, help=f"the method whose option is swept (default {DEFAULT_SWEEP[0]})")
-            g.add_argument("--option", default=None, help=f"the numeric option swept (default {DEFAULT_SWEEP[1]})")
-            g.add_argument("--values", help="comma-separated values (default: 0 and the option's default times 0.1, 0.3, 1, 3, 10)")
+        kind.add_arguments(g)
         _add_executor_options(p)
         p.set_defaults(fn=cmd_study)
 

@@ -2,27 +2,25 @@
 from a run folder's or a study folder's files alone. Printed (to paper or PDF) it holds everything: the
 navigation bar goes, wide tables wrap their cells, and the collapsed sections (``<details>``) print open.
 
-A run folder has ``results.json`` (and ``samples/``); a study folder has ``study.json`` (its runs are run
-folders under ``runs/``). Writing the report also rewrites the folder's plots (``plots/``).
+A run folder has ``results.json`` (and ``samples/``); writing its report also rewrites its plots (``plots/``). A
+study folder has ``study.json`` (its runs are run folders under ``runs/``); its page is assembled here from what
+its kind gives (``assocgan.studies`` writes it: this layer knows no kind of study).
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import UserError, is_whole_number
-from ..io import read_json, write_text
+from ..io import write_text
 from ..metrics import METRICS, get_metric
 from ..results import BENCHMARK, CONFIG, INPUTS, METHODS, METRIC, PROVENANCE, RUNS, SEEDS, TASKS, TITLE
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
-from .tables import (
-    Table, ablation_table, lambda_table, matrix_table, order_table, perceptual_table, provenance_table, quota_table, seeds_table, study_runs_table,
-    summary_table, tasks_table,
-    to_html,
-)
+from .tables import Table, matrix_table, perceptual_table, provenance_table, seeds_table, study_runs_table, summary_table, tasks_table, to_html
 
 REPORT = "report.html"
 # nothing but the page itself: inline styles and embedded images (a stray external file shows as a console error)
@@ -69,15 +67,7 @@ pre{white-space:pre-wrap;overflow:visible}
 }
 """
 
-STUDY_TEXT = {
-    "quota": "The average metric over the tasks seen so far after each task, for each method, as tasks arrive (the paper's Figure 11a / 12a).",
-    "order": "The same methods trained on several task orders: each task's final metric by the position at which it arrived (the paper's Figure 11b / 12b). With the default cyclic rotations every task arrives once at every position, so position effects are not confounded with task difficulty.",
-    "lambda": "A sweep of the continual-distillation weight lambda': the prior tasks' final metric and the overall final average for each value (the paper's Figure 14).",
-    "ablation": "Each module of Assoc-GAN switched on in turn (the paper's Table 3): backbone without content loss, + MSE, + adversarial loss, + feature distillation, + heuristics, and all.",
-}
-
-
-WIDE = {"forgetting", "memory", "order", "lambda", "ablation"}  # plots shown at full width
+WIDE = {"forgetting", "memory"}  # run plots shown at full width
 
 
 def _e(s) -> str:
@@ -95,12 +85,14 @@ def _tables(tables: list[Table]) -> str:
     return '<div class="tables">' + "".join(f"<div>{to_html(t)}</div>" for t in tables) + "</div>"
 
 
-def _plots(folder: Path, stems: list[str] | None = None) -> str:
+def _plots(folder: Path, captions: dict[str, str], wide: Collection[str]) -> str:
+    """The PNGs of ``folder/plots/`` in the order of ``captions`` (by stem), each under its caption; those of ``wide``
+    at the page's full width."""
     d = folder / "plots"
     files = sorted(d.glob("*.png")) if d.is_dir() else []
-    order = {s: i for i, s in enumerate(stems or list(CAPTIONS))}
+    order = {s: i for i, s in enumerate(captions)}
     files.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
-    figs = "".join(f'<figure class="plot{" wide" if p.stem in WIDE else ""}">{img_tag(p, p.stem)}<figcaption>{_e(CAPTIONS.get(p.stem, p.stem))}</figcaption></figure>' for p in files)
+    figs = "".join(f'<figure class="plot{" wide" if p.stem in wide else ""}">{img_tag(p, p.stem)}<figcaption>{_e(captions.get(p.stem, p.stem))}</figcaption></figure>' for p in files)
     return f'<div class="plots">{figs}</div>' if figs else ""
 
 
@@ -190,7 +182,7 @@ def run_page(folder: Path, results: dict) -> str:
         body.append("<h2 id='votes'>User study (the paper's Table 4)</h2><p class='note'>Votes cast on the page of <code>assocgan study "
                     "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>"
                     + _tables(votes))
-    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
+    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder, CAPTIONS, WIDE) or "<p class='missing'>no plots</p>"))
     shown = folder / results[RUNS][0] if seeds and results.get(RUNS) else folder  # over seeds: the first seed's pictures
     body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
                 "blocks of inputs, outputs and targets (the first test images), headed so; under each input and output its score "
@@ -224,26 +216,17 @@ def vote_tables(folder: Path) -> list[Table]:
 
 
 # ---- study folders ----------------------------------------------------------------------
-def study_tables(study: dict) -> list[Table]:
-    """The tables of a study, in the paper's layouts (also printed by ``assocgan study``)."""
-    summary = study.get("summary") or {}
-    kind = study.get("study")
-    if not summary:
-        return []
-    make = {"quota": quota_table, "order": order_table, "lambda": lambda_table, "ablation": ablation_table}.get(kind)
-    return [make(summary)] if make else []
-
-
-def study_page(folder: Path, study: dict) -> str:
+def study_page(folder: Path, study: dict, lead: str, tables: list[Table], captions: dict[str, str], wide: Collection[str]) -> str:
+    """The page of a study folder from its record ``study`` (study.json) and what its kind gives: the ``lead``
+    paragraph, its ``tables``, its figures' ``captions`` (by file stem) and those shown ``wide``."""
     kind = study.get("study", "?")
     summary = study.get("summary") or {}
     bench = summary.get("benchmark") or (study.get("base_config") or {}).get("benchmark", "")
-    body = [f"<h1>assocgan study: {_e(kind)} on {_e(bench)}</h1>", f"<p class='lead'>{_e(STUDY_TEXT.get(kind, ''))}</p>"]
+    body = [f"<h1>assocgan study: {_e(kind)} on {_e(bench)}</h1>", f"<p class='lead'>{_e(lead)}</p>"]
     if study.get("command"):
         body.append(f"<p class='note'>Made by: <code>{_e(study['command'])}</code></p>")
-    tables = study_tables(study)
     body.append("<h2 id='results'>Results</h2>" + (_tables(tables) if tables else "<p class='missing'>no run has finished yet</p>"))
-    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder) or "<p class='missing'>no plots</p>"))
+    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder, captions, wide) or "<p class='missing'>no plots</p>"))
     body.append("<h2 id='runs'>Runs</h2>" + _tables([study_runs_table(study)]))
     body.append("<p class='note'>Each run is a normal run folder with its own report.html; below, each run's summary and its last sample grids.</p>")
     for spec in study.get("runs", []):
@@ -264,19 +247,14 @@ def study_page(folder: Path, study: dict) -> str:
 
 
 def write_report(folder: str | Path, plots: bool = True) -> Path:
-    """(Re)write ``folder/report.html`` (and, with ``plots``, ``folder/plots/``) from the folder's files:
-    a study folder (``study.json``) or a run folder (``results.json``)."""
+    """(Re)write a run folder's ``report.html`` (and, with ``plots``, its ``plots/``) from its results.json (a study
+    folder's: ``assocgan.studies.write_study_report``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: folder not found")
-    try:
-        study = read_json(folder / "study.json")
-    except ValueError as e:
-        raise UserError(f"{folder / 'study.json'}: not valid JSON ({e})") from None
-    results = None if study is not None else RunFolder(folder).read_results()
-    if study is None and results is None:
+    results = RunFolder(folder).read_results()
+    if results is None:
         raise UserError(f"{folder}: neither results.json (a run) nor study.json (a study) to report on")
     if plots:
         write_plots(folder)
-    page = study_page(folder, study) if study is not None else run_page(folder, results)
-    return write_text(folder / REPORT, page)
+    return write_text(folder / REPORT, run_page(folder, results))

@@ -1,9 +1,9 @@
-"""The paper's figures as PNG files (with PDF and SVG copies beside them), made from a run's ``results.json`` or a study's ``study.json`` alone.
+"""The paper's figures as PNG files (with PDF and SVG copies beside them), made from a run's ``results.json`` alone,
+and the drawing helpers the study kinds (``assocgan.studies``) draw their figures with.
 
 Run plots (``DIR/plots/``): forgetting curves (Figure 6 layout), memory against the number of tasks
 (Figure 5a), training time (Figure 5b), final metric against training time (Figure 9a) and the average
-metric after each task (Figure 11a). Study plots: quota (Figure 11a), task order (Figure 11b), the
-lambda' sweep (Figure 14) and the ablation (Table 3).
+metric after each task (Figure 11a).
 
 Matplotlib is used through ``Figure`` and the Agg canvas only (no pyplot): nothing global changes, and
 files are written atomically.
@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from ..io import read_json, write_bytes
-from ..metrics import METRICS, get_metric
+from ..io import write_bytes
+from ..metrics import get_metric
 from ..results import (AVG, BENCHMARK, COMPLETE, CONFIG, CURVE, FINAL_AVG, MATRIX, MEMORY_BY_TASK, MEMORY_BYTES, METHODS, METRIC, SD, STEP,
                        TASKS, TRAIN_SECONDS, TRAIN_SECONDS_BY_TASK)
 from ..runfolder import RunFolder
@@ -25,21 +25,18 @@ from .tables import fmt_bytes, method_label
 # the paper's task colours: blue, red, yellow, green; then the rest of a qualitative palette
 TASK_COLORS = ["#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 METHOD_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"]
-# what each plot shows, by file stem: used as captions in report.html
+# what each run plot shows, by file stem: used as captions in report.html
 CAPTIONS = {
     "forgetting": "Forgetting curves (paper Fig. 6/10): each task's test metric over the whole training sequence, one panel per method, one line per task. Dotted lines: task boundaries. Over several seeds: the mean, with a band of one sd either side.",
     "avg_by_task": "Average metric over the tasks seen so far, after each task (paper Fig. 11a layout).",
     "memory": "Memory kept between tasks against the number of tasks learned (paper Fig. 5a/8), log scale.",
     "time": "Training time per method, split by task (paper Fig. 5b/9).",
     "time_vs_metric": "Final average metric against total training time (paper Fig. 9a).",
-    "quota": "Quota study (paper Fig. 11a/12a): average metric over the tasks seen so far as tasks arrive.",
-    "order": "Order study (paper Fig. 11b/12b): each task's final metric by its arrival position; one line per task order, bold: mean over orders.",
-    "lambda": "Lambda' sweep (paper Fig. 14): (a) the prior tasks' final metric, (b) the overall final average, against the distillation weight.",
-    "ablation": "Ablation (paper Table 3): final average of each configuration.",
 }
 
 
-def _figure(w: float, h: float):
+def new_figure(w: float, h: float):
+    """A Matplotlib figure of ``w`` x ``h`` inches, laid out by constraint (no pyplot)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), dpi=110, layout="constrained")
@@ -66,11 +63,13 @@ def save_figure(fig, path: str | Path) -> Path:
     return png
 
 
-def _metric_name(metric: str) -> str:
+def metric_name(metric: str) -> str:
+    """The label of ``metric`` on an axis."""
     return get_metric(metric).label
 
 
-def _ok(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """Whether ``v`` is a value to draw (not missing, not NaN)."""
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
@@ -79,7 +78,8 @@ def _task_ticks(ax, tasks: list[str]) -> None:
     ax.set_xticklabels([f"T{i + 1}\n{t}" for i, t in enumerate(tasks)], fontsize=8)
 
 
-def _grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
+def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``n`` panels, at most ``max_cols`` wide."""
     cols = min(max_cols, max(1, n))
     return math.ceil(n / cols), cols
 
@@ -105,10 +105,10 @@ def task_series(results: dict, name: str, metric: str | None = None, spread: boo
         for c in res.get(CURVE) or []:
             vals = c.get(metric) or []
             sds = ((c.get(SD) or {}).get(metric)) or []
-            if j < len(vals) and _ok(vals[j]):
+            if j < len(vals) and is_number(vals[j]):
                 pts[float(c[STEP])] = (vals[j], sds[j] if j < len(sds) else None)
         for i, row in enumerate(mat):
-            if j <= i and j < len(row) and _ok(row[j]):
+            if j <= i and j < len(row) and is_number(row[j]):
                 pts[float((i + 1) * steps)] = (row[j], at(mat_sd, i, j))  # after the task's last step (and after_task)
         xs = sorted(pts)
         ys = [pts[x][0] for x in xs]
@@ -122,8 +122,8 @@ def forgetting_figure(results: dict):
     tasks = results[TASKS]
     metric = results[METRIC]
     steps = (results.get(CONFIG) or {}).get("steps") or 1
-    rows, cols = _grid_shape(len(names))
-    fig = _figure(3.3 * cols, 2.6 * rows + 0.5)
+    rows, cols = grid_shape(len(names))
+    fig = new_figure(3.3 * cols, 2.6 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     handles: dict[int, Any] = {}
     for k, name in enumerate(names):
@@ -135,8 +135,8 @@ def forgetting_figure(results: dict):
                 continue
             color = TASK_COLORS[j % len(TASK_COLORS)]
             (h,) = ax.plot(xs, ys, color=color, lw=1.5, marker=None if has_curve else "o", ms=4, label=f"T{j + 1} {tasks[j]}")
-            if any(_ok(d) for d in sds):  # several seeds: a band of one sd either side of the mean
-                band = [d if _ok(d) else 0.0 for d in sds]
+            if any(is_number(d) for d in sds):  # several seeds: a band of one sd either side of the mean
+                band = [d if is_number(d) else 0.0 for d in sds]
                 ax.fill_between(xs, [y - d for y, d in zip(ys, band)], [y + d for y, d in zip(ys, band)], color=color, alpha=0.18, lw=0)
             handles.setdefault(j, h)
         for i in range(1, len(tasks)):
@@ -146,7 +146,7 @@ def forgetting_figure(results: dict):
         ax.set_title(method_label(name, res), fontsize=10)
         ax.grid(alpha=0.25)
         if k % cols == 0:
-            ax.set_ylabel(_metric_name(metric))
+            ax.set_ylabel(metric_name(metric))
         if k // cols == rows - 1:
             ax.set_xlabel("training step")
     for k in range(len(names), rows * cols):
@@ -160,16 +160,16 @@ def forgetting_figure(results: dict):
 def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
     """Figure 11a: the average metric over the tasks seen so far after each task, one line per entry of
     ``series`` ({"label", "avg": [...]})."""
-    fig = _figure(6.4, 4.0)
+    fig = new_figure(6.4, 4.0)
     ax = fig.subplots()
     for k, s in enumerate(series):
-        pts = [(i + 1, v) for i, v in enumerate(s.get("avg") or []) if _ok(v)]
+        pts = [(i + 1, v) for i, v in enumerate(s.get("avg") or []) if is_number(v)]
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=4, lw=1.6, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=s["label"])
     _task_ticks(ax, tasks)
     ax.set_xlim(0.7, len(tasks) + 0.3)
     ax.set_xlabel("after training task")
-    ax.set_ylabel(f"average {_metric_name(metric)} over tasks seen")
+    ax.set_ylabel(f"average {metric_name(metric)} over tasks seen")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.25)
     if ax.get_legend_handles_labels()[0]:
@@ -179,14 +179,14 @@ def avg_figure(series: list[dict], tasks: list[str], metric: str, title: str):
 
 def memory_figure(results: dict):
     """Figure 5a: bytes kept between tasks against the number of tasks learned, log scale."""
-    fig = _figure(8.6, 4.0)
+    fig = new_figure(8.6, 4.0)
     ax = fig.subplots()
     tasks = results[TASKS]
     zero = []
     drawn = False
     for k, (name, res) in enumerate(results[METHODS].items()):
         mem = res.get(MEMORY_BY_TASK) or []
-        pts = [(i + 1, v) for i, v in enumerate(mem) if _ok(v) and v > 0]
+        pts = [(i + 1, v) for i, v in enumerate(mem) if is_number(v) and v > 0]
         label = method_label(name, res)
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=4, lw=1.6, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=f"{label}: {fmt_bytes(res.get(MEMORY_BYTES))}")
@@ -218,7 +218,7 @@ def time_figure(results: dict):
     """Figure 5b: training seconds per method, stacked by task."""
     names = list(results[METHODS])
     tasks = results[TASKS]
-    fig = _figure(6.4, 1.4 + 0.45 * max(2, len(names)))
+    fig = new_figure(6.4, 1.4 + 0.45 * max(2, len(names)))
     ax = fig.subplots()
     for k, name in enumerate(names):
         res = results[METHODS][name]
@@ -241,15 +241,15 @@ def time_figure(results: dict):
 
 def time_vs_metric_figure(results: dict):
     """Figure 9a: final average metric against total training time, one point per method."""
-    fig = _figure(6.4, 4.0)
+    fig = new_figure(6.4, 4.0)
     ax = fig.subplots()
     for k, (name, res) in enumerate(results[METHODS].items()):
-        if not _ok(res.get(FINAL_AVG)):
+        if not is_number(res.get(FINAL_AVG)):
             continue
         ax.scatter([res.get(TRAIN_SECONDS, 0)], [res[FINAL_AVG]], color=METHOD_COLORS[k % len(METHOD_COLORS)], s=36, zorder=3)
         ax.annotate(method_label(name, res) + ("" if res.get(COMPLETE) else " (partial)"), (res.get(TRAIN_SECONDS, 0), res[FINAL_AVG]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("training seconds")
-    ax.set_ylabel(f"final average {_metric_name(results[METRIC])}")
+    ax.set_ylabel(f"final average {metric_name(results[METRIC])}")
     ax.set_title(f"Time and performance: {results[BENCHMARK]}", fontsize=11)
     ax.margins(0.2)
     ax.grid(alpha=0.25)
@@ -267,151 +267,14 @@ def run_figures(results: dict) -> dict[str, Callable[[], Any]]:
     }
 
 
-# ---- study plots ------------------------------------------------------------------------
-def order_figure(summary: dict):
-    """Figure 11b: each task's final metric by arrival position; a panel per method (first: the means)."""
-    methods = summary["methods"]
-    n = summary["n_tasks"]
-    metric = summary["metric"]
-    rows, cols = _grid_shape(len(methods) + 1, 3)
-    fig = _figure(3.6 * cols, 2.8 * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
-    pos = list(range(1, n + 1))
-    ax0 = axes[0][0]
-    for k, m in enumerate(methods):
-        pts = [(p, v) for p, v in zip(pos, m.get("mean_by_position") or []) if _ok(v)]
-        if pts:
-            ax0.plot(*zip(*pts), marker="o", ms=4, lw=1.8, color=METHOD_COLORS[k % len(METHOD_COLORS)], label=m["label"])
-    ax0.set_title("mean over orders", fontsize=10)
-    if methods:
-        ax0.legend(fontsize=7)
-    order_handles = []
-    for k, m in enumerate(methods):
-        ax = axes[(k + 1) // cols][(k + 1) % cols]
-        for o, run in enumerate(m["runs"]):
-            pts = [(p, v) for p, v in zip(pos, run.get("final") or []) if _ok(v)]
-            if not pts:
-                continue
-            (h,) = ax.plot(*zip(*pts), marker="o", ms=3, lw=1, alpha=0.75, color=TASK_COLORS[o % len(TASK_COLORS)], label="order " + run["order"])
-            for (p, v), tname in zip(pts, run.get("tasks") or []):
-                ax.annotate(tname, (p, v), textcoords="offset points", xytext=(3, 2), fontsize=6, color=TASK_COLORS[o % len(TASK_COLORS)])
-            if k == 0:
-                order_handles.append(h)
-        pts = [(p, v) for p, v in zip(pos, m.get("mean_by_position") or []) if _ok(v)]
-        if pts:
-            ax.plot(*zip(*pts), color="black", lw=2.4, label="mean")
-        ax.set_title(m["label"], fontsize=10)
-    for k in range(rows * cols):
-        ax = axes[k // cols][k % cols]
-        if k > len(methods):
-            ax.set_visible(False)
-            continue
-        ax.set_xticks(pos)
-        ax.set_xticklabels([f"{p}." for p in pos])
-        ax.set_xlim(0.6, n + 0.6)
-        ax.grid(alpha=0.25)
-        if k % cols == 0:
-            ax.set_ylabel(f"final {_metric_name(metric)}")
-        if k // cols == rows - 1 or k + cols > len(methods):
-            ax.set_xlabel("arrival position")
-    if order_handles:
-        fig.legend(handles=order_handles, loc="outside lower center", ncols=min(len(order_handles), 4), fontsize=7, frameon=False)
-    fig.suptitle(f"Task order: {summary['benchmark']}", fontsize=11)
-    return fig
-
-
-def lambda_figure(summary: dict):
-    """Figure 14: (a) each prior task's final metric and their mean, (b) the overall final average,
-    against the swept value."""
-    from matplotlib.ticker import NullLocator
-
-    rows = summary["rows"]
-    metric = summary["metric"]
-    fig = _figure(10.0, 3.9)
-    ax_a, ax_b = fig.subplots(1, 2)
-    xs = [r["value"] for r in rows]
-    for j, tname in enumerate(summary["prior_tasks"]):
-        pts = [(r["value"], r["final"][j]) for r in rows if r.get("final") and j < len(r["final"]) and _ok(r["final"][j])]
-        if pts:
-            ax_a.plot(*zip(*pts), marker="o", ms=4, lw=1.2, color=TASK_COLORS[j % len(TASK_COLORS)], label=f"T{j + 1} {tname}")
-    pts = [(r["value"], r["prior_mean"]) for r in rows if _ok(r.get("prior_mean"))]
-    if pts:
-        ax_a.plot(*zip(*pts), marker="s", ms=5, lw=2.2, color="black", label="mean of prior tasks")
-    pts = [(r["value"], r["overall"]) for r in rows if _ok(r.get("overall"))]
-    if pts:
-        ax_b.plot(*zip(*pts), marker="o", ms=5, lw=2, color="#d62728", label="all tasks")
-        best = get_metric(metric).best(pts, key=lambda p: p[1])
-        ax_b.annotate(f"best: {best[0]:g}", best, textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
-    label = summary.get("flag") or summary.get("option", "value")
-    for ax, title in ((ax_a, "(a) prior tasks"), (ax_b, "(b) overall")):
-        positive = [x for x in xs if x > 0]
-        if positive and max(xs) / min(positive) >= 20:
-            ax.set_xscale("symlog", linthresh=min(positive))
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{x:g}" for x in xs], fontsize=8)
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.ticklabel_format(axis="y", useOffset=False)
-        ax.margins(y=0.15)
-        ax.set_xlabel(f"{summary.get('method', '')} {label}")
-        ax.set_ylabel(f"final {_metric_name(metric)}")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.25)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Sweep of {label}: {summary['benchmark']}", fontsize=11)
-    return fig
-
-
-def ablation_figure(summary: dict):
-    """Table 3 as bars: the final average in every metric of each configuration, a panel per metric."""
-    rows = summary["rows"]
-    fig = _figure(4.5 * len(METRICS), 1.0 + 0.45 * max(2, len(rows)))
-    axes = fig.subplots(1, len(METRICS), sharey=True, squeeze=False)[0]
-    for ax, metric in zip(axes, METRICS):
-        for k, r in enumerate(rows):
-            v = r.get(metric)
-            if _ok(v):
-                ax.barh(k, v, color=METHOD_COLORS[k % len(METHOD_COLORS)])
-                ax.text(v, k, f" {get_metric(metric).fmt(v)}", va="center", fontsize=8)
-        ax.set_xlabel(f"final average {_metric_name(metric)}")
-        ax.margins(x=0.18)
-        ax.grid(alpha=0.25, axis="x")
-    axes[0].set_yticks(range(len(rows)))
-    axes[0].set_yticklabels([r["label"] for r in rows], fontsize=8)
-    axes[0].invert_yaxis()
-    fig.suptitle(f"Ablation: {summary['benchmark']}", fontsize=11)
-    return fig
-
-
-def study_figures(study: dict) -> dict[str, Callable[[], Any]]:
-    summary = study.get("summary") or {}
-    kind = study.get("study")
-    if not summary:
-        return {}
-    if kind == "quota":
-        series = [{"label": m["label"], "avg": m.get(AVG)} for m in summary["methods"]]
-        return {"quota": lambda: avg_figure(series, summary["tasks"], summary["metric"], f"Quota: {summary['benchmark']}")}
-    if kind == "order":
-        return {"order": lambda: order_figure(summary)}
-    if kind == "lambda":
-        return {"lambda": lambda: lambda_figure(summary)}
-    if kind == "ablation":
-        return {"ablation": lambda: ablation_figure(summary)}
-    return {}
-
-
 def write_plots(folder: str | Path) -> list[Path]:
-    """(Re)write the plots of a run folder (from results.json) or a study folder (from study.json) into
-    ``folder/plots/``; returns the PNGs written (each has its PDF and SVG beside it)."""
+    """(Re)write the plots of a run folder (from results.json) into ``folder/plots/``; returns the PNGs written
+    (each has its PDF and SVG beside it)."""
     folder = Path(folder)
-    study = read_json(folder / "study.json")
-    if study is not None:
-        makers = study_figures(study)
-    else:
-        results = RunFolder(folder).read_results()
-        if results is None or not results.get(METHODS):
-            return []
-        makers = run_figures(results)
+    results = RunFolder(folder).read_results()
+    if results is None or not results.get(METHODS):
+        return []
     written = []
-    for stem, make in makers.items():
+    for stem, make in run_figures(results).items():
         written.append(save_figure(make(), folder / "plots" / f"{stem}.png"))
     return written

@@ -1,4 +1,6 @@
-"""Every table is made here: a ``Table`` is built once from results and rendered as text, Markdown, LaTeX or HTML."""
+"""Tables: a ``Table`` is built once from results and rendered as text, Markdown, LaTeX or HTML. A run's tables are
+made here, with the formatting helpers every table is made with; a study kind's own tables are in its file of
+``assocgan.studies``."""
 from __future__ import annotations
 
 import html
@@ -234,82 +236,11 @@ def run_tables(results: dict) -> list[Table]:
     return tables + ([seeds_table(results)] if results.get(SEEDS) and results[METHODS] else [])
 
 
-# ---- studies (from the ``summary`` of a study.json) --------------------------------------
+# ---- studies (from the ``summary`` of a study.json; each kind's own tables are in its file of assocgan.studies) ----
 def study_seeds_note(summary: dict) -> str:
     """A study table's note on its spreads, when its runs were made over several seeds."""
     note = seeds_note(summary)
     return f" {note}A cell without ± is a mean only (the prior mean, and the metric other than the benchmark's)." if note else ""
-
-
-def quota_table(summary: dict) -> Table:
-    """Figure 11a as a table: each method's average over the tasks seen so far, after each task."""
-    metric = summary["metric"]
-    n = len(summary["tasks"])
-    header = ["Method"] + step_names(n) + ["amplitude"]
-    rows = []
-    for m in summary["methods"]:
-        avg = m.get(AVG) or []
-        vals = [v for v in avg if v is not None]
-        amp = fmt_metric(max(vals) - min(vals), metric) if len(vals) > 1 else ""
-        rows.append([m["label"]] + [fmt_pm(avg[i] if i < len(avg) else None, spread_of(m, AVG, i), metric) for i in range(n)] + [amp])
-    return Table(f"Quota: average {get_metric(metric).title} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
-                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + study_seeds_note(summary))
-
-
-def order_table(summary: dict) -> Table:
-    """Figure 11b as a table: each task's final metric by arrival position, per method and order."""
-    metric = summary["metric"]
-    n = summary["n_tasks"]
-    header = ["Method", "order"] + [f"{p + 1}. task" for p in range(n)] + ["final AVG"]
-    rows, rules = [], set()
-    for m in summary["methods"]:
-        if rows:
-            rules.add(len(rows))
-        for run in m["runs"]:
-            final = run.get("final") or []
-            tasks = run.get("tasks") or []
-            cells = [f"{tasks[p]} {fmt_pm(final[p], spread_of(run, MATRIX, -1, p), metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else ""
-                     for p in range(n)]
-            rows.append([m["label"], run["order"]] + cells + [fmt_pm(run.get(FINAL_AVG), spread_of(run, FINAL_AVG), metric)])
-        mean = m.get("mean_by_position") or []
-        done = [r.get(FINAL_AVG) for r in m["runs"] if r.get(FINAL_AVG) is not None]
-        rows.append([m["label"], "mean"] + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
-                    + [fmt_metric(sum(done) / len(done) if done else None, metric)])
-    return Table(f"Task order: final {get_metric(metric).title} by arrival position ({summary['benchmark']})", header, rows,
-                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score." + study_seeds_note(summary),
-                 rules_before=rules)
-
-
-def lambda_table(summary: dict) -> Table:
-    """Figure 14 as a table: the prior tasks' and all tasks' final metric for each swept value."""
-    metric = summary["metric"]
-    prior = summary["prior_tasks"]
-    flag = summary.get("flag") or summary.get("option", "value")
-    header = [flag] + [f"T{j + 1}" for j in range(len(prior))] + ["prior mean", f"T{len(prior) + 1} last", "overall AVG", "BWT"]
-    rows = []
-    for r in summary["rows"]:
-        final = r.get("final") or []
-        rows.append([f"{r['value']:g}" + ("" if r.get(COMPLETE) else " (partial)")]
-                    + [fmt_pm(final[j] if j < len(final) else None, spread_of(r, MATRIX, -1, j), metric) for j in range(len(prior))]
-                    + [fmt_metric(r.get("prior_mean"), metric), fmt_pm(r.get("last"), spread_of(r, MATRIX, -1, len(final) - 1), metric),
-                       fmt_pm(r.get("overall"), spread_of(r, FINAL_AVG), metric), fmt_pm(r.get(BWT), spread_of(r, BWT), metric, signed=True)])
-    tasks = summary.get("tasks") or prior
-    names = ", ".join(f"T{j + 1} {t}" for j, t in enumerate(tasks))
-    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {get_metric(metric).title} ({summary['benchmark']})", header, rows,
-                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)." + study_seeds_note(summary))
-
-
-def ablation_table(summary: dict) -> Table:
-    """The paper's Table 3: the final average in every metric of each module configuration."""
-    rows = []
-    for r in summary["rows"]:
-        own = spread_of(r, FINAL_AVG)  # the sd over seeds of the benchmark's own metric's final average
-        rows.append([r["label"] + ("" if r.get(COMPLETE) else " (partial)")]
-                    + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in METRICS]
-                    + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("how", "")])
-    titles = [m.title for m in METRICS.values()]
-    return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", *titles, "BWT", "as run"], rows,
-                 note=f"{' and '.join(titles)}: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + study_seeds_note(summary))
 
 
 def perceptual_table(summary: dict) -> Table:

@@ -1,18 +1,13 @@
 """Studies: the paper's further analyses (§4.5), each one command made of independent runs.
 
+Each kind of study is one file of this package (``base.py`` says what it declares); ``STUDIES`` holds every kind
+found there, so that adding a kind is adding a file. This module is what they share: making a study's runs,
+running what is not done, collecting its numbers, and its study.json, plots and report.
+
 A study folder holds ``study.json`` (what the study is, its runs, and the numbers collected from them),
 ``runs/<name>/`` (each a normal run folder: results.json, CSVs, checkpoints, samples, its own
 report.html, and ``run.json`` saying how it was configured, ``log.txt`` its output), ``plots/`` and
 ``report.html``.
-
-- ``quota``: the average metric over the tasks seen so far after each task, per method (Figure 11a).
-- ``order``: the same methods over several task orders; each task's final metric by arrival position
-  (Figure 11b). Default orders: the cyclic rotations, so that every task arrives once at every position.
-- ``lambda``: a sweep of one numeric option of one method (default: Assoc-GAN's ``lambda_distill``);
-  the prior tasks' and all tasks' final metric (Figure 14).
-- ``ablation``: the paper's Table 3 rows, from TL without content loss to the full Assoc-GAN.
-- ``perceptual``: the user study (Table 4) on a finished run folder: a local voting page (``assocgan.perceptual``);
-  it trains nothing, and ``assocgan report RUN_DIR`` shows its votes.
 
 A study resumes: a run whose results.json holds complete entries for its methods, made with the same
 settings, is not run again; a run folder made with other settings is an error (choose another ``--out``).
@@ -23,54 +18,49 @@ on a SLURM cluster (``--executor local|slurm``).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
+import pkgutil
 import sys
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, validate
-from .errors import UserError, is_whole_number
-from .io import read_json, read_json_file, write_json
-from .jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
-from .metrics import DEFAULT_METRIC, METRICS
-from .results import AVG, BWT, COMPLETE, FINAL_AVG, FORGETTING, MATRIX, MEMORY_BYTES, METHODS, METRIC, SD, TASKS, TRAIN_SECONDS
-from .runfolder import LOG, RunFolder, as_json, folder_lock
-from .seeds import mean, pending, read_seeds, seed_dir, write_combined
+from ..config import RunConfig
+from ..errors import UserError
+from ..io import read_json_file, write_json, write_text
+from ..jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
+from ..metrics import DEFAULT_METRIC
+from ..report.html import REPORT, study_page, write_report
+from ..report.plots import save_figure
+from ..report.tables import Table
+from ..results import COMPLETE, FINAL_AVG, MATRIX, METHODS, METRIC, TASKS, TRAIN_SECONDS
+from ..runfolder import LOG, RunFolder, as_json, folder_lock
+from ..seeds import pending, read_seeds, seed_dir, write_combined
+from .base import RunSpec, StudyKind, safe_name
 
-
-@dataclass(frozen=True)
-class StudyKind:
-    """A kind of study: what it shows, and whether it trains runs of its own (into ``--out``) or works on a
-    finished run folder."""
-
-    help: str
-    trains: bool = True
-
-
-STUDIES: dict[str, StudyKind] = {
-    "quota": StudyKind("average metric after each task as tasks arrive, per method (paper Fig. 11a)"),
-    "order": StudyKind("the same methods over several task orders: final metric by arrival position (Fig. 11b)"),
-    "lambda": StudyKind("sweep of a method option, by default Assoc-GAN's --lambda-distill (Fig. 14)"),
-    "ablation": StudyKind("the paper's Table 3: backbone, +MSE, +adversarial, +distillation, +heuristics, full Assoc-GAN"),
-    "perceptual": StudyKind("the user study (Table 4): a local page on which participants pick the most realistic output of each "
-                            "group of a finished run; its votes go to RUN_DIR/perceptual/", trains=False),
-}
+ORDER = ("quota", "order", "lambda", "ablation", "perceptual")
 STUDY_FILE = "study.json"
-DEFAULT_METHODS = ("tl", "jl", "replay", "assoc")  # those registered are the default of quota and order
-DEFAULT_SWEEP = ("assoc", "lambda_distill")
 
 
-@dataclass
-class RunSpec:
-    """One run of a study: a run folder ``runs/<name>`` trained with ``cfg``."""
+def _discover() -> dict[str, StudyKind]:
+    """One instance of every ``StudyKind`` subclass with a ``name`` defined in this package's modules, in the order
+    of ``ORDER`` (then by name)."""
+    found: dict[str, StudyKind] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base" or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, StudyKind) and obj.name and obj.__module__ == module.__name__:
+                if obj.name in found:
+                    raise RuntimeError(f"study name {obj.name!r} defined twice")
+                found[obj.name] = obj()
+    rank = {n: i for i, n in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
-    name: str
-    label: str
-    cfg: RunConfig
-    how: str = ""  # what this run changes, as flags
-    meta: dict[str, Any] = field(default_factory=dict)
+
+STUDIES: dict[str, StudyKind] = _discover()
 
 
 @dataclass
@@ -92,32 +82,9 @@ class Study:
 
 
 # ---- building the runs --------------------------------------------------------------------
-def default_methods() -> list[str]:
-    from .methods import METHODS
-
-    return [m for m in DEFAULT_METHODS if m in METHODS]
-
-
-def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", s.replace("+", "")).strip("-")  # 3e+06 -> 3e06, not 3e-06
-
-
-def variant(base: RunConfig, methods: list[str], options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> RunConfig:
-    """``base`` with other methods, method options (on top of the base's) and run settings."""
-    from .methods import get_method
-
-    opts = {}
-    for m in methods:
-        given = {**base.method_options.get(m, {}), **(options or {}).get(m, {})}
-        opts[m] = get_method(m).resolve_options(given)
-    cfg = dataclasses.replace(base, methods=list(methods), method_options=opts, **overrides)
-    validate(cfg)
-    return cfg
-
-
 def task_names(base: RunConfig, bench_args: dict[str, Any]) -> list[str]:
     """The benchmark's task names in its own order (cheap for the built-in benchmarks)."""
-    from .data.benchmarks import BUILTIN, load_benchmark
+    from ..data.benchmarks import BUILTIN, load_benchmark
 
     if not any(bench_args.get(k) for k in ("data", "clean_images", "recipe")) and base.benchmark in BUILTIN:
         return [t for t, _ in BUILTIN[base.benchmark].tasks]
@@ -126,126 +93,11 @@ def task_names(base: RunConfig, bench_args: dict[str, Any]) -> list[str]:
 
 
 def _builtin_metric(base: RunConfig, bench_args: dict[str, Any]) -> str:
-    from .data.benchmarks import BUILTIN
+    from ..data.benchmarks import BUILTIN
 
     if not (bench_args.get("data") or bench_args.get("clean_images")) and base.benchmark in BUILTIN:
         return BUILTIN[base.benchmark].metric
     return DEFAULT_METRIC
-
-
-def parse_orders(spec: str | None, names: list[str]) -> list[str]:
-    """``"1,2,3,4;4,3,2,1"`` (positions or task names) -> canonical position lists ``["1,2,3,4", "4,3,2,1"]``.
-    Each order must hold every task once. Default: the cyclic rotations of the benchmark's order."""
-    n = len(names)
-    if not spec:
-        return [",".join(str((k + i) % n + 1) for i in range(n)) for k in range(n)]
-    out = []
-    for item in [s.strip() for s in spec.split(";") if s.strip()]:
-        pos = []
-        for tok in [t.strip() for t in item.split(",") if t.strip()]:
-            if is_whole_number(tok) and 1 <= int(tok) <= n:
-                pos.append(int(tok))
-            elif tok in names:
-                pos.append(names.index(tok) + 1)
-            else:
-                raise UserError(f"--orders: unknown task {tok!r} in {item!r}; tasks are {', '.join(names)} (or positions 1-{n})")
-        if sorted(pos) != list(range(1, n + 1)):
-            raise UserError(f"--orders: {item!r} must name each of the {n} tasks exactly once")
-        key = ",".join(map(str, pos))
-        if key in out:
-            raise UserError(f"--orders: {item!r} is given twice")
-        out.append(key)
-    if not out:
-        raise UserError("--orders: give at least one order")
-    return out
-
-
-def _title(method: str) -> str:
-    from .methods import get_method
-
-    return get_method(method).title or method
-
-
-def quota_runs(base: RunConfig, methods: list[str]) -> list[RunSpec]:
-    return [RunSpec(m, _title(m), variant(base, [m]), how=m, meta={"method": m}) for m in methods]
-
-
-def order_runs(base: RunConfig, methods: list[str], orders: list[str]) -> list[RunSpec]:
-    return [
-        RunSpec(f"{m}_order{o.replace(',', '-')}", f"{_title(m)}, order {o}", variant(base, [m], order=o), how=f"{m} --order {o}", meta={"method": m, "order": o})
-        for m in methods for o in orders
-    ]
-
-
-def sweep_values(method: str, option: str, values: str | list | None) -> list[Any]:
-    """The swept values, parsed by the option itself. Default: 0 and the option's default times 0.1, 0.3, 1, 3, 10."""
-    from .methods import get_method
-
-    cls = get_method(method)
-    opt = next((o for o in cls.options if o.name == option), None)
-    if opt is None:
-        names = ", ".join(o.name for o in cls.options) or "none"
-        raise UserError(f"--option {option!r}: method {method} has no such option (its options: {names})")
-    if isinstance(opt.default, bool) or not isinstance(opt.default, (int, float)):
-        raise UserError(f"--option {option!r}: a sweep needs a numeric option; its default is {opt.default!r}")
-    if values is None:
-        d = opt.default
-        raw = [0, 0.1 * d, 0.3 * d, d, 3 * d, 10 * d] if d else [0, 0.1, 1, 10]
-        vals = [opt.parse(str(type(d)(v))) for v in raw]
-    else:
-        items = values.split(",") if isinstance(values, str) else list(values)
-        vals = [opt.parse(str(v).strip()) for v in items if str(v).strip()]
-    out = []
-    for v in vals:
-        if v not in out:
-            out.append(v)
-    if not out:
-        raise UserError("--values: give at least one value")
-    return sorted(out)
-
-
-def lambda_runs(base: RunConfig, method: str, option: str, values: list[Any]) -> list[RunSpec]:
-    from .methods import get_method
-
-    flag = "--" + option.replace("_", "-")
-    cls = get_method(method)
-    needs = cls.needs(option)  # what the option acts only with (Assoc-GAN's lambda': --distill on)
-    spelled = {o.name: o for o in cls.options}
-    also = "".join(f" {spelled[k].flag} {spelled[k].shown(v)}" for k, v in needs.items())
-    return [
-        RunSpec(_safe(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {**needs, option: v}}), how=f"{method}{also} {flag} {v:g}",
-                meta={"method": method, "value": v})
-        for v in values
-    ]
-
-
-# the paper's Table 3: (row label, method, loss terms, method options). Each row carries the terms its label
-# names: "Backbone" is the generator trained by the adversarial loss alone (the paper's text: no content loss),
-# "+Lmse" adds the content loss, "+Ladv" the adversarial term at the run's weight (``ADVERSARIAL_WEIGHT`` where the
-# preset has none, as the quick preset does), "+Lfeature" the continual distillation, "+Heuristics" the
-# association samples.
-ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...], dict], ...] = (
-    ("Backbone", "tl", ("adv",), {}),
-    ("Backbone+Lmse", "tl", ("mse",), {}),
-    ("Backbone+Lmse+Ladv", "tl", ("mse", "adv"), {}),
-    ("Backbone+Lmse+Ladv+Lfeature", "assoc", ("mse", "adv"), {"heuristics": False, "distill": True}),
-    ("Backbone+Lmse+Ladv+Heuristics", "assoc", ("mse", "adv"), {"distill": False}),
-    ("Backbone+Lmse+Ladv+Heuristics+Lfeature", "assoc", ("mse", "adv"), {"distill": True}),
-)
-ADVERSARIAL_WEIGHT = 1e-3  # the adversarial term's weight of the rows that name it, when the run's is 0
-
-
-def ablation_runs(base: RunConfig, rows=ABLATION_ROWS) -> list[RunSpec]:
-    out = []
-    adv = base.lambda_adv or ADVERSARIAL_WEIGHT
-    content = base.lambda_content or 1.0
-    for k, (label, method, terms, options) in enumerate(rows, 1):
-        weights = {"lambda_content": content if "mse" in terms else 0.0, "lambda_adv": adv if "adv" in terms else 0.0}
-        cfg = variant(base, [method], {method: options}, **weights)
-        flags = "".join(f" {'--' + n.replace('_', '-')} {v:g}" for n, v in weights.items())
-        opts = "".join(f" --{n.replace('_', '-')} {'on' if v is True else 'off' if v is False else v}" for n, v in options.items())
-        out.append(RunSpec(f"{k}_{_safe(label.lower().replace('+', '_'))}", label, cfg, how=f"{method}{flags}{opts}", meta={"method": method, "row": k}))
-    return out
 
 
 # ---- running ---------------------------------------------------------------------------
@@ -364,96 +216,29 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
         metric = params.get("metric") or DEFAULT_METRIC
     summary.update({"kind": kind, "benchmark": params.get("benchmark_name") or base.get("benchmark", ""), "metric": metric, "tasks": tasks, "n_tasks": len(tasks),
                     "seeds": params.get("seeds")})
-
-    def label(spec, entry):
-        from .report.tables import method_label
-
-        return method_label(spec["method"], entry) if entry else spec["label"]
-
-    if kind == "quota":
-        summary["methods"] = []
-        for spec in runs:
-            results, e = found[spec["name"]]
-            summary["methods"].append({"name": spec["method"], "label": label(spec, e), COMPLETE: bool(e and e.get(COMPLETE)),
-                                       **{k: (e or {}).get(k) for k in (AVG, FINAL_AVG, BWT, FORGETTING, MEMORY_BYTES, TRAIN_SECONDS, SD)}})
-    elif kind == "order":
-        by_method: dict[str, dict] = {}
-        for spec in runs:
-            results, e = found[spec["name"]]
-            m = by_method.setdefault(spec["method"], {"name": spec["method"], "label": spec["method"], "runs": []})
-            if e:
-                m["label"] = label(spec, e)
-            order = [int(p) for p in spec["order"].split(",")]
-            complete = bool(e and e.get(COMPLETE))
-            m["runs"].append({"order": spec["order"], "tasks": results[TASKS] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
-                              "final": e[MATRIX][-1] if complete else None, FINAL_AVG: e.get(FINAL_AVG) if complete else None, COMPLETE: complete,
-                              SD: e.get(SD) if complete else None})
-        for m in by_method.values():
-            finals = [r["final"] for r in m["runs"] if r["final"]]
-            m["mean_by_position"] = [mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []
-        summary["methods"] = list(by_method.values())
-    elif kind == "lambda":
-        summary.update({"method": params.get("method"), "option": params.get("option"), "flag": "--" + str(params.get("option", "")).replace("_", "-"),
-                        "prior_tasks": tasks[:-1], "rows": []})
-        for spec in runs:
-            results, e = found[spec["name"]]
-            complete = bool(e and e.get(COMPLETE))
-            final = e[MATRIX][-1] if complete else None
-            summary["rows"].append({"value": spec["value"], COMPLETE: complete, "final": final,
-                                    "prior_mean": mean(final[:-1]) if final and len(final) > 1 else None,
-                                    "last": final[-1] if final else None, "overall": e.get(FINAL_AVG) if complete else None, BWT: e.get(BWT) if complete else None,
-                                    SD: e.get(SD) if complete else None})
-    elif kind == "ablation":
-        summary["rows"] = []
-        for spec in runs:
-            results, e = found[spec["name"]]
-            complete = bool(e and e.get(COMPLETE))
-            summary["rows"].append({"label": spec["label"], "how": spec.get("how", ""), COMPLETE: complete,
-                                    **{m: mean(e[m][-1]) if complete else None for m in METRICS},
-                                    BWT: e.get(BWT) if complete else None, SD: e.get(SD) if complete else None})
+    summary.update(STUDIES[kind].collect(study, found, tasks))
     return summary
 
 
 # ---- the commands ------------------------------------------------------------------------
-def make_study(kind: str, base: RunConfig, out: str | Path, *, methods: list[str] | None = None, orders: str | None = None,
-               method: str | None = None, option: str | None = None, values: str | list | None = None, rows=ABLATION_ROWS,
-               bench_args: dict[str, Any] | None = None, device: str | None = None, command: str | None = None, seeds: list[int] | None = None,
-               tensorboard: bool | None = None) -> Study:
-    """The runs a study needs (nothing is run)."""
+def make_study(kind: str, base: RunConfig, out: str | Path, *, bench_args: dict[str, Any] | None = None, device: str | None = None,
+               command: str | None = None, seeds: list[int] | None = None, tensorboard: bool | None = None, **options: Any) -> Study:
+    """The runs a study needs (nothing is run); ``options``: those of the kind's ``runs``."""
     if kind not in STUDIES or not STUDIES[kind].trains:
         raise UserError(f"unknown study {kind!r}; choose one of {', '.join(k for k, s in STUDIES.items() if s.trains)}")
     bench_args = {k: (str(Path(v).resolve()) if k in ("data", "clean_images") and v else v) for k, v in (bench_args or {}).items() if v is not None}
     names = task_names(base, bench_args)
-    params: dict[str, Any] = {}
-    if kind == "quota":
-        methods = methods or default_methods()
-        runs = quota_runs(base, methods)
-        params["methods"] = methods
-    elif kind == "order":
-        if base.order:
-            raise UserError("study order: give the task orders with --orders, not --order")
-        methods = methods or default_methods()
-        keys = parse_orders(orders, names)
-        runs = order_runs(base, methods, keys)
-        params.update(methods=methods, orders=keys)
-    elif kind == "lambda":
-        method, option = method or DEFAULT_SWEEP[0], option or DEFAULT_SWEEP[1]
-        vals = sweep_values(method, option, values)
-        runs = lambda_runs(base, method, option, vals)
-        params.update(method=method, option=option, values=vals)
-    else:
-        runs = ablation_runs(base, rows)
-        params["rows"] = [r[0] for r in rows]
-    if base.order and kind != "order":
+    runs, params = STUDIES[kind].runs(base, names, **options)
+    if base.order:  # the tasks as the runs see them (a kind that orders the tasks itself refuses a base order)
         from types import SimpleNamespace
 
-        from .data.benchmarks import apply_order
+        from ..data.benchmarks import apply_order
 
         names = [t.name for t in apply_order([SimpleNamespace(name=n) for n in names], base.order)]
     params["tasks"] = names
     params["benchmark_name"] = Path(bench_args["data"]).name if bench_args.get("data") else (Path(bench_args["clean_images"]).name if bench_args.get("clean_images") else base.benchmark)
     params["metric"] = bench_args.get("metric") or _builtin_metric(base, bench_args)
-    from .data.benchmarks import builtin_photos_note
+    from ..data.benchmarks import builtin_photos_note
 
     note = builtin_photos_note(base.benchmark, base.size, base.n_train, base.n_test, **bench_args)
     if seeds:
@@ -474,7 +259,7 @@ def read_study(folder: Path) -> dict[str, Any] | None:
     elif study.get("study") not in STUDIES:
         problem = f"'study' is {study.get('study')!r}, not one of {', '.join(STUDIES)}"
     elif not isinstance(study.get("runs"), list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name"), str) and _safe(r["name"]) == r["name"] and r["name"] not in ("", ".", "..")
+            isinstance(r, dict) and isinstance(r.get("name"), str) and safe_name(r["name"]) == r["name"] and r["name"] not in ("", ".", "..")
             and isinstance(r.get("label", ""), str) for r in study["runs"]):
         problem = "'runs' is not a list of runs with their folder names"
     elif not all(isinstance(study.get(k, {}), dict) for k in ("params", "base_config", "bench_args")):
@@ -507,8 +292,7 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
     """Run what the study still needs (``jobs`` at a time, through the executor of ``opts``; ``jobs`` None: one,
     or with SLURM every run at once), then write study.json (with the collected numbers), its plots and
     report.html, and print its table. Raises UserError at the end if a run failed."""
-    from .report.html import study_tables, write_report
-    from .report.tables import to_rich, to_text
+    from ..report.tables import to_rich, to_text
 
     say = (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True)) if console is not None else print
     folder = study.folder
@@ -534,7 +318,7 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
         failed = run_all(study, jobs, say, todo, opts)
         record["summary"] = collect(record, folder)
         write_json(folder / STUDY_FILE, record)
-    path = write_report(folder)
+    path = write_study_report(folder, record)
     for t in study_tables(record):
         if console is not None:
             console.print(to_rich(t, console.width))
@@ -546,18 +330,42 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
     return record
 
 
+# ---- the report ------------------------------------------------------------------------
+def study_tables(study: dict) -> list[Table]:
+    """The tables of a study (its record, study.json), in the paper's layouts (also printed by ``assocgan study``)."""
+    summary = study.get("summary") or {}
+    return STUDIES[study["study"]].tables(summary) if summary else []
+
+
+def write_study_plots(folder: Path, study: dict) -> list[Path]:
+    """(Re)write the figures of a study (its record, study.json) into ``folder/plots/``; returns the PNGs written
+    (each has its PDF and SVG beside it); none before its numbers are collected."""
+    summary = study.get("summary") or {}
+    if not summary:
+        return []
+    return [save_figure(plot.draw(summary), folder / "plots" / f"{plot.stem}.png") for plot in STUDIES[study["study"]].plots]
+
+
+def write_study_report(folder: Path, study: dict) -> Path:
+    """(Re)write a study folder's plots and ``report.html`` from its record ``study`` (as study.json holds it): the page
+    of ``report.html.study_page`` with what the study's kind gives it (its description, tables and figures)."""
+    kind = STUDIES[study["study"]]
+    write_study_plots(folder, study)
+    captions = {plot.stem: plot.caption for plot in kind.plots}
+    wide = {plot.stem for plot in kind.plots if plot.wide}
+    return write_text(folder / REPORT, study_page(folder, study, kind.description, study_tables(study), captions, wide))
+
+
 def rebuild_report(folder: str | Path) -> Path:
     """``assocgan report DIR``: a study folder's numbers are collected again from its runs; then plots and
     report.html are rewritten, for a study or a run folder."""
-    from .report.html import write_report
-
     folder = Path(folder)
     study = read_study(folder)
     if study is not None:
         study["summary"] = collect_checked(study, folder)
         write_json(folder / STUDY_FILE, study)
-    else:
-        recombine_seeds(folder)
+        return write_study_report(folder, study)
+    recombine_seeds(folder)
     return write_report(folder)
 
 
@@ -580,8 +388,8 @@ def recombine_seeds(folder: Path) -> None:
 def report_tables(folder: str | Path) -> list:
     """The tables of a run folder (its matrices and summary, and its user study's votes) or of a study folder (its
     table in the paper's layout)."""
-    from .report.html import study_tables, vote_tables
-    from .report.tables import run_tables
+    from ..report.html import vote_tables
+    from ..report.tables import run_tables
 
     folder = Path(folder)
     study = read_study(folder)
