@@ -31,6 +31,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/assocgan run --benchmark restore4 --methods tl,jl,single,assoc --seed 0 --out $(DEMO_OUT) $(DEMO_FLAGS)
 
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 clean:

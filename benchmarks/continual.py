@@ -22,6 +22,7 @@ JL per task, whether each specialist beats doing nothing by the margin (2 dB PSN
 beats doing nothing on every task and ends within 1.5 dB of the specialists' mean, and whether TL forgets
 (BWT -5 dB / -0.10 SSIM or worse). Writes ``OUT/summary.md`` and ``OUT/summary.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -126,8 +127,7 @@ def competence(per_seed, seeds, methods, metric, fmt, summary) -> list[Table]:
     first = per_seed[seeds[0]]
     tasks = first["tasks"]
     ident = [mean([per_seed[s]["identity"][metric][j] for s in seeds]) for j in range(len(tasks))]
-    final = {m: [[per_seed[s]["methods"][m]["matrix"][-1][j] for s in seeds] for j in range(len(tasks))]
-             for m in ("single", "jl", "tl") if m in methods}
+    final = {m: [[per_seed[s]["methods"][m]["matrix"][-1][j] for s in seeds] for j in range(len(tasks))] for m in ("single", "jl", "tl") if m in methods}
     rows = []
     for j, name in enumerate(tasks):
         row = [f"T{j + 1} {name}", fmt(ident[j])]
@@ -140,22 +140,33 @@ def competence(per_seed, seeds, methods, metric, fmt, summary) -> list[Table]:
     checks = []
     if "single" in final:
         gains = [mean(final["single"][j]) - ident[j] for j in range(len(tasks))]
-        checks.append((f"every specialist beats doing nothing by > {MARGIN[metric]:g}", min(gains) > MARGIN[metric],
-                       "gains " + ", ".join(fmt(g) for g in gains)))
+        checks.append(
+            (f"every specialist beats doing nothing by > {MARGIN[metric]:g}", min(gains) > MARGIN[metric], "gains " + ", ".join(fmt(g) for g in gains))
+        )
     if "jl" in final:
         gains = [mean(final["jl"][j]) - ident[j] for j in range(len(tasks))]
         checks.append(("JL beats doing nothing on every task", min(gains) > 0, "gains " + ", ".join(fmt(g) for g in gains)))
         if "single" in final:
             jl_avg = mean([mean(v) for v in final["jl"]])
             sp_avg = mean([mean(v) for v in final["single"]])
-            checks.append((f"JL within {JL_TO_SPECIALISTS[metric]:g} of the specialists' mean", sp_avg - jl_avg <= JL_TO_SPECIALISTS[metric],
-                           f"JL {fmt(jl_avg)}, specialists {fmt(sp_avg)}"))
+            checks.append(
+                (
+                    f"JL within {JL_TO_SPECIALISTS[metric]:g} of the specialists' mean",
+                    sp_avg - jl_avg <= JL_TO_SPECIALISTS[metric],
+                    f"JL {fmt(jl_avg)}, specialists {fmt(sp_avg)}",
+                )
+            )
     if "tl" in methods:
         bwt = mean(summary["methods"]["tl"]["bwt"])
         checks.append((f"TL forgets (BWT {TL_BWT[metric]:g} or worse)", bwt <= TL_BWT[metric], f"BWT {fmt(bwt)}"))
     summary["checks"] = {name: {"ok": ok, "measured": what} for name, ok, what in checks}
-    out.append(Table("Checks: does the benchmark measure what it claims", ["check", "holds", "measured"],
-                     [[name, "yes" if ok else "NO", what] for name, ok, what in checks]))
+    out.append(
+        Table(
+            "Checks: does the benchmark measure what it claims",
+            ["check", "holds", "measured"],
+            [[name, "yes" if ok else "NO", what] for name, ok, what in checks],
+        )
+    )
     return out
 
 
@@ -195,10 +206,22 @@ def main(argv=None) -> int:
         fa, cpu = per["final_avg"], per["train_cpu_seconds"]
         summary["methods"][m] = {k: per[k] for k in ("final_avg", "bwt", "memory_bytes", "train_seconds", "train_cpu_seconds")}
         cpu_mean = entry["train_cpu_seconds"] if all(c is not None for c in cpu) else None  # not a mean of some seeds
-        rows.append([entry.get("title", m), f"{fmt(entry['final_avg'])} ± {fmt(entry['sd']['final_avg'])}", " ".join(fmt(v) for v in fa), fmt(entry["bwt"]),
-                     fmt_bytes(entry["memory_bytes"]), f"{entry['train_seconds']:.0f}", "-" if cpu_mean is None else f"{cpu_mean:.0f}"])
-    table = Table(f"{name}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})",
-                  ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s (wall)", "train s (CPU)"], rows)
+        rows.append(
+            [
+                entry.get("title", m),
+                f"{fmt(entry['final_avg'])} ± {fmt(entry['sd']['final_avg'])}",
+                " ".join(fmt(v) for v in fa),
+                fmt(entry["bwt"]),
+                fmt_bytes(entry["memory_bytes"]),
+                f"{entry['train_seconds']:.0f}",
+                "-" if cpu_mean is None else f"{cpu_mean:.0f}",
+            ]
+        )
+    table = Table(
+        f"{name}, {args.preset} preset, seeds {args.seeds} ({metric.upper()})",
+        ["method", "final AVG (mean ± sd)", "per seed", "BWT", "memory", "train s (wall)", "train s (CPU)"],
+        rows,
+    )
 
     figures = []
     if "tl" in methods and "jl" in methods:

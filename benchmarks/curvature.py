@@ -12,6 +12,7 @@ for ``--draws`` random perturbations (each weight's delta drawn with a spread of
 magnitude; the mean of + and - cancels the gradient's share). Prints the predicted rise 0.5 * sum H delta^2
 over the measured one, for H and for the earlier calibration: 1.00 is a penalty in the units of the loss.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ def main(argv=None):
     size, ngf = args.size or preset.get("size", 64), args.ngf or preset.get("ngf", 32)
     bench = load_benchmark(args.benchmark, size=size, n_train=64, n_test=4, seed=args.seed)
     print(f"{args.benchmark}, {size} px, ngf {ngf}, {args.steps} steps, {args.draws} perturbations; predicted / measured loss rise")
-    print(f"| task | content loss | measured rise | Gauss-Newton diagonal | earlier: empirical Fisher x P/(2 mse) | s |")
+    print("| task | content loss | measured rise | Gauss-Newton diagonal | earlier: empirical Fisher x P/(2 mse) | s |")
     print("|---|---:|---:|---:|---:|---:|")
     for task in bench.tasks:
         t0 = time.time()

@@ -20,6 +20,7 @@ accuracy per task: if it is near 100%, the inputs say which task they come from.
 -> second ...), for chains other than tones3's. Prints one row per run: the benchmark's metric (PSNR or SSIM)
 per task on the test split, beside doing nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,8 +144,10 @@ def main(argv=None) -> int:
     metric, fmt = (ssim, "10.3f") if metric_name == "ssim" else (psnr, "10.2f")
     names = [t.name for t in tasks]
     params = sum(p.numel() for p in build_generator(cfg).parameters())
-    print(f"{title}, preset {args.preset}, {cfg.arch} generator (ngf {cfg.ngf}, {params / 1e6:.2f} M weights), seed {args.seed}: "
-          f"{metric_name.upper()} per task on the test split")
+    print(
+        f"{title}, preset {args.preset}, {cfg.arch} generator (ngf {cfg.ngf}, {params / 1e6:.2f} M weights), seed {args.seed}: "
+        f"{metric_name.upper()} per task on the test split"
+    )
     inputs = {t.name: metric(as_float(t.test_x), as_float(t.test_y)).mean().item() for t in tasks}
     print(f"{'run':28s} {'steps':>6s} " + " ".join(f"{n:>10s}" for n in names) + "    mean")
     print(f"{'input (do nothing)':28s} {'':>6s} " + " ".join(f"{inputs[n]:{fmt}}" for n in names) + f"  {sum(inputs.values()) / len(names):6.3f}")
@@ -162,7 +165,9 @@ def main(argv=None) -> int:
         cells = " ".join(f"{scores[n]:{fmt}}" if n in chosen else f"{'-':>10s}" for n in names)
         mean = sum(scores[n] for n in chosen) / len(chosen)
         took = time.perf_counter() - t0
-        print(f"{spec:28s} {cfg.steps * len(chosen):6d} {cells}  {mean:6.3f}   ({took:.0f} s, {1e3 * took / (cfg.steps * len(chosen)):.0f} ms a step)", flush=True)
+        print(
+            f"{spec:28s} {cfg.steps * len(chosen):6d} {cells}  {mean:6.3f}   ({took:.0f} s, {1e3 * took / (cfg.steps * len(chosen)):.0f} ms a step)", flush=True
+        )
     if args.identify:
         conf = identify(tasks, args.seed)
         acc = sum(conf[k][k] for k in range(len(tasks))) / sum(map(sum, conf))

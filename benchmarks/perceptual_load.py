@@ -17,6 +17,7 @@ max); exits 1 if a check fails.
 Voters: ``random`` picks a position at random; ``nearest`` (a synthetic voter, not a person) picks the output
 closest to the group's target (mean squared error) with probability ``--p-nearest``, otherwise one at random.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,24 @@ from PIL import Image
 from assocgan.perceptual.groups import load_groups
 from assocgan.perceptual.votes import DB
 
-TINY_RUN = ["--preset", "smoke", "--size", "16", "--steps", "2", "--n-train", "4", "--n-test", "25", "--batch-size", "2", "--threads", "1",
-            "--methods", "tl,jl"]
+TINY_RUN = [
+    "--preset",
+    "smoke",
+    "--size",
+    "16",
+    "--steps",
+    "2",
+    "--n-train",
+    "4",
+    "--n-test",
+    "25",
+    "--batch-size",
+    "2",
+    "--threads",
+    "1",
+    "--methods",
+    "tl,jl",
+]
 
 
 class Client:
@@ -76,7 +93,7 @@ def pick(voter: str, rng: random.Random, client: Client, nxt: dict, target: np.n
 def participant(name: str, host: str, port: int, args, study, out: dict, lock: threading.Lock) -> None:
     try:
         vote_through(name, host, port, args, study, out, lock)
-    except Exception as e:  # noqa: BLE001 - counted as a failure of the load test
+    except Exception as e:
         with lock:
             out["errors"].append(f"{name}: {type(e).__name__}: {e}")
 
@@ -127,8 +144,9 @@ def start_server(run_dir: Path, args) -> tuple[subprocess.Popen, str, int]:
 def check(run_dir: Path, out: dict, names: list[str], n_groups: int) -> list[str]:
     """What went wrong, from the database directly (empty: nothing)."""
     db = sqlite3.connect(run_dir / "perceptual" / DB)
-    rows = db.execute("SELECT p.name, v.group_id FROM votes v JOIN participants p ON p.id = v.participant WHERE p.name IN (%s)"
-                      % ",".join("?" * len(names)), names).fetchall()
+    rows = db.execute(
+        f"SELECT p.name, v.group_id FROM votes v JOIN participants p ON p.id = v.participant WHERE p.name IN ({','.join('?' * len(names))})", names
+    ).fetchall()
     db.close()
     problems = list(out["errors"])
     answered = out["answered"]
@@ -189,15 +207,20 @@ def main() -> int:
     lat = sorted(out["latency"])
     n = len(lat)
     p95 = lat[min(n - 1, int(round(0.95 * (n - 1))))]
-    print(f"{args.participants} participants x {len(study.groups)} groups = {n} votes ({args.voter} voter) on 127.0.0.1, "
-          f"{len(out['second'])} of them sent twice")
-    print(f"  {n / seconds:.0f} votes/s over {seconds:.1f} s; vote latency median {1000 * statistics.median(lat):.1f} ms, "
-          f"p95 {1000 * p95:.1f} ms, max {1000 * lat[-1]:.1f} ms")
+    print(
+        f"{args.participants} participants x {len(study.groups)} groups = {n} votes ({args.voter} voter) on 127.0.0.1, {len(out['second'])} of them sent twice"
+    )
+    print(
+        f"  {n / seconds:.0f} votes/s over {seconds:.1f} s; vote latency median {1000 * statistics.median(lat):.1f} ms, "
+        f"p95 {1000 * p95:.1f} ms, max {1000 * lat[-1]:.1f} ms"
+    )
     if problems:
         print("  FAILED: " + "; ".join(problems))
         return 1
-    print(f"  checked in the database: {len(out['answered'])} votes answered and recorded, none lost, none twice, every participant "
-          f"through every group, every second send refused (409)")
+    print(
+        f"  checked in the database: {len(out['answered'])} votes answered and recorded, none lost, none twice, every participant "
+        f"through every group, every second send refused (409)"
+    )
     return 0
 
 

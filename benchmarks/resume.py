@@ -9,6 +9,7 @@ grid. Prints, per method, the kills, the resumed positions, the seconds each way
 The uninterrupted runs are OUT/reference (complete methods there are not trained again), the killed ones
 OUT/killed (started afresh each time). Exit code 1 if a method differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,26 @@ COMPARED = ("matrix", "psnr", "ssim", "memory_bytes", "memory_by_task", "complet
 
 
 def command(args, method: str, out: Path) -> list[str]:
-    return [sys.executable, "-c", "import sys; from assocgan.cli import main; sys.exit(main())", "run", "--preset", args.preset,
-            "--benchmark", args.benchmark, "--seed", str(args.seed), "--threads", str(args.threads), "--checkpoint-every", str(args.checkpoint_every),
-            "--methods", method, "--out", str(out)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from assocgan.cli import main; sys.exit(main())",
+        "run",
+        "--preset",
+        args.preset,
+        "--benchmark",
+        args.benchmark,
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--checkpoint-every",
+        str(args.checkpoint_every),
+        "--methods",
+        method,
+        "--out",
+        str(out),
+    ]
 
 
 def environment(args) -> dict[str, str]:
@@ -98,7 +116,9 @@ def main() -> int:
     seed = args.random_seed if args.random_seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     out = Path(args.out)
-    print(f"kill moments from random seed {seed}; {args.preset} preset, {args.benchmark}, {args.threads} threads, state saved every {args.checkpoint_every} steps")
+    print(
+        f"kill moments from random seed {seed}; {args.preset} preset, {args.benchmark}, {args.threads} threads, state saved every {args.checkpoint_every} steps"
+    )
     rows, failed = [], False
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         ref = out / "reference"

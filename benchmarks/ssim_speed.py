@@ -9,12 +9,12 @@ same formula with the 11x11 window as one 2-D convolution per map (as ``metrics.
 image by image; prints each one's seconds (the best of ``--repeats``), the ratios, and the largest difference
 from scikit-image over the images.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
@@ -37,8 +37,9 @@ def ssim_2d(pred: torch.Tensor, target: torch.Tensor, win_size: int = 11, sigma:
 
 def skimage_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     a, b = pred.double().permute(0, 2, 3, 1).numpy(), target.double().permute(0, 2, 3, 1).numpy()
-    return torch.tensor([structural_similarity(p, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
-                                               channel_axis=-1) for p, t in zip(a, b)])
+    return torch.tensor(
+        [structural_similarity(p, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1) for p, t in zip(a, b)]
+    )
 
 
 def best_of(fn, repeats: int) -> tuple[float, torch.Tensor]:
@@ -62,8 +63,11 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(0)
     target = torch.rand(args.n, 3, args.size, args.size, generator=gen)
     pred = (target + 0.1 * torch.randn(target.shape, generator=gen)).clamp(0, 1)
-    rows = {"assocgan (separable)": lambda: ssim(pred, target), "earlier (2-D window)": lambda: ssim_2d(pred, target),
-            "scikit-image": lambda: skimage_ssim(pred, target)}
+    rows = {
+        "assocgan (separable)": lambda: ssim(pred, target),
+        "earlier (2-D window)": lambda: ssim_2d(pred, target),
+        "scikit-image": lambda: skimage_ssim(pred, target),
+    }
     results = {name: best_of(fn, args.repeats) for name, fn in rows.items()}
     ref = results["scikit-image"][1]
     fast = results["assocgan (separable)"][0]

@@ -17,6 +17,7 @@ trains D as well. Targets (printed with each row): the loop within 10% of the re
 ``--archs`` each size and dtype is timed for each generator architecture in turn, and each row after the first says its
 step time as a multiple of the first architecture's (target: the gated U-Net at most 1.5x the U-Net's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,29 @@ def config(size: int, amp: str, batch: int | None, steps: int, threads: int, arc
     base = dict(ngf=64, ndf=64, batch_size=16, context=False) if paper else dict(ngf=32, ndf=32, batch_size=8, context=True)
     if batch:
         base["batch_size"] = batch
-    return make_config("quick", **base, arch=arch, size=size, amp=amp, steps=steps, lambda_adv=1e-3, lr=2e-4, beta1=0.5, lr_schedule="constant",
-                       n_train=64, n_test=4, threads=threads, checkpoint_every=0, eval_every=0, methods=["tl"])
+    return make_config(
+        "quick",
+        **base,
+        arch=arch,
+        size=size,
+        amp=amp,
+        steps=steps,
+        lambda_adv=1e-3,
+        lr=2e-4,
+        beta1=0.5,
+        lr_schedule="constant",
+        n_train=64,
+        n_test=4,
+        threads=threads,
+        checkpoint_every=0,
+        eval_every=0,
+        methods=["tl"],
+    )
 
 
 def synthetic_task(size: int, n: int, seed: int = 0) -> Task:
     g = torch.Generator().manual_seed(seed)
-    u8 = lambda k: torch.randint(0, 256, (k, 3, size, size), generator=g, dtype=torch.uint8)  # noqa: E731
+    u8 = lambda k: torch.randint(0, 256, (k, 3, size, size), generator=g, dtype=torch.uint8)
     return Task("synthetic", u8(n), u8(n), u8(4), u8(4))
 
 
@@ -148,9 +165,9 @@ def conv_peak(G: nn.Module, D: nn.Module, x: torch.Tensor, dtype: torch.dtype, d
         w = m.weight.detach().to(dtype)
         b = None if m.bias is None else m.bias.detach().to(dtype)
         if isinstance(m, nn.ConvTranspose2d):
-            op = lambda: F.conv_transpose2d(inp, w, b, m.stride, m.padding)  # noqa: E731
+            op = lambda: F.conv_transpose2d(inp, w, b, m.stride, m.padding)
         else:
-            op = lambda: F.conv2d(inp, w, b, m.stride, m.padding)  # noqa: E731
+            op = lambda: F.conv2d(inp, w, b, m.stride, m.padding)
         with FlopCounterMode(display=False) as counter:
             op()
         flops = counter.get_total_flops()
@@ -187,13 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     sizes = [int(s) for s in (args.sizes or "64,128,224").split(",")]
     dtypes = args.dtypes.split(",")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
-    print(f"device: {device} ({name}); torch {torch.__version__}; the fastest of {args.blocks} blocks of {args.steps} timed steps, "
-          f"after {args.warmup}")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
+    )
+    print(f"device: {device} ({name}); torch {torch.__version__}; the fastest of {args.blocks} blocks of {args.steps} timed steps, after {args.warmup}")
     loop_target = 0.10 if device.type == "cuda" else 0.05
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
-    head = (f"{'arch':>8} {'px':>4} {'dtype':>5} {'batch':>5} {'GFLOP/step':>10} {'peak GF/s':>9} {'ref GF/s':>8} {'%peak':>6} "
-            f"{'ref img/s':>9} {'loop img/s':>10} {'loop/ref':>8} {'batch ms':>8} {'alone %':>7} {'wait %':>6} {'bf16/fp32':>9} {'step/1st':>8}")
+    head = (
+        f"{'arch':>8} {'px':>4} {'dtype':>5} {'batch':>5} {'GFLOP/step':>10} {'peak GF/s':>9} {'ref GF/s':>8} {'%peak':>6} "
+        f"{'ref img/s':>9} {'loop img/s':>10} {'loop/ref':>8} {'batch ms':>8} {'alone %':>7} {'wait %':>6} {'bf16/fp32':>9} {'step/1st':>8}"
+    )
     print(head)
     rows, ok = {}, {"loop": True, "batch": True, "bf16": True}
     for size, dt, arch in [(s, d, a) for s in sizes for d in dtypes for a in archs]:
@@ -217,14 +239,18 @@ def main(argv: list[str] | None = None) -> int:
         if wait >= 0.05:
             ok["batch"] = False
         vs_first = f"{rows[(size, dt, archs[0])] / loop_ips:.2f}x" if arch != archs[0] else ""
-        print(f"{arch:>8} {size:>4} {dt:>5} {n:>5} {flops / 1e9:>10.2f} {peak / 1e9:>9.1f} {flops / ref_s / 1e9:>8.1f} {100 * flops / ref_s / peak:>5.0f}% "
-              f"{ref_ips:>9.2f} {loop_ips:>10.2f} {loop_ips / ref_ips:>8.3f} {1e3 * alone:>8.2f} {100 * alone / loop_s:>6.2f}% {100 * wait:>5.2f}% {ratio:>9} {vs_first:>8}",
-              flush=True)
+        print(
+            f"{arch:>8} {size:>4} {dt:>5} {n:>5} {flops / 1e9:>10.2f} {peak / 1e9:>9.1f} {flops / ref_s / 1e9:>8.1f} {100 * flops / ref_s / peak:>5.0f}% "
+            f"{ref_ips:>9.2f} {loop_ips:>10.2f} {loop_ips / ref_ips:>8.3f} {1e3 * alone:>8.2f} {100 * alone / loop_s:>6.2f}% {100 * wait:>5.2f}% {ratio:>9} {vs_first:>8}",
+            flush=True,
+        )
         print(f"{'':>10} peak: {where}")
     measured = "bf16" in dtypes and "fp32" in dtypes and any(s >= 128 for s in sizes)
-    verdict = lambda k: "met" if ok[k] else "NOT met"  # noqa: E731
-    print(f"targets: loop >= {1 - loop_target:.2f} x reference images/s: {verdict('loop')}; batch making < 5% of the loop's time: "
-          f"{verdict('batch')}; bf16 >= 1.5x fp32 at 128 px and above: {verdict('bf16') if measured else 'not measured'}")
+    verdict = lambda k: "met" if ok[k] else "NOT met"
+    print(
+        f"targets: loop >= {1 - loop_target:.2f} x reference images/s: {verdict('loop')}; batch making < 5% of the loop's time: "
+        f"{verdict('batch')}; bf16 >= 1.5x fp32 at 128 px and above: {verdict('bf16') if measured else 'not measured'}"
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """Headless Chromium for the tests: Debian's ``chromium`` (installed with apt-get when missing), and a small
 DevTools-protocol client over ``--remote-debugging-pipe`` (standard library only) to drive pages: open,
 click, press keys, read the DOM, turn JavaScript off, emulate a phone, take a screenshot."""
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def find_chromium() -> str | None:
@@ -47,9 +56,20 @@ class Browser:
         # copies above 9 (F_DUPFD leaves them inheritable), which bash moves to the browser's fds 3 and 4
         r, w = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w))
         self.proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{r} 4>&{w} {r}<&- {w}>&-', exe, *CHROMIUM_FLAGS, "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(r, w),
+            [
+                "bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{r} 4>&{w} {r}<&- {w}>&-',
+                exe,
+                *CHROMIUM_FLAGS,
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(r, w),
         )
         for fd in (r, w, to_browser_r, from_browser_w):
             os.close(fd)
@@ -80,7 +100,7 @@ class Browser:
                 raise BrowserError(f"{method}: the browser closed")
             self._buf += chunk
 
-    def page(self, width: int = 1200, height: int = 900, mobile: bool = False, javascript: bool = True) -> "Page":
+    def page(self, width: int = 1200, height: int = 900, mobile: bool = False, javascript: bool = True) -> Page:
         """A new tab in a browser context of its own (its own cookies and cache)."""
         context = self.send("Target.createBrowserContext")["browserContextId"]
         target = self.send("Target.createTarget", {"url": "about:blank", "browserContextId": context})["targetId"]
@@ -148,8 +168,10 @@ class Page:
     def click(self, selector: str) -> None:
         """A real mouse click at the middle of the element."""
         sel = json.dumps(selector)
-        box = self.wait(f"(() => {{ const el = document.querySelector({sel}); el.scrollIntoView({{block: 'center'}}); "
-                        f"const r = el.getBoundingClientRect(); return r.width > 0 && [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        box = self.wait(
+            f"(() => {{ const el = document.querySelector({sel}); el.scrollIntoView({{block: 'center'}}); "
+            f"const r = el.getBoundingClientRect(); return r.width > 0 && [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
             self.cdp("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1})
 

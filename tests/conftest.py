@@ -1,7 +1,7 @@
 """Shared test set-up: torch on one thread (tests run beside each other on small machines); headless Chromium."""
-from pathlib import Path
 
 import os
+from pathlib import Path
 
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """Tasks made by named degradations of the built-in photos, for tests that need a task of a given kind (a
 colour cast, a fade) whatever the built-in benchmarks hold."""
+
 from __future__ import annotations
 
 from assocgan.data.benchmarks import Benchmark, builtin_restoration_tasks

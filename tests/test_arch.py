@@ -1,5 +1,6 @@
 """The generator architectures (``--arch``): the registry, the gated U-Net's mechanisms, and every method on every
 architecture."""
+
 from __future__ import annotations
 
 import json
@@ -119,8 +120,31 @@ def test_every_method_trains_and_reloads_on_every_architecture(tmp_path):
     names = list(METHODS)
     for arch in ARCHS:
         out = tmp_path / arch
-        rc = main(["run", "--preset", "smoke", "--arch", arch, "--steps", "3", "--n-train", "8", "--lambda-adv", "1e-3", "--threads", "1",
-                   "--thanh-every", "2", "--liang-every", "2", "--methods", ",".join(names), "--out", str(out)])
+        rc = main(
+            [
+                "run",
+                "--preset",
+                "smoke",
+                "--arch",
+                arch,
+                "--steps",
+                "3",
+                "--n-train",
+                "8",
+                "--lambda-adv",
+                "1e-3",
+                "--threads",
+                "1",
+                "--thanh-every",
+                "2",
+                "--liang-every",
+                "2",
+                "--methods",
+                ",".join(names),
+                "--out",
+                str(out),
+            ]
+        )
         assert rc == 0
         res = json.loads((out / "results.json").read_text())
         assert res["config"]["arch"] == arch

@@ -73,7 +73,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -104,8 +104,7 @@ def test_no_import_cycles():
 # The package's layers, lowest first. A module may import modules of its own layer and of the layers below,
 # never of a layer above (docs/architecture.md draws them). A new module is placed here by its first name.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("errors", "options", "rng", "io", "losses", "memory", "feed", "inference", "metrics", "results", "devices",
-                     "distributed", "imaging")),
+    ("foundations", ("errors", "options", "rng", "io", "losses", "memory", "feed", "inference", "metrics", "results", "devices", "distributed", "imaging")),
     ("networks and data", ("nets", "data.degradations", "data.folders", "data.photos", "data.tasks", "data.tones", "data", "fisher")),
     ("configuration", ("config",)),
     ("methods and benchmarks", ("methods", "data.benchmarks")),
@@ -120,7 +119,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 def layer_of(module: str) -> int:
     """The index in LAYERS of the module's layer: the entry naming it or its nearest parent package ("" is the
     package itself, ``assocgan``, whose public functions load trained generators)."""
-    name = module[len(PACKAGE) + 1:] if module != PACKAGE else ""
+    name = module[len(PACKAGE) + 1 :] if module != PACKAGE else ""
     best, found = -1, None
     for i, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:

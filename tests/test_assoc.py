@@ -1,5 +1,6 @@
 """Assoc-GAN: the mapping memory reproduces a task's randomness, the controller mixes association samples,
 the continual distillation anchors the weights, and the memory is counted as stored."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,8 @@ from assocgan.data.benchmarks import Benchmark, load_benchmark
 from assocgan.fisher import QuadraticAnchor, per_sample_content_loss, per_sample_fisher
 from assocgan.losses import content_loss
 from assocgan.memory import module_bytes
-from assocgan.methods.assoc import DomainSignature
 from assocgan.methods import Batch
+from assocgan.methods.assoc import DomainSignature
 from assocgan.metrics import noise_sigma, psnr
 from assocgan.nets import UNet
 from assocgan.nets.mapper import Mapper
@@ -300,7 +301,9 @@ def test_penalty_is_absent_on_task_one_and_acts_after(monkeypatch):
     from assocgan.methods.assoc import AssocGAN
 
     bench = _bench(["noise", "blur"])
-    cfg = make_config("smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "distill": True, "lambda_distill": 3.0, "distill_storage": "half", "distill_keep": 1.0}})
+    cfg = make_config(
+        "smoke", steps=4, method_options={"assoc": {"mapper_steps": 2, "distill": True, "lambda_distill": 3.0, "distill_storage": "half", "distill_keep": 1.0}}
+    )
     seen, kept = [], []
     original = AssocGAN.generator_loss
 
@@ -430,7 +433,7 @@ def _chain_bench():
     base = _bench(["noise"], n_train=16).tasks[0].train_y.float().div(255)
     dark, grey = base * 0.3, base * 0.5 + 0.25
     red, green = grey * torch.tensor([1.0, 0.3, 0.3]).view(1, 3, 1, 1), grey * torch.tensor([0.3, 1.0, 0.3]).view(1, 3, 1, 1)
-    u8 = lambda v: v.mul(255).round().to(torch.uint8)  # noqa: E731
+    u8 = lambda v: v.mul(255).round().to(torch.uint8)
     domains = [u8(d) for d in (dark, grey, red, green)]
     return Benchmark("chain", "ssim", [Task(f"t{k}", domains[k], domains[k + 1], domains[k][:4], domains[k + 1][:4]) for k in range(3)])
 

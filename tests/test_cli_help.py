@@ -1,4 +1,5 @@
 """What the command line shows: `run --help`, `methods`, and the summary in an 80-column terminal."""
+
 from __future__ import annotations
 
 import contextlib
@@ -48,7 +49,7 @@ def test_methods_prints_each_title_once(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert len(lines) == len(METHODS)
     for line, m in zip(lines, METHODS.values()):
-        rest = line[len(m.name):].strip()
+        rest = line[len(m.name) :].strip()
         assert rest.startswith(m.title) and not rest[len(m.title) :].lstrip(": ").startswith(m.title), line
     assert "(task id) (task id" not in summary_table(_all_methods()).rows[4][0]
 
@@ -56,8 +57,19 @@ def test_methods_prints_each_title_once(capsys):
 def _all_methods(tl: float = 25.0, jl: float = 28.0) -> dict:
     methods = {}
     for i, (name, m) in enumerate(METHODS.items()):
-        methods[name] = {"title": m.title, "task_id_at_test": m.needs_task_id, "complete": True, "matrix": [[19.0, 21.0, 21.0, 21.0]] * 4, "final_avg": 25.0 + 0.1 * i,
-                         "bwt": -1.234, "fwt": 0.125, "forgetting": 1.3, "memory_bytes": 123456789, "train_seconds": 1234.0, "train_cpu_seconds": 2345.0}
+        methods[name] = {
+            "title": m.title,
+            "task_id_at_test": m.needs_task_id,
+            "complete": True,
+            "matrix": [[19.0, 21.0, 21.0, 21.0]] * 4,
+            "final_avg": 25.0 + 0.1 * i,
+            "bwt": -1.234,
+            "fwt": 0.125,
+            "forgetting": 1.3,
+            "memory_bytes": 123456789,
+            "train_seconds": 1234.0,
+            "train_cpu_seconds": 2345.0,
+        }
     methods["tl"]["final_avg"], methods["jl"]["final_avg"] = tl, jl
     return {"benchmark": "restore4", "metric": "psnr", "tasks": ["a", "b", "c", "d"], "identity": {"psnr": [20.0] * 4}, "methods": methods}
 
@@ -112,8 +124,8 @@ def test_run_help_shows_the_values_each_preset_runs():
         active = given[-1].split("=")[-1] if given else "quick"
         text = " ".join(_help("run", *given).split())
         for flag, name in (("--lr X", "lr"), ("--beta1 X", "beta1"), ("--lambda-adv X", "lambda_adv"), ("--steps N", "steps")):
-            part = text[text.index(flag + " "):]
-            part = part[part.index("(now"):]
+            part = text[text.index(flag + " ") :]
+            part = part[part.index("(now") :]
             part = part[: part.index(")") + 1].replace("- ", "-")
             want = {p: values.get(name, SETTINGS[name].default) for p, values in PRESETS.items()}
             assert part.startswith(f"(now {want[active]:g} with --preset {active};"), (given, flag, part)
@@ -140,5 +152,3 @@ def test_a_setting_is_declared_once_and_its_flag_check_and_help_follow():
         make_config(crop_border=-1)
     with pytest.raises(UserError, match="--gan-mode wgan: choose lsgan or vanilla"):
         make_config(gan_mode="wgan")
-
-

@@ -1,4 +1,5 @@
 """Built-in data: photos (offline), seeded crops, degradations, recipes, the tones3 chain, task order."""
+
 from __future__ import annotations
 
 import socket
@@ -150,7 +151,7 @@ def test_builtin_specs_match_the_listing(r4, capsys):
         if not deg.random:
             assert torch.equal(task.test_x, benchmarks.to_uint8(deg(benchmarks.to_float(task.test_y))))
         else:
-            (kind, degree), = deg.steps
+            ((kind, degree),) = deg.steps
             if kind == "noise":
                 assert abs(float((task.test_x.float() - task.test_y.float()).std()) / 255 - degree) < 0.3 * degree
             else:
@@ -288,7 +289,22 @@ def test_pair_bytes_counts_uint8_pairs(r4):
 # degradations
 
 
-@pytest.mark.parametrize("recipe", ["blur:1.5", "noise:0.3", "jpeg:20", "downscale:3", "motion:7", "impulse:0.1", "oversharpen:2", "lowlight:0.4", "colorcast:1", "fade:0.3", "blur:1+noise:0.1+jpeg:30"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "blur:1.5",
+        "noise:0.3",
+        "jpeg:20",
+        "downscale:3",
+        "motion:7",
+        "impulse:0.1",
+        "oversharpen:2",
+        "lowlight:0.4",
+        "colorcast:1",
+        "fade:0.3",
+        "blur:1+noise:0.1+jpeg:30",
+    ],
+)
 def test_degradation_keeps_shape_and_range(clean, recipe):
     before = clean.clone()
     out = _apply(recipe, clean)
@@ -542,9 +558,9 @@ def test_tones3_each_source_is_the_previous_target(monkeypatch, tiny_photos):
             for x, y in zip(xs.numpy(), ys.numpy()):
                 locs = _locations(x, v[k])  # the source is a crop of version k (task k-1's target domain)
                 assert locs, f"task {k} {split}: source crop not found in version {k}"
-                assert any(
-                    np.array_equal(v[k + 1][p][t : t + s, l : l + s].transpose(2, 0, 1), y) for p, t, l in locs
-                ), f"task {k} {split}: target is not the filtered source at the same place"
+                assert any(np.array_equal(v[k + 1][p][t : t + s, l : l + s].transpose(2, 0, 1), y) for p, t, l in locs), (
+                    f"task {k} {split}: target is not the filtered source at the same place"
+                )
         if k > 0:
             # task k's train sources come from the same photos (version k) as task k-1's train targets
             prev = bench.tasks[k - 1]

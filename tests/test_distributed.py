@@ -1,6 +1,7 @@
 """Training on several processes: ``torchrun --standalone --nproc_per_node=2 -m assocgan run`` (two gloo processes
 on the CPU) gives the results of one process with the same global batch, the same checkpoints, one writer, and
 resumes after a kill; a batch the processes cannot share is refused."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,11 @@ def _kill(pid: int) -> None:
 
 def _files(out: Path) -> set[str]:
     """The run folder's files, TensorBoard's event files (named by time, host and pid) by their folder only."""
-    return {str(p.relative_to(out)) if not p.name.startswith("events.out.tfevents.") else str(p.parent.relative_to(out)) + "/events"
-            for p in out.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(out)) if not p.name.startswith("events.out.tfevents.") else str(p.parent.relative_to(out)) + "/events"
+        for p in out.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +158,16 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path):
 
 def test_each_rank_takes_a_disjoint_share_weighted_to_the_whole_batch():
     n, world = 6, 3
-    batch = Batch.mix((Batch.of(torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2), torch.zeros(4, 3, 2, 2), 0), 0.5),
-                      (Batch.of(torch.arange(4.0, 6).view(2, 1, 1, 1).expand(2, 3, 2, 2), torch.zeros(2, 3, 2, 2), 1, judged=False), 0.5))
+    batch = Batch.mix(
+        (Batch.of(torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2), torch.zeros(4, 3, 2, 2), 0), 0.5),
+        (Batch.of(torch.arange(4.0, 6).view(2, 1, 1, 1).expand(2, 3, 2, 2), torch.zeros(2, 3, 2, 2), 1, judged=False), 0.5),
+    )
     shares = [Ranks(world, r).share(batch) for r in range(world)]
     seen = sorted(int(v) for s in shares for v in s.x[:, 0, 0, 0])
     assert seen == list(range(n))  # disjoint, together the whole batch
     # each share's loss weights, averaged over the ranks, are the batch's: sum_r sum_i w_i / world == 1
     assert abs(sum(float(s.weight.sum()) for s in shares) / world - float(batch.weight.sum())) < 1e-6
+
     # the GAN loss (a mean over the judged samples of a share) averages to the mean over the batch's judged
     def judged_mean(b: Batch) -> float:  # a stand-in for the GAN loss: the mean of a value per judged sample
         return float(b.x[b.judged, 0, 0, 0].mean()) if bool(b.judged.any()) else 0.0

@@ -1,6 +1,7 @@
 """A method whose training diverges (a non-finite loss or weight) is stopped with one line naming the method, the
 task and the step; it is marked failed in results.json and the tables; the other methods' results are kept and
 the run exits non-zero."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ from assocgan.train import Diverged, non_finite, train_method
 
 def test_a_diverging_method_fails_alone(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", "--preset", "smoke", "--threads", "1", "--steps", "4", "--methods", "lifelonggan,tl",
-                 "--lifelonggan-lambda", "1e39", "--out", str(out)])  # finite in Python, infinite in float32
+    code = main(
+        ["run", "--preset", "smoke", "--threads", "1", "--steps", "4", "--methods", "lifelonggan,tl", "--lifelonggan-lambda", "1e39", "--out", str(out)]
+    )  # finite in Python, infinite in float32
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[0].startswith("assocgan: lifelonggan diverged on task 2 (impulse) at step ") and "loss is inf" in err[0]

@@ -1,5 +1,6 @@
 """``--eval-full``: a user's test images scored at their own size, translated in blended tiles of the training size,
 instead of centre crops resized to it."""
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,29 @@ def test_clean_images_get_each_whole_test_photo_degraded_once(tmp_path):
 def test_run_with_eval_full_scores_and_says_so(tmp_path):
     root = _folder(tmp_path / "data")
     out = tmp_path / "run"
-    assert main(["run", "--preset", "smoke", "--threads", "1", "--steps", "2", "--size", str(S), "--data", str(root),
-                 "--methods", "tl", "--eval-full", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "smoke",
+                "--threads",
+                "1",
+                "--steps",
+                "2",
+                "--size",
+                str(S),
+                "--data",
+                str(root),
+                "--methods",
+                "tl",
+                "--eval-full",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["eval_full"] is True
     assert res["identity"]["psnr"][0] == pytest.approx(_direct(lambda x: x, _native(root), Convention())["psnr"], abs=1e-6)

@@ -1,5 +1,6 @@
 """The evaluation conventions (uint8 rounding, the Y channel, a border crop) against scikit-image and BasicSR's
 formulas, and as a run applies, records and states them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,9 @@ from assocgan.metrics import Convention, scores, to_y
 
 def _crops(h: int = 40, w: int = 48) -> np.ndarray:
     """Crops of real photos, (N, H, W, 3) uint8."""
-    return np.stack([skdata.astronaut()[60 : 60 + h, 200 : 200 + w], skdata.coffee()[100 : 100 + h, 300 : 300 + w],
-                     skdata.chelsea()[80 : 80 + h, 150 : 150 + w]])
+    return np.stack(
+        [skdata.astronaut()[60 : 60 + h, 200 : 200 + w], skdata.coffee()[100 : 100 + h, 300 : 300 + w], skdata.chelsea()[80 : 80 + h, 150 : 150 + w]]
+    )
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -63,8 +65,10 @@ def test_quantized_scores_are_those_of_the_8bit_images(pair):
     got = scores(pred, target)  # the default: rounded to uint8, RGB, no border
     o8 = _u8(out)
     want_p = [peak_signal_noise_ratio(y8[i], o8[i], data_range=255) for i in range(len(y8))]
-    want_s = [structural_similarity(o8[i], y8[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
-                                    channel_axis=-1) for i in range(len(y8))]
+    want_s = [
+        structural_similarity(o8[i], y8[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)
+        for i in range(len(y8))
+    ]
     np.testing.assert_allclose(got["psnr"].numpy(), want_p, atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["ssim"].numpy(), want_s, atol=1e-4, rtol=0)
     raw = scores(pred, target, Convention(quantize=False))
@@ -95,8 +99,12 @@ def test_ssim_on_y_with_a_border_matches_skimage(pair):
     pred, target, out, y8 = pair
     got = scores(pred, target, Convention(space="y", crop_border=3))["ssim"]
     o8 = _u8(out)
-    want = [structural_similarity(_basicsr_y(o8[i])[3:-3, 3:-3], _basicsr_y(y8[i])[3:-3, 3:-3], gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False, data_range=255) for i in range(len(y8))]
+    want = [
+        structural_similarity(
+            _basicsr_y(o8[i])[3:-3, 3:-3], _basicsr_y(y8[i])[3:-3, 3:-3], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+        )
+        for i in range(len(y8))
+    ]
     np.testing.assert_allclose(got.numpy(), want, atol=1e-4, rtol=0)
 
 
@@ -116,8 +124,9 @@ def test_border_crop_ignores_the_border_exactly():
     assert float(scores(pred, target, Convention(space="y", crop_border=1))["psnr"]) < got - 5  # the border counts without the crop
 
 
-@pytest.mark.parametrize("overrides, flag", [(dict(crop_border=-1), "--crop-border"), (dict(crop_border=11), "--crop-border"),
-                                              (dict(eval_space="lab"), "--eval-space")])
+@pytest.mark.parametrize(
+    "overrides, flag", [(dict(crop_border=-1), "--crop-border"), (dict(crop_border=11), "--crop-border"), (dict(eval_space="lab"), "--eval-space")]
+)
 def test_bad_evaluation_settings_name_their_option(overrides, flag):
     with pytest.raises(UserError, match=f"^{flag}"):
         make_config("smoke", **overrides)  # smoke: 32 px; a border of 11 leaves 10 px, under the SSIM window
@@ -180,8 +189,32 @@ def test_the_tasks_table_states_the_convention(y_run):
 def test_a_folder_scored_otherwise_is_refused(y_run, capsys):
     from assocgan.cli import main
 
-    assert main(["run", "--preset", "smoke", "--threads", "1", "--steps", "2", "--n-train", "4", "--n-test", "2", "--methods", "tl",
-                 "--eval-space", "y", "--crop-border", "2", "--out", str(y_run)]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "smoke",
+                "--threads",
+                "1",
+                "--steps",
+                "2",
+                "--n-train",
+                "4",
+                "--n-test",
+                "2",
+                "--methods",
+                "tl",
+                "--eval-space",
+                "y",
+                "--crop-border",
+                "2",
+                "--out",
+                str(y_run),
+            ]
+        )
+        == 2
+    )
     assert "crop_border" in capsys.readouterr().err
 
 

@@ -2,14 +2,22 @@
 one curvature (the Gauss-Newton diagonal) against a linear model's in closed form and against the measured loss
 rise of a trained generator on real photos, the discriminator's (Thanh-Tung & Tran) against the exact diagonal
 built output by output, and online EWC's decay of the importance."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn as nn
 
-from assocgan.fisher import (LogCodes, QuadraticAnchor, _QuadraticPenalty, content_curvature, per_sample_content_loss,
-                             per_sample_fisher, predicted_and_measured_rise)
+from assocgan.fisher import (
+    LogCodes,
+    QuadraticAnchor,
+    _QuadraticPenalty,
+    content_curvature,
+    per_sample_content_loss,
+    per_sample_fisher,
+    predicted_and_measured_rise,
+)
 from assocgan.methods.thanh import discriminator_fisher
 from assocgan.nets import PatchGAN
 
@@ -147,8 +155,9 @@ def test_anchor_importance_is_decayed_and_added_and_theta_star_moves(decay):
     torch.manual_seed(0)
     lin = nn.Linear(4, 3)
     gen = torch.Generator().manual_seed(1)
-    estimates = [{k: torch.rand(p.shape, generator=gen) * 10.0 ** torch.randint(-3, 2, p.shape, generator=gen) for k, p in lin.named_parameters()}
-                 for _ in range(3)]
+    estimates = [
+        {k: torch.rand(p.shape, generator=gen) * 10.0 ** torch.randint(-3, 2, p.shape, generator=gen) for k, p in lin.named_parameters()} for _ in range(3)
+    ]
     anchor = QuadraticAnchor(decay=decay, storage="half")
     compact = QuadraticAnchor(decay=decay, storage="8bit")
     want = None

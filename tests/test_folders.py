@@ -1,4 +1,5 @@
 """A user's own data: paired A/B folders, aligned A|B images, clean images + recipe, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -125,9 +126,7 @@ def test_clean_images_and_recipe(tmp_path, monkeypatch):
 
     def found_in(crop: np.ndarray, pool: list[np.ndarray]) -> bool:
         c = crop.transpose(1, 2, 0)
-        return any(
-            np.array_equal(p[t : t + S, l : l + S], c) for p in pool for t in range(p.shape[0] - S + 1) for l in range(p.shape[1] - S + 1)
-        )
+        return any(np.array_equal(p[t : t + S, l : l + S], c) for p in pool for t in range(p.shape[0] - S + 1) for l in range(p.shape[1] - S + 1))
 
     for task in bench.tasks:
         assert task.train_y.shape == (6, 3, S, S) and task.test_y.shape == (3, 3, S, S)
@@ -185,7 +184,7 @@ def test_corrupt_image_is_named(tmp_path):
     assert str(bad) in msg and "cannot read" in msg
     # a truncated file too
     _ab_task(tmp_path / "e", "t1")
-    good = (tmp_path / "e" / "t1" / "test" / "B" / "im0.png")
+    good = tmp_path / "e" / "t1" / "test" / "B" / "im0.png"
     good.write_bytes(good.read_bytes()[:60])
     assert str(good) in _err(data=tmp_path / "e")
 

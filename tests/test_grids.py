@@ -1,4 +1,5 @@
 """Sample grids: column headers, a gap between blocks and between task rows, each image's score under it."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -1,5 +1,6 @@
 """Input defects: unusual image files read right (16-bit, EXIF orientation, transparency, macOS litter), and bad
 files and options refused with one line naming them, exit code 2, before anything is trained."""
+
 from __future__ import annotations
 
 import contextlib
@@ -107,23 +108,26 @@ def _refused(tmp_path: Path, capsys, argv: list[str], message: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--lr", "nan"], "--lr nan: must be a finite number"),
-    (["--lr", "-1"], "--lr -1: must be above 0"),
-    (["--lambda-adv", "inf"], "--lambda-adv inf: must be a finite number"),
-    (["--beta1", "1"], "--beta1 1: must be in [0, 1)"),
-    (["--steps", "-3"], "--steps -3: must be 1 to 10,000,000"),
-    (["--threads", "-1"], "--threads -1: must be 0 (all cores) to 1,024"),
-    (["--threads", "100000"], "--threads 100000"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every -1"),
-    (["--methods", "tl,replay", "--quota", "nan"], "--quota nan: must be a finite number"),
-    (["--methods", "tl,assoc", "--fisher-samples", "-1"], "--fisher-samples -1: must be at least 1"),
-    (["--methods", "tl,liss", "--liss-ema", "2"], "--liss-ema 2: must be in (0, 1]"),
-    (["--methods", "tl,replay", "--quota", "0.01"], "--quota 0.01: keeps no pair of task noise's 16 training pairs"),
-    (["--methods", "tl,replay", "--replay-bytes", "10"], "--replay-bytes 10: too small"),
-    (["--methods", "tl,lifelonggan", "--lifelonggan-aux", "montage,nope"], "--lifelonggan-aux"),
-    (["--device", "nonsense"], "--device 'nonsense': not a torch device"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "nan"], "--lr nan: must be a finite number"),
+        (["--lr", "-1"], "--lr -1: must be above 0"),
+        (["--lambda-adv", "inf"], "--lambda-adv inf: must be a finite number"),
+        (["--beta1", "1"], "--beta1 1: must be in [0, 1)"),
+        (["--steps", "-3"], "--steps -3: must be 1 to 10,000,000"),
+        (["--threads", "-1"], "--threads -1: must be 0 (all cores) to 1,024"),
+        (["--threads", "100000"], "--threads 100000"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every -1"),
+        (["--methods", "tl,replay", "--quota", "nan"], "--quota nan: must be a finite number"),
+        (["--methods", "tl,assoc", "--fisher-samples", "-1"], "--fisher-samples -1: must be at least 1"),
+        (["--methods", "tl,liss", "--liss-ema", "2"], "--liss-ema 2: must be in (0, 1]"),
+        (["--methods", "tl,replay", "--quota", "0.01"], "--quota 0.01: keeps no pair of task noise's 16 training pairs"),
+        (["--methods", "tl,replay", "--replay-bytes", "10"], "--replay-bytes 10: too small"),
+        (["--methods", "tl,lifelonggan", "--lifelonggan-aux", "montage,nope"], "--lifelonggan-aux"),
+        (["--device", "nonsense"], "--device 'nonsense': not a torch device"),
+    ],
+)
 def test_bad_options_are_refused_before_training(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
     _refused(tmp_path, capsys, [*SMOKE, *flags, "--out", str(out)], message)
@@ -173,17 +177,23 @@ def test_out_that_is_not_a_writable_folder(tmp_path, capsys):
         _refused(tmp_path, capsys, [*SMOKE, "--out", str(locked)], "is not writable")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[1, 2]", "a JSON list, not an object"),
-    ('{"benchmark": "restore4"}', "'metric' is missing"),
-    ('{"benchmark": "restore4", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [["x"]]}}}', "is not the scores of the 1 tasks trained by then"),
-    ("{not json", "not valid JSON"),
-    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a", "b"], "methods": {"tl": {"matrix": [[null, null], [1, 2]]}}}', "row 1 of method 'tl'"),
-    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [[1], [1, 2]]}}}', "has 2 rows for 1 tasks"),
-    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [[1' + "0" * 400 + ']]}}}', "row 1 of method 'tl'"),
-    ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "identity": {"psnr": [null]}, "methods": {}}', "'identity'"),
-    ('{"benchmark": "b", "deep": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"benchmark": "restore4"}', "'metric' is missing"),
+        (
+            '{"benchmark": "restore4", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [["x"]]}}}',
+            "is not the scores of the 1 tasks trained by then",
+        ),
+        ("{not json", "not valid JSON"),
+        ('{"benchmark": "b", "metric": "psnr", "tasks": ["a", "b"], "methods": {"tl": {"matrix": [[null, null], [1, 2]]}}}', "row 1 of method 'tl'"),
+        ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [[1], [1, 2]]}}}', "has 2 rows for 1 tasks"),
+        ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "methods": {"tl": {"matrix": [[1' + "0" * 400 + "]]}}}", "row 1 of method 'tl'"),
+        ('{"benchmark": "b", "metric": "psnr", "tasks": ["a"], "identity": {"psnr": [null]}, "methods": {}}', "'identity'"),
+        ('{"benchmark": "b", "deep": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
+    ],
+)
 def test_bad_results_json_is_refused_and_kept(tmp_path, capsys, content, message):
     out = tmp_path / "run"
     out.mkdir()
@@ -193,17 +203,20 @@ def test_bad_results_json_is_refused_and_kept(tmp_path, capsys, content, message
     _refused(tmp_path, capsys, ["report", str(out)], "results.json")
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seed", "-1"], "--seed -1: must be 0 to 4,294,967,295"),
-    (["--seed", "1" + "0" * 20], "must be 0 to 4,294,967,295"),
-    (["--seeds", "1" + "0" * 20], "is not 0 to 4294967295"),
-    (["--size", "100000"], "--size 100000: must be 16 to 8,192"),
-    (["--size", "1024"], "--size 1024: larger than the built-in photos"),
-    (["--steps", "1" + "0" * 20], "must be 1 to 10,000,000"),
-    (["--n-train", "100000000"], "--n-train 100000000: one task's"),
-    (["--ngf", "100000"], "--ngf 100000: the generator would have"),
-    (["--methods", "lifelonggan", "--lifelonggan-grid", "1000"], "--lifelonggan-grid 1000: the montage's patches"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "--seed -1: must be 0 to 4,294,967,295"),
+        (["--seed", "1" + "0" * 20], "must be 0 to 4,294,967,295"),
+        (["--seeds", "1" + "0" * 20], "is not 0 to 4294967295"),
+        (["--size", "100000"], "--size 100000: must be 16 to 8,192"),
+        (["--size", "1024"], "--size 1024: larger than the built-in photos"),
+        (["--steps", "1" + "0" * 20], "must be 1 to 10,000,000"),
+        (["--n-train", "100000000"], "--n-train 100000000: one task's"),
+        (["--ngf", "100000"], "--ngf 100000: the generator would have"),
+        (["--methods", "lifelonggan", "--lifelonggan-grid", "1000"], "--lifelonggan-grid 1000: the montage's patches"),
+    ],
+)
 def test_out_of_range_settings_are_one_line_before_anything_is_made(tmp_path, capsys, flags, message):
     out = tmp_path / "o"
     _refused(tmp_path, capsys, ["run", "--preset", "smoke", "--threads", "1", "--size", "16", "--n-test", "2", *flags, "--out", str(out)], message)
@@ -213,9 +226,13 @@ def test_out_of_range_settings_are_one_line_before_anything_is_made(tmp_path, ca
 def test_a_damaged_study_record_is_one_line(tmp_path, capsys):
     folder = tmp_path / "study"
     folder.mkdir()
-    for content, message in (('{"study": "quota", "runs": [', "not valid JSON"), ('{"study": "quota"}', "'runs' is not a list"),
-                             ('{"study": "nope", "runs": []}', "'study' is 'nope'"), ('{"study": "lambda", "runs": [{"name": "a"}]}', "damaged (KeyError"),
-                             ('{"study": "quota", "runs": [{"name": "../x"}]}', "'runs' is not a list")):
+    for content, message in (
+        ('{"study": "quota", "runs": [', "not valid JSON"),
+        ('{"study": "quota"}', "'runs' is not a list"),
+        ('{"study": "nope", "runs": []}', "'study' is 'nope'"),
+        ('{"study": "lambda", "runs": [{"name": "a"}]}', "damaged (KeyError"),
+        ('{"study": "quota", "runs": [{"name": "../x"}]}', "'runs' is not a list"),
+    ):
         (folder / "study.json").write_text(content)
         _refused(tmp_path, capsys, ["report", str(folder)], message)
         assert (folder / "study.json").read_text() == content
@@ -225,8 +242,36 @@ def test_the_votes_server_refuses_a_bad_port_and_a_damaged_database_in_one_line(
     from assocgan.cli import main
 
     run = tmp_path / "run"
-    assert main(["run", "--preset", "smoke", "--threads", "1", "--steps", "1", "--size", "16", "--n-train", "4", "--n-test", "2",
-                 "--batch-size", "2", "--ngf", "4", "--ndf", "4", "--methods", "tl,jl", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "smoke",
+                "--threads",
+                "1",
+                "--steps",
+                "1",
+                "--size",
+                "16",
+                "--n-train",
+                "4",
+                "--n-test",
+                "2",
+                "--batch-size",
+                "2",
+                "--ngf",
+                "4",
+                "--ndf",
+                "4",
+                "--methods",
+                "tl,jl",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     for port in ("-1", "70000"):
         _refused(tmp_path, capsys, ["study", "perceptual", str(run), "--groups", "2", "--port", port], f"--port {port}: must be 0")
     (run / "perceptual").mkdir(exist_ok=True)

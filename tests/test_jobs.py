@@ -1,5 +1,6 @@
 """How a study's runs are executed (assocgan.jobs): executor options and their errors, time limits, one GPU per
 worker, the sbatch script submitit writes for SLURM, and stopping what runs when interrupted."""
+
 from __future__ import annotations
 
 import os
@@ -32,28 +33,33 @@ def test_zero_time_limit_is_refused():
         jobs.parse_time_limit("0:00:00")
 
 
-@pytest.mark.parametrize("executor, given, message", [
-    (None, {"partition": "gpu"}, "--partition: only with --executor slurm"),
-    ("local", {"partition": "gpu"}, r"--partition: only with --executor slurm \(this study's executor is local\)"),
-    (None, {"gpus_per_job": 1}, "--gpus-per-job: only with --executor slurm"),
-    (None, {"slurm_setup": ["module load cuda"]}, "--slurm-setup: only with --executor slurm"),
-    (None, {"time_limit": "60"}, "--time-limit: only with --executor local or --executor slurm"),
-    (None, {"job_logs": "logs"}, "--job-logs: only with --executor local or --executor slurm"),
-    ("slurm", {}, "--time-limit: needed with --executor slurm"),
-    ("slurm", {"time_limit": "soon"}, "--time-limit 'soon'"),
-    ("slurm", {"time_limit": "60", "mem": "lots"}, "--mem 'lots'"),
-    ("slurm", {"time_limit": "60", "gpus_per_job": -1}, "--gpus-per-job -1: must be at least 0"),
-    ("slurm", {"time_limit": "60", "cpus_per_job": 0}, "--cpus-per-job 0: must be at least 1"),
-    ("slurm", {"time_limit": "60", "slurm_option": ["constraint"]}, "--slurm-option 'constraint': give KEY=VALUE"),
-    ("nope", {}, "--executor 'nope'"),
-])
+@pytest.mark.parametrize(
+    "executor, given, message",
+    [
+        (None, {"partition": "gpu"}, "--partition: only with --executor slurm"),
+        ("local", {"partition": "gpu"}, r"--partition: only with --executor slurm \(this study's executor is local\)"),
+        (None, {"gpus_per_job": 1}, "--gpus-per-job: only with --executor slurm"),
+        (None, {"slurm_setup": ["module load cuda"]}, "--slurm-setup: only with --executor slurm"),
+        (None, {"time_limit": "60"}, "--time-limit: only with --executor local or --executor slurm"),
+        (None, {"job_logs": "logs"}, "--job-logs: only with --executor local or --executor slurm"),
+        ("slurm", {}, "--time-limit: needed with --executor slurm"),
+        ("slurm", {"time_limit": "soon"}, "--time-limit 'soon'"),
+        ("slurm", {"time_limit": "60", "mem": "lots"}, "--mem 'lots'"),
+        ("slurm", {"time_limit": "60", "gpus_per_job": -1}, "--gpus-per-job -1: must be at least 0"),
+        ("slurm", {"time_limit": "60", "cpus_per_job": 0}, "--cpus-per-job 0: must be at least 1"),
+        ("slurm", {"time_limit": "60", "slurm_option": ["constraint"]}, "--slurm-option 'constraint': give KEY=VALUE"),
+        ("nope", {}, "--executor 'nope'"),
+    ],
+)
 def test_executor_option_errors_name_the_option(executor, given, message):
     with pytest.raises(UserError, match=message):
         jobs.job_options(executor, **given)
 
 
 def test_executor_options_are_kept():
-    o = jobs.job_options("slurm", time_limit="2:00:00", partition="gpu", gpus_per_job=1, cpus_per_job=8, mem="32G", slurm_option=["constraint=a100", "mail-type=END"])
+    o = jobs.job_options(
+        "slurm", time_limit="2:00:00", partition="gpu", gpus_per_job=1, cpus_per_job=8, mem="32G", slurm_option=["constraint=a100", "mail-type=END"]
+    )
     assert (o.executor, o.time_limit_min, o.partition, o.gpus_per_job, o.cpus_per_job, o.mem) == ("slurm", 120, "gpu", 1, 8, "32G")
     assert o.slurm_option == {"constraint": "a100", "mail_type": "END"}
     assert jobs.job_options("local").time_limit_min is None and jobs.job_options().executor is None
@@ -74,12 +80,35 @@ def test_slurm_job_script_holds_the_options(tmp_path, monkeypatch):
     """The sbatch script submitit writes for each run (submitit needs srun to exist: pretend it does)."""
     import submitit.slurm.slurm as slurm
 
-    o = jobs.job_options("slurm", time_limit="1:30:00", partition="gpu", account="lab", qos="high", gpus_per_job=1, cpus_per_job=8, mem="32G",
-                         slurm_setup=["source venv/bin/activate"], slurm_option=["constraint=a100"], job_logs=tmp_path / "logs")
+    o = jobs.job_options(
+        "slurm",
+        time_limit="1:30:00",
+        partition="gpu",
+        account="lab",
+        qos="high",
+        gpus_per_job=1,
+        cpus_per_job=8,
+        mem="32G",
+        slurm_setup=["source venv/bin/activate"],
+        slurm_option=["constraint=a100"],
+        job_logs=tmp_path / "logs",
+    )
     monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
     script = jobs.Submitit(o, tmp_path / "study", "assocgan-quota").executor._make_submission_file_text("python -m x", "uid")
-    for line in ("--partition=gpu", "--account=lab", "--qos=high", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32G", "--time=90",
-                 "--constraint=a100", "--job-name=assocgan-quota", "--nodes=1", "--ntasks-per-node=1", f"--output={tmp_path / 'logs'}/%j_0_log.out"):
+    for line in (
+        "--partition=gpu",
+        "--account=lab",
+        "--qos=high",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32G",
+        "--time=90",
+        "--constraint=a100",
+        "--job-name=assocgan-quota",
+        "--nodes=1",
+        "--ntasks-per-node=1",
+        f"--output={tmp_path / 'logs'}/%j_0_log.out",
+    ):
         assert f"#SBATCH {line}\n" in script
     assert "\nsource venv/bin/activate\n" in script
     monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: -1))

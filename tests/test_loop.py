@@ -1,5 +1,6 @@
 """The training loop's machinery for speed: batches made ahead in a background thread (the same batches, drawn
 in the same order, as made in turn), losses checked for finiteness in bulk, and the --amp setting."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,7 @@ def _spy(base: type, ahead: bool) -> type:
 
 @pytest.mark.parametrize("base, fresh", [(TL, False), (TL, True), (AssocGAN, False)])
 def test_batches_made_ahead_train_exactly_as_batches_made_in_turn(monkeypatch, base, fresh):
-    cfg = make_config("smoke", steps=6, checkpoint_every=4, fresh_degradations=fresh, lambda_adv=1e-3,
-                      method_options={"assoc": {"mapper_steps": 3}})
+    cfg = make_config("smoke", steps=6, checkpoint_every=4, fresh_degradations=fresh, lambda_adv=1e-3, method_options={"assoc": {"mapper_steps": 3}})
     bench = benchmark_for(cfg)
     bench = Benchmark(bench.name, bench.metric, bench.tasks[:2])
     out = {}
@@ -97,7 +97,7 @@ def test_the_feed_stops_its_thread_when_closed_early():
 
 
 def test_a_deferred_check_names_the_first_non_finite_loss():
-    raised = lambda step, what: ValueError(f"step {step}: {what}")  # noqa: E731
+    raised = lambda step, what: ValueError(f"step {step}: {what}")
     watch = LossWatch(False, raised)
     for s, v in enumerate([1.0, 2.0, float("nan"), float("inf")], start=1):
         watch.add(s, "generator", torch.tensor(v))  # nothing is checked yet
@@ -146,8 +146,31 @@ def test_the_step_speed_benchmark_prints_every_figure_and_the_targets(capsys):
     spec.loader.exec_module(module)
     threads = torch.get_num_threads()
     try:
-        assert module.main(["--sizes", "32", "--dtypes", "fp32,bf16", "--archs", "pix2pix,gated", "--steps", "1", "--warmup", "1", "--blocks", "1",
-                            "--batch", "2", "--threads", "1", "--device", "cpu"]) == 0
+        assert (
+            module.main(
+                [
+                    "--sizes",
+                    "32",
+                    "--dtypes",
+                    "fp32,bf16",
+                    "--archs",
+                    "pix2pix,gated",
+                    "--steps",
+                    "1",
+                    "--warmup",
+                    "1",
+                    "--blocks",
+                    "1",
+                    "--batch",
+                    "2",
+                    "--threads",
+                    "1",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out.splitlines()

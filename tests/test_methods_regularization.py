@@ -7,6 +7,7 @@ distance to the previous generator's outputs or the previous encoder's features)
 pulls back towards what was kept. The bytes each method claims per weight. LiSS's auxiliary heads learn their
 task. And a smoke run of all five through the CLI writes results.json.
 """
+
 from __future__ import annotations
 
 import copy
@@ -366,8 +367,9 @@ def _count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name,opts", [("clgan", {"clgan_samples": 8}), ("thanh", {"thanh_every": 2}), ("liang", {"liang_every": 2}),
-                                       ("lifelonggan", {}), ("liss", {})])
+@pytest.mark.parametrize(
+    "name,opts", [("clgan", {"clgan_samples": 8}), ("thanh", {"thanh_every": 2}), ("liang", {"liang_every": 2}), ("lifelonggan", {}), ("liss", {})]
+)
 def test_memory_is_the_bytes_each_method_claims_per_weight(bench2, name, opts):
     """CLGAN: theta* float16 + F bfloat16 of every G weight (4 bytes); Thanh-Tung & Tran: the same of every D
     weight; Liang et al.: that (4) plus the running segment's path integral, recorded gradient and two copies
@@ -400,8 +402,25 @@ def test_cli_smoke_run_of_all_five(tmp_path):
 
     names = ["clgan", "thanh", "liang", "lifelonggan", "liss"]
     out = tmp_path / "run"
-    rc = main(["run", "--preset", "smoke", "--steps", "6", "--threads", "1", "--methods", ",".join(names),
-               "--thanh-every", "3", "--liang-every", "3", "--out", str(out)])
+    rc = main(
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--steps",
+            "6",
+            "--threads",
+            "1",
+            "--methods",
+            ",".join(names),
+            "--thanh-every",
+            "3",
+            "--liang-every",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert list(res["methods"]) == names

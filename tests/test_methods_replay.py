@@ -1,5 +1,6 @@
 """The replay and architecture baselines: replay, mergan, lvaegan, piggyback. Each test shows the method's
 mechanism acting, on tiny runs (preset smoke: 32 px, ngf 8)."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ from assocgan.cli import main
 from assocgan.config import make_config
 from assocgan.evaluate import predict
 from assocgan.memory import module_bytes
-from assocgan.metrics import scores
 from assocgan.methods import Batch, Step
-from assocgan.methods.mergan import SourceCritic, SourceGenerator, image_statistics
 from assocgan.methods.lvaegan import SourceEncoder
+from assocgan.methods.mergan import SourceCritic, SourceGenerator, image_statistics
 from assocgan.methods.piggyback import PiggybackConv
 from assocgan.methods.replay import Replay
+from assocgan.metrics import scores
 from assocgan.nets import UNet
 from assocgan.runner import benchmark_for
 from assocgan.train import train_method

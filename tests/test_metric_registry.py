@@ -1,6 +1,7 @@
 """The metric registry: a metric registered in ``metrics.METRICS`` alone, here a lower-is-better mean absolute
 error, is scored, summarised, written, tabulated, plotted and reported like PSNR and SSIM, with its own format,
 label and direction: its best is its lowest, forgetting stays positive and BWT negative when tasks are forgotten."""
+
 from __future__ import annotations
 
 import csv
@@ -46,18 +47,37 @@ def registry(monkeypatch):
 def entry(final_avg: float) -> dict:
     """A complete method's entry whose MAE matrix is MATRIX, its final average ``final_avg``."""
     s = summarize([row[: i + 1] for i, row in enumerate(MATRIX)], metric="mae")
-    return {"title": None, "cite": "", "options": {}, "task_id_at_test": False, "complete": True, "matrix": MATRIX,
-            **s, "final_avg": final_avg, "memory_bytes": 0, "memory_by_task": [0, 0, 0], "train_seconds": 1.0,
-            "train_seconds_by_task": [0.3, 0.3, 0.4], "train_cpu_seconds": 1.0, "mae": MATRIX,
-            "psnr": [[20.0, None, None], [19.0, 21.0, None], [18.0, 20.0, 22.0]],
-            "ssim": [[0.5, None, None], [0.4, 0.6, None], [0.3, 0.5, 0.7]]}
+    return {
+        "title": None,
+        "cite": "",
+        "options": {},
+        "task_id_at_test": False,
+        "complete": True,
+        "matrix": MATRIX,
+        **s,
+        "final_avg": final_avg,
+        "memory_bytes": 0,
+        "memory_by_task": [0, 0, 0],
+        "train_seconds": 1.0,
+        "train_seconds_by_task": [0.3, 0.3, 0.4],
+        "train_cpu_seconds": 1.0,
+        "mae": MATRIX,
+        "psnr": [[20.0, None, None], [19.0, 21.0, None], [18.0, 20.0, 22.0]],
+        "ssim": [[0.5, None, None], [0.4, 0.6, None], [0.3, 0.5, 0.7]],
+    }
 
 
 @pytest.fixture
 def results(registry):
-    return {"benchmark": "toy", "metric": "mae", "tasks": TASKS, "task_descriptions": ["", "", ""],
-            "identity": {"mae": IDENTITY, "psnr": [15.0, 15.0, 15.0], "ssim": [0.2, 0.2, 0.2]}, "config": {"steps": 10},
-            "methods": {"tl": entry(0.20), "jl": entry(0.10), "assoc": entry(0.15)}}
+    return {
+        "benchmark": "toy",
+        "metric": "mae",
+        "tasks": TASKS,
+        "task_descriptions": ["", "", ""],
+        "identity": {"mae": IDENTITY, "psnr": [15.0, 15.0, 15.0], "ssim": [0.2, 0.2, 0.2]},
+        "config": {"steps": 10},
+        "methods": {"tl": entry(0.20), "jl": entry(0.10), "assoc": entry(0.15)},
+    }
 
 
 def test_get_metric_names_the_metric_and_the_choices(registry):
@@ -112,8 +132,14 @@ def test_plots_name_the_metric_and_mark_the_lowest_as_best(results, tmp_path):
     fig = forgetting_figure(results)
     assert fig.axes[0].get_ylabel() == "MAE (0-1)"
     assert save_figure(fig, tmp_path / "forgetting.png").exists()
-    summary = {"metric": "mae", "benchmark": "toy", "prior_tasks": ["a"], "method": "assoc", "option": "lambda_distill",
-               "rows": [{"value": v, "final": [o, o], "prior_mean": o, "overall": o} for v, o in ((0.5, 0.2), (1.0, 0.05), (2.0, 0.3))]}
+    summary = {
+        "metric": "mae",
+        "benchmark": "toy",
+        "prior_tasks": ["a"],
+        "method": "assoc",
+        "option": "lambda_distill",
+        "rows": [{"value": v, "final": [o, o], "prior_mean": o, "overall": o} for v, o in ((0.5, 0.2), (1.0, 0.05), (2.0, 0.3))],
+    }
     fig = lambda_figure(summary)
     assert [t.get_text() for t in fig.axes[1].texts] == ["best: 1"]
     assert fig.axes[1].get_ylabel() == "final MAE (0-1)"

@@ -1,4 +1,5 @@
 """assocgan.metrics.psnr / ssim against scikit-image on real photo crops, one value per image."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,9 +52,7 @@ def pair():
 
 
 def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return structural_similarity(
-        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1
-    )
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1)
 
 
 def test_psnr_matches_skimage_per_image(pair):

@@ -1,4 +1,5 @@
 """The U-Net generator and the conditional PatchGAN discriminator: sizes, identity at init, pix2pix init."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """What a careless or hostile user can do to a run folder without noticing: each case is refused with one line
 naming the option, or leaves alone what is not the run's, and nothing already computed is lost."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,26 @@ from PIL import Image
 from assocgan.cli import main
 from assocgan.io import PARTIAL, atomic_write, is_partial_file
 
-TINY = ["--preset", "smoke", "--threads", "1", "--steps", "1", "--size", "16", "--n-train", "4", "--n-test", "2", "--batch-size", "2",
-        "--ngf", "4", "--ndf", "4"]
+TINY = [
+    "--preset",
+    "smoke",
+    "--threads",
+    "1",
+    "--steps",
+    "1",
+    "--size",
+    "16",
+    "--n-train",
+    "4",
+    "--n-test",
+    "2",
+    "--batch-size",
+    "2",
+    "--ngf",
+    "4",
+    "--ndf",
+    "4",
+]
 
 
 def _cli(capsys, *args) -> tuple[int, str]:
@@ -59,7 +78,7 @@ def test_other_data_of_the_same_folder_name_into_a_finished_folder_is_refused(tm
     _pairs(a, "t1", 0)
     _pairs(b, "t1", 1)
     out = tmp_path / "r"
-    flags = TINY[: TINY.index("--n-train")] + TINY[TINY.index("--batch-size"):]  # the folders hold the pairs
+    flags = TINY[: TINY.index("--n-train")] + TINY[TINY.index("--batch-size") :]  # the folders hold the pairs
     assert main(["run", *flags, "--data", str(a), "--methods", "tl", "--out", str(out)]) == 0
     before = (out / "results.json").read_bytes()
     code, err = _cli(capsys, "run", *flags, "--data", str(b), "--methods", "tl,jl", "--out", str(out))
@@ -98,13 +117,16 @@ def test_atomic_write_names_its_files_as_the_cleanup_recognises_them(tmp_path, m
     assert all(is_partial_file(p) for p in seen)
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["run", "--methods", ""], "--methods: give at least one method"),
-    (["study", "quota", "--methods", ""], "--methods: give at least one method"),
-    (["study", "lambda", "--values", ""], "--values: give at least one value"),
-    (["study", "lambda", "--method", ""], "--methods: give at least one method"),
-    (["run", "--methods", "replay", "--quota", "1.5"], "--quota 1.5: from 1 on it is a count of pairs"),
-])
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["run", "--methods", ""], "--methods: give at least one method"),
+        (["study", "quota", "--methods", ""], "--methods: give at least one method"),
+        (["study", "lambda", "--values", ""], "--values: give at least one value"),
+        (["study", "lambda", "--method", ""], "--methods: give at least one method"),
+        (["run", "--methods", "replay", "--quota", "1.5"], "--quota 1.5: from 1 on it is a count of pairs"),
+    ],
+)
 def test_an_empty_list_or_a_fractional_count_is_refused_not_replaced(tmp_path, capsys, argv, named):
     code, err = _cli(capsys, *argv, *TINY, "--out", str(tmp_path / "o"))
     assert code == 2 and named in _one_line(err)

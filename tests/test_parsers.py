@@ -1,11 +1,13 @@
 """Property tests of the parsers that read what a user types: a recipe, a method option, a task order, a method
 list, the run settings. Each either gives a valid value or a UserError, never another exception."""
+
 from __future__ import annotations
 
 import math
 from types import SimpleNamespace
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assocgan.config import make_config
 from assocgan.data.benchmarks import apply_order
@@ -16,8 +18,12 @@ from assocgan.methods.base import Option
 
 FAST = settings(deadline=None) if settings().max_examples > 1000 else settings(max_examples=150, deadline=None)
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
-NUMBERISH = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**6, 10**6).map(str), TEXT,
-                      st.sampled_from(["nan", "inf", "-inf", "1e400", "", " ", "0x10", "1_000", "٣"]))
+NUMBERISH = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(10**6), 10**6).map(str),
+    TEXT,
+    st.sampled_from(["nan", "inf", "-inf", "1e400", "", " ", "0x10", "1_000", "٣"]),
+)
 
 
 @st.composite
@@ -44,7 +50,9 @@ def test_valid_recipes_parse_to_their_steps(recipe):
 
 
 @FAST
-@given(st.one_of(TEXT, recipes().map(lambda r: r[0] + "," + r[0][::-1]), st.lists(st.sampled_from([*KINDS, ":", ",", "+", "1", "0.5", "nan", " "])).map("".join)))
+@given(
+    st.one_of(TEXT, recipes().map(lambda r: r[0] + "," + r[0][::-1]), st.lists(st.sampled_from([*KINDS, ":", ",", "+", "1", "0.5", "nan", " "])).map("".join))
+)
 def test_any_recipe_text_parses_or_is_refused(text):
     try:
         parsed = parse_recipe(text)
@@ -57,8 +65,13 @@ def test_any_recipe_text_parses_or_is_refused(text):
             assert kind in KINDS and KINDS[kind].low <= degree <= KINDS[kind].high
 
 
-BOUNDED = [Option("w", 1.0, "", low=0), Option("lr", 1e-3, "", low=0, open_low=True), Option("share", 0.5, "", low=0, high=1),
-           Option("n", 4, "", low=1), Option("free", -1.0, "", high=1)]
+BOUNDED = [
+    Option("w", 1.0, "", low=0),
+    Option("lr", 1e-3, "", low=0, open_low=True),
+    Option("share", 0.5, "", low=0, high=1),
+    Option("n", 4, "", low=1),
+    Option("free", -1.0, "", high=1),
+]
 
 
 @FAST

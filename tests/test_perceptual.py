@@ -1,5 +1,6 @@
 """The user study (Table 4): groups made from a run's checkpoints, the voting page and its database, driven
 over HTTP and in headless Chromium, and the table the report makes of the votes."""
+
 from __future__ import annotations
 
 import contextlib
@@ -121,7 +122,7 @@ def assert_report_counts_the_database(folder: Path, capsys) -> None:
     """``assocgan report --markdown``'s Table 4 equals a count made from the database directly."""
     assert main(["report", str(folder), "--markdown"]) == 0
     out = capsys.readouterr().out
-    block = out[out.index("**User study"):]
+    block = out[out.index("**User study") :]
     header = next(ln for ln in block.splitlines() if ln.startswith("| Method"))
     results = read_json(folder / "results.json")
     db = sqlite3.connect(folder / "perceptual" / DB)
@@ -165,7 +166,7 @@ def test_groups_spread_over_the_tasks_and_their_images_are_the_outputs(run_dir, 
     for g in (study.groups[0], study.groups[-1]):
         x, y = bench.tasks[g.task].test_pairs()
         x, y = x[g.image : g.image + 1], y[g.image : g.image + 1]
-        png = lambda what: np.asarray(Image.open(study.image_path(g.id, what)))  # noqa: E731
+        png = lambda what: np.asarray(Image.open(study.image_path(g.id, what)))
         assert (png("input") == to_uint8(x)[0]).all() and (png("target") == to_uint8(y)[0]).all()
         for m in METHODS:
             assert (png(m) == to_uint8(predict(task_generator(run_dir, m, g.task), x))[0]).all(), m
@@ -188,12 +189,15 @@ def test_a_design_with_votes_is_kept(study_dir, capsys):
     assert len(db_rows(study_dir)["votes"]) == 1
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--groups", "17"], "--groups 17: task noise has 4 test images, fewer than its 5 groups; give --groups 16 or fewer"),
-    (["--groups", "0"], "--groups 0: must be at least 1"),
-    (["--methods", "tl,jl"], "--methods: 'jl' is not in"),
-    (["--methods", "tl"], "at least 2 methods"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--groups", "17"], "--groups 17: task noise has 4 test images, fewer than its 5 groups; give --groups 16 or fewer"),
+        (["--groups", "0"], "--groups 0: must be at least 1"),
+        (["--methods", "tl,jl"], "--methods: 'jl' is not in"),
+        (["--methods", "tl"], "at least 2 methods"),
+    ],
+)
 def test_bad_options_are_one_line_errors(study_dir, args, says, capsys):
     assert main(["study", "perceptual", str(study_dir), *args, "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
@@ -355,7 +359,7 @@ def test_two_browsers_at_once_count_every_vote_once(study_dir, capsys):
     # the same table as LaTeX: one line a row, the special characters escaped
     assert main(["report", str(study_dir), "--latex"]) == 0
     latex = capsys.readouterr().out
-    table = latex[latex.index("\\caption{User study"):]
+    table = latex[latex.index("\\caption{User study") :]
     table = table[: table.index("\\end{table}")]
     assert "\\begin{tabular}{lrrrrr}" in table and "95\\% Wilson" in table
     lines = [ln for ln in table.splitlines() if ln.endswith("\\\\")]
@@ -366,8 +370,12 @@ def test_two_browsers_at_once_count_every_vote_once(study_dir, capsys):
 
 def test_a_killed_server_loses_no_recorded_vote_and_participants_resume(study_dir):
     def start() -> tuple[subprocess.Popen, str]:
-        proc = subprocess.Popen([sys.executable, "-m", "assocgan.cli", "study", "perceptual", str(study_dir), "--port", "0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "assocgan.cli", "study", "perceptual", str(study_dir), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for line in proc.stdout:
             m = re.match(r"Open (http://\S+)", line)
             if m:
@@ -424,14 +432,16 @@ def test_a_killed_server_loses_no_recorded_vote_and_participants_resume(study_di
 
 
 # ---- in headless Chromium ----------------------------------------------------------------------
-GROUP_STATE = ("(() => { const m = document.querySelector('main'); if (!m || document.readyState !== 'complete') return null; "
-               "const imgs = [...m.querySelectorAll('img')]; if (!imgs.every(i => i.complete && i.naturalWidth > 0)) return null; "
-               "return {kind: m.className, group: +m.dataset.group || null, done: +m.dataset.done, total: +m.dataset.total, "
-               "inputs: m.querySelectorAll('figure.input img').length, choices: [...m.querySelectorAll('button.choice img')].map(i => i.src), "
-               "text: m.innerText, html: document.documentElement.outerHTML, js: document.documentElement.classList.contains('js'), "
-               "overflow: document.documentElement.scrollWidth > innerWidth, "
-               "buttons: [...m.querySelectorAll('button.choice')].map(b => { const r = b.getBoundingClientRect(); return [r.left, r.right, r.height]; }), "
-               "width: innerWidth}; })()")
+GROUP_STATE = (
+    "(() => { const m = document.querySelector('main'); if (!m || document.readyState !== 'complete') return null; "
+    "const imgs = [...m.querySelectorAll('img')]; if (!imgs.every(i => i.complete && i.naturalWidth > 0)) return null; "
+    "return {kind: m.className, group: +m.dataset.group || null, done: +m.dataset.done, total: +m.dataset.total, "
+    "inputs: m.querySelectorAll('figure.input img').length, choices: [...m.querySelectorAll('button.choice img')].map(i => i.src), "
+    "text: m.innerText, html: document.documentElement.outerHTML, js: document.documentElement.classList.contains('js'), "
+    "overflow: document.documentElement.scrollWidth > innerWidth, "
+    "buttons: [...m.querySelectorAll('button.choice')].map(b => { const r = b.getBoundingClientRect(); return [r.left, r.right, r.height]; }), "
+    "width: innerWidth}; })()"
+)
 
 
 def state(page, done: int | None = None) -> dict:
@@ -483,6 +493,7 @@ def test_two_participants_vote_in_chromium_and_the_report_counts_them(chromium, 
     browser = Browser(chromium, tmp_path / "profile")
     try:
         with serving(study_dir) as server:
+
             def reload(page, done):  # the same group again after a reload
                 shown = page.eval("+document.querySelector('main').dataset.group")
                 page.reload()
@@ -494,9 +505,14 @@ def test_two_participants_vote_in_chromium_and_the_report_counts_them(chromium, 
             seen, _ = vote_through(ann, study, lambda page, k: page.press(str(1 + k % m)), reload, js=True)
             # bob: JavaScript off (plain forms), on a phone, clicks; leaves midway and comes back with the code his pages show
             bob = enter(browser, server.url, "bob", by_key=False, **phone)
-            seen_bob, bob = vote_through(bob, study, lambda page, k: page.click(f"button.choice[value='{1 + (k * 7) % m}']"),
-                                         lambda page, done: enter(browser, server.url, page.eval("document.querySelector('[data-code]').textContent"),
-                                                                  by_key=False, **phone), js=False, phone=True)
+            seen_bob, bob = vote_through(
+                bob,
+                study,
+                lambda page, k: page.click(f"button.choice[value='{1 + (k * 7) % m}']"),
+                lambda page, done: enter(browser, server.url, page.eval("document.querySelector('[data-code]').textContent"), by_key=False, **phone),
+                js=False,
+                phone=True,
+            )
             assert "Thank you, bob" in state(bob, n)["text"]
     finally:
         browser.close()
@@ -555,8 +571,9 @@ def test_a_cut_body_a_stalled_client_and_a_client_that_leaves_change_nothing_and
         host = f"{server.server_address[0]}:{server.server_address[1]}"
         # a body shorter than its Content-Length: "choice=12" cut to "choice=1" is not a vote for 1
         cut = f"group={g}&choice=1".encode()
-        head = (f"POST /p/{token}/vote HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                f"Content-Length: {len(cut) + 1}\r\n\r\n").encode()
+        head = (
+            f"POST /p/{token}/vote HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(cut) + 1}\r\n\r\n"
+        ).encode()
         reply = raw_exchange(server, head + cut)
         assert reply.startswith(b"HTTP/1.1 400") and b"shorter than its Content-Length" in reply
         assert db_rows(study_dir) == before

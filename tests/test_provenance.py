@@ -1,12 +1,12 @@
 """Who made a run and how to make it again: provenance in results.json, log.txt and the report; ``--config``
 replays an earlier run's settings; ``--version``."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import json
 
-import pytest
 import torch
 
 import assocgan

@@ -1,5 +1,6 @@
 """Plots, report.html and TensorBoard images of a run (and the page of a study folder), checked in files
 and in headless Chromium (Debian's `chromium`, installed here when missing)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -78,7 +79,7 @@ def test_report_is_self_contained_with_tables_plots_samples_config(run_dir, resu
     # a sample grid per task and method
     n_grids = sum(1 for s in re.findall(r'<img[^>]*alt="([^"]*)"', page) if "after_task" in s)
     assert n_grids == len(results["methods"]) * len(results["tasks"])
-    assert "Configuration" in page and '&quot;steps&quot;: 4' in page
+    assert "Configuration" in page and "&quot;steps&quot;: 4" in page
 
 
 def test_report_rebuilds_from_files_alone(run_dir):
@@ -91,7 +92,7 @@ def test_report_rebuilds_from_files_alone(run_dir):
     assert buf.getvalue().strip().endswith("report.html")
     assert {p.stem for p in (run_dir / "plots").glob("*.png")} >= RUN_PLOTS
     after = (run_dir / "report.html").read_text()
-    strip = lambda s: re.sub(r"base64,[^\"]*", "", s)  # noqa: E731 - PNG bytes may differ in metadata
+    strip = lambda s: re.sub(r"base64,[^\"]*", "", s)
     assert strip(after) == strip(before)
 
 
@@ -260,7 +261,7 @@ def test_forgetting_curves_over_seeds_carry_a_band_of_one_sd(results):
     both = combine({0: results, 1: other})
     xs, ys, sds = plots.task_series(both, "tl", spread=True)[0]
     assert ys[-1] == pytest.approx(results["methods"]["tl"]["matrix"][-1][0] + 0.5)
-    assert all(d == pytest.approx(2 ** -0.5) for d in sds)  # the sd of (v, v + 1)
+    assert all(d == pytest.approx(2**-0.5) for d in sds)  # the sd of (v, v + 1)
     fig = plots.forgetting_figure(both)
     bands = [c for ax in fig.axes for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == sum(1 for name in both["methods"] for xs, _ in plots.task_series(both, name) if xs)
@@ -334,20 +335,55 @@ def _study(kind: str, summary: dict, runs: list[dict]) -> dict:
 
 
 SUMMARIES = {
-    "quota": {"benchmark": "b", "metric": "psnr", "tasks": ["a", "b", "c"], "n_tasks": 3,
-              "methods": [{"name": "tl", "label": "TL", "avg": [20.0, 18.0, 17.0]}, {"name": "jl", "label": "JL", "avg": [20.0, 21.0, None]}]},
-    "order": {"benchmark": "b", "metric": "ssim", "tasks": ["a", "b"], "n_tasks": 2,
-              "methods": [{"name": "tl", "label": "TL", "mean_by_position": [0.5, 0.8], "runs": [
-                  {"order": "1,2", "tasks": ["a", "b"], "final": [0.4, 0.9], "final_avg": 0.65, "complete": True},
-                  {"order": "2,1", "tasks": ["b", "a"], "final": [0.6, 0.7], "final_avg": 0.65, "complete": True}]}]},
-    "lambda": {"benchmark": "b", "metric": "psnr", "method": "assoc", "option": "lambda_distill", "flag": "--lambda-distill", "prior_tasks": ["a", "b"],
-               "tasks": ["a", "b", "c"], "n_tasks": 3, "rows": [
-                   {"value": 0.0, "final": [15.0, 16.0, 25.0], "prior_mean": 15.5, "last": 25.0, "overall": 18.67, "bwt": -5.0, "complete": True},
-                   {"value": 30.0, "final": [18.0, 19.0, 24.0], "prior_mean": 18.5, "last": 24.0, "overall": 20.33, "bwt": -2.0, "complete": True},
-                   {"value": 300.0, "final": None, "prior_mean": None, "last": None, "overall": None, "bwt": None, "complete": False}]},
-    "ablation": {"benchmark": "b", "metric": "psnr", "tasks": ["a", "b"], "n_tasks": 2, "rows": [
-        {"label": "Backbone", "how": "tl --lambda-content 0", "psnr": 6.1, "ssim": 0.05, "bwt": -1.0, "complete": True},
-        {"label": "Backbone+Lmse", "how": "tl --lambda-adv 0", "psnr": 13.1, "ssim": 0.46, "bwt": -3.0, "complete": True}]},
+    "quota": {
+        "benchmark": "b",
+        "metric": "psnr",
+        "tasks": ["a", "b", "c"],
+        "n_tasks": 3,
+        "methods": [{"name": "tl", "label": "TL", "avg": [20.0, 18.0, 17.0]}, {"name": "jl", "label": "JL", "avg": [20.0, 21.0, None]}],
+    },
+    "order": {
+        "benchmark": "b",
+        "metric": "ssim",
+        "tasks": ["a", "b"],
+        "n_tasks": 2,
+        "methods": [
+            {
+                "name": "tl",
+                "label": "TL",
+                "mean_by_position": [0.5, 0.8],
+                "runs": [
+                    {"order": "1,2", "tasks": ["a", "b"], "final": [0.4, 0.9], "final_avg": 0.65, "complete": True},
+                    {"order": "2,1", "tasks": ["b", "a"], "final": [0.6, 0.7], "final_avg": 0.65, "complete": True},
+                ],
+            }
+        ],
+    },
+    "lambda": {
+        "benchmark": "b",
+        "metric": "psnr",
+        "method": "assoc",
+        "option": "lambda_distill",
+        "flag": "--lambda-distill",
+        "prior_tasks": ["a", "b"],
+        "tasks": ["a", "b", "c"],
+        "n_tasks": 3,
+        "rows": [
+            {"value": 0.0, "final": [15.0, 16.0, 25.0], "prior_mean": 15.5, "last": 25.0, "overall": 18.67, "bwt": -5.0, "complete": True},
+            {"value": 30.0, "final": [18.0, 19.0, 24.0], "prior_mean": 18.5, "last": 24.0, "overall": 20.33, "bwt": -2.0, "complete": True},
+            {"value": 300.0, "final": None, "prior_mean": None, "last": None, "overall": None, "bwt": None, "complete": False},
+        ],
+    },
+    "ablation": {
+        "benchmark": "b",
+        "metric": "psnr",
+        "tasks": ["a", "b"],
+        "n_tasks": 2,
+        "rows": [
+            {"label": "Backbone", "how": "tl --lambda-content 0", "psnr": 6.1, "ssim": 0.05, "bwt": -1.0, "complete": True},
+            {"label": "Backbone+Lmse", "how": "tl --lambda-adv 0", "psnr": 13.1, "ssim": 0.46, "bwt": -3.0, "complete": True},
+        ],
+    },
 }
 
 
@@ -374,12 +410,22 @@ def study_dir(run_dir, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("study") / "study"
     shutil.copytree(run_dir, d / "runs" / "tl")
     res = read_json(run_dir / "results.json")
-    summary = {"benchmark": res["benchmark"], "metric": res["metric"], "tasks": res["tasks"], "n_tasks": len(res["tasks"]),
-               "runs": [{"name": "tl", "status": "done", "final_avg": res["methods"]["tl"]["final_avg"], "train_seconds": 1.0},
-                        {"name": "jl", "status": "pending"}],
-               "methods": [{"name": "tl", "label": "TL", "avg": res["methods"]["tl"]["avg"]}]}
-    study = _study("quota", summary, [{"name": "tl", "label": "TL", "how": "tl", "methods": ["tl"], "method": "tl"},
-                                      {"name": "jl", "label": "JL", "how": "jl", "methods": ["jl"], "method": "jl"}])
+    summary = {
+        "benchmark": res["benchmark"],
+        "metric": res["metric"],
+        "tasks": res["tasks"],
+        "n_tasks": len(res["tasks"]),
+        "runs": [{"name": "tl", "status": "done", "final_avg": res["methods"]["tl"]["final_avg"], "train_seconds": 1.0}, {"name": "jl", "status": "pending"}],
+        "methods": [{"name": "tl", "label": "TL", "avg": res["methods"]["tl"]["avg"]}],
+    }
+    study = _study(
+        "quota",
+        summary,
+        [
+            {"name": "tl", "label": "TL", "how": "tl", "methods": ["tl"], "method": "tl"},
+            {"name": "jl", "label": "JL", "how": "jl", "methods": ["jl"], "method": "jl"},
+        ],
+    )
     write_json(d / "study.json", study)
     write_study_report(d, study)
     return d
@@ -412,9 +458,11 @@ def render(exe: str, tmp_path: Path, report: Path) -> dict:
     assert shown.returncode == 0, shown.stderr[-2000:]
     console = [ln for ln in shown.stderr.splitlines() if ":CONSOLE" in ln]
     probe = tmp_path / f"probe-{report.parent.name}.html"
-    script = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
-              "document.body.setAttribute('data-probe',im.length+' '+im.filter(i=>!(i.complete&&i.naturalWidth>0)).length+' '"
-              "+document.querySelectorAll('table').length+' '+document.body.scrollHeight);});</script>")
+    script = (
+        "<script>window.addEventListener('load',()=>{const im=[...document.images];"
+        "document.body.setAttribute('data-probe',im.length+' '+im.filter(i=>!(i.complete&&i.naturalWidth>0)).length+' '"
+        "+document.querySelectorAll('table').length+' '+document.body.scrollHeight);});</script>"
+    )
     text = report.read_text()
     text = re.sub(r"<meta http-equiv='Content-Security-Policy'[^>]*>", "", text)  # let the probe script run
     probe.write_text(text.replace("</body>", script + "</body>"))
@@ -447,8 +495,10 @@ def test_a_stray_external_image_shows_as_a_console_error(chromium, tmp_path):
     page = tmp_path / "bad" / "report.html"
     page.parent.mkdir()
     ok = (Path(__file__).parent / "missing.png").as_uri()
-    page.write_text("<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:\">"
-                    f"</head><body><img src='{ok}'></body></html>")
+    page.write_text(
+        "<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:\">"
+        f"</head><body><img src='{ok}'></body></html>"
+    )
     shown = _chromium(chromium, tmp_path, page, "--enable-logging=stderr", "--v=0", "--dump-dom")
     assert any(":CONSOLE" in ln for ln in shown.stderr.splitlines())
 
@@ -512,7 +562,7 @@ def test_the_printed_report_holds_every_table(chromium, run_dir, tmp_path):
 
     bare = tmp_path / "bare" / "report.html"
     bare.parent.mkdir()
-    bare.write_text(page.read_text().replace(report_html.CSS[report_html.CSS.index("@media print"):], ""))
+    bare.write_text(page.read_text().replace(report_html.CSS[report_html.CSS.index("@media print") :], ""))
     missing = missing_from_print(chromium, tmp_path, bare)
     assert len(missing) >= 2 * 4, missing
 

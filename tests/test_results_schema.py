@@ -1,6 +1,7 @@
 """results.json's layout (``assocgan.results``): a file written before the layout carried a version (a smoke run
 of restore4 with tl and jl, saved as it was) still loads, round-trips through ``Results`` and is reported on;
 a new run's file carries ``SCHEMA_VERSION``; one of a later version is refused."""
+
 from __future__ import annotations
 
 import json

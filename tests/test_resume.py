@@ -1,6 +1,7 @@
 """Runs that survive a kill: every method, killed by SIGKILL at random points in a real process and run again
 until done, ends bit for bit where an uninterrupted run ends (scores, checkpoints, sample grids); complete
 methods are skipped, ``--restart`` trains anew, and two runs cannot write one folder at once."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,8 @@ from safetensors.torch import load_file
 from assocgan import load_generator
 from assocgan.cli import main
 from assocgan.data.benchmarks import load_benchmark
-from assocgan.evaluate import evaluate_task
 from assocgan.errors import UserError
+from assocgan.evaluate import evaluate_task
 from assocgan.methods import METHODS
 from assocgan.runfolder import RunFolder
 
@@ -172,10 +173,17 @@ def killed_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, RunFolder(out).load_state("tl")
 
 
-@pytest.mark.parametrize("damage, named", [
-    ({"task": 99}, "task 99"), ({"step": 10**6}, "step 1000000"), ({"global_step": 3}, "steps done"),
-    ({"optimizers": []}, "'optimizers'"), ({"records": []}, "task records"), ({"G": None}, "'G' is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        ({"task": 99}, "task 99"),
+        ({"step": 10**6}, "step 1000000"),
+        ({"global_step": 3}, "steps done"),
+        ({"optimizers": []}, "'optimizers'"),
+        ({"records": []}, "task records"),
+        ({"G": None}, "'G' is missing"),
+    ],
+)
 def test_a_damaged_state_that_still_unpickles_is_refused_in_one_line(killed_run, tmp_path, capsys, damage, named):
     import shutil
 
@@ -214,10 +222,12 @@ def test_a_state_or_checkpoint_with_flipped_bits_is_refused(killed_run, tmp_path
 def test_one_generator_gives_one_checkpoint_file_byte_for_byte_in_any_process(tmp_path):
     """safetensors orders the metadata differently in each process; the file is written with its header's keys
     sorted, so two processes saving the same generator write the same bytes."""
-    code = ("import sys, torch; from pathlib import Path; from assocgan.checkpoints import save_generator; "
-            "torch.manual_seed(0); m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 3, 1)); "
-            "save_generator(Path(sys.argv[1]), m, {'method': 'tl', 'after_task': 1, 'task': 'a', 'tasks': ['a', 'b'], 'benchmark': 'x', "
-            "'metric': 'psnr', 'needs_task_id': False, 'config': {'lr': 0.1, 'ngf': 4, 'seed': 0}})")
+    code = (
+        "import sys, torch; from pathlib import Path; from assocgan.checkpoints import save_generator; "
+        "torch.manual_seed(0); m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 3, 1)); "
+        "save_generator(Path(sys.argv[1]), m, {'method': 'tl', 'after_task': 1, 'task': 'a', 'tasks': ['a', 'b'], 'benchmark': 'x', "
+        "'metric': 'psnr', 'needs_task_id': False, 'config': {'lr': 0.1, 'ngf': 4, 'seed': 0}})"
+    )
     files = [tmp_path / f"g{i}.safetensors" for i in range(4)]
     for f in files:
         subprocess.run([sys.executable, "-c", code, str(f)], check=True)

@@ -1,5 +1,6 @@
 """`assocgan run` end to end at the smoke preset: results.json, CSVs, checkpoints, sample grids, determinism;
 evaluate.summarize, atomic writes, the listing commands and bad names."""
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,6 @@ def bench():
 def test_results_json_structure(results, bench):
     from assocgan.config import PRESETS
     from assocgan.metrics import METRICS
-
     from assocgan.results import SCHEMA_VERSION
 
     assert results["schema_version"] == SCHEMA_VERSION

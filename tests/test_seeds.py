@@ -1,5 +1,6 @@
 """`assocgan run --seeds`: one run folder per seed, combined into mean ± sd; the combination itself on hand-made
 results; `assocgan report` and the tables of the combined folder."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,12 +29,32 @@ def _results(final: list[float], bwt: float, complete: bool = True, seed_shift: 
     """A hand-made run of two tasks: matrix [[a], [b, c]]."""
     a, b, c = final[0] + 1, *final
     return {
-        "benchmark": "toy", "metric": "psnr", "tasks": ["t1", "t2"], "task_descriptions": ["", ""],
-        "identity": {"psnr": [20.0 + seed_shift, 21.0], "ssim": [0.5, 0.6]}, "config": {"seed": 0, "steps": 1},
-        "methods": {"tl": {"title": "TL", "complete": complete, "matrix": [[a, None], [b, c]], "psnr": [[a, None], [b, c]],
-                           "ssim": [[0.8, None], [0.7, 0.9]], "avg": [a, (b + c) / 2], "final_avg": (b + c) / 2, "bwt": bwt, "fwt": None,
-                           "forgetting": 1.0, "memory_bytes": 100, "train_seconds": 10.0, "train_cpu_seconds": 12.0,
-                           "memory_by_task": [50, 100], "train_seconds_by_task": [5.0, 5.0], "curve": []}},
+        "benchmark": "toy",
+        "metric": "psnr",
+        "tasks": ["t1", "t2"],
+        "task_descriptions": ["", ""],
+        "identity": {"psnr": [20.0 + seed_shift, 21.0], "ssim": [0.5, 0.6]},
+        "config": {"seed": 0, "steps": 1},
+        "methods": {
+            "tl": {
+                "title": "TL",
+                "complete": complete,
+                "matrix": [[a, None], [b, c]],
+                "psnr": [[a, None], [b, c]],
+                "ssim": [[0.8, None], [0.7, 0.9]],
+                "avg": [a, (b + c) / 2],
+                "final_avg": (b + c) / 2,
+                "bwt": bwt,
+                "fwt": None,
+                "forgetting": 1.0,
+                "memory_bytes": 100,
+                "train_seconds": 10.0,
+                "train_cpu_seconds": 12.0,
+                "memory_by_task": [50, 100],
+                "train_seconds_by_task": [5.0, 5.0],
+                "curve": [],
+            }
+        },
     }
 
 

@@ -1,4 +1,5 @@
 """Single: one specialist per task, each trained alone from the run's initial weights."""
+
 from __future__ import annotations
 
 import torch
@@ -36,4 +37,3 @@ def test_each_specialist_starts_from_the_initial_weights_and_never_changes(monke
     assert m.eval_generator(0) is not m.eval_generator(1)
     assert m.memory() == {"generators": 3 * module_bytes(recs[-1].generator)}
     assert Single.needs_task_id and Single is not Method
-

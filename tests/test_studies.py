@@ -1,12 +1,13 @@
 """`assocgan study {quota,order,lambda,ablation}` on the smoke preset with tiny settings: the runs each
 study makes, parallel workers, resuming, failures, and the table, plot and report it writes."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import statistics
 import os
+import statistics
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,7 @@
 """A kind of study is one file of ``assocgan.studies``: a toy kind, written as such a file, is found like the
 paper's kinds, gets its own ``assocgan study`` subcommand and arguments, runs, and its table and figure land in the
 study's report.html."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from assocgan import studies
 from assocgan.cli import main
 from test_studies import TINY_ARGS, quiet

@@ -1,5 +1,6 @@
 """The one training loop (assocgan.train): the content loss it optimises is eq. 3's weighted sum of the batch's
 per-sample errors, and its default bf16 autocast path trains."""
+
 from __future__ import annotations
 
 import copy
@@ -7,14 +8,14 @@ import copy
 import pytest
 import torch
 
+import assocgan.train as train_mod
 from assocgan.config import make_config
 from assocgan.data.benchmarks import Benchmark
 from assocgan.evaluate import identity_scores
 from assocgan.methods import METHODS, Batch
 from assocgan.methods.tl import TL
-from degraded import degraded_benchmark
-import assocgan.train as train_mod
 from assocgan.train import train_method
+from degraded import degraded_benchmark
 
 WEIGHTS = torch.tensor([0.05, 0.45, 0.1, 0.2])  # unequal, summing to less than 1 (a share left to a method's own term)
 

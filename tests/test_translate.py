@@ -1,5 +1,6 @@
 """Trained models a user can apply: checkpoint metadata, ``assocgan.load_generator`` and ``assocgan translate``
 reproduce the run's own test outputs and scores; tiling and padding to a multiple of 16; clear errors."""
+
 from __future__ import annotations
 
 import contextlib
@@ -97,7 +98,9 @@ def test_translate_modes_and_sizes(run, tmp_path):
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "exact.png")
     outs = {}
     for mode in ("pad", "tile", "fit"):
-        code, _ = _main("translate", str(run), str(tmp_path / "odd.png"), str(tmp_path / "exact.png"), "--method", "tl", "--mode", mode, "--out", str(tmp_path / mode))
+        code, _ = _main(
+            "translate", str(run), str(tmp_path / "odd.png"), str(tmp_path / "exact.png"), "--method", "tl", "--mode", mode, "--out", str(tmp_path / mode)
+        )
         assert code == 0
         outs[mode] = {n: np.asarray(Image.open(tmp_path / mode / f"{n}.png")) for n in ("odd", "exact")}
     assert outs["pad"]["odd"].shape == outs["tile"]["odd"].shape == (37, 53, 3)
@@ -118,14 +121,17 @@ def test_tiles_blend_back_to_the_whole():
     assert torch.allclose(translate_tiled(nn.Identity(), x, 16), x, atol=1e-6)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "piggyback-ti"], "--task: piggyback-ti answers with the task's identity"),
-    (["--method", "piggyback-ti", "--task", "blur", "--after-task", "2"], "--task 'blur': not one of 1 (noise), 2 (impulse)"),
-    (["--method", "tl", "--after-task", "9"], "--after-task 9: not one of"),
-    (["--method", "jl"], "no checkpoints of method 'jl' (this run has piggyback-ti, single, tl)"),
-    ([], "--method: name the method to apply (piggyback-ti, single, tl)"),
-    (["--method", "tl", "--tile", "20", "--mode", "tile"], "--tile 20: must be a positive multiple of 16"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "piggyback-ti"], "--task: piggyback-ti answers with the task's identity"),
+        (["--method", "piggyback-ti", "--task", "blur", "--after-task", "2"], "--task 'blur': not one of 1 (noise), 2 (impulse)"),
+        (["--method", "tl", "--after-task", "9"], "--after-task 9: not one of"),
+        (["--method", "jl"], "no checkpoints of method 'jl' (this run has piggyback-ti, single, tl)"),
+        ([], "--method: name the method to apply (piggyback-ti, single, tl)"),
+        (["--method", "tl", "--tile", "20", "--mode", "tile"], "--tile 20: must be a positive multiple of 16"),
+    ],
+)
 def test_translate_errors(run, tmp_path, capsys, args, message):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
     code = main(["translate", str(run), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), *args])
@@ -139,8 +145,11 @@ def test_translate_input_errors(run, tmp_path, capsys):
     (tmp_path / "d2").mkdir()
     for d in ("d1", "d2"):
         Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / d / "same.png")
-    for inputs, message in (([tmp_path / "missing.png"], "no such file or folder"), ([tmp_path / "d1", tmp_path / "d2"], "same same.png"),
-                            ([run / "csv"], "no images found")):
+    for inputs, message in (
+        ([tmp_path / "missing.png"], "no such file or folder"),
+        ([tmp_path / "d1", tmp_path / "d2"], "same same.png"),
+        ([run / "csv"], "no images found"),
+    ):
         code = main(["translate", str(run), *map(str, inputs), "--method", "tl", "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert code == 2 and message in err, err

@@ -1,4 +1,5 @@
 """TensorBoard streams of a run: one a method, ``OUT/tb/<method>/``."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ and ``sha256``, a digest of the tensors that reading checks, so that a file whos
 instead of used. The file's header is written with its keys sorted, so one generator gives one file, byte for
 byte (safetensors alone orders the metadata differently in each process).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -124,7 +125,9 @@ def find_trained(run_dir: str | Path, method: str, after_task: int | str | None 
     _, meta = read_checkpoint(ckpts[last])
     k = last if after_task is None else _position(after_task, meta["tasks"], "--after-task", len(meta["tasks"]))
     if k not in ckpts:
-        raise UserError(f"--after-task {after_task}: {method} has no checkpoint after task {k} in {folder.checkpoint_dir(method)} (it has {', '.join(map(str, sorted(ckpts)))})")
+        raise UserError(
+            f"--after-task {after_task}: {method} has no checkpoint after task {k} in {folder.checkpoint_dir(method)} (it has {', '.join(map(str, sorted(ckpts)))})"
+        )
     if k != last:
         _, meta = read_checkpoint(ckpts[k])
     return Trained(method, k, ckpts[k], meta)
@@ -146,7 +149,9 @@ def load_generator(run_dir: str | Path, method: str, after_task: int | str | Non
     names = trained.tasks
     if cls.needs_task_id:
         if task is None:
-            raise UserError(f"--task: {method} answers with the task's identity; name one of the tasks 1-{trained.after_task} ({', '.join(names[: trained.after_task])})")
+            raise UserError(
+                f"--task: {method} answers with the task's identity; name one of the tasks 1-{trained.after_task} ({', '.join(names[: trained.after_task])})"
+            )
         j = _position(task, names, "--task", trained.after_task)
     else:
         j = trained.after_task

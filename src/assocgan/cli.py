@@ -1,4 +1,5 @@
 """The command line: parse arguments and call run / report. Bad input exits with code 2 and one line."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,29 +10,50 @@ from pathlib import Path
 from .errors import UserError, exit_code
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run",
-                     preset: str | None = None) -> None:
+def _add_run_options(
+    p: argparse.ArgumentParser, *, with_methods: bool = True, methods: str | None = "tl,jl", out: str = "runs/run", preset: str | None = None
+) -> None:
     from .config import PRESETS
     from .methods import METHODS
     from .metrics import METRICS
 
     g = p.add_argument_group("what to run")
-    g.add_argument("--config", metavar="PATH", help="the settings of an earlier run (its folder, its results.json, or a study run's run.json); options given beside it override them")
+    g.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the settings of an earlier run (its folder, its results.json, or a study run's run.json); options given beside it override them",
+    )
     g.add_argument("--benchmark", help="built-in benchmark (see `assocgan benchmarks`; default restore4)")
     g.add_argument("--data", metavar="ROOT", help="your own paired tasks: ROOT/<task>/{train,test}/{A,B}/ or aligned A|B images")
     g.add_argument("--clean-images", metavar="DIR", help="a folder of clean images, with --recipe")
     g.add_argument("--recipe", metavar="RECIPE", help="degradations for --clean-images, one task per comma: blur:3,noise:0.2,jpeg:10")
     g.add_argument("--metric", choices=list(METRICS), help="metric of the accuracy matrix (default: the benchmark's)")
     if with_methods:
-        g.add_argument("--methods", metavar="LIST", help=f"comma-separated, from: {', '.join(METHODS)}" + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"))
-    g.add_argument("--preset", choices=list(PRESETS), help="smoke (seconds), quick (default, minutes on a CPU), paper-quick (the paper's protocol at quick's size: "
-                   "the adversarial term, eq. 3's association targets, the distillation on), paper (224 px, GPU)")
-    g.add_argument("--seeds", metavar="LIST", help="several seeds, comma-separated (0,1,2): each runs into OUT/seed<k>/, and OUT/results.json "
-                   "and OUT/report.html give the mean ± sd of every figure over them")
+        g.add_argument(
+            "--methods",
+            metavar="LIST",
+            help=f"comma-separated, from: {', '.join(METHODS)}"
+            + (f" (default {methods})" if methods else " (default: those of tl,jl,replay,assoc that exist)"),
+        )
+    g.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="smoke (seconds), quick (default, minutes on a CPU), paper-quick (the paper's protocol at quick's size: "
+        "the adversarial term, eq. 3's association targets, the distillation on), paper (224 px, GPU)",
+    )
+    g.add_argument(
+        "--seeds",
+        metavar="LIST",
+        help="several seeds, comma-separated (0,1,2): each runs into OUT/seed<k>/, and OUT/results.json "
+        "and OUT/report.html give the mean ± sd of every figure over them",
+    )
     g.add_argument("--out", metavar="DIR", default=out, help="output folder (results.json, CSVs, checkpoints, samples, report.html)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)")
-    g.add_argument("--tensorboard", metavar="on|off", help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, "
-                   "pip install 'assocgan[tensorboard]')")
+    g.add_argument(
+        "--tensorboard",
+        metavar="on|off",
+        help="TensorBoard streams in OUT/tb/<method>/ (default: on when tensorboard is installed, pip install 'assocgan[tensorboard]')",
+    )
     _add_settings(p, g, preset)
     seen: dict[str, str] = {}
     for m in METHODS.values():
@@ -50,8 +72,10 @@ def _add_settings(p: argparse.ArgumentParser, run_group, preset: str | None) -> 
     declaration: its type, what it takes, its help and its value in each preset."""
     from .config import GROUPS, PRESETS, SETTINGS, TRAINING, by_preset
 
-    titles = {TRAINING: "sizes and training (override the preset; each says its value now and in every preset)",
-              "evaluation": "evaluation (how outputs are scored)"}
+    titles = {
+        TRAINING: "sizes and training (override the preset; each says its value now and in every preset)",
+        "evaluation": "evaluation (how outputs are scored)",
+    }
     groups = {}
     for name, option in SETTINGS.items():
         where = GROUPS[name]
@@ -126,8 +150,8 @@ def tensorboard_from_args(args: argparse.Namespace) -> bool | None:
     """``--tensorboard``: True or False, or None (on when tensorboard is installed); a UserError if on and it is not."""
     if args.tensorboard is None:
         return None
-    from .options import parse_switch
     from .board import TENSORBOARD_MISSING, tensorboard_available
+    from .options import parse_switch
 
     on = parse_switch("--tensorboard", args.tensorboard)
     if on and not tensorboard_available():
@@ -145,8 +169,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     console = Console(stderr=False)
     board = tensorboard_from_args(args)
-    kwargs = dict(console=console, device=args.device, restart=args.restart, command="assocgan " + shlex.join(args.argv), tensorboard=board,
-                  data=args.data, clean_images=args.clean_images, recipe=args.recipe, metric=args.metric)
+    kwargs = dict(
+        console=console,
+        device=args.device,
+        restart=args.restart,
+        command="assocgan " + shlex.join(args.argv),
+        tensorboard=board,
+        data=args.data,
+        clean_images=args.clean_images,
+        recipe=args.recipe,
+        metric=args.metric,
+    )
     seeds = seeds_from_args(args)
     if seeds is not None:
         from .seeds import run_seeds
@@ -207,8 +240,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     from .translate import translate_files
 
-    written = translate_files(args.run, args.inputs, args.out, method=args.method, after_task=args.after_task, task=args.task, mode=args.mode,
-                              tile=args.tile, device=args.device, console=Console(stderr=True), overwrite=args.overwrite)
+    written = translate_files(
+        args.run,
+        args.inputs,
+        args.out,
+        method=args.method,
+        after_task=args.after_task,
+        task=args.task,
+        mode=args.mode,
+        tile=args.tile,
+        device=args.device,
+        console=Console(stderr=True),
+        overwrite=args.overwrite,
+    )
     print(f"{len(written)} image(s) written to {args.out}")
     return 0
 
@@ -221,15 +265,32 @@ def cmd_study(args: argparse.Namespace) -> int:
     from .jobs import job_options
     from .studies import STUDIES, make_study, run_study
 
-    opts = job_options(args.executor, time_limit=args.time_limit, job_logs=args.job_logs, partition=args.partition, account=args.account, qos=args.qos,
-                       gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem=args.mem, slurm_setup=args.slurm_setup, slurm_option=args.slurm_option)
+    opts = job_options(
+        args.executor,
+        time_limit=args.time_limit,
+        job_logs=args.job_logs,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        mem=args.mem,
+        slurm_setup=args.slurm_setup,
+        slurm_option=args.slurm_option,
+    )
     kind = STUDIES[args.study]
     args.methods = kind.base_methods(args)
     cfg = config_from_args(args)
     study = make_study(
-        args.study, cfg, args.out, **kind.options(args, cfg),
+        args.study,
+        cfg,
+        args.out,
+        **kind.options(args, cfg),
         bench_args={"data": args.data, "clean_images": args.clean_images, "recipe": args.recipe, "metric": args.metric},
-        device=args.device, command="assocgan " + shlex.join(args.argv), seeds=seeds_from_args(args), tensorboard=tensorboard_from_args(args),
+        device=args.device,
+        command="assocgan " + shlex.join(args.argv),
+        seeds=seeds_from_args(args),
+        tensorboard=tensorboard_from_args(args),
     )
     run_study(study, jobs=args.jobs, console=Console(), opts=opts)
     return 0
@@ -237,10 +298,17 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("executor (the runs as jobs of submitit, on this machine or a SLURM cluster)")
-    g.add_argument("--executor", choices=["local", "slurm"], help="local: submitit's processes on this machine (each its own GPU); slurm: one "
-                   "SLURM job a run. The study waits for its jobs and, interrupted, cancels them; run it again to go on (default: no executor)")
-    g.add_argument("--time-limit", metavar="TIME", help="each job's limit: minutes (90) or as sbatch reads it (1:30:00, 2-00:00:00) (needed with slurm; default "
-                   "none locally)")
+    g.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        help="local: submitit's processes on this machine (each its own GPU); slurm: one "
+        "SLURM job a run. The study waits for its jobs and, interrupted, cancels them; run it again to go on (default: no executor)",
+    )
+    g.add_argument(
+        "--time-limit",
+        metavar="TIME",
+        help="each job's limit: minutes (90) or as sbatch reads it (1:30:00, 2-00:00:00) (needed with slurm; default none locally)",
+    )
     g.add_argument("--job-logs", metavar="DIR", help="submitit's job scripts and outputs (default OUT/jobs); each run's own log is OUT/runs/<name>/log.txt")
     g = p.add_argument_group("SLURM (with --executor slurm)")
     g.add_argument("--partition", metavar="NAME", help="sbatch --partition")
@@ -266,13 +334,17 @@ def _add_study_parser(sub, preset: str | None = None) -> None:
             continue
         _add_run_options(p, with_methods=kind.chooses_methods, methods=None, out=f"runs/study_{name}", preset=preset)
         g = p.add_argument_group("study")
-        g.add_argument("--jobs", metavar="N", type=int, default=None,
-                       help="runs at a time (default 1: in this process; with --executor slurm, every run at once); without --executor, N > 1 "
-                            "runs parallel worker processes sharing the cores, each with its own GPU when there are several")
+        g.add_argument(
+            "--jobs",
+            metavar="N",
+            type=int,
+            default=None,
+            help="runs at a time (default 1: in this process; with --executor slurm, every run at once); without --executor, N > 1 "
+            "runs parallel worker processes sharing the cores, each with its own GPU when there are several",
+        )
         kind.add_arguments(g)
         _add_executor_options(p)
         p.set_defaults(fn=cmd_study)
-
 
 
 class Parser(argparse.ArgumentParser):
@@ -301,9 +373,12 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     p = Parser(prog="assocgan", description="Continual learning of image-to-image translation")
     p.add_argument("--version", action="version", version=f"assocgan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train methods on a benchmark and print the paper's tables",
-                       description="Train methods on a benchmark into --out. Methods already complete there are skipped; an interrupted one resumes where its training state was last saved.",
-                       epilog=f"N and K: whole numbers; X: a number; on|off: a switch ({SWITCH_SPELLINGS}).")
+    r = sub.add_parser(
+        "run",
+        help="train methods on a benchmark and print the paper's tables",
+        description="Train methods on a benchmark into --out. Methods already complete there are skipped; an interrupted one resumes where its training state was last saved.",
+        epilog=f"N and K: whole numbers; X: a number; on|off: a switch ({SWITCH_SPELLINGS}).",
+    )
     _add_run_options(r, preset=preset)
     r.add_argument("--restart", action="store_true", help="train the given methods from the start, discarding what --out holds of them")
     r.set_defaults(fn=cmd_run)
@@ -314,8 +389,11 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     _add_study_parser(sub, preset)
     from .translate import MODES
 
-    tp = sub.add_parser("translate", help="apply a trained generator of a run folder to your images",
-                        description="Translate image files with a generator a run trained (its checkpoint after a task); outputs are PNG files of the same names in --out.")
+    tp = sub.add_parser(
+        "translate",
+        help="apply a trained generator of a run folder to your images",
+        description="Translate image files with a generator a run trained (its checkpoint after a task); outputs are PNG files of the same names in --out.",
+    )
     tp.add_argument("run", help="the run folder (its checkpoints/)")
     tp.add_argument("inputs", nargs="+", help="image files or folders of images")
     tp.add_argument("--out", required=True, help="folder for the outputs (<name>.png)")
@@ -323,7 +401,12 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     tp.add_argument("--after-task", help="the generator as it stood after this task (name or 1-based position; default: the last)")
     tp.add_argument("--task", help="the task to answer for (name or 1-based position), for methods evaluated with the task identity (single, piggyback-ti)")
     tp.add_argument("--overwrite", action="store_true", help="replace output files that exist already in --out (an input image is never replaced)")
-    tp.add_argument("--mode", default="pad", choices=MODES, help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were")
+    tp.add_argument(
+        "--mode",
+        default="pad",
+        choices=MODES,
+        help="pad: whole image, mirrored up to a multiple of 16 (default); tile: overlapping tiles of --tile px, blended; fit: resized and centre-cropped to the trained size, as training images were",
+    )
     tp.add_argument("--tile", type=int, help="tile size for --mode tile, a multiple of 16 (default: the trained image size)")
     tp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     tp.set_defaults(fn=cmd_translate)

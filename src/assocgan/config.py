@@ -1,4 +1,5 @@
 """The run configuration and its presets."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,6 @@ from .errors import UserError
 from .metrics import METRICS, SPACES, Convention
 from .nets import ARCHS
 from .options import SWITCH_OFF, SWITCH_ON, Option
-
 
 # the command line's groups of run settings (a setting without a group is no flag: it is read from --config only)
 RUN, TRAINING, EVALUATION = "what to run", "sizes and training", "evaluation"
@@ -39,8 +39,12 @@ class RunConfig:
     n_train: int = setting(512, "training images per task", low=1)
     n_test: int = setting(32, "test images per task", low=1)
     order: str | None = setting(None, "task order: names or 1-based positions, comma-separated", RUN, kind=str, meta="ORDER")
-    fresh_degradations: bool = setting(False, "draw each training source anew from its degradation at every step (default: fixed pairs, one "
-                                       "degraded copy per clean crop, made once from the seed)", RUN, bare=True)
+    fresh_degradations: bool = setting(
+        False,
+        "draw each training source anew from its degradation at every step (default: fixed pairs, one degraded copy per clean crop, made once from the seed)",
+        RUN,
+        bare=True,
+    )
     # networks
     arch: str = setting("pix2pix", "generator architecture: " + "; ".join(f"{a.name}: {a.help}" for a in ARCHS.values()), choices=tuple(ARCHS))
     ngf: int = setting(32, "generator width", low=1)
@@ -64,13 +68,17 @@ class RunConfig:
     eval_quantize: bool = setting(True, "round outputs to 8-bit values before the metric, as saved images are", EVALUATION)
     eval_space: str = setting("rgb", "score RGB, or the Y (luma) of BT.601 YCbCr as BasicSR does", EVALUATION, choices=SPACES)
     crop_border: int = setting(0, "pixels cut off each side of output and target before the metric", EVALUATION, low=0)
-    eval_full: bool = setting(False, "with --data or --clean-images: score each test image at its own size, translated in blended tiles of "
-                              "--size (default: centre crops resized to --size, as training sees them)", EVALUATION, bare=True)
+    eval_full: bool = setting(
+        False,
+        "with --data or --clean-images: score each test image at its own size, translated in blended tiles of "
+        "--size (default: centre crops resized to --size, as training sees them)",
+        EVALUATION,
+        bare=True,
+    )
     # outputs
     sample_images: int = setting(6, "test images in each sample grid", None, low=1)
     eval_every: int = setting(0, "evaluate every K steps for forgetting curves (0: only after each task)", low=0, meta="K")
-    checkpoint_every: int = setting(100, "save the full training state every K steps, to resume a killed run from (0: after each task only)",
-                                    low=0, meta="K")
+    checkpoint_every: int = setting(100, "save the full training state every K steps, to resume a killed run from (0: after each task only)", low=0, meta="K")
     # per-method options, {method: {option: value}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -101,13 +109,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     # at 1e-3 changed no score and doubled the time, so it is off; the pix2pix U-Net with its global context: the gated
     # U-Net learns mixed4's tasks jointly from scratch far better, but in the continual protocol JL and Assoc-GAN end
     # lower with it on mixed4 and restore4, "Joint learning of local and global tasks")
-    "quick": dict(size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32, lr=2e-3, beta1=0.9, lr_schedule="cosine",
-                  lambda_adv=0.0, context=True),
+    "quick": dict(
+        size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32, lr=2e-3, beta1=0.9, lr_schedule="cosine", lambda_adv=0.0, context=True
+    ),
     # the paper's protocol at the quick preset's size, for a CPU: the adversarial term on (1e-3: the paper sets its
     # weight by cross-validation and gives no value; 1e-3 is SRGAN's), Assoc-GAN's association samples made from the
     # current targets (eq. 3) and its continual distillation on; every GAN baseline's discriminator-side mechanism acts
-    "paper-quick": dict(size=64, ngf=32, ndf=32, steps=600, batch_size=8, n_train=512, n_test=32, lr=2e-3, beta1=0.9, lr_schedule="cosine",
-                        lambda_adv=1e-3, context=True, method_options={"assoc": {"assoc_target": "current", "distill": True}}),
+    "paper-quick": dict(
+        size=64,
+        ngf=32,
+        ndf=32,
+        steps=600,
+        batch_size=8,
+        n_train=512,
+        n_test=32,
+        lr=2e-3,
+        beta1=0.9,
+        lr_schedule="cosine",
+        lambda_adv=1e-3,
+        context=True,
+        method_options={"assoc": {"assoc_target": "current", "distill": True}},
+    ),
     # the paper's scale, for a GPU
     "paper": dict(size=224, ngf=64, ndf=64, steps=20000, batch_size=16, n_train=2000, n_test=100, sample_images=8),
 }
@@ -128,7 +150,7 @@ def by_preset(name: str, active: str | None = None) -> str:
     active preset's (the one given, else the default) first."""
     option = SETTINGS[name]
     active = active if active in PRESETS else DEFAULT_PRESET
-    value = lambda p: option.shown(PRESETS[p].get(name, option.default))  # noqa: E731
+    value = lambda p: option.shown(PRESETS[p].get(name, option.default))
     return f" (now {value(active)} with --preset {active}; " + ", ".join(f"{p} {value(p)}" for p in PRESETS) + ")"
 
 
@@ -171,7 +193,7 @@ EVAL_BEFORE = {"eval_quantize": False, "eval_space": "rgb", "crop_border": 0}
 
 def convention_of(config: dict[str, Any]) -> Convention:
     """The evaluation convention of a configuration as results.json stores it."""
-    get = lambda k: config.get(k, EVAL_BEFORE[k])  # noqa: E731
+    get = lambda k: config.get(k, EVAL_BEFORE[k])
     return Convention(quantize=bool(get("eval_quantize")), space=get("eval_space"), crop_border=int(get("crop_border")))
 
 
@@ -192,10 +214,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"--size {cfg.size}: must be a positive multiple of 16")
     needs = max(METRICS.values(), key=lambda m: m.min_size)  # every metric scores every run
     if cfg.size - 2 * cfg.crop_border < needs.min_size:
-        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {needs.min_size} px of the {cfg.size} px test images "
-                        f"(the {needs.title} window)")
+        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {needs.min_size} px of the {cfg.size} px test images (the {needs.title} window)")
     total = machine_memory()
     pairs = (cfg.n_train + cfg.n_test) * 2 * 3 * cfg.size**2  # one task's pairs, uint8
     if total is not None and pairs > total // 4:
-        raise UserError(f"--n-train {cfg.n_train}: one task's {cfg.n_train + cfg.n_test:,} pairs of {cfg.size} px would take {pairs / 2**30:.1f} GiB, "
-                        f"more than a quarter of this machine's {total / 2**30:.1f} GiB; give fewer (or a smaller --size)")
+        raise UserError(
+            f"--n-train {cfg.n_train}: one task's {cfg.n_train + cfg.n_test:,} pairs of {cfg.size} px would take {pairs / 2**30:.1f} GiB, "
+            f"more than a quarter of this machine's {total / 2**30:.1f} GiB; give fewer (or a smaller --size)"
+        )

@@ -2,6 +2,7 @@
 else cpu) and says in a UserError why a device cannot be used here. Training, the runner and ``assocgan
 translate`` all choose a device, so the choice lives here, below them, importing nothing of the package but
 ``errors``."""
+
 from __future__ import annotations
 
 import torch

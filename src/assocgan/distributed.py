@@ -12,12 +12,14 @@ every rank; ``Ranks.check_same`` compares them after every task. Only rank 0 eva
 
 With one process (no ``torchrun``) ``SINGLE`` stands in: every call is a no-op.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -44,9 +46,11 @@ class Ranks:
     # ---- the batch -------------------------------------------------------------------------
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.world:
-            raise UserError(f"--batch-size {batch_size}: the global batch is shared by {self.world} processes and must be a multiple of "
-                            f"{self.world}; give --batch-size {max(self.world, batch_size - batch_size % self.world)} "
-                            f"or {batch_size + self.world - batch_size % self.world}")
+            raise UserError(
+                f"--batch-size {batch_size}: the global batch is shared by {self.world} processes and must be a multiple of "
+                f"{self.world}; give --batch-size {max(self.world, batch_size - batch_size % self.world)} "
+                f"or {batch_size + self.world - batch_size % self.world}"
+            )
 
     def share(self, batch):
         """This rank's share of a global ``Batch``: every ``world``-th sample from ``rank``. Its content weights
@@ -140,8 +144,7 @@ class Ranks:
         for r, theirs in enumerate(everyone):
             for k, (a, b) in ((k, (mine[k], theirs[k])) for k in mine):
                 if any(abs(x - y) > tolerance * max(abs(x), abs(y), 1e-12) for x, y in zip(a, b)) or len(a) != len(b):
-                    raise RuntimeError(f"{what}: {k} differs between rank {self.rank} and rank {r} ({a} vs {b}); "
-                                       "the processes no longer train the same model")
+                    raise RuntimeError(f"{what}: {k} differs between rank {self.rank} and rank {r} ({a} vs {b}); the processes no longer train the same model")
 
 
 SINGLE = Ranks()
@@ -188,8 +191,10 @@ def start(device: str | None = None) -> tuple[Ranks, str | None]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):  # one GPU a process: the local rank's
         if torch.cuda.device_count() <= ranks.local_rank:
-            raise UserError(f"torchrun started {world} processes a node but this node has {torch.cuda.device_count()} CUDA device(s); "
-                            "give --nproc_per_node at most that, or --device cpu")
+            raise UserError(
+                f"torchrun started {world} processes a node but this node has {torch.cuda.device_count()} CUDA device(s); "
+                "give --nproc_per_node at most that, or --device cpu"
+            )
         device = f"cuda:{ranks.local_rank}"
         torch.cuda.set_device(ranks.local_rank)
     if not dist.is_initialized():

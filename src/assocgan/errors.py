@@ -1,12 +1,12 @@
 """The errors a command ends with, and the one place where they become exit codes: bad input (UserError) exits
 with code 2 and one line, a run with a failed method (RunFailed) with 1, an interrupt with 130."""
+
 from __future__ import annotations
 
 import io
 import os
 import sys
-from typing import Callable
-
+from collections.abc import Callable
 
 INTERRUPTED = 130  # the exit code of an interrupted command (128 + SIGINT)
 
@@ -41,8 +41,7 @@ def exit_code(command: Callable[[], int]) -> int:
     except OSError as e:  # a file that cannot be written or read (a read-only folder, a full disk): named, in one line
         if e.filename is None:
             raise
-        print(f"assocgan: error: {e.filename}: {e.strerror or e}; choose another --out, or free the space (results written so far are kept)",
-              file=sys.stderr)
+        print(f"assocgan: error: {e.filename}: {e.strerror or e}; choose another --out, or free the space (results written so far are kept)", file=sys.stderr)
         return 2
 
 

@@ -1,15 +1,16 @@
 """Evaluation: metrics on test splits, the accuracy matrix, and what is derived from it (AVG, BWT, forgetting)."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
 from .data.tasks import Task, to_float
 from .inference import predict, translate_tiled
-from .metrics import DEFAULT_METRIC, Convention, get_metric, scores
+from .metrics import DEFAULT_CONVENTION, DEFAULT_METRIC, Convention, get_metric, scores
 from .results import AVG, BWT, FINAL_AVG, FORGETTING, FWT
 
 
@@ -23,7 +24,7 @@ def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], con
     return {k: float(torch.cat([s[k] for s in per_image]).mean()) for k in per_image[0]}
 
 
-def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = Convention()) -> dict[str, float]:
+def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = DEFAULT_CONVENTION) -> dict[str, float]:
     """Mean score in every metric of ``model`` on the task's test split, under the evaluation ``convention``. Full-size
     test images (``--eval-full``) go through the generator in overlapping tiles of the training size, blended
     (``assocgan translate --mode tile``), the way the model meets a user's image."""
@@ -33,13 +34,14 @@ def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = No
     return _mean_scores(task, lambda x: translate_tiled(model, x, tile, device), convention)
 
 
-def identity_scores(task: Task, convention: Convention = Convention()) -> dict[str, float]:
+def identity_scores(task: Task, convention: Convention = DEFAULT_CONVENTION) -> dict[str, float]:
     """The scores of doing nothing (the input as the output): the floor a model must beat."""
     return _mean_scores(task, lambda x: x, convention)
 
 
-def summarize(matrix: list[list[float | None]], ahead: list[float | None] | None = None, initial: list[float | None] | None = None,
-              metric: str = DEFAULT_METRIC) -> dict:
+def summarize(
+    matrix: list[list[float | None]], ahead: list[float | None] | None = None, initial: list[float | None] | None = None, metric: str = DEFAULT_METRIC
+) -> dict:
     """AVG per step, final AVG, BWT, forgetting and FWT of an accuracy matrix R[i][j] (task j after training task i)
     in ``metric``, whose direction decides their signs (``Metric.gain``: the improvement, positive when better),
     so that every metric reads alike:

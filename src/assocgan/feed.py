@@ -8,13 +8,15 @@ order, so the run's random streams are drawn in the same order as without it and
 every saved state. On CUDA the thread works on a stream of its own and the loop waits for its event, not for
 the device.
 """
+
 from __future__ import annotations
 
 import contextlib
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

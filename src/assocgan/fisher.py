@@ -16,11 +16,11 @@ order of magnitude or more (up to 324 times on tones3, where H predicts it withi
 benchmarks/curvature.py``; docs/results.md, "The quadratic penalties in the units of the loss"). A weight chosen
 in the earlier units is therefore not the same weight now.
 """
+
 from __future__ import annotations
 
-from typing import Callable
-
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -28,7 +28,6 @@ from torch.func import functional_call, grad, vmap
 
 from .losses import per_sample_mse
 from .memory import tensor_bytes
-
 
 per_sample_content_loss = per_sample_mse  # the per-sample content loss whose gradient defines the Fisher
 
@@ -81,7 +80,7 @@ class LogCodes:
         return {"bits": self.bits, "lo": self.lo, "hi": self.hi, "codes": self.codes, "shape": list(self.shape)}
 
     @classmethod
-    def from_state(cls, state: dict) -> "LogCodes":
+    def from_state(cls, state: dict) -> LogCodes:
         obj = cls.__new__(cls)
         obj.bits, obj.lo, obj.hi, obj.codes, obj.shape = state["bits"], state["lo"], state["hi"], state["codes"], torch.Size(state["shape"])
         obj.numel = math.prod(obj.shape)
@@ -189,6 +188,7 @@ class QuadraticAnchor:
 
     def load_state_dict(self, state: dict, model: nn.Module) -> None:
         """Restore ``state_dict()``'s anchor and bind it to ``model`` (whose weights may be loaded afterwards, in place)."""
+
         def load(v):
             return LogCodes.from_state(v) if isinstance(v, dict) else v
 
@@ -253,9 +253,7 @@ class _SparseQuadraticPenalty(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
-def per_sample_fisher(
-    model: nn.Module, loss_one: Callable[..., torch.Tensor], *data: torch.Tensor, chunk: int = 16
-) -> dict[str, torch.Tensor]:
+def per_sample_fisher(model: nn.Module, loss_one: Callable[..., torch.Tensor], *data: torch.Tensor, chunk: int = 16) -> dict[str, torch.Tensor]:
     """Diagonal empirical Fisher of an arbitrary per-sample loss: the mean over samples of the squared gradient,
     for each trainable parameter of ``model``.
 
@@ -327,8 +325,9 @@ def gauss_newton_diagonal(
     return {k: v / probes for k, v in total.items()}
 
 
-def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, probes: int = 1,
-                      chunk: int = 16) -> tuple[dict[str, torch.Tensor], float]:
+def content_curvature(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, probes: int = 1, chunk: int = 16
+) -> tuple[dict[str, torch.Tensor], float]:
     """The curvature of the mean content loss (the MSE over an image's P values) on (x, y) at the model's
     weights, ``gauss_newton_diagonal`` with ``c = 2 / P``, and that loss."""
     curvature = gauss_newton_diagonal(model, (x,), 2.0 / y[0].numel(), gen, probes=probes, chunk=chunk)
@@ -342,8 +341,15 @@ def content_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: t
     return curvature, mse
 
 
-def predicted_and_measured_rise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, curvatures: dict[str, dict[str, torch.Tensor]],
-                                gen: torch.Generator, draws: int = 6, scale: float = 0.01) -> tuple[float, dict[str, float]]:
+def predicted_and_measured_rise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    curvatures: dict[str, dict[str, torch.Tensor]],
+    gen: torch.Generator,
+    draws: int = 6,
+    scale: float = 0.01,
+) -> tuple[float, dict[str, float]]:
     """How much the content loss on (x, y) rises when the weights move by small random steps, measured and as
     each curvature of ``curvatures`` predicts it (``0.5 * sum H delta^2``), summed over ``draws`` steps. Each
     weight's step is drawn with a spread of ``scale`` times its tensor's mean magnitude; the loss is taken at

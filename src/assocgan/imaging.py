@@ -1,4 +1,5 @@
 """Image files: tensors to labelled PNG grids, written atomically."""
+
 from __future__ import annotations
 
 import io

@@ -2,6 +2,7 @@
 ``translate_padded`` (the whole image mirrored up to the next multiple of 16) and ``translate_tiled``
 (overlapping tiles blended). Both the evaluation (``evaluate``, full-size test images) and ``assocgan
 translate`` use them, so they live here, below both, importing nothing of the package: only torch."""
+
 from __future__ import annotations
 
 import torch
@@ -74,8 +75,8 @@ def translate_tiled(model: nn.Module, x: torch.Tensor, tile: int, device: torch.
     norm = torch.zeros(1, H, W)
     for i in range(0, len(spots), batch):
         part = spots[i : i + batch]
-        tiles = torch.cat([xp[..., t : t + tile, l : l + tile] for t, l in part])
-        for (t, l), y in zip(part, predict(model, tiles, device=device)):
-            out[:, t : t + tile, l : l + tile] += y * weight
-            norm[:, t : t + tile, l : l + tile] += weight
+        tiles = torch.cat([xp[..., t : t + tile, left : left + tile] for t, left in part])
+        for (t, left), y in zip(part, predict(model, tiles, device=device)):
+            out[:, t : t + tile, left : left + tile] += y * weight
+            norm[:, t : t + tile, left : left + tile] += weight
     return (out / norm)[None, :, :h, :w]

@@ -1,12 +1,14 @@
 """Atomic writes: a file is either the old one or the complete new one, never half written."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 PARTIAL = ".assocgan-partial-"  # in the name of a file being written: ``.NAME.assocgan-partial-XXXXXXXX.SUFFIX``
 _PARTIAL_NAME = re.compile(r"^\.(?P<name>.+)" + re.escape(PARTIAL) + r"[a-z0-9_]{8}(?P<suffix>(\.[^.]*)?)$")

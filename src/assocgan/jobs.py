@@ -11,6 +11,7 @@
 Whatever runs it, a run's output goes to its ``log.txt``, and a run folder keeps what was complete: a study
 started again runs only what is not.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import INTERRUPTED, UserError, exit_code, is_whole_number
 from .io import read_json
@@ -69,8 +71,16 @@ def logged_worker(run_dir: str) -> int:
 
 
 # ---- options --------------------------------------------------------------------------------------
-SLURM_FLAGS = {"partition": "--partition", "account": "--account", "qos": "--qos", "gpus_per_job": "--gpus-per-job",
-               "cpus_per_job": "--cpus-per-job", "mem": "--mem", "slurm_setup": "--slurm-setup", "slurm_option": "--slurm-option"}
+SLURM_FLAGS = {
+    "partition": "--partition",
+    "account": "--account",
+    "qos": "--qos",
+    "gpus_per_job": "--gpus-per-job",
+    "cpus_per_job": "--cpus-per-job",
+    "mem": "--mem",
+    "slurm_setup": "--slurm-setup",
+    "slurm_option": "--slurm-option",
+}
 EXECUTOR_FLAGS = {"time_limit": "--time-limit", "job_logs": "--job-logs"}
 
 
@@ -119,12 +129,33 @@ def parse_time_limit(text: str) -> int:
     return -(-seconds // 60)
 
 
-def job_options(executor: str | None = None, *, time_limit: str | None = None, job_logs: str | Path | None = None, partition: str | None = None,
-                account: str | None = None, qos: str | None = None, gpus_per_job: int | None = None, cpus_per_job: int | None = None,
-                mem: str | None = None, slurm_setup: list[str] | None = None, slurm_option: list[str] | None = None) -> JobOptions:
+def job_options(
+    executor: str | None = None,
+    *,
+    time_limit: str | None = None,
+    job_logs: str | Path | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    qos: str | None = None,
+    gpus_per_job: int | None = None,
+    cpus_per_job: int | None = None,
+    mem: str | None = None,
+    slurm_setup: list[str] | None = None,
+    slurm_option: list[str] | None = None,
+) -> JobOptions:
     """The executor options of the command line, checked: each error names its option."""
-    given = {"time_limit": time_limit, "job_logs": job_logs, "partition": partition, "account": account, "qos": qos, "gpus_per_job": gpus_per_job,
-             "cpus_per_job": cpus_per_job, "mem": mem, "slurm_setup": slurm_setup, "slurm_option": slurm_option}
+    given = {
+        "time_limit": time_limit,
+        "job_logs": job_logs,
+        "partition": partition,
+        "account": account,
+        "qos": qos,
+        "gpus_per_job": gpus_per_job,
+        "cpus_per_job": cpus_per_job,
+        "mem": mem,
+        "slurm_setup": slurm_setup,
+        "slurm_option": slurm_option,
+    }
     if executor is not None and executor not in EXECUTORS:
         raise UserError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
     for key, flag in SLURM_FLAGS.items():
@@ -146,8 +177,19 @@ def job_options(executor: str | None = None, *, time_limit: str | None = None, j
         if not eq or not re.fullmatch(r"[a-z][a-z0-9_-]*", key.strip()):
             raise UserError(f"--slurm-option {item!r}: give KEY=VALUE with KEY an sbatch option without its dashes, e.g. constraint=a100")
         extra[key.strip().replace("-", "_")] = value.strip()
-    return JobOptions(executor, parse_time_limit(time_limit) if time_limit is not None else None, Path(job_logs).resolve() if job_logs else None,
-                      partition, account, qos, gpus_per_job, cpus_per_job, mem, tuple(slurm_setup or ()), extra)
+    return JobOptions(
+        executor,
+        parse_time_limit(time_limit) if time_limit is not None else None,
+        Path(job_logs).resolve() if job_logs else None,
+        partition,
+        account,
+        qos,
+        gpus_per_job,
+        cpus_per_job,
+        mem,
+        tuple(slurm_setup or ()),
+        extra,
+    )
 
 
 # ---- GPUs of this machine ----------------------------------------------------------------------------
@@ -264,8 +306,14 @@ class Submitit:
             except RuntimeError as e:  # no srun: not a SLURM machine
                 raise UserError(f"--executor slurm: SLURM is not found here ({e}); run the study on the cluster's login node") from None
             params: dict[str, Any] = {"job_name": name, "nodes": 1, "ntasks_per_node": 1, "time": opts.time_limit_min}
-            for key, value in (("partition", opts.partition), ("account", opts.account), ("qos", opts.qos), ("gpus_per_node", opts.gpus_per_job),
-                               ("cpus_per_task", opts.cpus_per_job), ("mem", opts.mem)):
+            for key, value in (
+                ("partition", opts.partition),
+                ("account", opts.account),
+                ("qos", opts.qos),
+                ("gpus_per_node", opts.gpus_per_job),
+                ("cpus_per_task", opts.cpus_per_job),
+                ("mem", opts.mem),
+            ):
                 if value is not None:
                     params[key] = value
             if opts.slurm_setup:
@@ -303,7 +351,9 @@ def engine(opts: JobOptions, jobs: int, folder: Path, name: str = "assocgan"):
     return InProcess() if jobs <= 1 else Processes()
 
 
-def run_jobs(run_dirs: list[tuple[Path, int]], jobs: int, eng, gpus: list[str], finished: Callable[[Path, bool, float, str], None], poll_s: float = 0.2) -> None:
+def run_jobs(
+    run_dirs: list[tuple[Path, int]], jobs: int, eng, gpus: list[str], finished: Callable[[Path, bool, float, str], None], poll_s: float = 0.2
+) -> None:
     """Run each ``(run_dir, threads)`` through ``eng``, at most ``jobs`` at a time, calling ``finished(run_dir, ok,
     seconds, where)`` as each ends. Interrupted, the runs still going are stopped."""
     queue = list(run_dirs)

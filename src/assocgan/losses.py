@@ -1,4 +1,5 @@
 """The training losses: content (MSE) and adversarial (LSGAN or vanilla)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,8 @@
 """Bytes as stored: how every method's memory between tasks is counted."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn

@@ -7,11 +7,12 @@ Both take (N, C, H, W) tensors in [0, 1] and return one value per image.
 ``Metric`` says how a score is computed, printed and labelled, and which way is better. Adding a metric is one
 entry there.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -141,6 +142,7 @@ def get_metric(name: str) -> Metric:
     except (KeyError, TypeError):
         raise UserError(f"metric {name!r}: unknown; choose {' or '.join(METRICS)}") from None
 
+
 SPACES = ("rgb", "y")
 
 
@@ -178,7 +180,10 @@ class Convention:
         return f"on {'Y' if self.space == 'y' else 'RGB'}, {'uint8' if self.quantize else 'float'}, border {self.crop_border}"
 
 
-def scores(pred: torch.Tensor, target: torch.Tensor, convention: Convention = Convention()) -> dict[str, torch.Tensor]:
+DEFAULT_CONVENTION = Convention()  # 8-bit outputs, RGB, no border
+
+
+def scores(pred: torch.Tensor, target: torch.Tensor, convention: Convention = DEFAULT_CONVENTION) -> dict[str, torch.Tensor]:
     """Every metric of ``METRICS`` of each image of ``pred`` against ``target`` (both [0, 1]) under ``convention``."""
     _check(pred, target)
     p, t = convention.prepare(pred), convention.prepare(target)

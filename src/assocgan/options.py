@@ -3,6 +3,7 @@ reader and checker of its values. A method's options (``methods.base``) and the 
 (``config.RunConfig``) are both declared with it; the command line (``cli``) is generated from those
 declarations. The spellings of a switch (an on|off option) and their reader ``parse_switch`` live here too,
 below all three, importing nothing of the package but ``errors``."""
+
 from __future__ import annotations
 
 import math
@@ -93,8 +94,11 @@ class Option:
         if value is None and self.default is None:
             return
         if self.choices is not None and value not in self.choices:
-            raise UserError(f"{self.flag} {value}: choose {', '.join(map(str, self.choices[:-1]))} or {self.choices[-1]}"
-                            if len(self.choices) > 1 else f"{self.flag} {value}: must be {self.choices[0]}")
+            raise UserError(
+                f"{self.flag} {value}: choose {', '.join(map(str, self.choices[:-1]))} or {self.choices[-1]}"
+                if len(self.choices) > 1
+                else f"{self.flag} {value}: must be {self.choices[0]}"
+            )
         if self.type is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise UserError(f"{self.flag} {value!r}: must be a whole number")
         if not isinstance(value, (int, float)) or isinstance(value, bool):

@@ -1,4 +1,5 @@
 """Who made a run's numbers (results.json's ``provenance``)."""
+
 from __future__ import annotations
 
 import sys
@@ -30,5 +31,14 @@ def provenance(command: str | None, device: torch.device, processes: int = 1) ->
     dev = str(device)
     if device.type == "cuda":
         dev += f" ({torch.cuda.get_device_name(device)})"
-    return {"command": command or " ".join(sys.argv), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "assocgan": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": dev, "processes": processes, "git_commit": commit}
+    return {
+        "command": command or " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "assocgan": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": dev,
+        "processes": processes,
+        "git_commit": commit,
+    }

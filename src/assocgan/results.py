@@ -13,6 +13,7 @@ a later version than this code knows is refused (``version_problem``).
 A combined results.json over seeds (``seeds.combine``) has the same layout, in means, with ``seeds``, ``runs``,
 ``identity_sd`` and, in each entry, ``seeds_complete``, ``sd`` and ``per_seed``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -123,10 +124,13 @@ class MethodEntry:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "MethodEntry":
+    def from_json(cls, d: dict[str, Any]) -> MethodEntry:
         known = {f.name for f in fields(cls)} - {"scores", "extra"}
-        return cls(**{k: d.get(k) for k in known if k in d}, scores={m: d[m] for m in METRICS if m in d},
-                   extra={k: v for k, v in d.items() if k not in known and k not in METRICS})
+        return cls(
+            **{k: d.get(k) for k in known if k in d},
+            scores={m: d[m] for m in METRICS if m in d},
+            extra={k: v for k, v in d.items() if k not in known and k not in METRICS},
+        )
 
 
 @dataclass
@@ -160,7 +164,7 @@ class Results:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Results":
+    def from_json(cls, d: dict[str, Any]) -> Results:
         """A results.json as read; one without ``schema_version`` (written before it) as version 0."""
         known = {f.name for f in fields(cls)} - {"extra"}
         args = {k: d[k] for k in known if k in d}

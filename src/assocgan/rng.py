@@ -9,6 +9,7 @@ Work that a method option turns on or off (the Fisher's pairs after a task) draw
 own, so that turning it off leaves every other draw of the run unchanged and two settings compare on the same
 data, not on two random streams.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -15,6 +15,7 @@ Every file is written atomically (``io.atomic_write``): a run killed at any mome
 the old one or the new one. A method whose entry is complete is not trained again (``pending``); one that was
 interrupted resumes from ``state/<method>.pt``, bit for bit on the same device.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,12 +23,12 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import UserError, is_whole_number
 from .io import atomic_write, read_json, read_json_file, remove_partial_files, write_json, write_text
@@ -184,8 +185,10 @@ class RunFolder:
             return "absent"
         given = as_json(options)
         if entry.get(OPTIONS) != given:
-            raise UserError(f"{self.results_path}: holds {method} with other options ({entry.get(OPTIONS)} vs {given}); "
-                            "give --restart to train it again with these, or choose another --out")
+            raise UserError(
+                f"{self.results_path}: holds {method} with other options ({entry.get(OPTIONS)} vs {given}); "
+                "give --restart to train it again with these, or choose another --out"
+            )
         return "complete" if entry.get(COMPLETE) else "partial"
 
     def pending(self, cfg) -> list[str]:
@@ -296,8 +299,9 @@ def results_problem(res: Any) -> str | None:
         return f"'{TASKS}' must be a list of names"
     n = len(res[TASKS])
     identity = res.get(IDENTITY)
-    if identity is not None and not (isinstance(identity, dict) and all(
-            isinstance(v, list) and len(v) == n and all(_number(x) for x in v) for v in identity.values())):
+    if identity is not None and not (
+        isinstance(identity, dict) and all(isinstance(v, list) and len(v) == n and all(_number(x) for x in v) for v in identity.values())
+    ):
         return f"'{IDENTITY}' is not a score of doing nothing for each of the {n} tasks"
     for name, entry in res[METHODS].items():
         if not isinstance(entry, dict) or not isinstance(entry.get(MATRIX, []), list):
@@ -312,8 +316,11 @@ def results_problem(res: Any) -> str | None:
                 return f"row {i + 1} of method {name!r}'s matrix scores a task not trained by then"
         for metric in METRICS:
             full = entry.get(metric, [])
-            if not isinstance(full, list) or len(full) > n or not all(
-                    isinstance(r, list) and len(r) == n and all(v is None or _number(v) for v in r) for r in full):
+            if (
+                not isinstance(full, list)
+                or len(full) > n
+                or not all(isinstance(r, list) and len(r) == n and all(v is None or _number(v) for v in r) for r in full)
+            ):
                 return f"method {name!r}'s {metric} matrix is not rows of {n} numbers"
     return None
 

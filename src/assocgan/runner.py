@@ -1,4 +1,5 @@
 """A run: one benchmark x one or more methods x one seed, written to one output folder as it goes."""
+
 from __future__ import annotations
 
 import json
@@ -9,30 +10,53 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .board import TENSORBOARD_MISSING, TensorBoard, tensorboard_available
 from .checkpoints import save_generator
 from .config import RunConfig, upgrade_saved
 from .data.benchmarks import Benchmark, benchmark_for, builtin_photos_note
 from .devices import pick_device
 from .distributed import SINGLE, Ranks
-from . import distributed
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, summarize
-from .metrics import METRICS
 from .methods import Method, get_method
+from .metrics import METRICS
 from .provenance import provenance
-from .results import (AVG, BENCHMARK, BWT, FAILED, FINAL_AVG, FORGETTING, FWT, INPUTS, METHODS, METRIC, PROVENANCE, SEEDS, STEP, SUMMARY_FIGURES,
-                      TASK, TASKS, TASKS_LEFT_OUT, MethodEntry, Results)
+from .results import (
+    AVG,
+    BENCHMARK,
+    BWT,
+    FAILED,
+    FINAL_AVG,
+    FORGETTING,
+    FWT,
+    INPUTS,
+    METHODS,
+    METRIC,
+    PROVENANCE,
+    SEEDS,
+    STEP,
+    SUMMARY_FIGURES,
+    TASK,
+    TASKS,
+    TASKS_LEFT_OUT,
+    MethodEntry,
+    Results,
+)
 from .runfolder import RunFolder
 from .samples import save_samples
 from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, history, train_method
 
 
-
 def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
-    return Results(bench.name, bench.metric, bench.task_names, [t.description for t in bench.tasks],
-                   {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in METRICS}, cfg.to_dict()).to_json()
+    return Results(
+        bench.name,
+        bench.metric,
+        bench.task_names,
+        [t.description for t in bench.tasks],
+        {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in METRICS},
+        cfg.to_dict(),
+    ).to_json()
 
 
 def run_inputs(bench_args: dict[str, Any]) -> dict[str, Any]:
@@ -48,18 +72,27 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig, inputs: di
     if old is None:
         return fresh
     if SEEDS in old:
-        raise UserError(f"{folder.results_path}: holds the combined results of seeds {', '.join(map(str, old[SEEDS]))}; "
-                        f"give --seeds to add to them, or choose another --out")
+        raise UserError(
+            f"{folder.results_path}: holds the combined results of seeds {', '.join(map(str, old[SEEDS]))}; "
+            f"give --seeds to add to them, or choose another --out"
+        )
     if old.get(BENCHMARK) != bench.name or old.get(TASKS) != bench.task_names:
-        raise UserError(f"{folder.results_path}: holds a run of {old.get(BENCHMARK)} {old.get(TASKS)}; choose another --out for {bench.name} {bench.task_names}")
+        raise UserError(
+            f"{folder.results_path}: holds a run of {old.get(BENCHMARK)} {old.get(TASKS)}; choose another --out for {bench.name} {bench.task_names}"
+        )
     if old.get(METRIC) != bench.metric:
-        raise UserError(f"{folder.results_path}: its methods are scored in {str(old.get(METRIC)).upper()}; "
-                        f"--metric {bench.metric} would mix the two in one table: give --metric {old.get(METRIC)}, or choose another --out")
+        raise UserError(
+            f"{folder.results_path}: its methods are scored in {str(old.get(METRIC)).upper()}; "
+            f"--metric {bench.metric} would mix the two in one table: give --metric {old.get(METRIC)}, or choose another --out"
+        )
     old_inputs = {k: v for k, v in (old.get(INPUTS) or {}).items() if k != "metric"}  # --metric: checked above
     new_inputs = {k: v for k, v in (inputs or {}).items() if k != "metric"}
     if inputs is not None and old.get(METHODS) and old_inputs != new_inputs:
-        what = ", ".join(f"--{k.replace('_', '-')} {old_inputs.get(k)} -> {new_inputs.get(k)}" for k in sorted(set(old_inputs) | set(new_inputs))
-                         if old_inputs.get(k) != new_inputs.get(k))
+        what = ", ".join(
+            f"--{k.replace('_', '-')} {old_inputs.get(k)} -> {new_inputs.get(k)}"
+            for k in sorted(set(old_inputs) | set(new_inputs))
+            if old_inputs.get(k) != new_inputs.get(k)
+        )
         raise UserError(f"{folder.results_path}: was made from other data ({what}); choose another --out")
     folder.check_settings(old, cfg)
     fresh[METHODS] = old.get(METHODS, {})
@@ -76,8 +109,11 @@ def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], r
     initial = records[0].initial if records and records[0].initial else None
     initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in METRICS}
     ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in METRICS}
-    s = (summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric], bench.metric) if records
-         else {AVG: [], FINAL_AVG: None, BWT: None, FORGETTING: None, FWT: None})
+    s = (
+        summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric], bench.metric)
+        if records
+        else {AVG: [], FINAL_AVG: None, BWT: None, FORGETTING: None, FWT: None}
+    )
     last = records[-1].memory if records else {}
     return MethodEntry(
         title=cls.title,
@@ -103,14 +139,30 @@ def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], r
 
 def checkpoint_meta(bench: Benchmark, cfg: RunConfig, cls: type[Method], t: int) -> dict[str, Any]:
     """What a generator checkpoint says about itself (see ``checkpoints``)."""
-    return {"method": cls.name, "after_task": t + 1, "task": bench.tasks[t].name, "tasks": bench.task_names, "benchmark": bench.name,
-            "metric": bench.metric, "needs_task_id": cls.needs_task_id, "config": cfg.to_dict(), "assocgan": __version__}
+    return {
+        "method": cls.name,
+        "after_task": t + 1,
+        "task": bench.tasks[t].name,
+        "tasks": bench.task_names,
+        "benchmark": bench.name,
+        "metric": bench.metric,
+        "needs_task_id": cls.needs_task_id,
+        "config": cfg.to_dict(),
+        "assocgan": __version__,
+    }
 
 
-
-
-def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console=None, device: str | None = None, restart: bool = False,
-        command: str | None = None, tensorboard: bool | None = None, **bench_args) -> dict[str, Any] | None:
+def run(
+    cfg: RunConfig,
+    out: str | Path,
+    bench: Benchmark | None = None,
+    console=None,
+    device: str | None = None,
+    restart: bool = False,
+    command: str | None = None,
+    tensorboard: bool | None = None,
+    **bench_args,
+) -> dict[str, Any] | None:
     """Train every method of ``cfg`` on the benchmark, writing results, CSVs, checkpoints and sample grids to
     ``out`` after each task and the full training state every ``cfg.checkpoint_every`` steps; print the tables
     at the end. A method complete in ``out`` is skipped and an interrupted one resumes where its state was saved
@@ -127,8 +179,18 @@ def run(cfg: RunConfig, out: str | Path, bench: Benchmark | None = None, console
         distributed.stop(ranks)
 
 
-def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, device: str | None, restart: bool, command: str | None,
-         tensorboard: bool | None = None, ranks: Ranks = SINGLE, **bench_args) -> dict[str, Any] | None:
+def _run(
+    cfg: RunConfig,
+    out: str | Path,
+    bench: Benchmark | None,
+    console,
+    device: str | None,
+    restart: bool,
+    command: str | None,
+    tensorboard: bool | None = None,
+    ranks: Ranks = SINGLE,
+    **bench_args,
+) -> dict[str, Any] | None:
     from .report.console import Progress, print_tables
 
     folder = RunFolder(out)
@@ -201,7 +263,7 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
                         say(f"{name}: resuming at {where} from {folder.state_path(name)}")
                         folder.log(f"{name}: resumed at {where}")
 
-                    def on_task(rec: TaskRecord, name=name, cls=cls, records=records, curves=curves) -> None:
+                    def on_task(rec: TaskRecord, name=name, cls=cls, records=records, curves=curves, tb=tb) -> None:
                         records.append(rec)
                         results[METHODS][name] = method_entry(bench, cls, options[name], records, curves)
                         folder.write_results(results)
@@ -209,18 +271,31 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
                         save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
                         save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps, cfg.convention())
                         progress.task_done(name, rec, bench)
-                        folder.log(f"{name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.1f} s; "
-                                   + " ".join(f"{sc[bench.metric]:.4g}" for sc in rec.scores))
+                        folder.log(
+                            f"{name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.1f} s; "
+                            + " ".join(f"{sc[bench.metric]:.4g}" for sc in rec.scores)
+                        )
 
                     try:
+
                         def on_curve(c: CurvePoint, curves=curves, tb=tb) -> None:
                             curves.append(c)
                             if c.global_step != (c.t + 1) * cfg.steps:  # a task's end: the training loop logs its scores
                                 tb.eval_scores(bench, c.scores, c.global_step)
 
-                        train_method(name, bench, cfg, device=dev, on_task=on_task, on_step=progress.advance, on_curve=on_curve, log=tb.scalar,
-                                     resume=state, on_state=lambda st, name=name: folder.save_state(name, {**st, "settings": state_settings(cfg, options[name])}),
-                                     ranks=ranks)
+                        train_method(
+                            name,
+                            bench,
+                            cfg,
+                            device=dev,
+                            on_task=on_task,
+                            on_step=progress.advance,
+                            on_curve=on_curve,
+                            log=tb.scalar,
+                            resume=state,
+                            on_state=lambda st, name=name: folder.save_state(name, {**st, "settings": state_settings(cfg, options[name])}),
+                            ranks=ranks,
+                        )
                     except Diverged as e:
                         failures.append(e)
                         entry = method_entry(bench, cls, options[name], records, curves)
@@ -246,8 +321,9 @@ def _run(cfg: RunConfig, out: str | Path, bench: Benchmark | None, console, devi
     if path is not None and console is not None:
         console.print(f"\nReport: {path}")
     if failures:
-        raise RunFailed(f"{len(failures)} method(s) failed ({', '.join(e.method for e in failures)}: diverged); "
-                        f"the results of the others are in {folder.results_path}")
+        raise RunFailed(
+            f"{len(failures)} method(s) failed ({', '.join(e.method for e in failures)}: diverged); the results of the others are in {folder.results_path}"
+        )
     return results
 
 
@@ -278,6 +354,7 @@ def state_problem(state: dict[str, Any], n_tasks: int, cfg: RunConfig) -> str | 
     """What makes a saved training state one the loop cannot resume from as it was saved, or None: where it
     stands (task, step, the steps done) and what it holds for that place (a record per finished task, the
     optimisers of an interrupted task)."""
+
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 

@@ -1,12 +1,13 @@
 """Sample grids of a run: after each task, the first test images of every task seen so far through the method,
 labelled with their scores (``samples/<method>/``), and the method's own pictures (``pictures/<method>/``)."""
+
 from __future__ import annotations
 
 from .data.benchmarks import Benchmark
 from .imaging import Picture, labelled_grid, save_png
 from .inference import predict
-from .metrics import Convention, get_metric, scores
 from .methods import Method
+from .metrics import Convention, get_metric, scores
 from .runfolder import RunFolder
 from .train import TaskRecord
 
@@ -37,13 +38,13 @@ def method_picture(pic, seen, metric: str, convention) -> Picture:
     if not isinstance(pic, Picture):
         return Picture(pic, [], [f"T{j + 1} {seen[j].name}" for j in range(len(pic))])
     if pic.compare_to is not None and pic.captions is None:
-        pic.captions = [[None if b == pic.compare_to else score_captions(block, row[pic.compare_to], metric, convention) for b, block in enumerate(row)]
-                        for row in pic.rows]
+        pic.captions = [
+            [None if b == pic.compare_to else score_captions(block, row[pic.compare_to], metric, convention) for b, block in enumerate(row)] for row in pic.rows
+        ]
     return pic
 
 
-def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb=None, step: int = 0,
-                 convention=None) -> None:
+def save_samples(folder: RunFolder, name: str, bench: Benchmark, rec: TaskRecord, n: int, device, tb=None, step: int = 0, convention=None) -> None:
     """A labelled grid per task seen so far (``sample_picture``); also to TensorBoard (``NAME/samples``, at ``step``)
     when ``tb`` (the method's ``runner.TensorBoard``) is given; and the method's own pictures, labelled likewise."""
     convention = convention or Convention()

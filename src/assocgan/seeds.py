@@ -7,6 +7,7 @@ that the report, the tables and the plots read it as they read one run; ``seeds`
 ``mean ± sd`` where ``sd`` is there. A mean is over the seeds that have the value: a method's entry is ``complete``
 when it is complete in every seed, and its matrix has the rows every seed has reached.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -16,10 +17,47 @@ from typing import Any
 from .errors import RunFailed, UserError, is_whole_number
 from .io import write_json
 from .metrics import METRICS
-from .results import (AVG, BENCHMARK, BWT, CITE, COMPLETE, CONFIG, CURVE, FAILED, FINAL_AVG, FORGETTING, FWT, IDENTITY, IDENTITY_SD, INPUTS,
-                      MATRIX, MEMORY_BREAKDOWN, MEMORY_BY_TASK, MEMORY_BYTES, METHODS, METRIC, OPTIONS, PER_SEED, PROVENANCE, RUNS, SCHEMA_VERSION, SD,
-                      SEEDS, SEEDS_COMPLETE, STEP, TASK, TASK_DESCRIPTIONS, TASK_ID_AT_TEST, TASKS, TASKS_LEFT_OUT, TITLE, TRAIN_CPU_SECONDS,
-                      TRAIN_SECONDS, TRAIN_SECONDS_BY_TASK, VERSION)
+from .results import (
+    AVG,
+    BENCHMARK,
+    BWT,
+    CITE,
+    COMPLETE,
+    CONFIG,
+    CURVE,
+    FAILED,
+    FINAL_AVG,
+    FORGETTING,
+    FWT,
+    IDENTITY,
+    IDENTITY_SD,
+    INPUTS,
+    MATRIX,
+    MEMORY_BREAKDOWN,
+    MEMORY_BY_TASK,
+    MEMORY_BYTES,
+    METHODS,
+    METRIC,
+    OPTIONS,
+    PER_SEED,
+    PROVENANCE,
+    RUNS,
+    SCHEMA_VERSION,
+    SD,
+    SEEDS,
+    SEEDS_COMPLETE,
+    STEP,
+    TASK,
+    TASK_DESCRIPTIONS,
+    TASK_ID_AT_TEST,
+    TASKS,
+    TASKS_LEFT_OUT,
+    TITLE,
+    TRAIN_CPU_SECONDS,
+    TRAIN_SECONDS,
+    TRAIN_SECONDS_BY_TASK,
+    VERSION,
+)
 from .runfolder import RunFolder, folder_lock
 
 SUMMARY = (FINAL_AVG, BWT, FORGETTING, FWT, MEMORY_BYTES, TRAIN_SECONDS, TRAIN_CPU_SECONDS)
@@ -78,9 +116,14 @@ def _curve(curves: list[list[dict]]) -> list[dict]:
     for points in zip(*curves):
         if any((p[STEP], p[TASK]) != (points[0][STEP], points[0][TASK]) for p in points):
             return []
-        out.append({STEP: points[0][STEP], TASK: points[0][TASK],
-                    **{m: _series([p[m] for p in points], mean) for m in METRICS},
-                    SD: {m: _series([p[m] for p in points], sd) for m in METRICS}})
+        out.append(
+            {
+                STEP: points[0][STEP],
+                TASK: points[0][TASK],
+                **{m: _series([p[m] for p in points], mean) for m in METRICS},
+                SD: {m: _series([p[m] for p in points], sd) for m in METRICS},
+            }
+        )
     return out
 
 

@@ -1,12 +1,14 @@
 """The one training loop shared by every method."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -31,8 +33,7 @@ LOG_EVERY = 25  # steps between reads of the losses (a read waits for the device
 def check_amp(cfg: RunConfig, device: torch.device) -> None:
     """A UserError if ``--amp`` cannot work on ``device``."""
     if cfg.amp == "fp16" and device.type != "cuda":
-        raise UserError(f"--amp fp16: float16 training (autocast with a gradient scaler) needs a CUDA device, not {device}; "
-                        "give --amp bf16 or --amp off")
+        raise UserError(f"--amp fp16: float16 training (autocast with a gradient scaler) needs a CUDA device, not {device}; give --amp bf16 or --amp off")
 
 
 def autocast_factory(cfg: RunConfig, device: torch.device) -> Callable[[], Any]:
@@ -106,14 +107,33 @@ class TaskRecord:
     batch_seconds: float = 0.0  # of train_seconds, the time the loop spent making batches or waiting for them
 
     def to_state(self) -> dict[str, Any]:
-        return {"t": self.t, "scores": self.scores, "train_seconds": self.train_seconds, "memory": self.memory,
-                "losses": self.losses, "cpu_seconds": self.cpu_seconds, "ahead": self.ahead, "initial": self.initial,
-                "batch_seconds": self.batch_seconds}
+        return {
+            "t": self.t,
+            "scores": self.scores,
+            "train_seconds": self.train_seconds,
+            "memory": self.memory,
+            "losses": self.losses,
+            "cpu_seconds": self.cpu_seconds,
+            "ahead": self.ahead,
+            "initial": self.initial,
+            "batch_seconds": self.batch_seconds,
+        }
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "TaskRecord":
-        return cls(d["t"], d["scores"], d["train_seconds"], d["memory"], None, None, d["losses"], d["cpu_seconds"], d.get("ahead"), d.get("initial"),
-                   d.get("batch_seconds", 0.0))
+    def from_state(cls, d: dict[str, Any]) -> TaskRecord:
+        return cls(
+            d["t"],
+            d["scores"],
+            d["train_seconds"],
+            d["memory"],
+            None,
+            None,
+            d["losses"],
+            d["cpu_seconds"],
+            d.get("ahead"),
+            d.get("initial"),
+            d.get("batch_seconds", 0.0),
+        )
 
 
 @dataclass
@@ -128,8 +148,9 @@ class Diverged(Exception):
 
     def __init__(self, method: str, t: int, task: str, step: int, what: str):
         self.method, self.t, self.task, self.step, self.what = method, t, task, step, what
-        super().__init__(f"{method} diverged on task {t + 1} ({task}) at step {step}: {what}; "
-                         "lower --lr or the loss weights (the other methods' results are kept)")
+        super().__init__(
+            f"{method} diverged on task {t + 1} ({task}) at step {step}: {what}; lower --lr or the loss weights (the other methods' results are kept)"
+        )
 
 
 def history(state: dict[str, Any] | None) -> tuple[list[TaskRecord], list[CurvePoint]]:
@@ -183,8 +204,10 @@ def check_memory(cfg: RunConfig, cls) -> None:
 
     total = machine_memory()
     if total is not None and 16 * n > total:
-        raise UserError(f"--ngf {cfg.ngf}: the generator would have {n:,} weights, {16 * n / 2**30:.1f} GiB with their gradients and "
-                        f"optimiser state, more than this machine's {total / 2**30:.1f} GiB; give a smaller --ngf")
+        raise UserError(
+            f"--ngf {cfg.ngf}: the generator would have {n:,} weights, {16 * n / 2**30:.1f} GiB with their gradients and "
+            f"optimiser state, more than this machine's {total / 2**30:.1f} GiB; give a smaller --ngf"
+        )
 
 
 def check_method(method_name: str, bench: Benchmark, cfg: RunConfig) -> None:
@@ -268,8 +291,9 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.dgen = device_generator(self.gen, device, cfg.seed + 2)
         self.global_step = 0
-        ctx = Context(cfg, self.G, self.D, self.gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), self.log_scalar, device,
-                      self.dgen, ranks)
+        ctx = Context(
+            cfg, self.G, self.D, self.gen, len(bench.tasks), bench.task_names, autocast_factory(cfg, device), self.log_scalar, device, self.dgen, ranks
+        )
         self.method = cls(ctx, **cfg.method_options.get(method_name, {}))
         self.method.check_tasks(bench.tasks)
         self.autocast = ctx.autocast
@@ -316,8 +340,11 @@ class Trainer:
         """Several processes: the networks, the method's state and the streams must still be the same on each
         (exactly on the CPU; on a GPU nondeterministic kernels may leave the last bits apart)."""
         if self.ranks.several:
-            self.ranks.check_same(what, {"G": self.G, "D": self.D, "method state": self.method.state_dict(), "gen": self.gen, "dgen": self.dgen},
-                                  tolerance=0.0 if self.device.type == "cpu" else 1e-3)
+            self.ranks.check_same(
+                what,
+                {"G": self.G, "D": self.D, "method state": self.method.state_dict(), "gen": self.gen, "dgen": self.dgen},
+                tolerance=0.0 if self.device.type == "cpu" else 1e-3,
+            )
 
     def save_state(self, t: int, s: int, extra: dict[str, Any]) -> None:
         """Hand the training state at task ``t`` step ``s`` to ``on_state`` (``extra``: an interrupted task's own)."""
@@ -326,16 +353,34 @@ class Trainer:
         self.check_weights(t, s)
         if self.on_state is None:
             return
-        self.on_state({"method": self.method_name, "task": t, "step": s, "global_step": self.global_step, "G": self.G.state_dict(),
-                       "D": self.D.state_dict(), "method_state": self.method.state_dict(), "records": [r.to_state() for r in self.records],
-                       "curves": [vars(c) for c in self.curves], "rng": _rng_state(self.gen, self.dgen), "initial": self.initial, **extra})
+        self.on_state(
+            {
+                "method": self.method_name,
+                "task": t,
+                "step": s,
+                "global_step": self.global_step,
+                "G": self.G.state_dict(),
+                "D": self.D.state_dict(),
+                "method_state": self.method.state_dict(),
+                "records": [r.to_state() for r in self.records],
+                "curves": [vars(c) for c in self.curves],
+                "rng": _rng_state(self.gen, self.dgen),
+                "initial": self.initial,
+                **extra,
+            }
+        )
 
     def task_state(self, run: TaskRun, feed: BatchFeed) -> dict[str, Any]:
         """What a saved state holds of an interrupted task: its optimisers, schedules, loss sums and clocks."""
-        return {"optimizers": [o.state_dict() for o in run.optimizers], "schedules": [sc.state_dict() for sc in run.schedules],
-                "sums": {k: float(v) for k, v in run.sums.items()}, "seconds": time.perf_counter() - run.start,
-                "cpu_seconds": time.process_time() - run.cpu_start, "batch_seconds": run.batch_seconds + feed.waited,
-                **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
+        return {
+            "optimizers": [o.state_dict() for o in run.optimizers],
+            "schedules": [sc.state_dict() for sc in run.schedules],
+            "sums": {k: float(v) for k, v in run.sums.items()},
+            "seconds": time.perf_counter() - run.start,
+            "cpu_seconds": time.process_time() - run.cpu_start,
+            "batch_seconds": run.batch_seconds + feed.waited,
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
+        }
 
     def segment_end(self, s: int) -> int:
         """The step after the last of the segment that starts at ``s``: the next saved state or the task's end."""
@@ -530,8 +575,19 @@ class Trainer:
         ahead = None
         if not last and not method.needs_task_id:
             ahead = evaluate_task(method.eval_generator(t + 1), self.bench.tasks[t + 1], self.device, self.convention)
-        rec = TaskRecord(t, scores, seconds, method.memory(), self.G, method, {k: float(v) / cfg.steps for k, v in run.sums.items()}, cpu_seconds,
-                         ahead, self.initial if t == 0 else None, run.batch_seconds)
+        rec = TaskRecord(
+            t,
+            scores,
+            seconds,
+            method.memory(),
+            self.G,
+            method,
+            {k: float(v) / cfg.steps for k, v in run.sums.items()},
+            cpu_seconds,
+            ahead,
+            self.initial if t == 0 else None,
+            run.batch_seconds,
+        )
         self.records.append(rec)
         if self.on_task is not None:
             self.on_task(rec)

@@ -10,6 +10,7 @@ The U-Net takes sides that are multiples of 16. Three ways to bring an image of 
 * ``fit``: as training images are prepared, the shorter side resized to the trained size and the centre cut
   square; the output is that square.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,8 @@ from .imaging import save_png, to_uint8
 from .inference import MULTIPLE, _up, pad_to, predict, translate_padded, translate_tiled  # noqa: F401 (pad_to re-exported)
 
 MODES = ("pad", "tile", "fit")
+
+
 def translate_image(model: nn.Module, image: np.ndarray, mode: str, size: int, tile: int | None = None, device: torch.device | None = None) -> np.ndarray:
     """One HxWx3 uint8 image through ``model``; returns the output as HxWx3 uint8 (size x size with ``fit``)."""
     from .data.folders import fit
@@ -69,7 +72,7 @@ def output_files(files: list[Path], out_dir: Path, overwrite: bool) -> list[Path
     overwritten), or that exists already unless ``overwrite``."""
     inputs = {f.resolve() for f in files}
     outs = [out_dir / f"{f.stem}.png" for f in files]
-    for f, o in zip(files, outs):
+    for o in outs:
         if o.resolve() in inputs:
             raise UserError(f"--out {out_dir}: would overwrite the input image {o}; choose another --out")
     existing = [o for o in outs if o.exists()]
@@ -79,8 +82,19 @@ def output_files(files: list[Path], out_dir: Path, overwrite: bool) -> list[Path
     return outs
 
 
-def translate_files(run_dir: str, inputs: list[str], out: str, method: str | None = None, after_task: str | None = None, task: str | None = None,
-                    mode: str = "pad", tile: int | None = None, device: str | None = None, console=None, overwrite: bool = False) -> list[Path]:
+def translate_files(
+    run_dir: str,
+    inputs: list[str],
+    out: str,
+    method: str | None = None,
+    after_task: str | None = None,
+    task: str | None = None,
+    mode: str = "pad",
+    tile: int | None = None,
+    device: str | None = None,
+    console=None,
+    overwrite: bool = False,
+) -> list[Path]:
     """``assocgan translate``: each input image through the generator of ``method`` in ``run_dir``, written as
     ``out/<name>.png`` (never over an input; over an earlier output only with ``overwrite``); returns the files
     written."""
@@ -104,8 +118,9 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
         method = trained[0]
     cls = get_method(method)
     if task is not None and not cls.needs_task_id:
-        raise UserError(f"--task {task}: {method} answers every task with one generator; --task is for the methods evaluated with the task "
-                        f"identity (single, piggyback-ti)")
+        raise UserError(
+            f"--task {task}: {method} answers every task with one generator; --task is for the methods evaluated with the task identity (single, piggyback-ti)"
+        )
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: is a file, not a folder")
@@ -126,8 +141,10 @@ def translate_files(run_dir: str, inputs: list[str], out: str, method: str | Non
             h, w = image.shape[:2]
             need = _up(h) * _up(w) * ngf * 16  # measured: 330 bytes a pixel at ngf 32 (1024 px, no gradient); 1.5 times that
             if mode == "pad" and total is not None and need > total // 2:
-                raise UserError(f"{f}: {h}x{w} pixels would need about {need / 2**30:.0f} GiB to translate whole, more than half this machine's "
-                                f"{total / 2**30:.0f} GiB; give --mode tile (overlapping tiles, blended){'' if not written else f'; {len(written)} image(s) written so far'}")
+                raise UserError(
+                    f"{f}: {h}x{w} pixels would need about {need / 2**30:.0f} GiB to translate whole, more than half this machine's "
+                    f"{total / 2**30:.0f} GiB; give --mode tile (overlapping tiles, blended){'' if not written else f'; {len(written)} image(s) written so far'}"
+                )
             y = translate_image(model, image, mode, info.size, tile, dev)
             written.append(save_png(o, y))
     return written

@@ -1,4 +1,5 @@
 """Benchmarks: ordered lists of tasks, built in or made from a user's folders."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,9 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def restoration_tasks(train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed, fresh: bool = False,
-                      full_test: bool = False) -> list[Task]:
+def restoration_tasks(
+    train_photos, test_photos, degradations: list[tuple[str, Degradation]], size, n_train, n_test, seed, fresh: bool = False, full_test: bool = False
+) -> list[Task]:
     """One task per degradation, each with its own multi-scale crops of the photos: ``n_train`` training and
     ``n_test`` test pairs, each clean crop degraded once from the seed (fixed pairs, as a dataset holds them;
     ``fresh`` draws training sources anew at every step instead). ``full_test`` adds each whole test photo,
@@ -164,17 +166,21 @@ def builtin_photos_note(name: str | None, size: int, n_train: int, n_test: int, 
     splits = {s: photos.photo_sizes(s) for s in ("train", "test")}
     smallest = min(min(hw) for sizes in splits.values() for hw in sizes)
     if size > smallest:
-        raise UserError(f"--size {size}: larger than the built-in photos ({smallest} px on the shorter side), whose crops {name} takes; "
-                        f"give at most {smallest - smallest % 16}, or your own photos (--clean-images DIR --recipe RECIPE)")
+        raise UserError(
+            f"--size {size}: larger than the built-in photos ({smallest} px on the shorter side), whose crops {name} takes; "
+            f"give at most {smallest - smallest % 16}, or your own photos (--clean-images DIR --recipe RECIPE)"
+        )
     room = {s: photos.disjoint_crops(sizes, size) for s, sizes in splits.items()}
     if n_train <= room["train"] and n_test <= room["test"]:
         return None
     shorts = sorted({min(hw) for sizes in splits.values() for hw in sizes})
     short = f"{shorts[0]}" if len(shorts) == 1 else f"{shorts[0]}-{shorts[-1]}"
-    return (f"{name} cuts its {n_train} training crops of {size} px per task from {len(splits['train'])} built-in photos and its {n_test} test "
-            f"crops from {len(splits['test'])} ({short} px on the shorter side), which hold about {room['train']} and "
-            f"{room['test']} crops of that size without overlap, so the crops overlap and the models see few distinct images. At this scale use your own "
-            "photos (--clean-images DIR --recipe RECIPE) or paired folders (--data ROOT); see 'The paper's scale' in the README")
+    return (
+        f"{name} cuts its {n_train} training crops of {size} px per task from {len(splits['train'])} built-in photos and its {n_test} test "
+        f"crops from {len(splits['test'])} ({short} px on the shorter side), which hold about {room['train']} and "
+        f"{room['test']} crops of that size without overlap, so the crops overlap and the models see few distinct images. At this scale use your own "
+        "photos (--clean-images DIR --recipe RECIPE) or paired folders (--data ROOT); see 'The paper's scale' in the README"
+    )
 
 
 def load_benchmark(
@@ -240,7 +246,16 @@ def benchmark_for(cfg: RunConfig, *, data=None, clean_images=None, recipe=None, 
     """The benchmark of the run configuration ``cfg`` (its benchmark, sizes, seed, task order, fresh degradations and
     full-size test), on the data given (``--data``, or ``--clean-images`` with ``--recipe``)."""
     return load_benchmark(
-        cfg.benchmark, size=cfg.size, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
-        data=data, clean_images=clean_images, recipe=recipe, metric=metric, order=cfg.order,
-        fresh=cfg.fresh_degradations, full_test=cfg.eval_full,
+        cfg.benchmark,
+        size=cfg.size,
+        n_train=cfg.n_train,
+        n_test=cfg.n_test,
+        seed=cfg.seed,
+        data=data,
+        clean_images=clean_images,
+        recipe=recipe,
+        metric=metric,
+        order=cfg.order,
+        fresh=cfg.fresh_degradations,
+        full_test=cfg.eval_full,
     )

@@ -5,12 +5,13 @@ A recipe names tasks separated by commas; a task is one or more degradations joi
 Random degradations (noise, the motion direction) are drawn from the generator given; the others are fixed.
 Every degradation runs on the device of the images it is given (JPEG goes through PIL on the CPU and back).
 """
+
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -8,6 +8,7 @@ Two layouts of paired tasks under ``ROOT/<task>/{train,test}/``:
 And a folder of clean images, from which a degradation recipe builds a restoration benchmark.
 Every image is brought to ``size`` x ``size``: its shorter side resized to ``size``, then centre-cropped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -141,7 +142,9 @@ def task_folders(root: Path) -> list[Path]:
         raise UserError(f"{root}: no task folders found (expected ROOT/<task>/{{train,test}}/)")
     for t in tasks:
         if len(t.name.encode()) > MAX_NAME_BYTES:
-            raise UserError(f"{t}: a task name of {len(t.name.encode())} bytes is too long for the file names made from it; rename the folder (at most {MAX_NAME_BYTES} bytes)")
+            raise UserError(
+                f"{t}: a task name of {len(t.name.encode())} bytes is too long for the file names made from it; rename the folder (at most {MAX_NAME_BYTES} bytes)"
+            )
     return tasks
 
 

@@ -5,6 +5,7 @@ Crops are taken at several scales: a crop covers between 1 and ``MAX_SCALE`` tim
 photo (log-uniformly) and is resized to the crop size, so that the same photo gives texture close-ups and
 whole-object views. The photos are first shrunk so that their shorter side is at most ``SHORT_SIDE`` crop sizes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,7 @@ class PhotoInfo:
     licence: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def manifest() -> tuple[PhotoInfo, ...]:
     """Every built-in photo with its split, category, source and licence."""
     with open(FOLDER / "manifest.tsv", newline="", encoding="utf-8") as f:
@@ -47,7 +48,7 @@ def photo_files(split: str) -> list[Path]:
     return [FOLDER / p.file for p in manifest() if p.split == split]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo_sizes(split: str) -> tuple[tuple[int, int], ...]:
     """(height, width) of each built-in photo of a split, read from the files' headers."""
     from PIL import Image

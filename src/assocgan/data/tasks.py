@@ -1,4 +1,5 @@
 """A task: named paired images with a train and a test split."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -76,8 +77,9 @@ class Task:
         """The stored training pairs at ``idx`` as floats in [0, 1] (never a fresh draw)."""
         return to_float(self.train_x[idx]), to_float(self.train_y[idx])
 
-    def pairs(self, idx: torch.Tensor, gen: torch.Generator | None = None, device: torch.device | None = None,
-              dgen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def pairs(
+        self, idx: torch.Tensor, gen: torch.Generator | None = None, device: torch.device | None = None, dgen: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pairs at ``idx`` as floats in [0, 1] on ``device`` (default: the CPU): the stored ones, or fresh
         sources with ``fresh``, degraded on ``device`` with draws from ``dgen`` (default: ``gen``)."""
         if not self.fresh:
@@ -85,8 +87,9 @@ class Task:
         y = to_float(self.train_y[idx], device)
         return self.degrade(y, dgen or gen).clamp(0, 1), y
 
-    def sample(self, n: int, gen: torch.Generator, device: torch.device | None = None,
-               dgen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, n: int, gen: torch.Generator, device: torch.device | None = None, dgen: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random training pairs with random horizontal flips, on ``device`` (default: the CPU). The pairs
         and flips are drawn from ``gen`` (on the CPU), a fresh degradation's noise from ``dgen`` (default ``gen``)."""
         idx = torch.randint(0, self.n_train, (n,), generator=gen)

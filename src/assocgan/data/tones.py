@@ -8,6 +8,7 @@ cartoon -> sketch -> blueprint a photo and its cartoon are alike, and joint lear
 on the cartoon task (docs/results.md, "tones3 becomes photo -> sketch -> blueprint -> cartoon"). The tasks conflict, so a generator that has only just learned the newest
 one turns old inputs into the wrong style.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Every module of this package that defines a ``Method`` subclass with a ``name`` 
 ``METHODS`` lists them in the order of ``ORDER`` (then by name). A method that is not finished must not
 set ``name``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -78,10 +79,24 @@ def methods_markdown() -> str:
     from .. import fisher
     from ..nets import unet
 
-    out = ["# Methods", "", "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.", "",
-           "## How methods are compared", "", MEASURES, "",
-           "## The generator every method trains", "", inspect.getdoc(unet) or "", "",
-           "## The quadratic penalties' curvature", "", inspect.getdoc(fisher) or "", ""]
+    out = [
+        "# Methods",
+        "",
+        "Made by `assocgan methods --markdown` from each method's own file: its docstring and the options it declares.",
+        "",
+        "## How methods are compared",
+        "",
+        MEASURES,
+        "",
+        "## The generator every method trains",
+        "",
+        inspect.getdoc(unet) or "",
+        "",
+        "## The quadratic penalties' curvature",
+        "",
+        inspect.getdoc(fisher) or "",
+        "",
+    ]
     for m in METHODS.values():
         doc = inspect.getdoc(importlib.import_module(m.__module__)) or ""
         parent = m.__bases__[0]

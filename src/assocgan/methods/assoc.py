@@ -83,6 +83,7 @@ of earlier de-raining steps. It stays within one restoration family (rain of sev
 domain is always the clean photo; here the mappers serve unrelated tasks and styles, which is why each past task
 gets the image in its own target domain (``--assoc-target domain``) and a mapper with an impulse component.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,7 +125,7 @@ class DomainSignature:
         self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-3)
 
     @classmethod
-    def of(cls, mean: torch.Tensor, std: torch.Tensor) -> "DomainSignature":
+    def of(cls, mean: torch.Tensor, std: torch.Tensor) -> DomainSignature:
         sig = cls.__new__(cls)
         sig.mean, sig.std = mean, std
         return sig
@@ -174,8 +175,17 @@ class MapperTraining:
         return min(self.steps, math.ceil(self.steps * self.batches / task_steps))
 
     def state_dict(self) -> dict:
-        return {"mapper": self.mapper.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "steps": self.steps,
-                "done": self.done, "batches": self.batches, "loss": self.loss, "beside": self.beside, "gen": self.gen.get_state()}
+        return {
+            "mapper": self.mapper.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "steps": self.steps,
+            "done": self.done,
+            "batches": self.batches,
+            "loss": self.loss,
+            "beside": self.beside,
+            "gen": self.gen.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.mapper.load_state_dict(state["mapper"])
@@ -192,18 +202,40 @@ class AssocGAN(Method):
     options = (
         Option("assoc_ratio", "balanced", "share r of each batch made of association samples: 'balanced' ((i-1)/i at task i) or a number in [0, 1)"),
         Option("heuristics", True, "association samples from the mapping memory (off: ablation)"),
-        Option("assoc_target", "domain", "what M_j is applied to and trains towards: 'current' target (the paper's eq. 3) or, per past task, "
-               "the current image in its target 'domain' (holds on chained styles; see docs)", ("domain", "current")),
-        Option("distill", False, "the continual distillation penalty of eq. 6-7 (on: the paper's full method; off, the default: it costs "
-               "every benchmark here, see docs)"),
-        Option("lambda_distill", 0.1, "lambda', weight of the distillation penalty with --distill on (1: the Laplace estimate of the old "
-               "tasks' content-loss rise, which stops new tasks from being learned; see docs)",
-               low=0),
+        Option(
+            "assoc_target",
+            "domain",
+            "what M_j is applied to and trains towards: 'current' target (the paper's eq. 3) or, per past task, "
+            "the current image in its target 'domain' (holds on chained styles; see docs)",
+            ("domain", "current"),
+        ),
+        Option(
+            "distill",
+            False,
+            "the continual distillation penalty of eq. 6-7 (on: the paper's full method; off, the default: it costs every benchmark here, see docs)",
+        ),
+        Option(
+            "lambda_distill",
+            0.1,
+            "lambda', weight of the distillation penalty with --distill on (1: the Laplace estimate of the old "
+            "tasks' content-loss rise, which stops new tasks from being learned; see docs)",
+            low=0,
+        ),
         Option("fisher_samples", 64, "training pairs used for the Fisher after each task", low=1),
-        Option("distill_storage", "compact", "how F is kept between tasks: compact (4-bit log codes), 8bit (8-bit log codes) or half "
-               "(bfloat16); theta* is kept in float16", ("compact", "8bit", "half")),
-        Option("distill_keep", 0.9999, "share of the Fisher's total whose weights keep a theta*: the smallest importances holding "
-               "the rest are dropped (1: every weight)", low=0, high=1, open_low=True),
+        Option(
+            "distill_storage",
+            "compact",
+            "how F is kept between tasks: compact (4-bit log codes), 8bit (8-bit log codes) or half (bfloat16); theta* is kept in float16",
+            ("compact", "8bit", "half"),
+        ),
+        Option(
+            "distill_keep",
+            0.9999,
+            "share of the Fisher's total whose weights keep a theta*: the smallest importances holding the rest are dropped (1: every weight)",
+            low=0,
+            high=1,
+            open_low=True,
+        ),
         Option("mapper_ngf", 16, "width of the mapper", low=1),
         Option("mapper_blocks", 2, "residual blocks of the mapper", low=0),
         Option("mapper_steps", 0, "training steps of each mapper (0: half the steps of a task)", low=0),
@@ -241,8 +273,9 @@ class AssocGAN(Method):
         if not opts["distill"]:
             for o in cls.options:
                 if o.name in cls.DISTILL_OPTIONS and opts[o.name] != o.default:
-                    raise UserError(f"{o.flag} {o.shown(opts[o.name])}: the continual distillation is off (the default), so this "
-                                    f"would change nothing; add --distill on")
+                    raise UserError(
+                        f"{o.flag} {o.shown(opts[o.name])}: the continual distillation is off (the default), so this would change nothing; add --distill on"
+                    )
         return opts
 
     # ---- the controller ----------------------------------------------------------------
@@ -258,8 +291,9 @@ class AssocGAN(Method):
         if self._work and self.settings.assoc_target == "domain":
             self.plan = self.plan_sources(task)
         if self.settings.heuristics:
-            self.trainer = MapperTraining(self.new_mapper(), self.settings.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.settings.mapper_lr,
-                                          self.ctx.side_stream("mapper", t))
+            self.trainer = MapperTraining(
+                self.new_mapper(), self.settings.mapper_steps or max(1, self.ctx.cfg.steps // 2), self.settings.mapper_lr, self.ctx.side_stream("mapper", t)
+            )
             self.trainer.beside = self.core_to_spare()
 
     def core_to_spare(self) -> bool:
@@ -361,9 +395,14 @@ class AssocGAN(Method):
 
     def state_dict(self):
         pool = None if self._pool is None else {f: getattr(self._pool, f).cpu() for f in Batch._FIELDS}
-        return {"mappers": [m.state_dict() for m in self.mappers], "anchor": self.anchor.state_dict(), "pool": pool,
-                "signatures": [(sig.mean, sig.std) for sig in self.signatures], "plan": self.plan,
-                "trainer": None if self.trainer is None else self.trainer.state_dict()}
+        return {
+            "mappers": [m.state_dict() for m in self.mappers],
+            "anchor": self.anchor.state_dict(),
+            "pool": pool,
+            "signatures": [(sig.mean, sig.std) for sig in self.signatures],
+            "plan": self.plan,
+            "trainer": None if self.trainer is None else self.trainer.state_dict(),
+        }
 
     def load_state_dict(self, state, seen):
         for sd in state["mappers"]:

@@ -21,12 +21,13 @@ A method declares its own options beside its code (``options``); they become CLI
 (``--assoc-ratio``) and appear in ``results.json``. What it keeps between tasks is reported by
 ``memory()`` in bytes as stored.
 """
+
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Context:
     """What the training loop hands a method."""
 
-    cfg: "RunConfig"
+    cfg: RunConfig
     G: nn.Module
     D: nn.Module
     gen: torch.Generator  # the run's random stream for data and method choices
@@ -66,7 +67,7 @@ class Context:
         """A random stream of its own for the work named by ``keys`` (``rng.side_stream`` of the run's seed)."""
         return side_stream(self.cfg.seed, *keys)
 
-    def sample(self, task: "Task", n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, task: Task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random training pairs of ``task`` on the training device (``Task.sample`` with the run's streams)."""
         return task.sample(n, self.gen, self.device, self.dgen)
 
@@ -105,21 +106,21 @@ class Batch:
         return self.x.shape[0]
 
     @classmethod
-    def of(cls, x: torch.Tensor, y: torch.Tensor, task: int | torch.Tensor, source: int = 0, judged: bool = True) -> "Batch":
+    def of(cls, x: torch.Tensor, y: torch.Tensor, task: int | torch.Tensor, source: int = 0, judged: bool = True) -> Batch:
         """Samples of one kind, each weighing the same; ``task`` one index for all or one per sample."""
         n = x.shape[0]
         task = torch.full((n,), task, dtype=torch.long) if isinstance(task, int) else task.long()
         return cls(x, y, task, _uniform(n), torch.full((n,), source, dtype=torch.long), torch.full((n,), judged))
 
     @classmethod
-    def cat(cls, *parts: "Batch") -> "Batch":
+    def cat(cls, *parts: Batch) -> Batch:
         """The parts' samples together, each sample weighing the same."""
         out = cls._join([p for p in parts if len(p)])
         out.weight = _uniform(len(out))
         return out
 
     @classmethod
-    def mix(cls, *parts: tuple["Batch", float]) -> "Batch":
+    def mix(cls, *parts: tuple[Batch, float]) -> Batch:
         """The parts' samples together, part k weighing ``share_k`` of the content loss in all (its samples
         alike). The shares of the parts that have samples are normalised to sum to 1 when they sum to more; a
         share of 0 keeps a part's samples out of the content loss (a method's own term may cover them)."""
@@ -130,19 +131,26 @@ class Batch:
         return out
 
     @classmethod
-    def _join(cls, parts: list["Batch"]) -> "Batch":
+    def _join(cls, parts: list[Batch]) -> Batch:
         return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in cls._FIELDS))
 
-    def split(self, n: int) -> tuple["Batch", "Batch"]:
+    def split(self, n: int) -> tuple[Batch, Batch]:
         """The first ``n`` samples and the rest, each part weighing its samples alike."""
         parts = tuple(Batch(*(getattr(self, f)[sl] for f in self._FIELDS)) for sl in (slice(0, n), slice(n, None)))
         for p in parts:
             p.weight = _uniform(len(p))
         return parts
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.task,
-                     self.weight.to(device, non_blocking=True), self.source, self.judged, self.gan_scale)
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.x.to(device, non_blocking=True),
+            self.y.to(device, non_blocking=True),
+            self.task,
+            self.weight.to(device, non_blocking=True),
+            self.source,
+            self.judged,
+            self.gan_scale,
+        )
 
     def where(self, source: int) -> torch.Tensor:
         """A boolean mask of the samples from ``source``."""
@@ -183,13 +191,15 @@ class Method:
     batch_ahead: ClassVar[bool] = True
 
     @classmethod
-    def check_config(cls, cfg: "RunConfig") -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         """Refuse a configuration the method cannot run on (before anything is trained)."""
         if cls.needs_discriminator and cfg.lambda_adv <= 0:
-            raise UserError(f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
-                            "give --lambda-adv 1e-3 (the paper's objective) or leave the method out")
+            raise UserError(
+                f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
+                "give --lambda-adv 1e-3 (the paper's objective) or leave the method out"
+            )
 
-    def check_tasks(self, tasks: list["Task"]) -> None:
+    def check_tasks(self, tasks: list[Task]) -> None:
         """Refuse a benchmark the method's options cannot run on (called before anything is trained)."""
 
     def __init__(self, ctx: Context, **opts: Any):
@@ -211,20 +221,20 @@ class Method:
 
     # ---- hooks -------------------------------------------------------------------------
     @classmethod
-    def build_generator(cls, cfg: "RunConfig") -> nn.Module:
+    def build_generator(cls, cfg: RunConfig) -> nn.Module:
         """The generator this method trains (built before the method, with the run's seed). Default: ``--arch``'s."""
         from ..nets import build_generator
 
         return build_generator(cfg)
 
-    def before_task(self, t: int, task: "Task") -> None:
+    def before_task(self, t: int, task: Task) -> None:
         """Called before training on task t."""
 
     def g_parameters(self) -> Iterable[nn.Parameter]:
         """The generator parameters the optimiser trains on the coming task (read after before_task)."""
         return self.ctx.G.parameters()
 
-    def batch(self, t: int, task: "Task") -> Batch:
+    def batch(self, t: int, task: Task) -> Batch:
         """The training samples of one step. Default: a batch of the current task."""
         return Batch.of(*self.ctx.sample(task, self.ctx.cfg.batch_size), t)
 
@@ -244,14 +254,14 @@ class Method:
     def after_step(self, step: Step) -> None:
         """Called after both optimiser steps."""
 
-    def after_task(self, t: int, task: "Task") -> None:
+    def after_task(self, t: int, task: Task) -> None:
         """Called after training on task t, while its data is still there: keep what is remembered."""
 
     def memory(self) -> dict[str, int]:
         """What the method keeps between tasks, in bytes as stored, by kind (e.g. {"pairs": ...})."""
         return {}
 
-    def pictures(self, seen: list["Task"]) -> dict[str, list[list[torch.Tensor]]]:
+    def pictures(self, seen: list[Task]) -> dict[str, list[list[torch.Tensor]]]:
         """Pictures of the method's own machinery after a task, as rows of image batches by file name
         (written next to the sample grids). ``seen`` are the tasks so far, for their test images only."""
         return {}
@@ -266,13 +276,13 @@ class Method:
         tensors, numbers, strings, lists and dicts. Default: nothing."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any], seen: list["Task"]) -> None:
+    def load_state_dict(self, state: dict[str, Any], seen: list[Task]) -> None:
         """Restore what ``state_dict`` returned, on a method just built (G and D get their saved weights right
         after, in place). ``seen``: the tasks ``before_task`` had been given when the state was saved. On a resume
         in the middle of a task ``before_task`` is not called again: what it sets up must be in the state."""
 
     @classmethod
-    def generator_from_checkpoints(cls, cfg: "RunConfig", load: Callable[[int], dict[str, torch.Tensor]], after: int, task: int) -> nn.Module:
+    def generator_from_checkpoints(cls, cfg: RunConfig, load: Callable[[int], dict[str, torch.Tensor]], after: int, task: int) -> nn.Module:
         """The generator that answers for task ``task`` once task ``after`` is trained (0-based), built from the
         run's saved generators (``load(k)``: the generator's tensors saved after task k), as ``eval_generator``
         answers in the run. Default: the generator saved after task ``after``."""
@@ -283,4 +293,3 @@ class Method:
     # ---- derived -----------------------------------------------------------------------
     def memory_bytes(self) -> int:
         return int(sum(self.memory().values()))
-

@@ -22,6 +22,7 @@ theta* moves to the newest weights. No penalty acts during the first task. Measu
 *Memory kept:* theta* (float16) and the importance (bfloat16) of every generator weight: about 4 bytes a weight,
 whatever the number of tasks (``memory_bytes``: ``anchor``).
 """
+
 from __future__ import annotations
 
 from ..fisher import QuadraticAnchor, content_curvature

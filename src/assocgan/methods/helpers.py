@@ -1,4 +1,5 @@
 """Pieces that several methods share."""
+
 from __future__ import annotations
 
 import copy
@@ -6,8 +7,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..memory import module_bytes
-from ..memory import tensor_bytes
+from ..memory import module_bytes, tensor_bytes
 
 
 class FrozenTeacher:
@@ -34,7 +34,7 @@ class FrozenTeacher:
         return self.stored.state_dict()
 
     @classmethod
-    def restore(cls, template: nn.Module, state: dict[str, torch.Tensor] | None, dtype: torch.dtype = torch.float16) -> "FrozenTeacher | None":
+    def restore(cls, template: nn.Module, state: dict[str, torch.Tensor] | None, dtype: torch.dtype = torch.float16) -> FrozenTeacher | None:
         """A teacher of ``template``'s structure holding the saved ``state`` (None for None)."""
         if state is None:
             return None

@@ -10,6 +10,7 @@ nothing before it resembles is learned far below what the network can do on it (
 and a colour cast: 23.6 dB against the specialist's 44.9; docs/results.md, "Why JL fell short of the specialists
 on the colour tasks").
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,14 @@ class JL(Method):
     name = "jl"
     title = "JL"
     cite = "joint learning (upper bound)"
-    options = (Option("jl_batch", "each", "each: a batch of every task seen at each step (each task seen as often as its specialist sees it); "
-                      "shared: the tasks seen share one batch", choices=("each", "shared")),)
+    options = (
+        Option(
+            "jl_batch",
+            "each",
+            "each: a batch of every task seen at each step (each task seen as often as its specialist sees it); shared: the tasks seen share one batch",
+            choices=("each", "shared"),
+        ),
+    )
 
     def __init__(self, ctx, **opts):
         super().__init__(ctx, **opts)
@@ -33,12 +40,13 @@ class JL(Method):
 
     def batch(self, t, task):
         n = self.ctx.cfg.batch_size
-        source = lambda k: Batch.CURRENT if k == t else Batch.STORED  # noqa: E731
+        source = lambda k: Batch.CURRENT if k == t else Batch.STORED
         if self.settings.jl_batch == "each":
             return Batch.cat(*(Batch.of(*self.ctx.sample(s, n), k, source(k)) for k, s in enumerate(self.seen)))
         which = torch.randint(0, len(self.seen), (n,), generator=self.ctx.gen)
-        return Batch.cat(*(Batch.of(*self.ctx.sample(self.seen[k], int((which == k).sum())), k, source(k))
-                           for k in range(len(self.seen)) if (which == k).any()))
+        return Batch.cat(
+            *(Batch.of(*self.ctx.sample(self.seen[k], int((which == k).sum())), k, source(k)) for k in range(len(self.seen)) if (which == k).any())
+        )
 
     def load_state_dict(self, state, seen):
         self.seen = list(seen)

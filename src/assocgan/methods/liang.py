@@ -30,6 +30,7 @@ restore4 (seed 0)".
 running segment's path integral, the recorded gradient and two float32 copies of the discriminator's weights
 (``path``, 16 bytes a weight): 20 bytes a discriminator weight in all; nothing of the generator.
 """
+
 from __future__ import annotations
 
 from ..fisher import QuadraticAnchor

@@ -25,6 +25,7 @@ the current sources alone keeps nothing, as the paper argues; ``swap`` matters m
 *Memory kept:* the previous generator in float16 (``memory_bytes``: ``teacher``), 2 bytes a generator weight,
 whatever the number of tasks.
 """
+
 from __future__ import annotations
 
 import torch
@@ -84,8 +85,10 @@ class LifelongGAN(Method):
     def check_tasks(self, tasks):
         side = min(min(t.train_x.shape[-2:]) for t in tasks)
         if "montage" in self.kinds and self.settings.lifelonggan_grid > side:
-            raise UserError(f"--lifelonggan-grid {self.settings.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
-                            f"under one pixel; give at most {side}")
+            raise UserError(
+                f"--lifelonggan-grid {self.settings.lifelonggan_grid}: the montage's patches of the {side} px training images would be "
+                f"under one pixel; give at most {side}"
+            )
 
     def auxiliary(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The auxiliary inputs of one step, made from the current batch."""

@@ -28,11 +28,12 @@ docs/results.md, "How the baselines were set up"). Nothing is distilled during t
 
 *Memory kept:* the reference encoder in float16 (``encoder``) and the auxiliary heads in float32 (``heads``).
 """
+
 from __future__ import annotations
 
 import copy
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -90,9 +91,7 @@ class AuxHead(nn.Module):
 
     def __init__(self, channels: int, classes: int, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, hidden), nn.ReLU(True), nn.Linear(hidden, classes)
-        )
+        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, hidden), nn.ReLU(True), nn.Linear(hidden, classes))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

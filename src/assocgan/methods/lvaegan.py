@@ -25,16 +25,17 @@ generator, per-pixel noise included. One update per G step, beside the replay's 
 start); the frozen decoder used for replay during a task is a working copy of the stored one, and the
 optimiser is made anew for each task. Sizes at the defaults: docs/results.md, "How the baselines were set up".
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .mergan import GenerativeReplay, SourceCritic, SourceGenerator, gr_options, lsgan, moment_loss, upsampling_plan
 from ..nets.layers import no_weight_grads
 from ..rng import randn
 from .base import Option
+from .mergan import GenerativeReplay, SourceCritic, SourceGenerator, gr_options, lsgan, moment_loss, upsampling_plan
 
 
 class SourceEncoder(nn.Module):
@@ -105,12 +106,7 @@ class LifelongVAEGAN(GenerativeReplay):
         with no_weight_grads(self.V_critic), self.ctx.autocast():
             adv = lsgan(self.V_critic(prior, labels), True)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean() / x[0].numel()
-        loss = (
-            F.mse_loss(recon.float(), x.float())
-            + self.o("kl") * kl
-            + F.cross_entropy(logits.float(), labels)
-            + self.o("adv") * adv
-        )
+        loss = F.mse_loss(recon.float(), x.float()) + self.o("kl") * kl + F.cross_entropy(logits.float(), labels) + self.o("adv") * adv
         if self.o("moments") > 0:
             loss = loss + self.o("moments") * moment_loss(prior, x, labels)
         loss.backward()

@@ -34,6 +34,7 @@ is sized for the benchmark's tasks from the start. The frozen S_prev is a workin
 at the start of a task and dropped at its end; the source GAN's optimiser is made anew for each task. Sizes at
 the defaults: docs/results.md, "How the baselines were set up".
 """
+
 from __future__ import annotations
 
 import copy

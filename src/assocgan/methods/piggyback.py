@@ -28,6 +28,7 @@ beyond it, in bytes as stored (float32): the new filters that joined the bank, t
 then it grows with each task by about the new filters' share of G (sizes at the defaults: docs/results.md, "How
 the baselines were set up").
 """
+
 from __future__ import annotations
 
 import copy

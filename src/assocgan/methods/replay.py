@@ -22,6 +22,7 @@ grows by one store per task.
 *Memory.* The stored pairs, in bytes as stored: 2 x pairs x 3 x H x W uint8, a share of what JL keeps of the
 same task (sizes at the quick preset: docs/results.md, "How the baselines were set up").
 """
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,13 @@ class Replay(Method):
     title = "Lesort et al. (replay)"
     cite = "Lesort et al. [21]: replay of stored raw pairs"
     options = (
-        Option("quota", 0.1, "pairs stored per past task: below 1 a fraction of its training set, from 1 a count (ignored with --replay-bytes)", low=0, open_low=True),
+        Option(
+            "quota",
+            0.1,
+            "pairs stored per past task: below 1 a fraction of its training set, from 1 a count (ignored with --replay-bytes)",
+            low=0,
+            open_low=True,
+        ),
         Option("replay_bytes", 0.0, "total bytes of stored pairs, shared evenly among past tasks (0: use --quota)", low=0),
         Option("replay_fraction", -1.0, "share of each batch replayed from the memory (negative: t/(t+1) on task t, as JL)", high=1),
     )
@@ -91,13 +98,17 @@ class Replay(Method):
     def check_tasks(self, tasks):
         one = tasks[0].pair_bytes(1)
         if 0 < self.settings.replay_bytes < len(tasks) * one:
-            raise UserError(f"--replay-bytes {self.settings.replay_bytes:g}: too small to keep one pair of each of {len(tasks)} tasks "
-                            f"(one pair is {one} bytes; give at least {len(tasks) * one})")
+            raise UserError(
+                f"--replay-bytes {self.settings.replay_bytes:g}: too small to keep one pair of each of {len(tasks)} tasks "
+                f"(one pair is {one} bytes; give at least {len(tasks) * one})"
+            )
         if self.settings.replay_bytes == 0:
             for task in tasks[:-1]:  # the last task is never replayed
                 if self.per_task_pairs(task, 1) == 0:
-                    raise UserError(f"--quota {self.settings.quota:g}: keeps no pair of task {task.name}'s {task.n_train} training pairs; "
-                                    f"give at least {1 / task.n_train:.3g} (a fraction) or 1 (a count)")
+                    raise UserError(
+                        f"--quota {self.settings.quota:g}: keeps no pair of task {task.name}'s {task.n_train} training pairs; "
+                        f"give at least {1 / task.n_train:.3g} (a fraction) or 1 (a count)"
+                    )
 
     def after_task(self, t, task):
         gen = self.ctx.gen

@@ -10,6 +10,7 @@ benchmark cannot measure forgetting on.
 Before each task G and D are reset to the run's initial weights (the optimisers are new at every task);
 after it, G's weights are kept (float32, counted in ``memory_bytes``).
 """
+
 from __future__ import annotations
 
 import copy

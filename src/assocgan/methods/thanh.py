@@ -29,21 +29,21 @@ method on restore4 (seed 0)".
 *Memory kept:* the discriminator's theta* (float16) and importance (bfloat16), about 4 bytes a discriminator
 weight (``memory_bytes``: ``anchor``); nothing of the generator.
 """
+
 from __future__ import annotations
 
 import torch
 
-from ..losses import gan_loss
 from ..fisher import QuadraticAnchor, gauss_newton_diagonal
 from .base import Method, Option
 
 
-def discriminator_fisher(D, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, mode: str, gen: torch.Generator,
-                         probes: int = 1) -> dict[str, torch.Tensor]:
+def discriminator_fisher(D, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, mode: str, gen: torch.Generator, probes: int = 1) -> dict[str, torch.Tensor]:
     """The curvature of D's mean GAN loss over the real pairs (x, y) and the generated (x, fake):
     ``fisher.gauss_newton_diagonal`` of the loss's mean over the patch outputs, whose second derivative in each
     output is ``2 / values`` for LSGAN's squared residuals and ``s (1 - s) / values`` for the vanilla loss's
     cross-entropy on logits (s the sigmoid); the real and the generated pairs weigh half each."""
+
     def curvature(out: torch.Tensor) -> torch.Tensor:
         values = out[0].numel()
         if mode == "lsgan":

@@ -1,5 +1,6 @@
 """TL: sequential fine-tuning, the lower bound. Each task starts from the previous task's weights and
 nothing else is kept."""
+
 from .base import Method
 
 

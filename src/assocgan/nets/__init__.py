@@ -1,9 +1,11 @@
 """Networks: the generators (a registry of architectures, ``--arch``), the conditional PatchGAN discriminator,
 the mapping-memory mapper."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn as nn
 
@@ -25,10 +27,16 @@ class Arch:
 ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
-        Arch("pix2pix", "the paper's U-Net (pix2pix), with the global context when --context is on",
-             lambda cfg: UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual, context=cfg.context)),
-        Arch("gated", "the U-Net behind a gate inferred from the input: per-expert colour transforms, decoder FiLM and correction gains",
-             lambda cfg: GatedUNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual)),
+        Arch(
+            "pix2pix",
+            "the paper's U-Net (pix2pix), with the global context when --context is on",
+            lambda cfg: UNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual, context=cfg.context),
+        ),
+        Arch(
+            "gated",
+            "the U-Net behind a gate inferred from the input: per-expert colour transforms, decoder FiLM and correction gains",
+            lambda cfg: GatedUNet(3, 3, cfg.ngf, norm=cfg.norm, residual=cfg.residual),
+        ),
     )
 }
 

@@ -23,6 +23,7 @@ untrained network is exactly the identity, like the U-Net. The gate and the colo
 autocast (a fade's exact inverse needs more than bf16's 8 bits). docs/results.md ("Joint learning of local and global
 tasks") has the measurements that chose this design against the U-Net and the others tried.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,9 @@ def input_features(xs: torch.Tensor) -> torch.Tensor:
 
 
 class GatedUNet(nn.Module):
-    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 32, norm: str = "instance", residual: bool = True, dropout: float = 0.0,
-                 experts: int = EXPERTS):
+    def __init__(
+        self, in_ch: int = 3, out_ch: int = 3, ngf: int = 32, norm: str = "instance", residual: bool = True, dropout: float = 0.0, experts: int = EXPERTS
+    ):
         super().__init__()
         self.experts = experts
         self.gate = nn.Sequential(nn.Linear(6 * in_ch, HIDDEN), nn.ReLU(True), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(True), nn.Linear(HIDDEN, experts))

@@ -1,4 +1,5 @@
 """Small pieces shared by the networks."""
+
 from __future__ import annotations
 
 import contextlib

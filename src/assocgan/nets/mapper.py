@@ -11,13 +11,14 @@ learns to remove instead of the impulses (docs/results.md, "restore4 (3 seeds, .
 of the mappers"). No normalisation layers: brightness and colour are what
 several degradations change, and instance statistics would erase them.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..rng import rand, randn
 
+from ..rng import rand, randn
 
 
 class ResBlock(nn.Module):

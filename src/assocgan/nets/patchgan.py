@@ -1,6 +1,7 @@
 """Conditional PatchGAN discriminator (pix2pix): sees the source and a target (real or generated) side by side
 and scores overlapping patches. The number of stride-2 layers shrinks for small images so that at least a
 2x2 grid of patches remains."""
+
 from __future__ import annotations
 
 import math

@@ -15,6 +15,7 @@ one by its level and colour (an earlier restore4 trained jointly: 21.2 dB withou
 it, for a few percent of a step; docs/results.md, "Which generator: screened by joint training from scratch").
 The context starts inert (its last layer is zero), so an untrained network is still the identity.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,9 @@ class GlobalContext(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, norm: str = "instance", residual: bool = True, dropout: float = 0.0,
-                 context: bool = False):
+    def __init__(
+        self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, norm: str = "instance", residual: bool = True, dropout: float = 0.0, context: bool = False
+    ):
         super().__init__()
         widths = [ngf * m for m in (1, 2, 4, 8)]
         self.residual = residual and in_ch == out_ch

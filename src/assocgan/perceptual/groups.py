@@ -6,13 +6,15 @@ the run's checkpoints, and writes ``RUN_DIR/perceptual/images/g<id>_{input,targe
 ``RUN_DIR/perceptual/groups.json``. Preparing again with the same design reuses them; a different design is
 refused once votes exist (they would no longer say what was shown).
 """
+
 from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -64,7 +66,7 @@ class StudyGroups:
         return {"benchmark": self.benchmark, "tasks": self.tasks, "seed": self.seed, "test_counts": self.test_counts, **self.design()}
 
     @classmethod
-    def from_json(cls, folder: Path, d: dict[str, Any]) -> "StudyGroups":
+    def from_json(cls, folder: Path, d: dict[str, Any]) -> StudyGroups:
         return cls(folder, d["benchmark"], d["tasks"], d["methods"], [Group(**g) for g in d["groups"]], d["show_target"], d["seed"], d["test_counts"])
 
 
@@ -135,8 +137,15 @@ def choose_groups(tasks: list[str], n_test: list[int], n: int, seed: int) -> lis
     return out
 
 
-def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str] | None = None, show_target: bool | None = None,
-            bench_args: dict[str, Any] | None = None, say: Callable[[str], None] = print) -> StudyGroups:
+def prepare(
+    run_dir: str | Path,
+    *,
+    groups: int | None = None,
+    methods: list[str] | None = None,
+    show_target: bool | None = None,
+    bench_args: dict[str, Any] | None = None,
+    say: Callable[[str], None] = print,
+) -> StudyGroups:
     """The study of ``run_dir``: the one already prepared when it has this design (options left as None take
     its values), else made anew (images first, groups.json last). Refuses to change a design that has votes."""
     run_dir = Path(run_dir)
@@ -158,9 +167,11 @@ def prepare(run_dir: str | Path, *, groups: int | None = None, methods: list[str
         if all(study.image_path(g.id, w).exists() for g in study.groups for w in ["input", "target", *methods]):
             return old
     elif old is not None and (n := count_votes(study.folder)):
-        raise UserError(f"{study.folder}: holds {n} vote{'s' if n != 1 else ''} on another design ({len(old.groups)} groups, methods "
-                        f"{','.join(old.methods)}, target {'shown' if old.show_target else 'hidden'}); give the same options, or move "
-                        f"{study.folder} away to start a new study")
+        raise UserError(
+            f"{study.folder}: holds {n} vote{'s' if n != 1 else ''} on another design ({len(old.groups)} groups, methods "
+            f"{','.join(old.methods)}, target {'shown' if old.show_target else 'hidden'}); give the same options, or move "
+            f"{study.folder} away to start a new study"
+        )
     say(f"preparing {len(chosen)} groups of {len(methods)} methods in {study.folder} ...")
     if old is not None and old.design() != study.design():
         shutil.rmtree(study.folder / "images", ignore_errors=True)  # the old design's pictures
@@ -180,8 +191,10 @@ def _benchmark(run_dir: Path, results: dict[str, Any], bench_args: dict[str, Any
     given = {k: v for k, v in bench_args.items() if v}
     inputs = given or {k: v for k, v in (results.get("inputs") or {}).items() if k in ("data", "clean_images", "recipe")}
     if not inputs and results[BENCHMARK] not in BUILTIN:
-        raise UserError(f"{run_dir} was trained on your own data ({results[BENCHMARK]}), which results.json does not locate; "
-                        "give its --data, or --clean-images and --recipe")
+        raise UserError(
+            f"{run_dir} was trained on your own data ({results[BENCHMARK]}), which results.json does not locate; "
+            "give its --data, or --clean-images and --recipe"
+        )
     known = {f.name for f in dataclasses.fields(RunConfig)}
     bench = benchmark_for(RunConfig(**{k: v for k, v in results[CONFIG].items() if k in known}), **inputs)
     if bench.task_names != results[TASKS]:
@@ -199,7 +212,9 @@ def write_images(run_dir: Path, study: StudyGroups, bench) -> None:
         if not mine:
             continue
         if task.test_x.shape[0] != study.test_counts[t]:
-            raise UserError(f"task {task.name}: has {task.test_x.shape[0]} test images, not the {study.test_counts[t]} the study was drawn from; give the run's own data")
+            raise UserError(
+                f"task {task.name}: has {task.test_x.shape[0]} test images, not the {study.test_counts[t]} the study was drawn from; give the run's own data"
+            )
         x, y = task.test_pairs()
         idx = torch.tensor([g.image for g in mine])
         pictures = {"input": x[idx], "target": y[idx]}

@@ -15,13 +15,14 @@ reaches the page. A bad request (unknown participant or group, a position not sh
 group, malformed JSON, a body over ``MAX_BODY`` bytes, a form posted from another site) gets a 4xx and
 changes nothing.
 """
+
 from __future__ import annotations
 
 import html
 import json
 import re
-import socket
 import signal
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -38,8 +39,7 @@ MAX_BODY = 4096  # a vote is a few dozen bytes
 DRAIN = 1 << 20  # a larger body is not even read
 READ_TIMEOUT = 30.0  # seconds a connection may stay silent
 STATIC = Path(__file__).parent / "static"
-CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP = "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 TITLE = "Which picture looks most real?"
 
 
@@ -48,23 +48,27 @@ def _e(s: Any) -> str:
 
 
 def page(body: str, title: str = TITLE) -> str:
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{_e(title)}</title><link rel='stylesheet' href='/static/vote.css'>"
-            f"<script src='/static/vote.js' defer></script></head><body>{body}</body></html>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{_e(title)}</title><link rel='stylesheet' href='/static/vote.css'>"
+        f"<script src='/static/vote.js' defer></script></head><body>{body}</body></html>"
+    )
 
 
 def start_main(study: StudyGroups, message: str = "") -> str:
     n, m = len(study.groups), len(study.methods)
     target = " and the picture it should become (the target)" if study.show_target else ""
     flash = f"<p class='flash' role='alert'>{_e(message)}</p>" if message else ""
-    return (f"<main class='start'><h1>{_e(TITLE)}</h1>{flash}"
-            f"<p>You will see {n} groups of pictures. Each group shows a picture (the input){target}, then {m} versions of it "
-            "made by different programs, in a random order. Pick the version that looks the most realistic: click it, or "
-            f"press its number (1-{m}).</p><p>You can stop at any time and come back later: type the code your pages show.</p>"
-            "<form method='post' action='/start' class='join'><label for='name'>Your name or code</label>"
-            "<input id='name' name='name' required maxlength='64' autocomplete='off' autofocus>"
-            "<button type='submit'>Start</button></form></main>")
+    return (
+        f"<main class='start'><h1>{_e(TITLE)}</h1>{flash}"
+        f"<p>You will see {n} groups of pictures. Each group shows a picture (the input){target}, then {m} versions of it "
+        "made by different programs, in a random order. Pick the version that looks the most realistic: click it, or "
+        f"press its number (1-{m}).</p><p>You can stop at any time and come back later: type the code your pages show.</p>"
+        "<form method='post' action='/start' class='join'><label for='name'>Your name or code</label>"
+        "<input id='name' name='name' required maxlength='64' autocomplete='off' autofocus>"
+        "<button type='submit'>Start</button></form></main>"
+    )
 
 
 def group_main(store: Store, p: Participant, message: str = "") -> str:
@@ -75,8 +79,10 @@ def group_main(store: Store, p: Participant, message: str = "") -> str:
     flash = f"<p class='flash' role='alert'>{_e(message)}</p>" if message else ""
     progress = f"<div class='progress'><progress value='{done}' max='{total}'></progress><span>{done} of {total} done</span></div>"
     if gid is None:
-        return (f"<main class='end' data-done='{done}' data-total='{total}'>{progress}{flash}<h1>Thank you, {_e(p.name)}</h1>"
-                f"<p>You have voted on all {total} groups. You can close this page.</p></main>")
+        return (
+            f"<main class='end' data-done='{done}' data-total='{total}'>{progress}{flash}<h1>Thank you, {_e(p.name)}</h1>"
+            f"<p>You have voted on all {total} groups. You can close this page.</p></main>"
+        )
     base = f"/img/{p.token}/{gid}"
     shown = [f"<figure class='input'><img src='{base}/input.png' alt='input picture'><figcaption>Input</figcaption></figure>"]
     if study.show_target:
@@ -86,25 +92,33 @@ def group_main(store: Store, p: Participant, message: str = "") -> str:
         f"<img src='{base}/{k}.png' alt='version {k}'><span class='key'>{k}</span></button>"
         for k in range(1, len(study.methods) + 1)
     )
-    return (f"<main class='group' data-group='{gid}' data-done='{done}' data-total='{total}'>{progress}{flash}"
-            f"<h1>Group {done + 1} of {total}</h1><div class='inputs'>{''.join(shown)}</div>"
-            f"<p class='ask'>Which version looks the most realistic? Click it or press its number.</p>"
-            f"<form method='post' action='/p/{p.token}/vote' class='vote'><input type='hidden' name='group' value='{gid}'>"
-            f"<div class='choices'>{choices}</div></form>"
-            f"<p class='leave'><a href='/'>Stop here</a>: come back with your code, <strong class='code' data-code>{_e(p.token)}</strong>, "
-            "to go on.</p></main>")
+    return (
+        f"<main class='group' data-group='{gid}' data-done='{done}' data-total='{total}'>{progress}{flash}"
+        f"<h1>Group {done + 1} of {total}</h1><div class='inputs'>{''.join(shown)}</div>"
+        f"<p class='ask'>Which version looks the most realistic? Click it or press its number.</p>"
+        f"<form method='post' action='/p/{p.token}/vote' class='vote'><input type='hidden' name='group' value='{gid}'>"
+        f"<div class='choices'>{choices}</div></form>"
+        f"<p class='leave'><a href='/'>Stop here</a>: come back with your code, <strong class='code' data-code>{_e(p.token)}</strong>, "
+        "to go on.</p></main>"
+    )
 
 
 def next_json(store: Store, p: Participant) -> dict[str, Any]:
     gid, done = store.next_group(p)
     n = len(store.study.methods)
     images = [f"/img/{p.token}/{gid}/{k}.png" for k in range(1, n + 1)] if gid is not None else []
-    return {"group": gid, "done": done, "total": len(store.study.groups), "choices": n if gid is not None else 0,
-            "images": images, "html": group_main(store, p)}
+    return {
+        "group": gid,
+        "done": done,
+        "total": len(store.study.groups),
+        "choices": n if gid is not None else 0,
+        "images": images,
+        "html": group_main(store, p),
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
-    server: "StudyServer"
+    server: StudyServer
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes: with Nagle's algorithm each answer waited for a delayed ACK (~40 ms)
     server_version = "assocgan-perceptual"
@@ -293,14 +307,24 @@ def serve_in_thread(server: StudyServer) -> threading.Thread:
     return thread
 
 
-def serve_study(run_dir: str | Path, *, groups: int | None = None, methods: list[str] | None = None, show_target: bool | None = None,
-                host: str = "127.0.0.1", port: int = 8765, bench_args: dict[str, Any] | None = None) -> None:
+def serve_study(
+    run_dir: str | Path,
+    *,
+    groups: int | None = None,
+    methods: list[str] | None = None,
+    show_target: bool | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    bench_args: dict[str, Any] | None = None,
+) -> None:
     """``assocgan study perceptual RUN_DIR``: prepare the study (once) and serve it until Ctrl-C."""
     study = prepare(run_dir, groups=groups, methods=methods, show_target=show_target, bench_args=bench_args)
     server = make_server(study, host, port)
     db = study.folder / DB
-    print(f"Perceptual study of {run_dir}: {len(study.groups)} groups over {len(study.tasks)} tasks, methods {', '.join(study.methods)} "
-          f"(shown shuffled and unlabelled), target {'shown' if study.show_target else 'hidden'}; {count_votes(study.folder)} votes so far in {db}")
+    print(
+        f"Perceptual study of {run_dir}: {len(study.groups)} groups over {len(study.tasks)} tasks, methods {', '.join(study.methods)} "
+        f"(shown shuffled and unlabelled), target {'shown' if study.show_target else 'hidden'}; {count_votes(study.folder)} votes so far in {db}"
+    )
     print(f"Open {server.url}  (Ctrl-C stops, the votes are kept; then `assocgan report {run_dir}` counts them)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Participants on the network open http://{socket.gethostname() if host == '0.0.0.0' else host}:{server.server_address[1]}/")

@@ -2,6 +2,7 @@
 holds. Preparing a study (``groups.prepare``) reads the count to refuse a change of design once votes exist, and
 the votes themselves (``votes``) are stored in that database, so the name and the count live here, below both,
 importing nothing of the package but ``errors``."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -10,6 +10,7 @@ What a participant sees follows from the study's seed and the participant's id a
 groups (``sequence``) and the order of the methods within a group (``shown_order``), so a reload or a
 return shows the same thing and a vote names a position that the server maps back to its method.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,11 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
@@ -185,8 +187,10 @@ class Store:
         method = order[slot - 1]
         try:
             with self._transaction() as db:
-                db.execute("INSERT INTO votes (participant, group_id, task, method, shown_order, created) VALUES (?, ?, ?, ?, ?, ?)",
-                           (p.id, group.id, group.task_name, method, json.dumps(order), time.time()))
+                db.execute(
+                    "INSERT INTO votes (participant, group_id, task, method, shown_order, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (p.id, group.id, group.task_name, method, json.dumps(order), time.time()),
+                )
         except sqlite3.IntegrityError:
             raise Rejected(409, f"group {group.id}: already voted on") from None
         return method
@@ -236,6 +240,15 @@ def tally(run_dir: str | Path) -> dict[str, Any] | None:
     per_task = {t: sum(1 for g in study.groups if g.task_name == t) for t in study.tasks}
     entries = (read_json(Path(run_dir) / "results.json") or {}).get(METHODS, {})
     titles = {m: {k: entries.get(m, {}).get(k) for k in (TITLE, TASK_ID_AT_TEST)} for m in study.methods}
-    return {"benchmark": study.benchmark, "tasks": study.tasks, "methods": study.methods, "titles": titles, "cells": cells, "totals": totals,
-            "participants": participants, "groups": len(study.groups), "groups_per_task": [per_task[t] for t in study.tasks],
-            "show_target": study.show_target}
+    return {
+        "benchmark": study.benchmark,
+        "tasks": study.tasks,
+        "methods": study.methods,
+        "titles": titles,
+        "cells": cells,
+        "totals": totals,
+        "participants": participants,
+        "groups": len(study.groups),
+        "groups_per_task": [per_task[t] for t in study.tasks],
+        "show_target": study.show_target,
+    }

@@ -1,4 +1,5 @@
 """Terminal output: progress bars while training, then the tables."""
+
 from __future__ import annotations
 
 from ..metrics import get_metric
@@ -16,11 +17,18 @@ class Progress:
 
     def __enter__(self):
         if self.console is not None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self._progress = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=self.console, transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
             )
             self._progress.__enter__()
             self._bar = self._progress.add_task("training", total=self.total)
@@ -42,7 +50,9 @@ class Progress:
         if self._progress is not None:
             metric = bench.metric
             scores = " ".join(get_metric(metric).fmt(s[metric]) for s in rec.scores)
-            self._progress.console.print(f"  {name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.0f}s; {metric}: {scores}")
+            self._progress.console.print(
+                f"  {name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.0f}s; {metric}: {scores}"
+            )
 
 
 def print_tables(results: dict, console=None) -> None:

@@ -6,6 +6,7 @@ A run folder has ``results.json`` (and ``samples/``); writing its report also re
 study folder has ``study.json`` (its runs are run folders under ``runs/``); its page is assembled here from what
 its kind gives (``assocgan.studies`` writes it: this layer knows no kind of study).
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,7 +93,10 @@ def _plots(folder: Path, captions: dict[str, str], wide: Collection[str]) -> str
     files = sorted(d.glob("*.png")) if d.is_dir() else []
     order = {s: i for i, s in enumerate(captions)}
     files.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
-    figs = "".join(f'<figure class="plot{" wide" if p.stem in wide else ""}">{img_tag(p, p.stem)}<figcaption>{_e(captions.get(p.stem, p.stem))}</figcaption></figure>' for p in files)
+    figs = "".join(
+        f'<figure class="plot{" wide" if p.stem in wide else ""}">{img_tag(p, p.stem)}<figcaption>{_e(captions.get(p.stem, p.stem))}</figcaption></figure>'
+        for p in files
+    )
     return f'<div class="plots">{figs}</div>' if figs else ""
 
 
@@ -139,18 +143,22 @@ def _pictures(folder: Path, results: dict) -> str:
         files = sorted(d.glob("*.png")) if d.is_dir() else []
         if files:
             last = files[-1]
-            out.append(f"<h3>{_e(res.get(TITLE) or name)}</h3><div class='samples'><figure>{img_tag(last, f'{name} {last.stem}')}"
-                       f"<figcaption>{_e(last.stem.replace('_', ' '))}</figcaption></figure></div>")
+            out.append(
+                f"<h3>{_e(res.get(TITLE) or name)}</h3><div class='samples'><figure>{img_tag(last, f'{name} {last.stem}')}"
+                f"<figcaption>{_e(last.stem.replace('_', ' '))}</figcaption></figure></div>"
+            )
     return "".join(out)
 
 
 def _page(title: str, nav: list[tuple[str, str]], body: list[str]) -> str:
     links = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav)
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-            f"<nav>{links}</nav>{''.join(body)}</body></html>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<nav>{links}</nav>{''.join(body)}</body></html>"
+    )
 
 
 def _config(obj) -> str:
@@ -165,9 +173,15 @@ def run_page(folder: Path, results: dict) -> str:
     methods = results[METHODS]
     seeds = results.get(SEEDS)
     body = [f"<h1>assocgan run: {_e(results[BENCHMARK])}</h1>"]
-    which = f"seeds {', '.join(map(str, seeds))} (mean ± sd; each seed's own run folder and report in seed&lt;k&gt;/)" if seeds else f"seed {_e(cfg.get('seed', '?'))}"
-    body.append(f"<p class='lead'>{len(results[TASKS])} tasks ({_e(', '.join(results[TASKS]))}), metric {title}, "
-                f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, {which}.</p>")
+    which = (
+        f"seeds {', '.join(map(str, seeds))} (mean ± sd; each seed's own run folder and report in seed&lt;k&gt;/)"
+        if seeds
+        else f"seed {_e(cfg.get('seed', '?'))}"
+    )
+    body.append(
+        f"<p class='lead'>{len(results[TASKS])} tasks ({_e(', '.join(results[TASKS]))}), metric {title}, "
+        f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, {which}.</p>"
+    )
     summary = [summary_table(results)] + ([seeds_table(results)] if seeds else [])
     body.append("<h2 id='summary'>Summary</h2>" + (_tables(summary) if methods else "<p class='missing'>no method has finished a task yet</p>"))
     body.append("<h2 id='tasks'>Tasks</h2>" + _tables([tasks_table(results)]))
@@ -175,31 +189,40 @@ def run_page(folder: Path, results: dict) -> str:
     body.append("<p class='note'>Row: a task; column: after training k tasks; AVG: mean over the tasks seen so far.</p>")
     body.append(_tables([matrix_table(results, n) for n in methods]))
     if methods:
-        body += [f"<details><summary>the same in {get_metric(other).title}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>"
-                 for other in METRICS if other != metric]
+        body += [
+            f"<details><summary>the same in {get_metric(other).title}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>"
+            for other in METRICS
+            if other != metric
+        ]
     votes = vote_tables(folder)
     if votes:
-        body.append("<h2 id='votes'>User study (the paper's Table 4)</h2><p class='note'>Votes cast on the page of <code>assocgan study "
-                    "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>"
-                    + _tables(votes))
+        body.append(
+            "<h2 id='votes'>User study (the paper's Table 4)</h2><p class='note'>Votes cast on the page of <code>assocgan study "
+            "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>" + _tables(votes)
+        )
     body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder, CAPTIONS, WIDE) or "<p class='missing'>no plots</p>"))
     shown = folder / results[RUNS][0] if seeds and results.get(RUNS) else folder  # over seeds: the first seed's pictures
-    body.append("<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
-                "blocks of inputs, outputs and targets (the first test images), headed so; under each input and output its score "
-                "against the target, in the run's metric and evaluation convention"
-                + (f"; from {_e(shown.name)}" if shown != folder else "") + ".</p>")
+    body.append(
+        "<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "
+        "blocks of inputs, outputs and targets (the first test images), headed so; under each input and output its score "
+        "against the target, in the run's metric and evaluation convention" + (f"; from {_e(shown.name)}" if shown != folder else "") + ".</p>"
+    )
     body.append(_samples(shown, results))
     pictures = _pictures(shown, results)
     if pictures:
-        body.append("<h2 id='pictures'>Method pictures</h2><p class='note'>What a method makes of its memory. Assoc-GAN "
-                    "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
-                    "blocks of association samples made by its mapper from the same targets, each with its score against the real input above it.</p>" + pictures)
+        body.append(
+            "<h2 id='pictures'>Method pictures</h2><p class='note'>What a method makes of its memory. Assoc-GAN "
+            "(the paper's Figure 13): one row per past task; left block: that task's real inputs, then three "
+            "blocks of association samples made by its mapper from the same targets, each with its score against the real input above it.</p>" + pictures
+        )
     body.append("<h2 id='config'>Configuration</h2>" + _config(cfg))
     if results.get(INPUTS):
         body.append("<h3>Data</h3>" + _config(results[INPUTS]))
     if results.get(PROVENANCE):
-        body.append("<h3>Made by</h3><p class='note'>Each time the run was started or resumed: the command, the versions, the device and "
-                    "the source's git commit.</p>" + _tables([provenance_table(results[PROVENANCE])]))
+        body.append(
+            "<h3>Made by</h3><p class='note'>Each time the run was started or resumed: the command, the versions, the device and "
+            "the source's git commit.</p>" + _tables([provenance_table(results[PROVENANCE])])
+        )
     nav = [("summary", "Summary"), ("tasks", "Tasks"), ("matrices", "Matrices")] + ([("votes", "User study")] if votes else [])
     nav += [("plots", "Plots"), ("samples", "Samples")]
     nav += [("pictures", "Pictures")] if pictures else []

@@ -8,17 +8,35 @@ metric after each task (Figure 11a).
 Matplotlib is used through ``Figure`` and the Agg canvas only (no pyplot): nothing global changes, and
 files are written atomically.
 """
+
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..io import write_bytes
 from ..metrics import get_metric
-from ..results import (AVG, BENCHMARK, COMPLETE, CONFIG, CURVE, FINAL_AVG, MATRIX, MEMORY_BY_TASK, MEMORY_BYTES, METHODS, METRIC, SD, STEP,
-                       TASKS, TRAIN_SECONDS, TRAIN_SECONDS_BY_TASK)
+from ..results import (
+    AVG,
+    BENCHMARK,
+    COMPLETE,
+    CONFIG,
+    CURVE,
+    FINAL_AVG,
+    MATRIX,
+    MEMORY_BY_TASK,
+    MEMORY_BYTES,
+    METHODS,
+    METRIC,
+    SD,
+    STEP,
+    TASKS,
+    TRAIN_SECONDS,
+    TRAIN_SECONDS_BY_TASK,
+)
 from ..runfolder import RunFolder
 from .tables import fmt_bytes, method_label
 
@@ -247,7 +265,13 @@ def time_vs_metric_figure(results: dict):
         if not is_number(res.get(FINAL_AVG)):
             continue
         ax.scatter([res.get(TRAIN_SECONDS, 0)], [res[FINAL_AVG]], color=METHOD_COLORS[k % len(METHOD_COLORS)], s=36, zorder=3)
-        ax.annotate(method_label(name, res) + ("" if res.get(COMPLETE) else " (partial)"), (res.get(TRAIN_SECONDS, 0), res[FINAL_AVG]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(
+            method_label(name, res) + ("" if res.get(COMPLETE) else " (partial)"),
+            (res.get(TRAIN_SECONDS, 0), res[FINAL_AVG]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
     ax.set_xlabel("training seconds")
     ax.set_ylabel(f"final average {metric_name(results[METRIC])}")
     ax.set_title(f"Time and performance: {results[BENCHMARK]}", fontsize=11)

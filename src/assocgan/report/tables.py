@@ -1,6 +1,7 @@
 """Tables: a ``Table`` is built once from results and rendered as text, Markdown, LaTeX or HTML. A run's tables are
 made here, with the formatting helpers every table is made with; a study kind's own tables are in its file of
 ``assocgan.studies``."""
+
 from __future__ import annotations
 
 import html
@@ -9,8 +10,32 @@ from dataclasses import dataclass, field
 
 from ..config import convention_of
 from ..metrics import DEFAULT_METRIC, METRICS, get_metric
-from ..results import (AVG, BENCHMARK, BWT, COMPLETE, CONFIG, FAILED, FINAL_AVG, FORGETTING, FWT, IDENTITY, IDENTITY_SD, MATRIX, MEMORY_BYTES,
-                       METHODS, METRIC, PER_SEED, SD, SEEDS, TASK_DESCRIPTIONS, TASK_ID_AT_TEST, TASKS, TITLE, TRAIN_CPU_SECONDS, TRAIN_SECONDS)
+from ..results import (
+    AVG,
+    BENCHMARK,
+    BWT,
+    COMPLETE,
+    CONFIG,
+    FAILED,
+    FINAL_AVG,
+    FORGETTING,
+    FWT,
+    IDENTITY,
+    IDENTITY_SD,
+    MATRIX,
+    MEMORY_BYTES,
+    METHODS,
+    METRIC,
+    PER_SEED,
+    SD,
+    SEEDS,
+    TASK_DESCRIPTIONS,
+    TASK_ID_AT_TEST,
+    TASKS,
+    TITLE,
+    TRAIN_CPU_SECONDS,
+    TRAIN_SECONDS,
+)
 
 ORDINALS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
@@ -98,8 +123,11 @@ def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
         avgs, avg_sd = res.get(AVG) or [], [spread_of(res, AVG, i) for i in range(n_done)]
     else:
         avgs, avg_sd = [sum(r[: i + 1]) / (i + 1) for i, r in enumerate(mat)], [None] * n_done
-    rows.append(["AVG"] + [fmt_pm(avgs[i], avg_sd[i], metric) if i < min(n_done, len(avgs)) else "" for i in range(len(tasks))]
-                + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else []))
+    rows.append(
+        ["AVG"]
+        + [fmt_pm(avgs[i], avg_sd[i], metric) if i < min(n_done, len(avgs)) else "" for i in range(len(tasks))]
+        + ([fmt_metric(sum(ident) / len(ident), metric)] if ident else [])
+    )
     notes = [seeds_note(results).strip()] if results.get(SEEDS) else []
     notes += ["input: the score of returning the input unchanged (doing nothing)."] if ident else []
     if res.get(FAILED):
@@ -159,11 +187,19 @@ def seeds_table(results: dict) -> Table:
             cell = (lambda v: fmt_signed(v, metric)) if signed else (lambda v: fmt_metric(v, metric) or "-")
             rows.append([method_label(name, res), label] + [cell(v) for v in vals] + [fmt_pm(res.get(key), spread_of(res, key), metric, signed)])
         secs = per.get(TRAIN_SECONDS) or [None] * len(seeds)
-        rows.append([method_label(name, res), "train s"] + ["-" if v is None else f"{v:.0f}" for v in secs]
-                    + [fmt_seconds(res.get(TRAIN_SECONDS) or 0, spread_of(res, TRAIN_SECONDS))])
-    return Table(f"Per seed: {results[BENCHMARK]}", header, rows, rules_before=rules,
-                 note="Each seed is a run folder of its own (seed<k>/); the mean ± sd is over the seeds (sample standard deviation); "
-                      "- where a seed has not finished the method.")
+        rows.append(
+            [method_label(name, res), "train s"]
+            + ["-" if v is None else f"{v:.0f}" for v in secs]
+            + [fmt_seconds(res.get(TRAIN_SECONDS) or 0, spread_of(res, TRAIN_SECONDS))]
+        )
+    return Table(
+        f"Per seed: {results[BENCHMARK]}",
+        header,
+        rows,
+        rules_before=rules,
+        note="Each seed is a run folder of its own (seed<k>/); the mean ± sd is over the seeds (sample standard deviation); "
+        "- where a seed has not finished the method.",
+    )
 
 
 def summary_table(results: dict) -> Table:
@@ -178,9 +214,11 @@ def summary_table(results: dict) -> Table:
     ident = identity(results, metric)
     gap_note = ""
     if not gap_ok and methods:
-        gap_note = (" TL->JL gap closed is blank: JL does not end above TL on this run, so there is no gap to close."
-                    if both
-                    else " TL->JL gap closed is blank: it needs TL and JL both complete in this run.")
+        gap_note = (
+            " TL->JL gap closed is blank: JL does not end above TL on this run, so there is no gap to close."
+            if both
+            else " TL->JL gap closed is blank: it needs TL and JL both complete in this run."
+        )
     rows, short = [], []
     if ident:
         rows.append(["Input (do nothing)", fmt_metric(sum(ident) / len(ident), metric)] + [""] * (len(header) - 2))
@@ -191,23 +229,31 @@ def summary_table(results: dict) -> Table:
             closed = f"{100 * (res[FINAL_AVG] - tl) / (jl - tl):.0f}%"
         done = "" if res.get(COMPLETE) else f" ({len(res[MATRIX])}/{len(results[TASKS])} tasks{failed_note(res)})"
         short.append(name + ("" if res.get(COMPLETE) else f" ({len(res[MATRIX])}/{len(results[TASKS])}{', failed' if res.get(FAILED) else ''})"))
-        rows.append([
-            method_label(name, res) + done,
-            fmt_pm(res.get(FINAL_AVG), spread_of(res, FINAL_AVG), metric),
-            fmt_pm(res.get(BWT), spread_of(res, BWT), metric, signed=True),
-            fmt_pm(res.get(FWT), spread_of(res, FWT), metric, signed=True),
-            fmt_pm(res.get(FORGETTING), spread_of(res, FORGETTING), metric) or "-",
-            fmt_bytes(res.get(MEMORY_BYTES)),
-            fmt_seconds(res.get(TRAIN_SECONDS, 0), spread_of(res, TRAIN_SECONDS)),
-            fmt_seconds(res[TRAIN_CPU_SECONDS], spread_of(res, TRAIN_CPU_SECONDS)) if res.get(TRAIN_CPU_SECONDS) else "-",
-            closed,
-            below_input(res, ident, metric),
-        ])
-    return Table(f"Summary: {results[BENCHMARK]}", header, rows,
-                 note=seeds_note(results) + "BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
-                      "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
-                      "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
-                      "(a defect, not a result)." + gap_note, rules_before={1} if ident else set(), short_labels=short)
+        rows.append(
+            [
+                method_label(name, res) + done,
+                fmt_pm(res.get(FINAL_AVG), spread_of(res, FINAL_AVG), metric),
+                fmt_pm(res.get(BWT), spread_of(res, BWT), metric, signed=True),
+                fmt_pm(res.get(FWT), spread_of(res, FWT), metric, signed=True),
+                fmt_pm(res.get(FORGETTING), spread_of(res, FORGETTING), metric) or "-",
+                fmt_bytes(res.get(MEMORY_BYTES)),
+                fmt_seconds(res.get(TRAIN_SECONDS, 0), spread_of(res, TRAIN_SECONDS)),
+                fmt_seconds(res[TRAIN_CPU_SECONDS], spread_of(res, TRAIN_CPU_SECONDS)) if res.get(TRAIN_CPU_SECONDS) else "-",
+                closed,
+                below_input(res, ident, metric),
+            ]
+        )
+    return Table(
+        f"Summary: {results[BENCHMARK]}",
+        header,
+        rows,
+        note=seeds_note(results) + "BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
+        "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
+        "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
+        "(a defect, not a result)." + gap_note,
+        rules_before={1} if ident else set(),
+        short_labels=short,
+    )
 
 
 def tasks_table(results: dict) -> Table:
@@ -223,11 +269,14 @@ def tasks_table(results: dict) -> Table:
     cfg = results.get(CONFIG)
     scored = ""
     if cfg:
-        images = ("each test image at its own size, translated in blended tiles" if cfg.get("eval_full")
-                  else f"test crops of {cfg.get('size', '?')} px")
+        images = "each test image at its own size, translated in blended tiles" if cfg.get("eval_full") else f"test crops of {cfg.get('size', '?')} px"
         scored = f"Every score: {' and '.join(titles)} {convention_of(cfg).describe()}, on {images}. "
-    return Table(f"Tasks: {results[BENCHMARK]}", ["Task", "name", "recipe"] + [f"input {t}" for t in titles], rows,
-                 note=scored + f"input {'/'.join(titles)}: the test score of returning the input unchanged, the floor a model must beat.")
+    return Table(
+        f"Tasks: {results[BENCHMARK]}",
+        ["Task", "name", "recipe"] + [f"input {t}" for t in titles],
+        rows,
+        note=scored + f"input {'/'.join(titles)}: the test score of returning the input unchanged, the floor a model must beat.",
+    )
 
 
 def run_tables(results: dict) -> list[Table]:
@@ -254,11 +303,14 @@ def perceptual_table(summary: dict) -> Table:
         rows.append([method_label(m, summary["titles"].get(m) or {})] + cells)
     chance = 1 / len(summary["methods"])
     people = f"{summary['participants']} participant" + ("s" if summary["participants"] != 1 else "")
-    return Table(f"User study: share of the votes for the most realistic output ({summary['benchmark']}, {people}, {summary['groups']} groups)",
-                 header, rows,
-                 note=f"A cell: the share of the votes cast on the task's groups that chose the method, (its number of votes), [95% Wilson "
-                      f"interval]; n: the votes cast on the task. A pick at random gets {chance:.2f}. "
-                      + ("The target was shown beside the input." if summary.get("show_target") else "The target was not shown."))
+    return Table(
+        f"User study: share of the votes for the most realistic output ({summary['benchmark']}, {people}, {summary['groups']} groups)",
+        header,
+        rows,
+        note=f"A cell: the share of the votes cast on the task's groups that chose the method, (its number of votes), [95% Wilson "
+        f"interval]; n: the votes cast on the task. A pick at random gets {chance:.2f}. "
+        + ("The target was shown beside the input." if summary.get("show_target") else "The target was not shown."),
+    )
 
 
 def study_runs_table(study: dict) -> Table:
@@ -269,8 +321,16 @@ def study_runs_table(study: dict) -> Table:
     rows = []
     for spec in study.get("runs", []):
         st = status.get(spec["name"], {})
-        rows.append([spec["label"], f"runs/{spec['name']}", ",".join(spec.get("methods", [])), st.get("status", "pending"),
-                     fmt_metric(st.get(FINAL_AVG), metric), f"{st[TRAIN_SECONDS]:.0f}" if st.get(TRAIN_SECONDS) is not None else ""])
+        rows.append(
+            [
+                spec["label"],
+                f"runs/{spec['name']}",
+                ",".join(spec.get("methods", [])),
+                st.get("status", "pending"),
+                fmt_metric(st.get(FINAL_AVG), metric),
+                f"{st[TRAIN_SECONDS]:.0f}" if st.get(TRAIN_SECONDS) is not None else "",
+            ]
+        )
     return Table("Runs of this study", ["Run", "folder", "methods", "status", f"final AVG ({get_metric(metric).title})", "train s"], rows)
 
 
@@ -294,15 +354,32 @@ def to_text(table: Table) -> str:
 
 
 def to_markdown(table: Table) -> str:
-    out = [f"**{table.title}**", "", "| " + " | ".join(table.header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.header))) + "|"]
+    out = [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(table.header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.header))) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in table.rows]
     if table.note:
         out += ["", table.note]
     return "\n".join(out)
 
 
-LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -315,8 +392,15 @@ def to_latex(table: Table) -> str:
     """A booktabs table (``\\usepackage{booktabs}``): the title as caption, a rule between blocks, the note below."""
     e = latex_escape
     cols = "l" + "r" * (len(table.header) - 1)
-    out = [r"\begin{table}[htbp]", r"\centering", f"\\caption{{{e(table.title)}}}", f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
-           " & ".join(e(h) for h in table.header) + r" \\", r"\midrule"]
+    out = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        f"\\caption{{{e(table.title)}}}",
+        f"\\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(e(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
     for i, r in enumerate(table.rows):
         if i in table.rules_before:
             out.append(r"\midrule")
@@ -336,7 +420,7 @@ def to_html(table: Table) -> str:
         cls = ' class="rule"' if i in table.rules_before else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
     note = f'<p class="note">{e(table.note)}</p>' if table.note else ""
-    return f'<table><caption>{e(table.title)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
+    return f"<table><caption>{e(table.title)}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
 
 
 def to_rich(table: Table, width: int | None = None):
@@ -351,8 +435,15 @@ def to_rich(table: Table, width: int | None = None):
     narrow = width is not None and sum(widths) + 3 * len(widths) > width
     if narrow:
         header = [h.replace(" ", "\n") for h in header]
-    t = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left", box=box.SIMPLE_HEAD,
-                  show_edge=False, padding=(0, 0) if narrow else (0, 1))
+    t = RichTable(
+        title=table.title,
+        title_justify="left",
+        caption=table.note or None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0) if narrow else (0, 1),
+    )
     for i, h in enumerate(header):
         t.add_column(h, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
     for i, r in enumerate(rows):

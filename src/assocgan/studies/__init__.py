@@ -15,6 +15,7 @@ settings, is not run again; a run folder made with other settings is an error (c
 with ``cores // N`` torch threads and, with several GPUs, its own GPU), or as submitit jobs on this machine or
 on a SLURM cluster (``--executor local|slurm``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -149,14 +150,26 @@ def run_all(study: Study, jobs: int = 1, say=print, todo: list[tuple[RunSpec, Ru
     todo = plan(study, jobs, opts) if todo is None else todo
     done = len(study.runs) - len(todo)
     how = f" through submitit's {opts.executor} executor" if opts.executor else ""
-    say(f"study {study.kind}: {len(study.runs)} runs in {study.folder / 'runs'}; {done} already done, {len(todo)} to run"
-        + (f", {jobs} at a time" if todo and jobs > 1 else "") + (how if todo else ""))
+    say(
+        f"study {study.kind}: {len(study.runs)} runs in {study.folder / 'runs'}; {done} already done, {len(todo)} to run"
+        + (f", {jobs} at a time" if todo and jobs > 1 else "")
+        + (how if todo else "")
+    )
     for spec, cfg in todo:
         run_dir = study.run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / RUN_SPEC, {"label": spec.label, "how": spec.how, "config": as_json(cfg.to_dict()), "bench_args": study.bench_args, "device": study.device,
-                                        **({"seeds": study.seeds} if study.seeds else {}),
-                                        **({"tensorboard": study.tensorboard} if study.tensorboard is not None else {})})
+        write_json(
+            run_dir / RUN_SPEC,
+            {
+                "label": spec.label,
+                "how": spec.how,
+                "config": as_json(cfg.to_dict()),
+                "bench_args": study.bench_args,
+                "device": study.device,
+                **({"seeds": study.seeds} if study.seeds else {}),
+                **({"tensorboard": study.tensorboard} if study.tensorboard is not None else {}),
+            },
+        )
     if not todo:
         return []
     by_dir = {study.run_dir(spec): spec for spec, _ in todo}
@@ -210,19 +223,43 @@ def collect(study: dict, folder: Path) -> dict[str, Any]:
         found[spec["name"]] = (results, entry)
         if results is not None:
             metric = metric or results[METRIC]
-        summary["runs"].append({"name": spec["name"], "status": _status(results, entry),
-                                FINAL_AVG: entry.get(FINAL_AVG) if entry else None, TRAIN_SECONDS: entry.get(TRAIN_SECONDS) if entry else None})
+        summary["runs"].append(
+            {
+                "name": spec["name"],
+                "status": _status(results, entry),
+                FINAL_AVG: entry.get(FINAL_AVG) if entry else None,
+                TRAIN_SECONDS: entry.get(TRAIN_SECONDS) if entry else None,
+            }
+        )
     if metric is None:
         metric = params.get("metric") or DEFAULT_METRIC
-    summary.update({"kind": kind, "benchmark": params.get("benchmark_name") or base.get("benchmark", ""), "metric": metric, "tasks": tasks, "n_tasks": len(tasks),
-                    "seeds": params.get("seeds")})
+    summary.update(
+        {
+            "kind": kind,
+            "benchmark": params.get("benchmark_name") or base.get("benchmark", ""),
+            "metric": metric,
+            "tasks": tasks,
+            "n_tasks": len(tasks),
+            "seeds": params.get("seeds"),
+        }
+    )
     summary.update(STUDIES[kind].collect(study, found, tasks))
     return summary
 
 
 # ---- the commands ------------------------------------------------------------------------
-def make_study(kind: str, base: RunConfig, out: str | Path, *, bench_args: dict[str, Any] | None = None, device: str | None = None,
-               command: str | None = None, seeds: list[int] | None = None, tensorboard: bool | None = None, **options: Any) -> Study:
+def make_study(
+    kind: str,
+    base: RunConfig,
+    out: str | Path,
+    *,
+    bench_args: dict[str, Any] | None = None,
+    device: str | None = None,
+    command: str | None = None,
+    seeds: list[int] | None = None,
+    tensorboard: bool | None = None,
+    **options: Any,
+) -> Study:
     """The runs a study needs (nothing is run); ``options``: those of the kind's ``runs``."""
     if kind not in STUDIES or not STUDIES[kind].trains:
         raise UserError(f"unknown study {kind!r}; choose one of {', '.join(k for k, s in STUDIES.items() if s.trains)}")
@@ -236,7 +273,11 @@ def make_study(kind: str, base: RunConfig, out: str | Path, *, bench_args: dict[
 
         names = [t.name for t in apply_order([SimpleNamespace(name=n) for n in names], base.order)]
     params["tasks"] = names
-    params["benchmark_name"] = Path(bench_args["data"]).name if bench_args.get("data") else (Path(bench_args["clean_images"]).name if bench_args.get("clean_images") else base.benchmark)
+    params["benchmark_name"] = (
+        Path(bench_args["data"]).name
+        if bench_args.get("data")
+        else (Path(bench_args["clean_images"]).name if bench_args.get("clean_images") else base.benchmark)
+    )
     params["metric"] = bench_args.get("metric") or _builtin_metric(base, bench_args)
     from ..data.benchmarks import builtin_photos_note
 
@@ -259,8 +300,13 @@ def read_study(folder: Path) -> dict[str, Any] | None:
     elif study.get("study") not in STUDIES:
         problem = f"'study' is {study.get('study')!r}, not one of {', '.join(STUDIES)}"
     elif not isinstance(study.get("runs"), list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name"), str) and safe_name(r["name"]) == r["name"] and r["name"] not in ("", ".", "..")
-            and isinstance(r.get("label", ""), str) for r in study["runs"]):
+        isinstance(r, dict)
+        and isinstance(r.get("name"), str)
+        and safe_name(r["name"]) == r["name"]
+        and r["name"] not in ("", ".", "..")
+        and isinstance(r.get("label", ""), str)
+        for r in study["runs"]
+    ):
         problem = "'runs' is not a list of runs with their folder names"
     elif not all(isinstance(study.get(k, {}), dict) for k in ("params", "base_config", "bench_args")):
         problem = "'params', 'base_config' or 'bench_args' is not an object"
@@ -326,7 +372,9 @@ def run_study(study: Study, jobs: int | None = 1, console=None, opts: JobOptions
             print(to_text(t) + "\n")
     say(f"Report: {path}")
     if failed:
-        raise UserError(f"{len(failed)} of {len(study.runs)} runs failed ({', '.join(failed)}); see runs/<name>/{LOG} in {folder}; run the study again to retry them")
+        raise UserError(
+            f"{len(failed)} of {len(study.runs)} runs failed ({', '.join(failed)}); see runs/<name>/{LOG} in {folder}; run the study again to retry them"
+        )
     return record
 
 
@@ -396,5 +444,3 @@ def report_tables(folder: str | Path) -> list:
     if study is not None:
         return study_tables(study)
     return run_tables(RunFolder(folder).read_results()) + vote_tables(folder)
-
-

@@ -1,5 +1,6 @@
 """``ablation``: the paper's Table 3, each module of Assoc-GAN switched on in turn, from TL without content loss to
 the full Assoc-GAN: a run a row."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,12 +47,19 @@ def ablation_table(summary: dict) -> Table:
     rows = []
     for r in summary["rows"]:
         own = spread_of(r, FINAL_AVG)  # the sd over seeds of the benchmark's own metric's final average
-        rows.append([r["label"] + ("" if r.get(COMPLETE) else " (partial)")]
-                    + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in METRICS]
-                    + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("how", "")])
+        rows.append(
+            [r["label"] + ("" if r.get(COMPLETE) else " (partial)")]
+            + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in METRICS]
+            + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("how", "")]
+        )
     titles = [m.title for m in METRICS.values()]
-    return Table(f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})", ["Module", *titles, "BWT", "as run"], rows,
-                 note=f"{' and '.join(titles)}: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric." + study_seeds_note(summary))
+    return Table(
+        f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})",
+        ["Module", *titles, "BWT", "as run"],
+        rows,
+        note=f"{' and '.join(titles)}: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric."
+        + study_seeds_note(summary),
+    )
 
 
 def ablation_figure(summary: dict):
@@ -78,8 +86,10 @@ def ablation_figure(summary: dict):
 class AblationStudy(StudyKind):
     name = "ablation"
     help = "the paper's Table 3: backbone, +MSE, +adversarial, +distillation, +heuristics, full Assoc-GAN"
-    description = ("Each module of Assoc-GAN switched on in turn (the paper's Table 3): backbone without content loss, + MSE, + adversarial loss, "
-                   "+ feature distillation, + heuristics, and all.")
+    description = (
+        "Each module of Assoc-GAN switched on in turn (the paper's Table 3): backbone without content loss, + MSE, + adversarial loss, "
+        "+ feature distillation, + heuristics, and all."
+    )
     plots = (Plot("ablation", "Ablation (paper Table 3): final average of each configuration.", ablation_figure),)
 
     def base_methods(self, args) -> str:
@@ -93,9 +103,16 @@ class AblationStudy(StudyKind):
         for spec in study["runs"]:
             e = found[spec["name"]][1]
             complete = bool(e and e.get(COMPLETE))
-            rows.append({"label": spec["label"], "how": spec.get("how", ""), COMPLETE: complete,
-                         **{m: mean(e[m][-1]) if complete else None for m in METRICS},
-                         BWT: e.get(BWT) if complete else None, SD: e.get(SD) if complete else None})
+            rows.append(
+                {
+                    "label": spec["label"],
+                    "how": spec.get("how", ""),
+                    COMPLETE: complete,
+                    **{m: mean(e[m][-1]) if complete else None for m in METRICS},
+                    BWT: e.get(BWT) if complete else None,
+                    SD: e.get(SD) if complete else None,
+                }
+            )
         return {"rows": rows}
 
     def tables(self, summary: dict) -> list[Table]:

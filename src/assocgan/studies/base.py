@@ -16,6 +16,7 @@
 
 Everything a kind needs in common (the runs' configurations, their titles and folder names) is here.
 """
+
 from __future__ import annotations
 
 import argparse

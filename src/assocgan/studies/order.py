@@ -1,5 +1,6 @@
 """``order``: the same methods over several task orders; each task's final metric by its arrival position (the
 paper's Figure 11b). Default orders: the cyclic rotations, so that every task arrives once at every position."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,16 +54,26 @@ def order_table(summary: dict) -> Table:
         for run in m["runs"]:
             final = run.get("final") or []
             tasks = run.get("tasks") or []
-            cells = [f"{tasks[p]} {fmt_pm(final[p], spread_of(run, MATRIX, -1, p), metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else ""
-                     for p in range(n)]
+            cells = [
+                f"{tasks[p]} {fmt_pm(final[p], spread_of(run, MATRIX, -1, p), metric)}" if p < len(final) and final[p] is not None and p < len(tasks) else ""
+                for p in range(n)
+            ]
             rows.append([m["label"], run["order"]] + cells + [fmt_pm(run.get(FINAL_AVG), spread_of(run, FINAL_AVG), metric)])
         mean = m.get("mean_by_position") or []
         done = [r.get(FINAL_AVG) for r in m["runs"] if r.get(FINAL_AVG) is not None]
-        rows.append([m["label"], "mean"] + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
-                    + [fmt_metric(sum(done) / len(done) if done else None, metric)])
-    return Table(f"Task order: final {get_metric(metric).title} by arrival position ({summary['benchmark']})", header, rows,
-                 note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score." + study_seeds_note(summary),
-                 rules_before=rules)
+        rows.append(
+            [m["label"], "mean"]
+            + [fmt_metric(mean[p] if p < len(mean) else None, metric) for p in range(n)]
+            + [fmt_metric(sum(done) / len(done) if done else None, metric)]
+        )
+    return Table(
+        f"Task order: final {get_metric(metric).title} by arrival position ({summary['benchmark']})",
+        header,
+        rows,
+        note="order: the tasks' positions in the benchmark's own order; a cell is the task that arrived at that position and its final score."
+        + study_seeds_note(summary),
+        rules_before=rules,
+    )
 
 
 def order_figure(summary: dict):
@@ -120,13 +131,22 @@ def order_figure(summary: dict):
 class OrderStudy(MethodsStudy):
     name = "order"
     help = "the same methods over several task orders: final metric by arrival position (Fig. 11b)"
-    description = ("The same methods trained on several task orders: each task's final metric by the position at which it arrived (the paper's Figure 11b / 12b). "
-                   "With the default cyclic rotations every task arrives once at every position, so position effects are not confounded with task difficulty.")
-    plots = (Plot("order", "Order study (paper Fig. 11b/12b): each task's final metric by its arrival position; one line per task order, bold: mean over orders.",
-                  order_figure),)
+    description = (
+        "The same methods trained on several task orders: each task's final metric by the position at which it arrived (the paper's Figure 11b / 12b). "
+        "With the default cyclic rotations every task arrives once at every position, so position effects are not confounded with task difficulty."
+    )
+    plots = (
+        Plot(
+            "order",
+            "Order study (paper Fig. 11b/12b): each task's final metric by its arrival position; one line per task order, bold: mean over orders.",
+            order_figure,
+        ),
+    )
 
     def add_arguments(self, group) -> None:
-        group.add_argument("--orders", help='task orders separated by ";", each a permutation of positions or names, e.g. "1,2,3,4;4,3,2,1" (default: the cyclic rotations)')
+        group.add_argument(
+            "--orders", help='task orders separated by ";", each a permutation of positions or names, e.g. "1,2,3,4;4,3,2,1" (default: the cyclic rotations)'
+        )
 
     def options(self, args, cfg: RunConfig) -> dict[str, Any]:
         return {**super().options(args, cfg), "orders": args.orders}
@@ -136,9 +156,17 @@ class OrderStudy(MethodsStudy):
             raise UserError("study order: give the task orders with --orders, not --order")
         methods = methods or default_methods()
         keys = parse_orders(orders, names)
-        runs = [RunSpec(f"{m}_order{o.replace(',', '-')}", f"{method_title(m)}, order {o}", variant(base, [m], order=o), how=f"{m} --order {o}",
-                        meta={"method": m, "order": o})
-                for m in methods for o in keys]
+        runs = [
+            RunSpec(
+                f"{m}_order{o.replace(',', '-')}",
+                f"{method_title(m)}, order {o}",
+                variant(base, [m], order=o),
+                how=f"{m} --order {o}",
+                meta={"method": m, "order": o},
+            )
+            for m in methods
+            for o in keys
+        ]
         return runs, {"methods": methods, "orders": keys}
 
     def collect(self, study: dict, found: dict, tasks: list[str]) -> dict[str, Any]:
@@ -150,9 +178,16 @@ class OrderStudy(MethodsStudy):
                 m["label"] = run_title(spec, e)
             order = [int(p) for p in spec["order"].split(",")]
             complete = bool(e and e.get(COMPLETE))
-            m["runs"].append({"order": spec["order"], "tasks": results[TASKS] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
-                              "final": e[MATRIX][-1] if complete else None, FINAL_AVG: e.get(FINAL_AVG) if complete else None, COMPLETE: complete,
-                              SD: e.get(SD) if complete else None})
+            m["runs"].append(
+                {
+                    "order": spec["order"],
+                    "tasks": results[TASKS] if results else [tasks[p - 1] for p in order if p - 1 < len(tasks)],
+                    "final": e[MATRIX][-1] if complete else None,
+                    FINAL_AVG: e.get(FINAL_AVG) if complete else None,
+                    COMPLETE: complete,
+                    SD: e.get(SD) if complete else None,
+                }
+            )
         for m in by_method.values():
             finals = [r["final"] for r in m["runs"] if r["final"]]
             m["mean_by_position"] = [mean(f[p] for f in finals) for p in range(len(tasks))] if finals else []

@@ -1,5 +1,6 @@
 """``quota``: the average metric over the tasks seen so far after each task, per method (the paper's Figure 11a):
 one run a method."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,12 @@ def quota_table(summary: dict) -> Table:
         vals = [v for v in avg if v is not None]
         amp = fmt_metric(max(vals) - min(vals), metric) if len(vals) > 1 else ""
         rows.append([m["label"]] + [fmt_pm(avg[i] if i < len(avg) else None, spread_of(m, AVG, i), metric) for i in range(n)] + [amp])
-    return Table(f"Quota: average {get_metric(metric).title} over the tasks seen, after each task ({summary['benchmark']})", header, rows,
-                 note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + study_seeds_note(summary))
+    return Table(
+        f"Quota: average {get_metric(metric).title} over the tasks seen, after each task ({summary['benchmark']})",
+        header,
+        rows,
+        note="amplitude: largest minus smallest average along the sequence (the paper's fluctuation measure)." + study_seeds_note(summary),
+    )
 
 
 def quota_figure(summary: dict):
@@ -47,8 +52,14 @@ class QuotaStudy(MethodsStudy):
         methods = []
         for spec in study["runs"]:
             e = found[spec["name"]][1]
-            methods.append({"name": spec["method"], "label": run_title(spec, e), COMPLETE: bool(e and e.get(COMPLETE)),
-                            **{k: (e or {}).get(k) for k in (AVG, FINAL_AVG, BWT, FORGETTING, MEMORY_BYTES, TRAIN_SECONDS, SD)}})
+            methods.append(
+                {
+                    "name": spec["method"],
+                    "label": run_title(spec, e),
+                    COMPLETE: bool(e and e.get(COMPLETE)),
+                    **{k: (e or {}).get(k) for k in (AVG, FINAL_AVG, BWT, FORGETTING, MEMORY_BYTES, TRAIN_SECONDS, SD)},
+                }
+            )
         return {"methods": methods}
 
     def tables(self, summary: dict) -> list[Table]:

@@ -1,5 +1,6 @@
 """``lambda``: a sweep of one numeric option of one method (default: Assoc-GAN's ``lambda_distill``); the prior
 tasks' and all tasks' final metric for each value (the paper's Figure 14)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,8 +54,13 @@ def lambda_runs(base: RunConfig, method: str, option: str, values: list[Any]) ->
     spelled = {o.name: o for o in cls.options}
     also = "".join(f" {spelled[k].flag} {spelled[k].shown(v)}" for k, v in needs.items())
     return [
-        RunSpec(safe_name(f"{method}_{option}={v:g}"), f"{flag} {v:g}", variant(base, [method], {method: {**needs, option: v}}), how=f"{method}{also} {flag} {v:g}",
-                meta={"method": method, "value": v})
+        RunSpec(
+            safe_name(f"{method}_{option}={v:g}"),
+            f"{flag} {v:g}",
+            variant(base, [method], {method: {**needs, option: v}}),
+            how=f"{method}{also} {flag} {v:g}",
+            meta={"method": method, "value": v},
+        )
         for v in values
     ]
 
@@ -68,14 +74,25 @@ def lambda_table(summary: dict) -> Table:
     rows = []
     for r in summary["rows"]:
         final = r.get("final") or []
-        rows.append([f"{r['value']:g}" + ("" if r.get(COMPLETE) else " (partial)")]
-                    + [fmt_pm(final[j] if j < len(final) else None, spread_of(r, MATRIX, -1, j), metric) for j in range(len(prior))]
-                    + [fmt_metric(r.get("prior_mean"), metric), fmt_pm(r.get("last"), spread_of(r, MATRIX, -1, len(final) - 1), metric),
-                       fmt_pm(r.get("overall"), spread_of(r, FINAL_AVG), metric), fmt_pm(r.get(BWT), spread_of(r, BWT), metric, signed=True)])
+        rows.append(
+            [f"{r['value']:g}" + ("" if r.get(COMPLETE) else " (partial)")]
+            + [fmt_pm(final[j] if j < len(final) else None, spread_of(r, MATRIX, -1, j), metric) for j in range(len(prior))]
+            + [
+                fmt_metric(r.get("prior_mean"), metric),
+                fmt_pm(r.get("last"), spread_of(r, MATRIX, -1, len(final) - 1), metric),
+                fmt_pm(r.get("overall"), spread_of(r, FINAL_AVG), metric),
+                fmt_pm(r.get(BWT), spread_of(r, BWT), metric, signed=True),
+            ]
+        )
     tasks = summary.get("tasks") or prior
     names = ", ".join(f"T{j + 1} {t}" for j, t in enumerate(tasks))
-    return Table(f"Sweep of {summary.get('method', '')} {flag}: final {get_metric(metric).title} ({summary['benchmark']})", header, rows,
-                 note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)." + study_seeds_note(summary))
+    return Table(
+        f"Sweep of {summary.get('method', '')} {flag}: final {get_metric(metric).title} ({summary['benchmark']})",
+        header,
+        rows,
+        note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)."
+        + study_seeds_note(summary),
+    )
 
 
 def lambda_figure(summary: dict):
@@ -123,8 +140,13 @@ class SweepStudy(StudyKind):
     name = "lambda"
     help = "sweep of a method option, by default Assoc-GAN's --lambda-distill (Fig. 14)"
     description = "A sweep of the continual-distillation weight lambda': the prior tasks' final metric and the overall final average for each value (the paper's Figure 14)."
-    plots = (Plot("lambda", "Lambda' sweep (paper Fig. 14): (a) the prior tasks' final metric, (b) the overall final average, against the distillation weight.",
-                  lambda_figure),)
+    plots = (
+        Plot(
+            "lambda",
+            "Lambda' sweep (paper Fig. 14): (a) the prior tasks' final metric, (b) the overall final average, against the distillation weight.",
+            lambda_figure,
+        ),
+    )
 
     def add_arguments(self, group) -> None:
         group.add_argument("--method", default=None, help=f"the method whose option is swept (default {DEFAULT_SWEEP[0]})")
@@ -137,24 +159,38 @@ class SweepStudy(StudyKind):
     def options(self, args, cfg: RunConfig) -> dict[str, Any]:
         return {"method": args.method, "option": args.option, "values": args.values}
 
-    def runs(self, base: RunConfig, names: list[str], method: str | None = None, option: str | None = None,
-             values: str | list | None = None) -> tuple[list[RunSpec], dict[str, Any]]:
+    def runs(
+        self, base: RunConfig, names: list[str], method: str | None = None, option: str | None = None, values: str | list | None = None
+    ) -> tuple[list[RunSpec], dict[str, Any]]:
         method, option = method or DEFAULT_SWEEP[0], option or DEFAULT_SWEEP[1]
         vals = sweep_values(method, option, values)
         return lambda_runs(base, method, option, vals), {"method": method, "option": option, "values": vals}
 
     def collect(self, study: dict, found: dict, tasks: list[str]) -> dict[str, Any]:
         params = study.get("params") or {}
-        part: dict[str, Any] = {"method": params.get("method"), "option": params.get("option"), "flag": "--" + str(params.get("option", "")).replace("_", "-"),
-                                "prior_tasks": tasks[:-1], "rows": []}
+        part: dict[str, Any] = {
+            "method": params.get("method"),
+            "option": params.get("option"),
+            "flag": "--" + str(params.get("option", "")).replace("_", "-"),
+            "prior_tasks": tasks[:-1],
+            "rows": [],
+        }
         for spec in study["runs"]:
             e = found[spec["name"]][1]
             complete = bool(e and e.get(COMPLETE))
             final = e[MATRIX][-1] if complete else None
-            part["rows"].append({"value": spec["value"], COMPLETE: complete, "final": final,
-                                 "prior_mean": mean(final[:-1]) if final and len(final) > 1 else None,
-                                 "last": final[-1] if final else None, "overall": e.get(FINAL_AVG) if complete else None, BWT: e.get(BWT) if complete else None,
-                                 SD: e.get(SD) if complete else None})
+            part["rows"].append(
+                {
+                    "value": spec["value"],
+                    COMPLETE: complete,
+                    "final": final,
+                    "prior_mean": mean(final[:-1]) if final and len(final) > 1 else None,
+                    "last": final[-1] if final else None,
+                    "overall": e.get(FINAL_AVG) if complete else None,
+                    BWT: e.get(BWT) if complete else None,
+                    SD: e.get(SD) if complete else None,
+                }
+            )
         return part
 
     def tables(self, summary: dict) -> list[Table]:
