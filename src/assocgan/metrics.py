@@ -43,8 +43,8 @@ def gaussian_1d(size: int, sigma: float) -> torch.Tensor:
 def local_means(maps: torch.Tensor, g: torch.Tensor, scipy_path: bool | None = None) -> torch.Tensor:
     """Each map (..., H, W) averaged over the window ``outer(g, g)`` at every position where it fits whole
     (..., H - k + 1, W - k + 1), float64, as two 1-D passes. On a CPU, scipy.ndimage's correlation (what
-    scikit-image's SSIM uses): a direct float64 convolution in torch is 20-70 times slower there
-    (benchmarks/ssim_speed.py); on a GPU, torch's convolution (``scipy_path`` chooses, for tests)."""
+    scikit-image's SSIM uses), as torch has no fast float64 convolution there (docs/performance.md, "SSIM");
+    on a GPU, torch's convolution (``scipy_path`` chooses, for tests)."""
     k = g.numel()
     if maps.device.type == "cpu" if scipy_path is None else scipy_path:
         from scipy.ndimage import correlate1d
