@@ -8,32 +8,22 @@ set ``name``.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 from ..errors import UserError
+from ..registry import discover
 from .base import Batch, Context, Method, Option, Step
 
 ORDER = ("tl", "jl", "single", "piggyback-ti", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
 
 
 def _discover() -> dict[str, type[Method]]:
-    found: dict[str, type[Method]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name in ("base", "helpers") or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, Method) and obj.name and obj.__module__ == module.__name__:
-                if obj.name in found:
-                    raise RuntimeError(f"method name {obj.name!r} defined twice")
-                found[obj.name] = obj
+    found = discover(__name__, __path__, Method, ORDER, skip=("base", "helpers"), what="method")
     owners: dict[str, tuple[str, Option]] = {}
     for m in found.values():  # an option is one CLI flag: two methods may not declare the same name (a variant inherits it)
         for o in m.options:
             if owners.setdefault(o.name, (m.name, o))[1] is not o:
                 raise RuntimeError(f"option {o.flag} is declared by both {owners[o.name][0]} and {m.name}")
-    rank = {n: i for i, n in enumerate(ORDER)}
-    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
+    return found
 
 
 METHODS: dict[str, type[Method]] = _discover()

@@ -19,9 +19,7 @@ on a SLURM cluster (``--executor local|slurm``).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
-import pkgutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from ..errors import UserError
 from ..io import read_json_file, write_json, write_text
 from ..jobs import RUN_SPEC, JobOptions, engine, gpus_to_share, run_jobs
 from ..metrics import DEFAULT_METRIC
+from ..registry import discover
 from ..report.html import REPORT, study_page, write_report
 from ..report.plots import save_figure
 from ..report.tables import Table
@@ -47,18 +46,7 @@ STUDY_FILE = "study.json"
 def _discover() -> dict[str, StudyKind]:
     """One instance of every ``StudyKind`` subclass with a ``name`` defined in this package's modules, in the order
     of ``ORDER`` (then by name)."""
-    found: dict[str, StudyKind] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base" or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, StudyKind) and obj.name and obj.__module__ == module.__name__:
-                if obj.name in found:
-                    raise RuntimeError(f"study name {obj.name!r} defined twice")
-                found[obj.name] = obj()
-    rank = {n: i for i, n in enumerate(ORDER)}
-    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
+    return {name: kind() for name, kind in discover(__name__, __path__, StudyKind, ORDER, what="study").items()}
 
 
 STUDIES: dict[str, StudyKind] = _discover()
