@@ -49,8 +49,12 @@ MATRIX = "matrix"  # R[i][j] in the benchmark's metric: task j after training ta
 AVG = "avg"
 FINAL_AVG = "final_avg"
 BWT = "bwt"
-FORGETTING = "forgetting"
+FORGETTING = "forgetting"  # Chaudhry et al. 2018: best earlier score minus final
+FORGETTING_LAST = "forgetting_last"  # Avalanche's: the score right after the task's training minus final
 FWT = "fwt"
+STABILITY_GAP = "stability_gap"  # De Lange et al. 2023: the deepest dip of an old task during later training
+INTRANSIGENCE = "intransigence"  # Chaudhry et al. 2018: JL's score on each new task minus the method's
+PLASTICITY_GAP = "plasticity_gap"  # the single-task specialist's score on each new task minus the method's
 INITIAL = "initial"  # {metric: the untrained generator on each task} (FWT's b_j)
 AHEAD = "ahead"  # {metric: [task j after training task j-1, before its own training]} (FWT's R[j-1][j])
 MEMORY_BYTES = "memory_bytes"
@@ -68,7 +72,8 @@ PER_SEED = "per_seed"
 STEP = "step"
 TASK = "task"
 
-SUMMARY_FIGURES = (AVG, FINAL_AVG, BWT, FORGETTING, FWT)  # what ``evaluate.summarize`` derives from a matrix
+SUMMARY_FIGURES = (AVG, FINAL_AVG, BWT, FORGETTING, FORGETTING_LAST, FWT, STABILITY_GAP)  # what ``evaluate.summarize`` derives
+REFERENCE_FIGURES = (INTRANSIGENCE, PLASTICITY_GAP)  # what ``evaluate.reference_gaps`` derives against JL and the specialists
 
 
 @dataclass
@@ -88,7 +93,11 @@ class MethodEntry:
     final_avg: float | None = None
     bwt: float | None = None
     forgetting: float | None = None
+    forgetting_last: float | None = None
     fwt: float | None = None
+    stability_gap: float | None = None
+    intransigence: float | None = None
+    plasticity_gap: float | None = None
     initial: dict | None = None
     ahead: dict | None = None
     memory_bytes: int | None = None
@@ -106,7 +115,8 @@ class MethodEntry:
     failed: dict | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    OPTIONAL = (INITIAL, AHEAD, LOSSES_BY_TASK, SEEDS_COMPLETE, SD, PER_SEED, FAILED)  # left out of the JSON where None
+    # left out of the JSON where None (the measures too: a file written before them has none, and round-trips)
+    OPTIONAL = (INITIAL, AHEAD, LOSSES_BY_TASK, SEEDS_COMPLETE, SD, PER_SEED, FAILED, FORGETTING_LAST, STABILITY_GAP, INTRANSIGENCE, PLASTICITY_GAP)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -18,18 +18,14 @@ from .data.benchmarks import Benchmark, benchmark_for, builtin_photos_note
 from .devices import pick_device
 from .distributed import SINGLE, Ranks
 from .errors import RunFailed, UserError
-from .evaluate import identity_scores, summarize
+from .evaluate import identity_scores, reference_gaps, summarize
 from .methods import Method, get_method
 from .metrics import METRICS
 from .provenance import provenance
 from .results import (
     AVG,
     BENCHMARK,
-    BWT,
     FAILED,
-    FINAL_AVG,
-    FORGETTING,
-    FWT,
     INPUTS,
     METHODS,
     METRIC,
@@ -109,10 +105,11 @@ def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], r
     initial = records[0].initial if records and records[0].initial else None
     initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in METRICS}
     ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in METRICS}
+    curve = [{STEP: c.global_step, TASK: c.t, **{m: [sc[m] for sc in c.scores] for m in METRICS}} for c in curves]
     s = (
-        summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric], bench.metric)
+        summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric], bench.metric, curve)
         if records
-        else {AVG: [], FINAL_AVG: None, BWT: None, FORGETTING: None, FWT: None}
+        else {**dict.fromkeys(SUMMARY_FIGURES), AVG: []}
     )
     last = records[-1].memory if records else {}
     return MethodEntry(
@@ -133,7 +130,7 @@ def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], r
         train_cpu_seconds=sum(r.cpu_seconds for r in records),
         scores=full,
         losses_by_task=[r.losses for r in records],
-        curve=[{STEP: c.global_step, TASK: c.t, **{m: [sc[m] for sc in c.scores] for m in METRICS}} for c in curves],
+        curve=curve,
     ).to_json()
 
 
@@ -266,6 +263,7 @@ def _run(
                     def on_task(rec: TaskRecord, name=name, cls=cls, records=records, curves=curves, tb=tb) -> None:
                         records.append(rec)
                         results[METHODS][name] = method_entry(bench, cls, options[name], records, curves)
+                        reference_gaps(results)
                         folder.write_results(results)
                         folder.write_csvs(results, name)
                         save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
@@ -301,6 +299,7 @@ def _run(
                         entry = method_entry(bench, cls, options[name], records, curves)
                         entry[FAILED] = {"task": e.t + 1, "task_name": e.task, "step": e.step, "reason": e.what}
                         results[METHODS][name] = entry
+                        reference_gaps(results)
                         folder.write_results(results)
                         folder.log(f"{name}: FAILED: {e}")
                         print(f"assocgan: {e}", file=sys.stderr)

@@ -51,8 +51,20 @@ R[i][j] is the score (the benchmark's metric) on task j's test split after train
 
 - **AVG** after task i: the mean of R[i][j] over j <= i; the final AVG is that after the last task.
 - **BWT** (backward transfer, Lopez-Paz & Ranzato 2017): the mean over j < T of R[T][j] - R[j][j]; negative
-  when earlier tasks were forgotten. **Forgetting**: the mean over j < T of the best R[i][j] (j <= i < T) minus
-  R[T][j].
+  when earlier tasks were forgotten.
+- **Forgetting** in its two conventions: the mean over j < T of the best R[i][j] (j <= i < T) minus R[T][j]
+  (Chaudhry et al. 2018, `forgetting`), and of R[j][j] - R[T][j], the score right after the task's training minus
+  the final one (Avalanche's, `forgetting_last`; it is -BWT).
+- **Stability gap** (De Lange et al. 2023): the mean over old tasks j of R[j][j] minus the worst score of task j at
+  any evaluation during the later tasks' training (the `--eval-every` points and the later rows of R), 0 where it
+  never fell; left out without `--eval-every`, since the end of each task cannot see a dip that recovers.
+- **Intransigence** (Chaudhry et al. 2018): the mean over k of R_JL[k][k] - R[k][k], how much less the method
+  learns each new task than joint learning of every task so far (JL in the same run). **Plasticity gap**: the
+  same against the single-task specialists (`single` in the same run), how much less than a generator that learns
+  that task alone. Positive: learns less.
+- Every measure is taken in the metric's own direction: for a lower-is-better metric each difference is turned
+  round, so that negative BWT and positive forgetting, stability gap, intransigence and plasticity gap always mean
+  worse.
 - **FWT** (forward transfer, Lopez-Paz & Ranzato 2017): the mean over j >= 2 of R[j-1][j] - b_j, where
   R[j-1][j] is task j as the generator answers it after training task j-1, before its own training, and b_j
   is the score of the initial, untrained generator on task j (evaluated, not assumed; the residual U-Net

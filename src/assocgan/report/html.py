@@ -21,7 +21,7 @@ from ..metrics import METRICS, get_metric
 from ..results import BENCHMARK, CONFIG, INPUTS, METHODS, METRIC, PROVENANCE, RUNS, SEEDS, TASKS, TITLE
 from ..runfolder import RunFolder
 from .plots import CAPTIONS, write_plots
-from .tables import Table, matrix_table, perceptual_table, provenance_table, seeds_table, study_runs_table, summary_table, tasks_table, to_html
+from .tables import Table, matrix_table, measures_table, perceptual_table, provenance_table, seeds_table, study_runs_table, summary_table, tasks_table, to_html
 
 REPORT = "report.html"
 # nothing but the page itself: inline styles and embedded images (a stray external file shows as a console error)
@@ -182,7 +182,7 @@ def run_page(folder: Path, results: dict) -> str:
         f"<p class='lead'>{len(results[TASKS])} tasks ({_e(', '.join(results[TASKS]))}), metric {title}, "
         f"methods {_e(', '.join(methods) or 'none yet')}; {cfg.get('size', '?')} px, {cfg.get('steps', '?')} steps per task, {which}.</p>"
     )
-    summary = [summary_table(results)] + ([seeds_table(results)] if seeds else [])
+    summary = [summary_table(results), measures_table(results)] + ([seeds_table(results)] if seeds else [])
     body.append("<h2 id='summary'>Summary</h2>" + (_tables(summary) if methods else "<p class='missing'>no method has finished a task yet</p>"))
     body.append("<h2 id='tasks'>Tasks</h2>" + _tables([tasks_table(results)]))
     body.append(f"<h2 id='matrices'>Accuracy matrices ({title}, the paper's Table 1 layout)</h2>")

@@ -19,16 +19,20 @@ from ..results import (
     FAILED,
     FINAL_AVG,
     FORGETTING,
+    FORGETTING_LAST,
     FWT,
     IDENTITY,
     IDENTITY_SD,
+    INTRANSIGENCE,
     MATRIX,
     MEMORY_BYTES,
     METHODS,
     METRIC,
     PER_SEED,
+    PLASTICITY_GAP,
     SD,
     SEEDS,
+    STABILITY_GAP,
     TASK_DESCRIPTIONS,
     TASK_ID_AT_TEST,
     TASKS,
@@ -256,6 +260,41 @@ def summary_table(results: dict) -> Table:
     )
 
 
+def measures_table(results: dict) -> Table:
+    """One row per method: the continual-learning measures beside the final average, each in the metric's own
+    direction (docs/methods.md, "How methods are compared"): BWT, forgetting in its two conventions, the stability
+    gap, intransigence against JL and the plasticity gap against the single-task specialists; and whether the method
+    is told the task at test time."""
+    metric = results[METRIC]
+    m = get_metric(metric)
+    header = [
+        "Method",
+        "BWT",
+        "forgetting (best - final)",
+        "forgetting (after - final)",
+        "stability gap",
+        "intransigence (vs JL)",
+        "plasticity gap (vs specialist)",
+        "task id at test",
+    ]
+    keys = (BWT, FORGETTING, FORGETTING_LAST, STABILITY_GAP, INTRANSIGENCE, PLASTICITY_GAP)
+    rows = []
+    for name, res in results[METHODS].items():
+        cells = [fmt_pm(res.get(k), spread_of(res, k), metric, signed=k == BWT) or "-" for k in keys]
+        rows.append([method_label(name, res)] + cells + ["yes" if res.get(TASK_ID_AT_TEST) else "no"])
+    return Table(
+        f"Continual-learning measures ({m.title}): {results[BENCHMARK]}",
+        header,
+        rows,
+        note=seeds_note(results) + "In the metric's units and direction; positive forgetting, stability gap, intransigence and plasticity gap mean worse. "
+        "Forgetting: best earlier score minus final (Chaudhry et al. 2018) and score right after the task's training minus final "
+        "(Avalanche; = -BWT). Stability gap: the deepest dip of an old task below its score right after training, during the later tasks' "
+        "training (De Lange et al. 2023; needs --eval-every, - without it). Intransigence: JL's score on each new task right after its training "
+        "minus the method's (Chaudhry et al. 2018); plasticity gap: the same against the single-task specialists (--methods single); - where "
+        "that reference is not in the run.",
+    )
+
+
 def tasks_table(results: dict) -> Table:
     """The benchmark's tasks in training order, with the score of doing nothing (input as output)."""
     descr = results.get(TASK_DESCRIPTIONS) or [""] * len(results[TASKS])
@@ -281,7 +320,7 @@ def tasks_table(results: dict) -> Table:
 
 def run_tables(results: dict) -> list[Table]:
     """The tables of a run, as printed at its end: one accuracy matrix per method (Table 1 layout), then the summary."""
-    tables = [matrix_table(results, name) for name in results[METHODS]] + [summary_table(results)]
+    tables = [matrix_table(results, name) for name in results[METHODS]] + [summary_table(results), measures_table(results)]
     return tables + ([seeds_table(results)] if results.get(SEEDS) and results[METHODS] else [])
 
 
