@@ -302,3 +302,19 @@ def test_fid_warning_says_why_small_sets_mislead():
     assert "singular" in msg and "biased" in msg and "KID" in msg
     assert "biased" in fid_warning(3000, 2048) and "singular" not in fid_warning(3000, 2048)
     assert fid_warning(10000, 2048) is None
+
+
+def test_fid_inception_loads_its_weights_file_strictly_and_gives_pool3_features(tmp_path):
+    from assocgan.deepmetrics import FEATURE_DIM, FIDInception
+
+    state = FIDInception(load=False).state_dict()
+    assert state["fc.weight"].shape == (1008, 2048) and state["Mixed_7c.branch_pool.conv.weight"].shape == (192, 2048, 1, 1)
+    assert not any(k.startswith("AuxLogits") for k in state)
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    net = FIDInception(tmp_path)
+    x = torch.rand(2, 3, 75, 75, generator=torch.Generator().manual_seed(0))
+    f = net(x, resize=False)
+    assert f.shape == (2, FEATURE_DIM) and torch.isfinite(f).all() and (f >= 0).all()
+    torch.save({k: v for k, v in state.items() if k != "fc.bias"}, tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    with pytest.raises(UserError, match="not pytorch-fid's InceptionV3 weights"):
+        FIDInception(tmp_path)

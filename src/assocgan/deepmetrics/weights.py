@@ -25,6 +25,7 @@ VGG16 = ("vgg16-397923af.pth", "vgg16.pth")  # torchvision's VGG16
 LPIPS_LIN = {  # the lpips package's (v0.1) learned linear layers, lpips/weights/v0.1/<net>.pth
     net: (f"lpips_{net}.pth", f"{net}.pth", f"weights/v0.1/{net}.pth", f"lpips/weights/v0.1/{net}.pth") for net in ("alex", "vgg")
 }
+FID_INCEPTION = ("pt_inception-2015-12-05-6726825d.pth", "pt_inception.pth")  # pytorch-fid's InceptionV3
 DISTS = ("DISTS.pt", "dists.pt", "DISTS_pytorch/weights.pt", "weights.pt")  # DISTS_pytorch's alpha and beta
 
 
