@@ -318,3 +318,30 @@ def test_fid_inception_loads_its_weights_file_strictly_and_gives_pool3_features(
     torch.save({k: v for k, v in state.items() if k != "fc.bias"}, tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     with pytest.raises(UserError, match="not pytorch-fid's InceptionV3 weights"):
         FIDInception(tmp_path)
+
+
+def test_a_run_scores_lpips_and_dists_from_the_weights_it_is_given(weights_dir, tmp_path, capsys):
+    """``--metrics psnr,ssim,lpips-alex,dists`` with the weights in ``--weights-dir``: a matrix per metric and method,
+    each distance 0 for doing nothing on no task and lower being better in the summaries; without the weights, one
+    line before training."""
+    import json
+
+    from assocgan.cli import main
+
+    out = tmp_path / "run"
+    args = ["run", "--preset", "smoke", "--benchmark", "restore4", "--order", "1,2", "--methods", "tl", "--threads", "1"]
+    assert main([*args, "--metrics", "psnr,ssim,lpips-alex,dists", "--weights-dir", str(weights_dir), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["metrics"] == ["psnr", "ssim", "lpips-alex", "dists"]
+    tl = res["methods"]["tl"]
+    for m in ("lpips-alex", "dists"):
+        assert len(tl[m]) == 2 and all(v is not None and v > 0 for v in tl[m][-1]), m
+        assert all(v > 0 for v in res["identity"][m])  # the degraded input is at a distance from its target
+        assert (out / "csv" / f"tl_{m}.csv").is_file()
+    capsys.readouterr()
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    assert main([*args, "--metrics", "psnr,lpips-vgg", "--weights-dir", str(empty), "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vgg16-397923af.pth" in err
+    assert not (tmp_path / "run2" / "results.json").exists()

@@ -12,7 +12,7 @@ import torch
 
 from assocgan.errors import UserError
 from assocgan.evaluate import summarize
-from assocgan.metrics import METRICS, Metric, get_metric, scores
+from assocgan.metrics import METRICS, Convention, Metric, get_metric, scores
 from assocgan.report.console import print_tables
 from assocgan.report.html import write_report
 from assocgan.report.plots import forgetting_figure, save_figure
@@ -88,8 +88,10 @@ def test_get_metric_names_the_metric_and_the_choices(registry):
 
 def test_scores_and_summaries_follow_the_direction(registry):
     x, y = torch.zeros(2, 3, 16, 16), torch.full((2, 3, 16, 16), 0.25)
-    assert set(scores(x, y)) == {"psnr", "ssim", "mae"}
-    assert scores(x, y)["mae"].tolist() == pytest.approx([0.25, 0.25], abs=1e-3)  # after uint8 rounding
+    assert set(scores(x, y)) == {"psnr", "ssim"}  # a run scores the metrics it names (--metrics), psnr and ssim by default
+    every = Convention(metrics=("psnr", "ssim", "mae"))
+    assert set(scores(x, y, every)) == {"psnr", "ssim", "mae"}
+    assert scores(x, y, every)["mae"].tolist() == pytest.approx([0.25, 0.25], abs=1e-3)  # after uint8 rounding
     s = summarize([row[: i + 1] for i, row in enumerate(MATRIX)], ahead=[0.09, 0.07], initial=[0.5, 0.1, 0.2], metric="mae")
     assert s["bwt"] == pytest.approx(BWT) and s["bwt"] < 0
     assert s["forgetting"] == pytest.approx(FORGETTING) and s["forgetting"] > 0

@@ -30,7 +30,7 @@ from assocgan.studies.sweep import lambda_table
 from browser import CHROMIUM_FLAGS
 
 TINY = ["--preset", "smoke", "--size", "16", "--steps", "4", "--n-train", "4", "--n-test", "2", "--batch-size", "2", "--threads", "1"]
-RUN_PLOTS = {"forgetting", "avg_by_task", "memory", "time", "time_vs_metric"}
+RUN_PLOTS = {"forgetting", "forgetting_ssim", "avg_by_task", "memory", "time", "time_vs_metric"}  # forgetting curves in each metric scored
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +113,13 @@ def test_report_latex_prints_every_table_as_booktabs(run_dir, results, capsys):
     assert main(["report", str(run_dir), "--latex"]) == 0
     out = capsys.readouterr().out
     blocks = out.split(r"\begin{table}")[1:]
-    assert len(blocks) == len(results["methods"]) + 2  # a matrix per method, then the summary and the measures
-    assert "Continual-learning measures" in blocks[-1]
+    assert len(blocks) == len(results["methods"]) + 3  # a matrix per method, the summary, the measures, every metric
+    assert "Continual-learning measures" in blocks[-2]
     for b in blocks:
         body = b.split(r"\begin{tabular}", 1)[1].split(r"\end{tabular}", 1)[0]
         assert body.index(r"\toprule") < body.index(r"\midrule") < body.index(r"\bottomrule")
         assert r"\end{table}" in b
-    summary = blocks[-2]
+    summary = blocks[-3]
     body = summary.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
     rows = [r for r in body.strip().splitlines() if r != r"\midrule"]  # a rule after the do-nothing row
     labels = [r.split(" & ")[0] for r in rows]

@@ -8,7 +8,6 @@ from typing import Any
 
 from .config import RunConfig
 from .data.benchmarks import Benchmark
-from .metrics import METRICS
 from .results import BWT, FINAL_AVG, FORGETTING, FWT, MEMORY_BYTES, TRAIN_SECONDS
 
 TENSORBOARD_MISSING = "the tensorboard package is not installed (pip install 'assocgan[tensorboard]')"
@@ -61,8 +60,8 @@ class TensorBoard:
         """Each task's scores at ``step``, an ``--eval-every`` point, under the tags the training loop gives the
         scores at each task's end (``<metric>/<task>``): one curve a task."""
         for j, sc in enumerate(scores):
-            for m in METRICS:
-                self.scalar(f"{m}/{bench.tasks[j].name}", sc[m], step)
+            for m, v in sc.items():
+                self.scalar(f"{m}/{bench.tasks[j].name}", v, step)
 
     def start(self, cfg: RunConfig, options: dict[str, Any], metric: str) -> None:
         """The configuration as text and the hyperparameters, with the final figures as their metrics."""

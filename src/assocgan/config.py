@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
-from .metrics import METRICS, SPACES, Convention
+from .metrics import DEFAULT_METRICS, SPACES, Convention, get_metric, parse_metrics, with_headline
 from .nets import ARCHS
 from .options import SWITCH_OFF, SWITCH_ON, Option
 
@@ -75,6 +75,13 @@ class RunConfig:
         EVALUATION,
         bare=True,
     )
+    metrics: str = setting(
+        ",".join(DEFAULT_METRICS),
+        "the metrics scored on every task, comma-separated (the headline --metric, the benchmark's, is always scored: added first if left out)",
+        EVALUATION,
+        meta="LIST",
+    )
+    weights_dir: str | None = setting(None, "where the pretrained weights of metrics that need them are looked for", EVALUATION, kind=str, meta="DIR")
     # outputs
     sample_images: int = setting(6, "test images in each sample grid", None, low=1)
     eval_every: int = setting(0, "evaluate every K steps for forgetting curves (0: only after each task)", low=0, meta="K")
@@ -89,11 +96,18 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     # settings that may differ between methods written to one run folder
-    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every")
+    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every", "weights_dir")
 
-    def convention(self) -> Convention:
-        """How outputs are scored (the one evaluation path applies it)."""
-        return convention_of(self.to_dict())
+    def scored_metrics(self, headline: str | None = None) -> tuple[str, ...]:
+        """The metrics a run scores: ``--metrics`` with the ``headline`` metric (the benchmark's) added first if
+        left out; a UserError if the test images are too small for one of them."""
+        names = with_headline(parse_metrics(self.metrics), headline)
+        check_size(self, names)
+        return names
+
+    def convention(self, headline: str | None = None) -> Convention:
+        """How outputs are scored (the one evaluation path applies it), in ``scored_metrics(headline)``."""
+        return convention_of(self.to_dict(), headline)
 
     def shared_settings(self) -> dict[str, Any]:
         """The settings every method of one run folder must share (data, networks, optimisation, seed)."""
@@ -188,13 +202,27 @@ def upgrade_saved(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # the evaluation of a run whose configuration predates these settings: float outputs, RGB, no border
-EVAL_BEFORE = {"eval_quantize": False, "eval_space": "rgb", "crop_border": 0}
+# and in PSNR and SSIM
+EVAL_BEFORE = {"eval_quantize": False, "eval_space": "rgb", "crop_border": 0, "metrics": ",".join(DEFAULT_METRICS)}
 
 
-def convention_of(config: dict[str, Any]) -> Convention:
-    """The evaluation convention of a configuration as results.json stores it."""
+def convention_of(config: dict[str, Any], headline: str | None = None) -> Convention:
+    """The evaluation convention of a configuration as results.json stores it, scoring its metrics and ``headline``."""
     get = lambda k: config.get(k, EVAL_BEFORE[k])
-    return Convention(quantize=bool(get("eval_quantize")), space=get("eval_space"), crop_border=int(get("crop_border")))
+    return Convention(
+        quantize=bool(get("eval_quantize")),
+        space=get("eval_space"),
+        crop_border=int(get("crop_border")),
+        metrics=with_headline(parse_metrics(get("metrics")), headline),
+        weights_dir=config.get("weights_dir"),
+    )
+
+
+def check_size(cfg: RunConfig, names: tuple[str, ...]) -> None:
+    """A UserError unless the test images, cropped, are large enough for every metric of ``names``."""
+    needs = max((get_metric(n) for n in names), key=lambda m: m.min_size)
+    if cfg.size - 2 * cfg.crop_border < needs.min_size:
+        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {needs.min_size} px of the {cfg.size} px test images (the {needs.title} window)")
 
 
 def machine_memory() -> int | None:
@@ -212,9 +240,7 @@ def validate(cfg: RunConfig) -> None:
         option.check(getattr(cfg, name))
     if cfg.size % 16:
         raise UserError(f"--size {cfg.size}: must be a positive multiple of 16")
-    needs = max(METRICS.values(), key=lambda m: m.min_size)  # every metric scores every run
-    if cfg.size - 2 * cfg.crop_border < needs.min_size:
-        raise UserError(f"--crop-border {cfg.crop_border}: must leave at least {needs.min_size} px of the {cfg.size} px test images (the {needs.title} window)")
+    check_size(cfg, parse_metrics(cfg.metrics))  # the run adds the benchmark's metric if left out: checked again then
     total = machine_memory()
     pairs = (cfg.n_train + cfg.n_test) * 2 * 3 * cfg.size**2  # one task's pairs, uint8
     if total is not None and pairs > total // 4:

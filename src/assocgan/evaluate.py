@@ -129,4 +129,7 @@ def reference_gaps(results: dict, jl: str = "jl", specialist: str = "single") ->
         for entry in methods.values():
             mat = entry.get(MATRIX) or []
             pairs = [(base[k][k], mat[k][k]) for k in range(min(len(base), len(mat))) if base[k][k] is not None and mat[k][k] is not None]
-            entry[key] = sum(metric.gain(b, v) for b, v in pairs) / len(pairs) if pairs else None
+            if pairs:
+                entry[key] = sum(metric.gain(b, v) for b, v in pairs) / len(pairs)
+            else:  # results.json leaves an undefined measure out
+                entry.pop(key, None)

@@ -5,7 +5,9 @@ Both take (N, C, H, W) tensors in [0, 1] and return one value per image.
 
 ``METRICS`` is the registry every consumer loops over (evaluation, results, CSVs, tables, plots, studies): a
 ``Metric`` says how a score is computed, printed and labelled, and which way is better. Adding a metric is one
-entry there.
+entry there. A run scores the metrics it names (``--metrics``, ``Convention.metrics``), all from one set of outputs;
+a metric that needs pretrained weights has a ``load`` hook, called once per run before any training
+(``load_metrics``), that finds its files under ``--weights-dir`` and returns the per-image function.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +94,10 @@ class Metric:
     """One image quality metric: its ``function`` ((N, C, H, W) outputs and targets in [0, 1] -> a value per
     image), the ``format`` its values are printed in, its axis ``label``, and its direction.
 
+    A metric that needs pretrained weights (a perceptual distance) has ``load`` instead of ``function``:
+    ``load(weights_dir)`` (the directory of ``--weights-dir``, or None) returns the per-image function, or raises a
+    one-line ``UserError`` naming the files it misses; ``load_metrics`` calls it once per run, before training.
+
     The direction decides what "better" means everywhere: the best of several scores is the largest for a
     higher-is-better metric and the smallest otherwise. ``gain(new, old)`` is the improvement from ``old`` to
     ``new``, positive when ``new`` is better, so that the summaries keep one sign convention for every metric:
@@ -103,6 +110,16 @@ class Metric:
     higher_is_better: bool
     label: str  # for axes: the name with its unit
     min_size: int = 1  # the smallest image side it scores (a window's size)
+    load: Callable[[str | None], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None  # for weights
+
+    @property
+    def needs_weights(self) -> bool:
+        """Whether scoring needs pretrained weights (``load``) rather than a plain ``function``."""
+        return self.load is not None
+
+    def scorer(self, weights_dir: str | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The per-image function: ``function``, or what ``load(weights_dir)`` returns (loaded once, then kept)."""
+        return _loaded(self, weights_dir) if self.load is not None else self.function
 
     @property
     def title(self) -> str:
@@ -127,12 +144,49 @@ class Metric:
         return pick(values, key=key) if key is not None else pick(values)
 
 
+def _distance(name: str, **kwargs: Any) -> Callable[[str | None], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The loader of a perceptual distance of ``assocgan.deepmetrics`` (``LPIPS`` or ``DISTS``): the network with the
+    weights of ``weights_dir`` (a one-line error naming the files where they are missing), applied in float32 to the
+    outputs and targets as the evaluation convention prepared them (a single channel, ``--eval-space y``, is
+    repeated to the three the networks take)."""
+
+    def load(weights_dir: str | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        from .deepmetrics import distances
+
+        net = getattr(distances, name)(weights_dir=weights_dir, **kwargs).eval()
+
+        def score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            if pred.shape[1] == 1:
+                pred, target = pred.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
+            with torch.no_grad():
+                return net(pred.float(), target.float())
+
+        return score
+
+    return load
+
+
 METRICS: dict[str, Metric] = {
     "psnr": Metric("psnr", psnr, ".2f", True, "PSNR (dB)"),
     "ssim": Metric("ssim", ssim, ".3f", True, "SSIM", min_size=SSIM_WINDOW),
+    # perceptual distances from pretrained networks the user keeps (docs/metrics.md): lower is better
+    "lpips-alex": Metric("lpips-alex", None, ".4f", False, "LPIPS (AlexNet)", load=_distance("LPIPS", net="alex")),
+    "lpips-vgg": Metric("lpips-vgg", None, ".4f", False, "LPIPS (VGG)", load=_distance("LPIPS", net="vgg")),
+    "dists": Metric("dists", None, ".4f", False, "DISTS", load=_distance("DISTS")),
 }
 
 DEFAULT_METRIC = "psnr"  # the accuracy matrix's metric where neither the benchmark nor --metric names one
+DEFAULT_METRICS = ("psnr", "ssim")  # the metrics a run scores by default (--metrics), and those of a run that predates it
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded(metric: Metric, weights_dir: str | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``metric.load(weights_dir)``, once per metric and directory in a process."""
+    try:
+        return metric.load(weights_dir)
+    except FileNotFoundError as e:
+        where = f"--weights-dir {weights_dir}" if weights_dir else "no --weights-dir given"
+        raise UserError(f"--metrics {metric.name}: its weights {e.filename or e} are missing ({where})") from None
 
 
 def get_metric(name: str) -> Metric:
@@ -141,6 +195,32 @@ def get_metric(name: str) -> Metric:
         return METRICS[name]
     except (KeyError, TypeError):
         raise UserError(f"metric {name!r}: unknown; choose {' or '.join(METRICS)}") from None
+
+
+def parse_metrics(text: str | Iterable[str]) -> tuple[str, ...]:
+    """The metric names of ``--metrics`` (comma-separated, or a list), in order, each once; a UserError naming an
+    unknown one and the choices."""
+    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else [str(n).strip() for n in text]
+    names = [n for n in names if n]
+    if not names:
+        raise UserError(f"--metrics {text!r}: name at least one metric; choose from {', '.join(METRICS)}")
+    for n in names:
+        if n not in METRICS:
+            raise UserError(f"--metrics: unknown metric {n!r}; choose from {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def with_headline(names: Iterable[str], headline: str | None) -> tuple[str, ...]:
+    """The metrics a run scores: ``names`` with the headline metric (the benchmark's or --metric's), put first
+    when ``names`` leaves it out: the accuracy matrix and its summaries are always among the scores."""
+    names = tuple(names)
+    return names if headline is None or headline in names else (headline, *names)
+
+
+def load_metrics(names: Iterable[str], weights_dir: str | None = None) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The per-image function of each metric of ``names``, the weights of those that need them loaded now: a run
+    calls it before training, so that a missing file fails in one line (a UserError naming it) before any step."""
+    return {n: get_metric(n).scorer(weights_dir) for n in names}
 
 
 SPACES = ("rgb", "y")
@@ -159,11 +239,14 @@ def to_y(images: torch.Tensor) -> torch.Tensor:
 class Convention:
     """How an output is scored against its target: rounded to uint8 first (``quantize``, the convention of
     restoration papers: outputs are saved as 8-bit images), on RGB or on the Y channel (``space``), with
-    ``crop_border`` pixels cut off each side."""
+    ``crop_border`` pixels cut off each side; in each metric of ``metrics`` (those that need weights find them in
+    ``weights_dir``)."""
 
     quantize: bool = True
     space: str = "rgb"
     crop_border: int = 0
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    weights_dir: str | None = None
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` ([0, 1], (N, C, H, W)) as the metric sees them under this convention."""
@@ -184,10 +267,11 @@ DEFAULT_CONVENTION = Convention()  # 8-bit outputs, RGB, no border
 
 
 def scores(pred: torch.Tensor, target: torch.Tensor, convention: Convention = DEFAULT_CONVENTION) -> dict[str, torch.Tensor]:
-    """Every metric of ``METRICS`` of each image of ``pred`` against ``target`` (both [0, 1]) under ``convention``."""
+    """Each metric of ``convention.metrics`` of each image of ``pred`` against ``target`` (both [0, 1]) under
+    ``convention``: the outputs are prepared once and every metric scores them."""
     _check(pred, target)
     p, t = convention.prepare(pred), convention.prepare(target)
-    return {name: m.function(p, t) for name, m in METRICS.items()}
+    return {name: fn(p, t) for name, fn in load_metrics(convention.metrics, convention.weights_dir).items()}
 
 
 def noise_sigma(images: torch.Tensor) -> torch.Tensor:

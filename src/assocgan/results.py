@@ -1,8 +1,8 @@
 """The layout of results.json: the one place that names its keys.
 
 A run's results.json is a ``Results`` (what was run: benchmark, metric, tasks, settings, provenance) holding a
-``MethodEntry`` per method (its accuracy matrix in the benchmark's metric, the matrices in every metric of
-``metrics.METRICS``, the figures derived from them, memory and time). The key constants below are the names on
+``MethodEntry`` per method (its accuracy matrix in the benchmark's metric, the matrices in every metric the run
+scored, ``metrics``, the figures derived from them, memory and time). The key constants below are the names on
 disk; the dataclasses' fields carry the same names. Code that reads or writes results.json as a dict (the
 runner, the seeds' combination, the studies, the run folder, the report) spells a key only through these.
 
@@ -16,10 +16,11 @@ A combined results.json over seeds (``seeds.combine``) has the same layout, in m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .metrics import METRICS
+from .metrics import DEFAULT_METRICS, METRICS
 
 SCHEMA_VERSION = 1
 
@@ -38,6 +39,7 @@ PROVENANCE = "provenance"
 TASKS_LEFT_OUT = "tasks_left_out"
 SEEDS = "seeds"
 RUNS = "runs"
+SCORED = "metrics"  # the metrics the run scored, in order (a file without it: psnr and ssim, see ``scored_metrics``)
 
 # ---- a method's entry -----------------------------------------------------------------------
 TITLE = "title"
@@ -74,6 +76,15 @@ TASK = "task"
 
 SUMMARY_FIGURES = (AVG, FINAL_AVG, BWT, FORGETTING, FORGETTING_LAST, FWT, STABILITY_GAP)  # what ``evaluate.summarize`` derives
 REFERENCE_FIGURES = (INTRANSIGENCE, PLASTICITY_GAP)  # what ``evaluate.reference_gaps`` derives against JL and the specialists
+
+
+def scored_metrics(results: dict[str, Any]) -> list[str]:
+    """The metrics a results.json (or a study's summary of one) holds a matrix in, in order: those it records
+    (``metrics``), or, in a file written before runs chose their metrics, PSNR and SSIM; with its headline
+    ``metric`` in any case."""
+    names = list(results.get(SCORED) or DEFAULT_METRICS)
+    headline = results.get(METRIC)
+    return names if not headline or headline in names else [headline, *names]
 
 
 @dataclass
@@ -124,7 +135,7 @@ class MethodEntry:
             if f.name == "extra":
                 continue
             if f.name == "scores":
-                out.update({m: self.scores[m] for m in METRICS if m in self.scores})
+                out.update(self.scores)
                 continue
             value = getattr(self, f.name)
             if value is None and f.name in self.OPTIONAL:
@@ -134,12 +145,15 @@ class MethodEntry:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> MethodEntry:
+    def from_json(cls, d: dict[str, Any], metrics: Iterable[str] | None = None) -> MethodEntry:
+        """An entry as read; ``metrics``: the names of its matrices (the run's ``scored_metrics``; by default
+        the registered metrics it holds)."""
         known = {f.name for f in fields(cls)} - {"scores", "extra"}
+        names = [m for m in (METRICS if metrics is None else metrics) if m in d and m not in known]
         return cls(
             **{k: d.get(k) for k in known if k in d},
-            scores={m: d[m] for m in METRICS if m in d},
-            extra={k: v for k, v in d.items() if k not in known and k not in METRICS},
+            scores={m: d[m] for m in names},
+            extra={k: v for k, v in d.items() if k not in known and k not in names},
         )
 
 
@@ -160,6 +174,7 @@ class Results:
     seeds: list[int] | None = None
     runs: list[str] | None = None
     identity_sd: dict | None = None
+    metrics: list[str] | None = None  # SCORED
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -179,7 +194,8 @@ class Results:
         known = {f.name for f in fields(cls)} - {"extra"}
         args = {k: d[k] for k in known if k in d}
         args[VERSION] = d.get(VERSION, 0)
-        args[METHODS] = {n: MethodEntry.from_json(e) for n, e in d.get(METHODS, {}).items()}
+        names = scored_metrics(d)
+        args[METHODS] = {n: MethodEntry.from_json(e, names) for n, e in d.get(METHODS, {}).items()}
         return cls(**args, extra={k: v for k, v in d.items() if k not in known})
 
 

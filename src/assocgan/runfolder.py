@@ -5,7 +5,7 @@ Layout (``--out DIR``)::
 
     results.json                       what the run measured, method by method (written after every task)
     log.txt                            one line per event (start, task done, resumed, failed), appended
-    csv/<method>_<metric>.csv          the accuracy matrices, one per metric of metrics.METRICS
+    csv/<method>_<metric>.csv          the accuracy matrices, one per metric the run scores (--metrics)
     checkpoints/<method>/task<k>_<name>.safetensors   the generator after task k, with metadata
     samples/<method>/after_task<k>_<name>.png         sample grids; pictures/<method>/ the method's own
     state/<method>.pt                  the full training state of an incomplete method (deleted when complete)
@@ -33,7 +33,7 @@ from typing import Any
 from .errors import UserError, is_whole_number
 from .io import atomic_write, read_json, read_json_file, remove_partial_files, write_json, write_text
 from .metrics import METRICS
-from .results import BENCHMARK, COMPLETE, CONFIG, IDENTITY, INPUTS, MATRIX, METHODS, METRIC, OPTIONS, TASKS, version_problem
+from .results import BENCHMARK, COMPLETE, CONFIG, IDENTITY, INPUTS, MATRIX, METHODS, METRIC, OPTIONS, SCORED, TASKS, scored_metrics, version_problem
 
 RESULTS = "results.json"
 LOG = "log.txt"
@@ -157,7 +157,7 @@ class RunFolder:
 
     def write_csvs(self, results: dict[str, Any], name: str) -> None:
         entry = results[METHODS][name]
-        for metric in METRICS:
+        for metric in scored_metrics(results):
             buf = io.StringIO()
             w = csv.writer(buf)
             w.writerow(["after_task"] + results[TASKS])
@@ -252,7 +252,7 @@ class RunFolder:
         self.clear_state(method)
         for d in (self.checkpoint_dir(method), self.path / "samples" / method, self.path / "pictures" / method):
             shutil.rmtree(d, ignore_errors=True)
-        for metric in METRICS:
+        for metric in dict.fromkeys([*METRICS, *(scored_metrics(results) if results is not None else [])]):
             (self.path / "csv" / f"{method}_{metric}.csv").unlink(missing_ok=True)
 
     # ---- the log ---------------------------------------------------------------------------
@@ -295,6 +295,8 @@ def results_problem(res: Any) -> str | None:
     for key, kind in ((BENCHMARK, str), (METRIC, str), (TASKS, list), (METHODS, dict)):
         if not isinstance(res.get(key), kind):
             return f"'{key}' is missing or not a {kind.__name__}"
+    if SCORED in res and not (isinstance(res[SCORED], list) and res[SCORED] and all(isinstance(m, str) for m in res[SCORED])):
+        return f"'{SCORED}' must be a list of metric names"
     if not all(isinstance(t, str) for t in res[TASKS]):
         return f"'{TASKS}' must be a list of names"
     n = len(res[TASKS])
@@ -314,7 +316,7 @@ def results_problem(res: Any) -> str | None:
                 return f"row {i + 1} of method {name!r}'s matrix is not the scores of the {i + 1} tasks trained by then"
             if any(v is not None for v in row[i + 1 :]):
                 return f"row {i + 1} of method {name!r}'s matrix scores a task not trained by then"
-        for metric in METRICS:
+        for metric in scored_metrics(res):
             full = entry.get(metric, [])
             if (
                 not isinstance(full, list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .distributed import SINGLE, Ranks
 from .errors import RunFailed, UserError
 from .evaluate import identity_scores, reference_gaps, summarize
 from .methods import Method, get_method
-from .metrics import METRICS
+from .metrics import load_metrics
 from .provenance import provenance
 from .results import (
     AVG,
@@ -45,13 +46,16 @@ from .train import CurvePoint, Diverged, TaskRecord, check_amp, check_method, hi
 
 
 def new_results(bench: Benchmark, cfg: RunConfig) -> dict[str, Any]:
+    convention = cfg.convention(bench.metric)
+    identity = [identity_scores(t, convention) for t in bench.tasks]
     return Results(
         bench.name,
         bench.metric,
         bench.task_names,
         [t.description for t in bench.tasks],
-        {m: [identity_scores(t, cfg.convention())[m] for t in bench.tasks] for m in METRICS},
+        {m: [sc[m] for sc in identity] for m in convention.metrics},
         cfg.to_dict(),
+        metrics=list(convention.metrics),
     ).to_json()
 
 
@@ -97,15 +101,21 @@ def load_results(folder: RunFolder, bench: Benchmark, cfg: RunConfig, inputs: di
     return fresh
 
 
-def method_entry(bench: Benchmark, cls: type[Method], options: dict[str, Any], records: list[TaskRecord], curves: list[CurvePoint]) -> dict[str, Any]:
+def method_entry(
+    bench: Benchmark, cls: type[Method], options: dict[str, Any], records: list[TaskRecord], curves: list[CurvePoint], metrics: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """A method's entry of results.json from its task records, with a matrix in each of ``metrics`` (the run's
+    scored metrics; by default those of the records)."""
     n = len(bench.tasks)
-    full = {m: [[sc[m] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records] for m in METRICS}
+    if metrics is None:
+        metrics = list(records[0].scores[0]) if records and records[0].scores else [bench.metric]
+    full = {m: [[sc[m] for sc in r.scores] + [None] * (n - len(r.scores)) for r in records] for m in metrics}
     mat = full[bench.metric]
     trimmed = [row[: i + 1] for i, row in enumerate(mat)]
     initial = records[0].initial if records and records[0].initial else None
-    initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in METRICS}
-    ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in METRICS}
-    curve = [{STEP: c.global_step, TASK: c.t, **{m: [sc[m] for sc in c.scores] for m in METRICS}} for c in curves]
+    initial_scores = {m: [sc[m] for sc in initial] if initial else None for m in metrics}
+    ahead_scores = {m: [r.ahead[m] if r.ahead else None for r in records[: n - 1]] for m in metrics}
+    curve = [{STEP: c.global_step, TASK: c.t, **{m: [sc[m] for sc in c.scores] for m in metrics}} for c in curves]
     s = (
         summarize(trimmed, ahead_scores[bench.metric], initial_scores[bench.metric], bench.metric, curve)
         if records
@@ -207,6 +217,8 @@ def _run(
     options = {name: get_method(name).resolve_options(cfg.method_options.get(name, {})) for name in cfg.methods}
     for name in cfg.methods:  # refuse a method that cannot run before training any
         check_method(name, bench, cfg)
+    scored = cfg.scored_metrics(bench.metric)
+    load_metrics(scored, cfg.weights_dir)  # a metric's missing weights fail here, in one line, before any training
     if not ranks.main:
         return follow(bench, cfg, dev, ranks)
     say = (lambda s: console.print(s, markup=False, highlight=False)) if console is not None else (lambda s: None)
@@ -262,12 +274,12 @@ def _run(
 
                     def on_task(rec: TaskRecord, name=name, cls=cls, records=records, curves=curves, tb=tb) -> None:
                         records.append(rec)
-                        results[METHODS][name] = method_entry(bench, cls, options[name], records, curves)
+                        results[METHODS][name] = method_entry(bench, cls, options[name], records, curves, scored)
                         reference_gaps(results)
                         folder.write_results(results)
                         folder.write_csvs(results, name)
                         save_generator(folder.checkpoint_path(name, rec.t, bench.tasks[rec.t].name), rec.generator, checkpoint_meta(bench, cfg, cls, rec.t))
-                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps, cfg.convention())
+                        save_samples(folder, name, bench, rec, cfg.sample_images, dev, tb, (rec.t + 1) * cfg.steps, cfg.convention(bench.metric))
                         progress.task_done(name, rec, bench)
                         folder.log(
                             f"{name}: task {rec.t + 1}/{len(bench.tasks)} {bench.tasks[rec.t].name} done in {rec.train_seconds:.1f} s; "
@@ -296,7 +308,7 @@ def _run(
                         )
                     except Diverged as e:
                         failures.append(e)
-                        entry = method_entry(bench, cls, options[name], records, curves)
+                        entry = method_entry(bench, cls, options[name], records, curves, scored)
                         entry[FAILED] = {"task": e.t + 1, "task_name": e.task, "step": e.step, "reason": e.what}
                         results[METHODS][name] = entry
                         reference_gaps(results)

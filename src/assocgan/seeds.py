@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import RunFailed, UserError, is_whole_number
 from .io import write_json
-from .metrics import METRICS
+from .metrics import DEFAULT_METRICS
 from .results import (
     AVG,
     BENCHMARK,
@@ -46,6 +46,7 @@ from .results import (
     PROVENANCE,
     RUNS,
     SCHEMA_VERSION,
+    SCORED,
     SD,
     SEEDS,
     SEEDS_COMPLETE,
@@ -61,6 +62,7 @@ from .results import (
     TRAIN_SECONDS,
     TRAIN_SECONDS_BY_TASK,
     VERSION,
+    scored_metrics,
 )
 from .runfolder import RunFolder, folder_lock
 
@@ -112,7 +114,7 @@ def _series(lists: list[list[Any]], how) -> list[Any]:
     return [how([x[i] for x in lists]) for i in range(n)]
 
 
-def _curve(curves: list[list[dict]]) -> list[dict]:
+def _curve(curves: list[list[dict]], metrics: list[str]) -> list[dict]:
     """The seeds' evaluation curves averaged point by point, where they were taken at the same steps; else none."""
     if not curves or any(len(c) != len(curves[0]) for c in curves):
         return []
@@ -124,15 +126,17 @@ def _curve(curves: list[list[dict]]) -> list[dict]:
             {
                 STEP: points[0][STEP],
                 TASK: points[0][TASK],
-                **{m: _series([p[m] for p in points], mean) for m in METRICS},
-                SD: {m: _series([p[m] for p in points], sd) for m in METRICS},
+                **{m: _series([p[m] for p in points], mean) for m in metrics},
+                SD: {m: _series([p[m] for p in points], sd) for m in metrics},
             }
         )
     return out
 
 
-def combine_entries(entries: list[dict | None]) -> dict[str, Any]:
-    """One method's entry over the seeds (None where a seed lacks it): means, ``sd`` and ``per_seed``."""
+def combine_entries(entries: list[dict | None], metrics: list[str] | None = None) -> dict[str, Any]:
+    """One method's entry over the seeds (None where a seed lacks it): means, ``sd`` and ``per_seed``; a matrix
+    in each of ``metrics`` (the runs' scored metrics; by default PSNR and SSIM)."""
+    metrics = list(metrics or DEFAULT_METRICS)
     have = [e for e in entries if e is not None]
     n_rows = min(len(e[MATRIX]) for e in have)
     first = have[0]
@@ -140,7 +144,7 @@ def combine_entries(entries: list[dict | None]) -> dict[str, Any]:
     out[COMPLETE] = all(e is not None and e.get(COMPLETE) for e in entries)
     out[SEEDS_COMPLETE] = sum(1 for e in entries if e is not None and e.get(COMPLETE))
     spread: dict[str, Any] = {}
-    for key in (MATRIX, *METRICS):  # the registry as it is now (a metric may be registered after import)
+    for key in (MATRIX, *metrics):
         rows = [e[key][:n_rows] for e in have]
         out[key], spread[key] = _cells(rows, n_rows, mean), _cells(rows, n_rows, sd)
     for key in SERIES:
@@ -155,7 +159,7 @@ def combine_entries(entries: list[dict | None]) -> dict[str, Any]:
         out[MEMORY_BYTES] = int(round(out[MEMORY_BYTES]))
     breakdown = {k: mean([(e.get(MEMORY_BREAKDOWN) or {}).get(k) for e in have]) for k in first.get(MEMORY_BREAKDOWN) or {}}
     out[MEMORY_BREAKDOWN] = {k: int(round(v)) for k, v in breakdown.items() if v is not None}
-    out[CURVE] = _curve([e.get(CURVE) or [] for e in have])
+    out[CURVE] = _curve([e.get(CURVE) or [] for e in have], metrics)
     out[SD] = spread
     out[PER_SEED] = {key: [None if e is None else e.get(key) for e in entries] for key in SUMMARY}
     failed = [e[FAILED] for e in have if e.get(FAILED)]
@@ -178,14 +182,20 @@ def combine(per_seed: dict[int, dict]) -> dict[str, Any]:
     for key in (INPUTS, TASKS_LEFT_OUT):
         if first.get(key):
             out[key] = first[key]
-    ident = {m: [(r.get(IDENTITY) or {}).get(m) for r in per_seed.values()] for m in METRICS}
+    metrics = scored_metrics(first)
+    for s, res in per_seed.items():
+        if scored_metrics(res) != metrics:
+            raise UserError(f"seed {s}: scored in {', '.join(scored_metrics(res))}, not in {', '.join(metrics)}; the seeds cannot be combined")
+    if SCORED in first:
+        out[SCORED] = metrics
+    ident = {m: [(r.get(IDENTITY) or {}).get(m) for r in per_seed.values()] for m in metrics}
     if all(v is not None and len(v) == len(first[TASKS]) for vs in ident.values() for v in vs):
         out[IDENTITY] = {m: _series(vs, mean) for m, vs in ident.items()}
         out[IDENTITY_SD] = {m: _series(vs, sd) for m, vs in ident.items()}
     names: list[str] = []
     for r in per_seed.values():
         names += [n for n in r.get(METHODS, {}) if n not in names]
-    out[METHODS] = {n: combine_entries([r[METHODS].get(n) for r in per_seed.values()]) for n in names}
+    out[METHODS] = {n: combine_entries([r[METHODS].get(n) for r in per_seed.values()], metrics) for n in names}
     out[PROVENANCE] = [dict(p, seed=s) for s, r in per_seed.items() for p in r.get(PROVENANCE) or []]
     return out
 

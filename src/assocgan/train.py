@@ -95,7 +95,7 @@ class TaskRecord:
     """What one method did on one task: scores on every task seen so far, and its costs."""
 
     t: int
-    scores: list[dict[str, float]]  # one {metric: score} per task j <= t, every metric of metrics.METRICS
+    scores: list[dict[str, float]]  # one {metric: score} per task j <= t, each metric the run scores (Convention.metrics)
     train_seconds: float
     memory: dict[str, int]
     generator: nn.Module | None  # None for a record restored from a saved state
@@ -297,7 +297,7 @@ class Trainer:
         self.method = cls(ctx, **cfg.method_options.get(method_name, {}))
         self.method.check_tasks(bench.tasks)
         self.autocast = ctx.autocast
-        self.convention = cfg.convention()
+        self.convention = cfg.convention(bench.metric)
         self.use_gan = cfg.lambda_adv > 0
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")  # a no-op unless fp16
         self.adam = {"fused": True} if self.cuda else {}  # one kernel for all the weights

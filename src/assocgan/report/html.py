@@ -17,10 +17,10 @@ from pathlib import Path
 
 from ..errors import UserError, is_whole_number
 from ..io import write_text
-from ..metrics import METRICS, get_metric
-from ..results import BENCHMARK, CONFIG, INPUTS, METHODS, METRIC, PROVENANCE, RUNS, SEEDS, TASKS, TITLE
+from ..metrics import get_metric
+from ..results import BENCHMARK, CONFIG, INPUTS, METHODS, METRIC, PROVENANCE, RUNS, SEEDS, TASKS, TITLE, scored_metrics
 from ..runfolder import RunFolder
-from .plots import CAPTIONS, write_plots
+from .plots import other_metrics, run_captions, write_plots
 from .tables import Table, matrix_table, measures_table, perceptual_table, provenance_table, seeds_table, study_runs_table, summary_table, tasks_table, to_html
 
 REPORT = "report.html"
@@ -191,7 +191,7 @@ def run_page(folder: Path, results: dict) -> str:
     if methods:
         body += [
             f"<details><summary>the same in {get_metric(other).title}</summary>{_tables([matrix_table(results, n, other) for n in methods])}</details>"
-            for other in METRICS
+            for other in scored_metrics(results)
             if other != metric
         ]
     votes = vote_tables(folder)
@@ -200,7 +200,8 @@ def run_page(folder: Path, results: dict) -> str:
             "<h2 id='votes'>User study (the paper's Table 4)</h2><p class='note'>Votes cast on the page of <code>assocgan study "
             "perceptual</code> (perceptual/votes.sqlite): in each group, the output a participant found the most realistic.</p>" + _tables(votes)
         )
-    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder, CAPTIONS, WIDE) or "<p class='missing'>no plots</p>"))
+    wide = WIDE | {f"forgetting_{m}" for m in other_metrics(results)}
+    body.append("<h2 id='plots'>Plots</h2>" + (_plots(folder, run_captions(results), wide) or "<p class='missing'>no plots</p>"))
     shown = folder / results[RUNS][0] if seeds and results.get(RUNS) else folder  # over seeds: the first seed's pictures
     body.append(
         "<h2 id='samples'>Samples</h2><p class='note'>One grid after each task: a row per task seen so far; "

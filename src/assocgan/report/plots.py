@@ -36,6 +36,7 @@ from ..results import (
     TASKS,
     TRAIN_SECONDS,
     TRAIN_SECONDS_BY_TASK,
+    scored_metrics,
 )
 from ..runfolder import RunFolder
 from .tables import fmt_bytes, method_label
@@ -134,11 +135,12 @@ def task_series(results: dict, name: str, metric: str | None = None, spread: boo
     return out
 
 
-def forgetting_figure(results: dict):
-    """Figure 6: one panel per method, one line per task, the metric over the whole sequence."""
+def forgetting_figure(results: dict, metric: str | None = None):
+    """Figure 6: one panel per method, one line per task, the metric (by default the benchmark's) over the whole
+    sequence."""
     names = list(results[METHODS])
     tasks = results[TASKS]
-    metric = results[METRIC]
+    metric = metric or results[METRIC]
     steps = (results.get(CONFIG) or {}).get("steps") or 1
     rows, cols = grid_shape(len(names))
     fig = new_figure(3.3 * cols, 2.6 * rows + 0.5)
@@ -148,7 +150,7 @@ def forgetting_figure(results: dict):
         ax = axes[k // cols][k % cols]
         res = results[METHODS][name]
         has_curve = bool(res.get(CURVE))
-        for j, (xs, ys, sds) in enumerate(task_series(results, name, spread=True)):
+        for j, (xs, ys, sds) in enumerate(task_series(results, name, metric, spread=True)):
             if not xs:
                 continue
             color = TASK_COLORS[j % len(TASK_COLORS)]
@@ -171,7 +173,8 @@ def forgetting_figure(results: dict):
         axes[k // cols][k % cols].set_visible(False)
     if handles:
         fig.legend(handles=[handles[j] for j in sorted(handles)], loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
-    fig.suptitle(f"Forgetting curves: {results[BENCHMARK]}", fontsize=11)
+    own = metric == results[METRIC]
+    fig.suptitle(f"Forgetting curves: {results[BENCHMARK]}" + ("" if own else f" ({get_metric(metric).title})"), fontsize=11)
     return fig
 
 
@@ -280,10 +283,25 @@ def time_vs_metric_figure(results: dict):
     return fig
 
 
+def other_metrics(results: dict) -> list[str]:
+    """The metrics the run scored besides the benchmark's: each has its own forgetting curves (``forgetting_<metric>``)."""
+    return [m for m in scored_metrics(results) if m != results[METRIC]]
+
+
+def run_captions(results: dict) -> dict[str, str]:
+    """The caption of each run plot by file stem (``CAPTIONS``, and the forgetting curves in each other metric)."""
+    return {
+        "forgetting": CAPTIONS["forgetting"],
+        **{f"forgetting_{m}": f"Forgetting curves in {get_metric(m).title}, as above." for m in other_metrics(results)},
+        **CAPTIONS,
+    }
+
+
 def run_figures(results: dict) -> dict[str, Callable[[], Any]]:
     series = [{"label": method_label(n, r), "avg": r.get(AVG)} for n, r in results[METHODS].items()]
     return {
         "forgetting": lambda: forgetting_figure(results),
+        **{f"forgetting_{m}": (lambda m=m: forgetting_figure(results, m)) for m in other_metrics(results)},
         "avg_by_task": lambda: avg_figure(series, results[TASKS], results[METRIC], f"Average after each task: {results[BENCHMARK]}"),
         "memory": lambda: memory_figure(results),
         "time": lambda: time_figure(results),

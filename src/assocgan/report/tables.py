@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import convention_of
-from ..metrics import DEFAULT_METRIC, METRICS, get_metric
+from ..metrics import DEFAULT_METRIC, get_metric
 from ..results import (
     AVG,
     BENCHMARK,
@@ -39,6 +39,7 @@ from ..results import (
     TITLE,
     TRAIN_CPU_SECONDS,
     TRAIN_SECONDS,
+    scored_metrics,
 )
 
 ORDINALS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
@@ -300,27 +301,55 @@ def tasks_table(results: dict) -> Table:
     descr = results.get(TASK_DESCRIPTIONS) or [""] * len(results[TASKS])
     ident = results.get(IDENTITY) or {}
     spread = results.get(IDENTITY_SD) or {}
+    scored = scored_metrics(results)
     rows = []
     for j, name in enumerate(results[TASKS]):
-        cells = [fmt_pm((ident.get(m) or [None] * (j + 1))[j], (spread.get(m) or [None] * (j + 1))[j], m) for m in METRICS]
+        cells = [fmt_pm((ident.get(m) or [None] * (j + 1))[j], (spread.get(m) or [None] * (j + 1))[j], m) for m in scored]
         rows.append([f"T{j + 1}", name, descr[j] if j < len(descr) else ""] + cells)
-    titles = [m.title for m in METRICS.values()]
+    titles = [get_metric(m).title for m in scored]
     cfg = results.get(CONFIG)
-    scored = ""
+    every = ""
     if cfg:
         images = "each test image at its own size, translated in blended tiles" if cfg.get("eval_full") else f"test crops of {cfg.get('size', '?')} px"
-        scored = f"Every score: {' and '.join(titles)} {convention_of(cfg).describe()}, on {images}. "
+        every = f"Every score: {' and '.join(titles)} {convention_of(cfg).describe()}, on {images}. "
     return Table(
         f"Tasks: {results[BENCHMARK]}",
         ["Task", "name", "recipe"] + [f"input {t}" for t in titles],
         rows,
-        note=scored + f"input {'/'.join(titles)}: the test score of returning the input unchanged, the floor a model must beat.",
+        note=every + f"input {'/'.join(titles)}: the test score of returning the input unchanged, the floor a model must beat.",
+    )
+
+
+def metrics_table(results: dict) -> Table:
+    """One row per method: the average over the tasks trained so far, after the last of them, in every metric the
+    run scored (its headline metric's column is the summary's final AVG)."""
+    scored = scored_metrics(results)
+    titles = [get_metric(m).title for m in scored]
+    rows = []
+    ident = {m: identity(results, m) for m in scored}
+    if all(ident.values()):
+        rows.append(["Input (do nothing)"] + [fmt_metric(sum(ident[m]) / len(ident[m]), m) for m in scored])
+    for name, res in results[METHODS].items():
+        cells = []
+        for m in scored:
+            mat = res.get(MATRIX if m == results[METRIC] else m) or []
+            last = mat[-1][: len(mat)] if mat else []
+            cells.append(fmt_metric(sum(last) / len(last), m) if last and None not in last else "-")
+        rows.append([method_label(name, res) + ("" if res.get(COMPLETE) else " (partial)")] + cells)
+    return Table(
+        f"Every metric: {results[BENCHMARK]}",
+        ["Method"] + [f"final AVG ({t})" for t in titles],
+        rows,
+        note=f"The mean over the tasks trained so far, after the last of them, in each metric the run scored ({', '.join(titles)}); "
+        f"{get_metric(results[METRIC]).title}, the benchmark's metric, is the summary's. Over seeds: the mean of the seeds' matrices.",
     )
 
 
 def run_tables(results: dict) -> list[Table]:
-    """The tables of a run, as printed at its end: one accuracy matrix per method (Table 1 layout), then the summary."""
+    """The tables of a run, as printed at its end: one accuracy matrix per method (Table 1 layout), the summary, the
+    continual-learning measures, and the final averages in every metric the run scored."""
     tables = [matrix_table(results, name) for name in results[METHODS]] + [summary_table(results), measures_table(results)]
+    tables += [metrics_table(results)] if results[METHODS] and len(scored_metrics(results)) > 1 else []
     return tables + ([seeds_table(results)] if results.get(SEEDS) and results[METHODS] else [])
 
 

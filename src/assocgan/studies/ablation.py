@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import RunConfig
-from ..metrics import METRICS, get_metric
+from ..metrics import get_metric
 from ..report.plots import METHOD_COLORS, is_number, metric_name, new_figure
 from ..report.tables import Table, fmt_pm, spread_of, study_seeds_note
-from ..results import BWT, COMPLETE, FINAL_AVG, SD
+from ..results import BWT, COMPLETE, FINAL_AVG, SCORED, SD, scored_metrics
 from ..seeds import mean
 from .base import Plot, RunSpec, StudyKind, safe_name, variant
 
@@ -44,15 +44,16 @@ def ablation_runs(base: RunConfig, rows=ABLATION_ROWS) -> list[RunSpec]:
 
 def ablation_table(summary: dict) -> Table:
     """The paper's Table 3: the final average in every metric of each module configuration."""
+    scored = scored_metrics(summary)
     rows = []
     for r in summary["rows"]:
         own = spread_of(r, FINAL_AVG)  # the sd over seeds of the benchmark's own metric's final average
         rows.append(
             [r["label"] + ("" if r.get(COMPLETE) else " (partial)")]
-            + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in METRICS]
+            + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in scored]
             + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("how", "")]
         )
-    titles = [m.title for m in METRICS.values()]
+    titles = [get_metric(m).title for m in scored]
     return Table(
         f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})",
         ["Module", *titles, "BWT", "as run"],
@@ -65,9 +66,10 @@ def ablation_table(summary: dict) -> Table:
 def ablation_figure(summary: dict):
     """Table 3 as bars: the final average in every metric of each configuration, a panel per metric."""
     rows = summary["rows"]
-    fig = new_figure(4.5 * len(METRICS), 1.0 + 0.45 * max(2, len(rows)))
-    axes = fig.subplots(1, len(METRICS), sharey=True, squeeze=False)[0]
-    for ax, metric in zip(axes, METRICS):
+    scored = scored_metrics(summary)
+    fig = new_figure(4.5 * len(scored), 1.0 + 0.45 * max(2, len(rows)))
+    axes = fig.subplots(1, len(scored), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, scored):
         for k, r in enumerate(rows):
             v = r.get(metric)
             if is_number(v):
@@ -100,6 +102,7 @@ class AblationStudy(StudyKind):
 
     def collect(self, study: dict, found: dict, tasks: list[str]) -> dict[str, Any]:
         rows = []
+        scored = next((scored_metrics(res) for res, _ in found.values() if res), None) or scored_metrics({})
         for spec in study["runs"]:
             e = found[spec["name"]][1]
             complete = bool(e and e.get(COMPLETE))
@@ -108,12 +111,12 @@ class AblationStudy(StudyKind):
                     "label": spec["label"],
                     "how": spec.get("how", ""),
                     COMPLETE: complete,
-                    **{m: mean(e[m][-1]) if complete else None for m in METRICS},
+                    **{m: mean(e[m][-1]) if complete and e.get(m) else None for m in scored},
                     BWT: e.get(BWT) if complete else None,
                     SD: e.get(SD) if complete else None,
                 }
             )
-        return {"rows": rows}
+        return {"rows": rows, SCORED: scored}
 
     def tables(self, summary: dict) -> list[Table]:
         return [ablation_table(summary)]
