@@ -13,23 +13,24 @@ for the old tasks' data, which is not kept.
 generator is frozen into a teacher G_old (``helpers.FrozenTeacher``, stored in float16), and while task t trains
 the generator's loss gains ``--lwf-lambda`` * MSE(G(x_t), G_old(x_t)), the mean squared difference between the
 generator's outputs on the step's sources x_t (the outputs the content loss also sees) and the teacher's. The
-teacher's outputs are computed at each step rather than recorded once (the same numbers, without storing them
-for every training image). The departure: the paper's distillation loss on softened class probabilities (its
-temperature) has no counterpart in regression, so the outputs are compared by the mean squared error, the unit
-of the content loss, and the weight keeps the paper's 1. Nor is there a new head to warm up: the new task trains
-the same output as the old ones, so there is no warm-up. Nothing is distilled during the first task: it trains
-exactly as TL, as it does at weight 0.
+teacher answers at each step on that step's sources rather than once before the task (the sources may be drawn
+afresh each step, and nothing is stored per training image); it answers as at test time (``eval``). The
+departure: the paper's distillation loss on softened class probabilities (cross-entropy at a temperature) has no
+counterpart in regression, so the outputs are compared by the mean squared error, the unit of the content loss;
+the default weight is the paper's lambda_o = 1, at which the two terms pull alike (at the content weight's
+default, 1). Nor is there a new head to warm up: the new task trains the same output as the old ones. Nothing is
+distilled during the first task: it trains exactly as TL, as it does at weight 0.
 
 *What it can keep.* The term holds G's answer on the new task's inputs only. In classification each old head
 answers a question of its own, and its responses to the new images carry what it knew of similar images. In
 translation the old and the new task answer with the same output: on x_t the content loss asks for the new
-target y_t and the distillation for G_old(x_t), and each output settles between the two (at content weight c,
-(c * y_t + lambda * G_old(x_t)) / (c + lambda)), so a larger weight learns the new task less. What it keeps of an
-old task is what the old mapping's behaviour on x_t implies for its own inputs through the shared weights: much
-when the old task's inputs look like the new one's (the same kind of images, a similar degradation), little when
-they differ (a generator asked to leave blurred images as the denoiser left them says nothing direct about the
-noisy images the denoiser was trained on). Lifelong GAN (``lifelonggan``) distils on auxiliary images for this
-reason.
+target y_t and the distillation for G_old(x_t), and a generator free to fit each input would settle between the
+two (at content weight c, (c * y_t + lambda * G_old(x_t)) / (c + lambda)), so a larger weight learns the new task
+less. What it keeps of an old task is what the old mapping's behaviour on x_t implies for that task's own inputs
+through the shared weights: much when the old task's inputs look like the new one's (the same kind of images, a
+similar degradation), little when they differ (a generator asked to leave blurred images as the denoiser left
+them says nothing direct about the noisy images the denoiser was trained on). Lifelong GAN (``lifelonggan``)
+distils on auxiliary images for this reason.
 
 *Memory kept:* the previous generator in float16 (``memory_bytes``: ``teacher``), 2 bytes a generator weight,
 whatever the number of tasks.
