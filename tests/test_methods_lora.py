@@ -171,3 +171,15 @@ def test_run_smoke_with_tl_and_lora(tmp_path):
             assert torch.equal(got, predict(first, x))
         else:
             assert not torch.equal(got, predict(first, x))
+    # ``assocgan translate --task``: task 1's answer is the same after task 2 as after task 1, task 2's is its own
+    from PIL import Image
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(bench.tasks[1].test_x[0].permute(1, 2, 0).numpy()).save(inputs / "img.png")
+    written = {}
+    for args in (["--task", "1", "--after-task", "1"], ["--task", "1"], ["--task", "2"]):
+        dest = tmp_path / "out" / "_".join(args)
+        assert main(["translate", str(out), str(inputs), "--method", "lora", "--out", str(dest), *args]) == 0
+        written[" ".join(args)] = (dest / "img.png").read_bytes()
+    assert written["--task 1 --after-task 1"] == written["--task 1"] != written["--task 2"]
