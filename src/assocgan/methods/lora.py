@@ -32,11 +32,13 @@ generator in every later task's training.
 
 *Budget.* Task t >= 2 (every task with ``--lora-full-first off``) keeps ``r (C_in k k + C_out)`` float32
 parameters per convolution: at ``--ngf 64`` and r = 4 (the U-Net's 8 convolutions of 4x4 kernels) that is
-r x 31,155 = 124,620 parameters, 498,480 bytes per task, 2.0% of the generator's 6.17 M parameters (at the
-smoke preset's ``--ngf 8``: r x 3,939 = 15,756 per task, 16% of its 97,795). ``alpha`` defaults to r (scale 1), as the paper sets
-alpha to the first r it tries. *Memory* counts the adapters kept, in bytes as stored (float32); the frozen
-generator is the generator every method has and is not counted (as for TL and PiggybackGAN): zero after task 1
-with the default, then one task's adapters more after each task.
+r x 31,155 = 124,620 parameters, 498,480 bytes per task, 2.0% of the plain U-Net's 6.17 M parameters (at the smoke
+preset's ``--ngf 8``: r x 3,939 = 15,756 per task, 16% of its 97,795). ``--lora-alpha`` defaults to 4, the default
+r (scale 1), as the paper sets alpha to the first r it tries and does not tune it.
+
+*Memory* counts the adapters kept, in bytes as stored (float32); the frozen generator is the generator every
+method has and is not counted (as for TL and PiggybackGAN): zero after task 1 with the default, then one task's
+adapters more after each task.
 """
 
 from __future__ import annotations
