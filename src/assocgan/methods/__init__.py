@@ -13,7 +13,26 @@ from ..errors import UserError
 from ..registry import discover
 from .base import Batch, Context, Method, Option, Step
 
-ORDER = ("tl", "jl", "single", "piggyback-ti", "replay", "assoc", "clgan", "thanh", "liang", "lifelonggan", "liss", "mergan", "lvaegan", "piggyback")
+ORDER = (
+    "tl",
+    "jl",
+    "single",
+    "piggyback-ti",
+    "replay",
+    "assoc",
+    "clgan",
+    "thanh",
+    "liang",
+    "lifelonggan",
+    "liss",
+    "mergan",
+    "lvaegan",
+    "piggyback",
+    "si",
+    "lwf",
+    "derpp",
+    "lora",
+)
 
 
 def _discover() -> dict[str, type[Method]]:
