@@ -103,3 +103,23 @@ class PathIntegral:
         for key in ("omega", "grad", "start", "prev"):
             for k, v in getattr(self, key).items():
                 v.copy_(state[key][k])
+
+
+class KeepsPreviousGenerator:
+    """For a method that distils from the generator as it stood after the last task (LwF, Lifelong GAN): after
+    each task that generator becomes ``self.teacher`` (a ``FrozenTeacher``, float16); it is saved with the
+    training state and counted as the method's memory. Placed before ``Method`` among the bases."""
+
+    teacher: FrozenTeacher | None = None
+
+    def after_task(self, t, task):
+        self.teacher = FrozenTeacher(self.ctx.G)
+
+    def state_dict(self):
+        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
+
+    def load_state_dict(self, state, seen):
+        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
+
+    def memory(self):
+        return {"teacher": self.teacher.memory_bytes()} if self.teacher is not None else {}

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .base import Method, Option
-from .helpers import FrozenTeacher
+from .helpers import FrozenTeacher, KeepsPreviousGenerator
 
 AUX_KINDS = ("montage", "swap", "halves", "current")
 
@@ -63,7 +63,7 @@ def swapped_halves(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.cat([out[..., w // 2 :], out[..., : w // 2]], 3)
 
 
-class LifelongGAN(Method):
+class LifelongGAN(KeepsPreviousGenerator, Method):
     name = "lifelonggan"
     batch_ahead = False  # its loss draws from the run's stream every step
     title = "Lifelong GAN"
@@ -114,15 +114,3 @@ class LifelongGAN(Method):
     def generator_loss(self, step):
         d = self.distillation(step.x, step.y)
         return None if d is None else self.settings.lifelonggan_lambda * d
-
-    def after_task(self, t, task):
-        self.teacher = FrozenTeacher(self.ctx.G)
-
-    def state_dict(self):
-        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
-
-    def load_state_dict(self, state, seen):
-        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
-
-    def memory(self):
-        return {"teacher": self.teacher.memory_bytes()} if self.teacher is not None else {}

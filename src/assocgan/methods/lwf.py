@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from .base import Method, Option, Step
-from .helpers import FrozenTeacher
+from .helpers import FrozenTeacher, KeepsPreviousGenerator
 
 
-class LwF(Method):
+class LwF(KeepsPreviousGenerator, Method):
     name = "lwf"
     title = "LwF (Li & Hoiem)"
     cite = "Li & Hoiem 2016, Learning without forgetting (ECCV 2016; TPAMI 2017)"
@@ -77,15 +77,3 @@ class LwF(Method):
     def generator_loss(self, step: Step) -> torch.Tensor | None:
         d = self.distillation(step.x, step.fake)
         return None if d is None else self.settings.lwf_lambda * d
-
-    def after_task(self, t, task):
-        self.teacher = FrozenTeacher(self.ctx.G)
-
-    def state_dict(self):
-        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
-
-    def load_state_dict(self, state, seen):
-        self.teacher = FrozenTeacher.restore(self.ctx.G, state["teacher"])
-
-    def memory(self):
-        return {"teacher": self.teacher.memory_bytes()} if self.teacher is not None else {}
