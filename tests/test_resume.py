@@ -234,3 +234,17 @@ def test_one_generator_gives_one_checkpoint_file_byte_for_byte_in_any_process(tm
     assert len({f.read_bytes() for f in files}) == 1
     tensors = load_file(str(files[0]))
     assert set(tensors) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+
+
+def test_a_state_saved_before_a_setting_existed_resumes_with_what_it_meant(tmp_path):
+    """A training state saved by a version without --metrics (which scored psnr and ssim) is the state of a run
+    with the default --metrics: it resumes instead of being refused as made with other settings."""
+    from assocgan.config import make_config, upgrade_saved
+    from assocgan.runner import state_settings
+
+    cfg = make_config("smoke")
+    now = state_settings(cfg, {})
+    older = {**now, "shared": {k: v for k, v in now["shared"].items() if k != "metrics"}}
+    assert {**older, "shared": upgrade_saved(older["shared"])} == now
+    other = state_settings(make_config("smoke", metrics="psnr"), {})
+    assert {**older, "shared": upgrade_saved(older["shared"])} != other

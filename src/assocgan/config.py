@@ -196,9 +196,18 @@ def amp_mode(value: Any) -> Any:
     return value
 
 
+# what a saved configuration that predates a setting meant by it: a run before --metrics scored psnr and ssim
+SAVED_BEFORE = {"metrics": ",".join(DEFAULT_METRICS)}
+
+
 def upgrade_saved(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved configuration (results.json's, a training state's) in the current spelling of its settings."""
-    return {**config, "amp": amp_mode(config["amp"])} if "amp" in config else dict(config)
+    """A saved configuration (results.json's, a training state's) in the current spelling of its settings, with
+    the settings added since filled with what it meant (``SAVED_BEFORE``), so that a run killed before an upgrade
+    resumes after it."""
+    out = {**SAVED_BEFORE, **config} if config else {}
+    if "amp" in out:
+        out["amp"] = amp_mode(out["amp"])
+    return out
 
 
 # the evaluation of a run whose configuration predates these settings: float outputs, RGB, no border
