@@ -123,7 +123,7 @@ def test_amp_fp16_on_a_cpu_is_refused_naming_the_option(tmp_path, capsys):
 def test_configurations_saved_with_amp_as_a_switch_still_load():
     assert make_config("smoke", base={**make_config("smoke").to_dict(), "amp": True}).amp == "bf16"
     assert make_config("smoke", base={**make_config("smoke").to_dict(), "amp": False}).amp == "off"
-    assert upgrade_saved({"amp": True, "size": 32}) == {"amp": "bf16", "size": 32}
+    assert upgrade_saved({"amp": True, "size": 32}) == {"amp": "bf16", "size": 32, "metrics": "psnr,ssim"}  # and what it meant by later settings
 
 
 def test_a_run_folder_saved_with_amp_true_takes_a_bf16_run_and_refuses_an_off_one(tmp_path):
