@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from assocgan.config import make_config
-from assocgan.data.benchmarks import Benchmark
+from assocgan.data.benchmarks import Benchmark, benchmark_for
 from assocgan.methods import Batch, Step
 from assocgan.methods.lwf import LwF
-from assocgan.runner import benchmark_for
 from assocgan.train import train_method
+from test_methods_regularization import drift
 
 STEPS = 12
 LAMBDA = 0.7
@@ -43,15 +43,6 @@ def train(name, bench, on_task=None, **opts):
 def _half_copy(module):
     """A float32 copy of ``module`` with its weights rounded to float16 (a copy kept in float16)."""
     return copy.deepcopy(module).half().float().eval()
-
-
-def drift(params, scale=0.3):
-    """Move the weights away at random."""
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for p in params:
-            spread = p.std() if p.numel() > 1 else p.abs().clamp_min(0.02)
-            p.add_(scale * spread * torch.randn_like(p))
 
 
 def _same_weights(a, b):
