@@ -81,7 +81,7 @@ class MAS(Method):
     cite = "Aljundi et al. 2018, Memory aware synapses: learning what (not) to forget, ECCV"
     options = (
         Option(
-            "mas_lambda", 1.0, "weight of the MAS penalty lambda * sum Omega (theta - theta*)^2 (Omega is no loss curvature: see the method's notes)", low=0
+            "mas_lambda", 10.0, "weight of the MAS penalty lambda * sum Omega (theta - theta*)^2 (Omega is no loss curvature: see the method's notes)", low=0
         ),
         Option("mas_samples", 64, "training sources of a task that its importance is averaged over", low=1),
         Option(
