@@ -29,6 +29,7 @@ ORDER = (
     "lvaegan",
     "piggyback",
     "si",
+    "mas",
     "lwf",
     "derpp",
     "lora",
