@@ -4,6 +4,7 @@ worker, the sbatch script submitit writes for SLURM, and stopping what runs when
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -205,6 +206,39 @@ def test_an_interrupted_study_stops_its_runs():
     with pytest.raises(KeyboardInterrupt):
         jobs.run_jobs([(Path("a"), 1), (Path("b"), 1), (Path("c"), 1)], 2, eng, [], lambda *a: None, poll_s=0)
     assert eng.started == [Path("a"), Path("b")] and eng.stopped == [Path("a"), Path("b")]
+
+
+class _Terminated(_Engine):
+    """An engine whose runs never end; polling the second time, the study's process is sent SIGTERM (or SIGHUP)."""
+
+    def __init__(self, signum):
+        super().__init__()
+        self.signum = signum
+
+    def poll(self, handle):
+        self.polls += 1
+        if self.polls == 3:
+            os.kill(os.getpid(), self.signum)
+        return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_study_sent_sigterm_or_sighup_stops_its_runs_and_restores_the_handler(signum):
+    class Unhandled(Exception):
+        pass
+
+    def outside(signum, frame):  # what the signal does outside run_jobs here (by default it would end the tests)
+        raise Unhandled
+
+    before = signal.signal(signum, outside)
+    try:
+        eng = _Terminated(signum)
+        with pytest.raises(KeyboardInterrupt):
+            jobs.run_jobs([(Path("a"), 1), (Path("b"), 1), (Path("c"), 1)], 2, eng, [], lambda *a: None, poll_s=0)
+        assert eng.started == [Path("a"), Path("b")] and eng.stopped == [Path("a"), Path("b")]
+        assert signal.getsignal(signum) is outside
+    finally:
+        signal.signal(signum, before)
 
 
 def test_worker_exit_codes(tmp_path, capsys):

@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,31 +353,52 @@ def engine(opts: JobOptions, jobs: int, folder: Path, name: str = "assocgan"):
     return InProcess() if jobs <= 1 else Processes()
 
 
+@contextlib.contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """While the body runs, SIGTERM and SIGHUP (a ``kill``, a closed terminal, a scheduler's stop) raise
+    KeyboardInterrupt as Ctrl-C does, so that the runs a study started are stopped with it instead of left
+    running without it. Only the main thread can take signals: elsewhere the body runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def run_jobs(
     run_dirs: list[tuple[Path, int]], jobs: int, eng, gpus: list[str], finished: Callable[[Path, bool, float, str], None], poll_s: float = 0.2
 ) -> None:
     """Run each ``(run_dir, threads)`` through ``eng``, at most ``jobs`` at a time, calling ``finished(run_dir, ok,
-    seconds, where)`` as each ends. Interrupted, the runs still going are stopped."""
+    seconds, where)`` as each ends. Interrupted (Ctrl-C, SIGTERM, SIGHUP), the runs still going are stopped."""
     queue = list(run_dirs)
     slots = GpuSlots(gpus)
     running: list[Started] = []
-    try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                run_dir, threads = queue.pop(0)
-                gpu = slots.take()
-                running.append(Started(run_dir, eng.start(run_dir, threads, gpu), gpu))
-            for item in list(running):
-                outcome = eng.poll(item.handle)
-                if outcome is not None:
-                    running.remove(item)
-                    slots.give_back(item.gpu)
-                    finished(item.run_dir, outcome[0], time.perf_counter() - item.start, outcome[1])
-            if running:
-                time.sleep(poll_s)
-    finally:
-        for item in running:  # interrupted: stop the runs this study started
-            eng.stop(item.handle)
+    with terminated_as_interrupt():
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    run_dir, threads = queue.pop(0)
+                    gpu = slots.take()
+                    running.append(Started(run_dir, eng.start(run_dir, threads, gpu), gpu))
+                for item in list(running):
+                    outcome = eng.poll(item.handle)
+                    if outcome is not None:
+                        running.remove(item)
+                        slots.give_back(item.gpu)
+                        finished(item.run_dir, outcome[0], time.perf_counter() - item.start, outcome[1])
+                if running:
+                    time.sleep(poll_s)
+        finally:
+            for item in running:  # interrupted: stop the runs this study started
+                eng.stop(item.handle)
 
 
 if __name__ == "__main__":
