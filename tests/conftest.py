@@ -7,6 +7,9 @@ import pytest
 import torch
 from hypothesis import settings
 
+from assocgan.config import make_config
+from assocgan.data.benchmarks import Benchmark, benchmark_for
+
 # The suite is deterministic: property tests draw the same examples on every run (CI included). To search wider for
 # new failures, run with ASSOCGAN_HYPOTHESIS=explore (random draws, 20x the examples).
 settings.register_profile("deterministic", derandomize=True, print_blob=True)
@@ -20,6 +23,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def bench2() -> Benchmark:
+    """The smoke preset's restore4 cut to its first two tasks: the smallest continual sequence."""
+    full = benchmark_for(make_config("smoke", threads=1))
+    return Benchmark("restore2", full.metric, full.tasks[:2])
 
 
 @pytest.fixture(scope="session")

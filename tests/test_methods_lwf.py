@@ -17,27 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from assocgan.config import make_config
-from assocgan.data.benchmarks import Benchmark, benchmark_for
 from assocgan.methods import Batch, Step
 from assocgan.methods.lwf import LwF
-from assocgan.train import train_method
-from test_methods_regularization import drift
+from test_methods_regularization import drift, train
 
 STEPS = 12
 LAMBDA = 0.7
-
-
-@pytest.fixture(scope="module")
-def bench2():
-    cfg = make_config("smoke", threads=1)
-    full = benchmark_for(cfg)
-    return Benchmark("restore2", full.metric, full.tasks[:2])
-
-
-def train(name, bench, on_task=None, **opts):
-    cfg = make_config("smoke", threads=1, steps=STEPS, methods=[name], method_options={name: opts} if opts else {})
-    records = train_method(name, bench, cfg, device=torch.device("cpu"), on_task=on_task)
-    return records, records[-1].method
 
 
 def _half_copy(module):

@@ -12,26 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from assocgan.config import make_config
-from assocgan.data.benchmarks import Benchmark
 from assocgan.methods.mas import output_sensitivity
-from assocgan.runner import benchmark_for
-from assocgan.train import train_method
+from test_methods_regularization import train
 
 STEPS = 6
-
-
-@pytest.fixture(scope="module")
-def bench2():
-    cfg = make_config("smoke", threads=1)
-    full = benchmark_for(cfg)
-    return Benchmark("restore2", full.metric, full.tasks[:2])
-
-
-def train(name, bench, steps=STEPS, **opts):
-    cfg = make_config("smoke", threads=1, steps=steps, methods=[name], method_options={name: opts} if opts else {})
-    records = train_method(name, bench, cfg, device=torch.device("cpu"))
-    return records, records[-1].method
 
 
 class Tiny(nn.Module):
@@ -106,7 +90,7 @@ def test_penalty_acts_after_the_first_task_and_its_gradient_is_2_lambda_omega_of
 
     monkeypatch.setattr(mas, "output_sensitivity", spy)
     lam = 2.5
-    records, m = train("mas", bench2, mas_lambda=lam, mas_samples=8)
+    records, m = train("mas", bench2, steps=STEPS, mas_lambda=lam, mas_samples=8)
     assert "g_extra" not in records[0].losses and records[1].losses["g_extra"] > 0
     assert len(estimates) == 2
     named = dict(m.ctx.G.named_parameters())
@@ -134,8 +118,8 @@ def test_penalty_acts_after_the_first_task_and_its_gradient_is_2_lambda_omega_of
 
 def test_mas_at_weight_zero_trains_exactly_as_tl(bench2):
     """MAS's inputs come from a stream of their own: at lambda 0 every draw of the run is TL's."""
-    _, zero = train("mas", bench2, mas_lambda=0.0, mas_samples=4)
-    _, tl = train("tl", bench2)
+    _, zero = train("mas", bench2, steps=STEPS, mas_lambda=0.0, mas_samples=4)
+    _, tl = train("tl", bench2, steps=STEPS)
     assert zero.anchor.active
     a, b = zero.ctx.G.state_dict(), tl.ctx.G.state_dict()
     assert a.keys() == b.keys()

@@ -23,17 +23,9 @@ from assocgan.methods import Batch, Context, Step, get_method
 from assocgan.methods.helpers import FrozenTeacher
 from assocgan.methods.lifelonggan import montage, swapped_halves
 from assocgan.methods.liss import JIGSAW_ORDERS, encode, jigsaw, rotations
-from assocgan.runner import benchmark_for
 from assocgan.train import build_networks, train_method
 
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def bench2():
-    cfg = make_config("smoke", threads=1)
-    full = benchmark_for(cfg)
-    return Benchmark("restore2", full.metric, full.tasks[:2])
 
 
 def train(name, bench, on_task=None, steps=STEPS, **opts):
