@@ -134,11 +134,13 @@ def test_kernels_are_the_coefficients_over_the_bank():
 
 
 def test_a_later_task_trains_its_coefficients_and_new_atoms_only():
-    cfg, bench = smoke()
+    cfg, bench = smoke(context=True)  # with the global context: parameters that no task trains
     m = _method(cfg)
     G = m.ctx.G
     x, y = bench.tasks[0].test_pairs()
     m.before_task(0, bench.tasks[0])
+    assert {id(p) for p in G.parameters() if p.requires_grad} == {id(p) for p in G.task_parameters(0)} == {id(p) for p in m.g_parameters()}
+    assert not any(p.requires_grad for p in G.net.context.parameters())
     m.after_task(0, bench.tasks[0])
     first = predict(m.eval_generator(0), x)
     gen_state = m.ctx.gen.get_state()
@@ -149,6 +151,7 @@ def test_a_later_task_trains_its_coefficients_and_new_atoms_only():
     assert torch.equal(c0.atoms[1], want)
     own = {id(p) for p in G.task_parameters(1)}
     assert {id(p) for p in m.g_parameters()} == own
+    assert not own & {id(p) for c in G.convs() for p in (c.atoms[0], c.coef[0], c.bias[0] if c.has_bias else c.coef[0])}  # task 1's: frozen
     assert all(id(p) in own for c in G.convs() for p in (c.atoms[1], c.coef[1]))
     assert all(p.requires_grad == (id(p) in own) for p in G.parameters())
     # the new task starts at the previous task's network: its coefficients are task 1's and zeros on its new atoms
@@ -221,3 +224,14 @@ def test_run_smoke_with_tl_and_cmc(tmp_path):
     first = predict(load_generator(out, "cmc", after_task=1, task=1), x)
     assert torch.equal(predict(load_generator(out, "cmc", task=1), x), first)
     assert not torch.equal(predict(load_generator(out, "cmc", task=2), x), first)
+
+
+def test_task_one_starts_at_the_generators_initial_scale_and_as_the_identity():
+    cfg, bench = smoke()
+    G = get_method("cmc").build_generator(cfg)
+    convs = G.convs()
+    stds = [float(c.filters(0).detach().std()) for c in convs[:-1]]
+    assert all(0.012 < s < 0.03 for s in stds), stds  # pix2pix's N(0, 0.02), built from the bank
+    assert not convs[-1].filters(0).any()  # the residual U-Net's zero last layer: the untrained network is the identity
+    x = bench.tasks[0].test_pairs()[0]
+    assert torch.equal(predict(G, x), predict(plain_generator(cfg), x))
