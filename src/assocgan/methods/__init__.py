@@ -33,6 +33,7 @@ ORDER = (
     "lwf",
     "derpp",
     "lora",
+    "cmc",
 )
 
 
