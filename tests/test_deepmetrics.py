@@ -345,3 +345,26 @@ def test_a_run_scores_lpips_and_dists_from_the_weights_it_is_given(weights_dir, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "vgg16-397923af.pth" in err
     assert not (tmp_path / "run2" / "results.json").exists()
+
+
+def test_fid_of_small_sets_is_the_frechet_distance_computed_in_their_span():
+    """With no more vectors than dimensions (singular covariances), ``fid`` takes the exact route through the
+    vectors (singular values of an n1 x n2 matrix) instead of sqrtm of d x d: the same value as sqrtm's, to its
+    1e-6 offset, in milliseconds at d = 2048 where sqrtm takes minutes."""
+    import time
+
+    from assocgan.deepmetrics.fid import frechet_distance_low_rank, statistics
+
+    rng = np.random.default_rng(5)
+    for d, n1, n2 in ((128, 20, 30), (256, 6, 6), (64, 60, 9)):
+        x = rng.standard_normal((n1, d)) * rng.random(d)
+        y = rng.standard_normal((n2, d)) + 0.3
+        via_sqrtm = frechet_distance(*statistics(x), *statistics(y))
+        assert frechet_distance_low_rank(x, y) == pytest.approx(via_sqrtm, rel=1e-6)
+        assert fid(x, y) == frechet_distance_low_rank(x, y)
+    x = rng.standard_normal((300, 8))
+    assert frechet_distance_low_rank(x, x + 1) == pytest.approx(frechet_distance(*statistics(x), *statistics(x + 1)), rel=1e-9)  # n > d too
+    big = rng.random((8, 2048))
+    start = time.perf_counter()
+    assert abs(fid(big, big)) < 1e-9 and fid(big, big + 0.1) == pytest.approx(2048 * 0.01, rel=1e-6)
+    assert time.perf_counter() - start < 10

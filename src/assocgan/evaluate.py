@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .data.tasks import Task, to_float
 from .inference import predict, translate_tiled
-from .metrics import DEFAULT_CONVENTION, DEFAULT_METRIC, Convention, get_metric, scores
+from .metrics import DEFAULT_CONVENTION, DEFAULT_METRIC, Convention, get_metric, scores, set_scores
 from .results import (
     AVG,
     BWT,
@@ -28,24 +28,45 @@ from .results import (
 )
 
 
-def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], convention: Convention) -> dict[str, float]:
-    """Mean score in every metric of ``output(x)`` against the targets of the task's test split: the training-size crops,
-    or with ``task.full_test`` (``--eval-full``) each test pair at its own size, one at a time."""
+def test_size(task: Task) -> int:
+    """The number of test images a task is scored on (its full-size pairs with ``--eval-full``)."""
+    return len(task.full_test) if task.full_test is not None else task.test_x.shape[0]
+
+
+def _mean_scores(task: Task, output: Callable[[torch.Tensor], torch.Tensor], convention: Convention, device: torch.device | None = None) -> dict[str, float]:
+    """The task's score in every metric of ``output(x)`` against the targets of the task's test split (the
+    training-size crops, or with ``task.full_test``, ``--eval-full``, each test pair at its own size, one at a time):
+    a per-image metric's mean over the images; a set metric's (FID, KID) one value from all the outputs against
+    all the targets (``set_scores``, on ``device``; the targets' features are computed once a task)."""
+    sets = any(not get_metric(n).per_image for n in convention.metrics)
     if task.full_test is None:
         x, y = task.test_pairs()
-        return {k: float(v.mean()) for k, v in scores(output(x), y, convention).items()}
-    per_image = [scores(output(to_float(x)[None]), to_float(y)[None], convention) for x, y in task.full_test]
-    return {k: float(torch.cat([s[k] for s in per_image]).mean()) for k in per_image[0]}
+        out = output(x)
+        result = {k: float(v.mean()) for k, v in scores(out, y, convention).items()}
+        outs, targets = out, y
+    else:
+        per_image, outs, targets = [], [], []
+        for x, y in task.full_test:
+            out, y = output(to_float(x)[None]), to_float(y)[None]
+            per_image.append(scores(out, y, convention))
+            if sets:  # the set metrics need every output at once: kept only for them
+                outs.append(out)
+                targets.append(y)
+        result = {k: float(torch.cat([s[k] for s in per_image]).mean()) for k in per_image[0]}
+    if sets:
+        result.update(set_scores(outs, targets, convention, device))
+    return {k: result[k] for k in convention.metrics}
 
 
 def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = None, convention: Convention = DEFAULT_CONVENTION) -> dict[str, float]:
-    """Mean score in every metric of ``model`` on the task's test split, under the evaluation ``convention``. Full-size
-    test images (``--eval-full``) go through the generator in overlapping tiles of the training size, blended
-    (``assocgan translate --mode tile``), the way the model meets a user's image."""
+    """The score in every metric of ``model`` on the task's test split, under the evaluation ``convention``
+    (``_mean_scores``: a mean over images, or one value of the set for FID and KID). Full-size test images
+    (``--eval-full``) go through the generator in overlapping tiles of the training size, blended (``assocgan
+    translate --mode tile``), the way the model meets a user's image."""
     if task.full_test is None:
-        return _mean_scores(task, lambda x: predict(model, x, device=device), convention)
+        return _mean_scores(task, lambda x: predict(model, x, device=device), convention, device)
     tile = task.test_x.shape[-1]
-    return _mean_scores(task, lambda x: translate_tiled(model, x, tile, device), convention)
+    return _mean_scores(task, lambda x: translate_tiled(model, x, tile, device), convention, device)
 
 
 def identity_scores(task: Task, convention: Convention = DEFAULT_CONVENTION) -> dict[str, float]:

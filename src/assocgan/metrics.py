@@ -8,12 +8,16 @@ Both take (N, C, H, W) tensors in [0, 1] and return one value per image.
 entry there. A run scores the metrics it names (``--metrics``, ``Convention.metrics``), all from one set of outputs;
 a metric that needs pretrained weights has a ``load`` hook, called once per run before any training
 (``load_metrics``), that finds its files under ``--weights-dir`` and returns the per-image function.
+
+Most metrics score each image (``per_image``) and a task's score is their mean; a set metric (FID, KID) scores a
+task's whole test split at once (``set_scores``): one value from the features of all the outputs against those of
+all the targets.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +102,10 @@ class Metric:
     ``load(weights_dir)`` (the directory of ``--weights-dir``, or None) returns the per-image function, or raises a
     one-line ``UserError`` naming the files it misses; ``load_metrics`` calls it once per run, before training.
 
+    A set metric (``per_image`` False: FID, KID) has no value per image: its ``load`` returns a function of two sets
+    (all the outputs of a task's test split, all its targets: a batch or a list of batches) giving one float
+    (``deepmetrics.sets.SetMeasure``); ``scores`` leaves it out and ``set_scores`` computes it.
+
     The direction decides what "better" means everywhere: the best of several scores is the largest for a
     higher-is-better metric and the smallest otherwise. ``gain(new, old)`` is the improvement from ``old`` to
     ``new``, positive when ``new`` is better, so that the summaries keep one sign convention for every metric:
@@ -111,6 +119,8 @@ class Metric:
     label: str  # for axes: the name with its unit
     min_size: int = 1  # the smallest image side it scores (a window's size)
     load: Callable[[str | None], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None  # for weights
+    per_image: bool = True  # False: a set metric, one value from a task's whole test split (set_scores)
+    min_images: int = 1  # the fewest test images a task may have for it (a set metric's statistics)
 
     @property
     def needs_weights(self) -> bool:
@@ -166,6 +176,18 @@ def _distance(name: str, **kwargs: Any) -> Callable[[str | None], Callable[[torc
     return load
 
 
+def _set_measure(name: str) -> Callable[[str | None], Callable]:
+    """The loader of a set metric of ``assocgan.deepmetrics.sets`` (``fid``, ``kid``): pytorch-fid's InceptionV3 from
+    ``weights_dir`` (a one-line error naming the file where it is missing), one network shared by both."""
+
+    def load(weights_dir: str | None) -> Callable:
+        from .deepmetrics.sets import load_set_measure
+
+        return load_set_measure(name, weights_dir)
+
+    return load
+
+
 METRICS: dict[str, Metric] = {
     "psnr": Metric("psnr", psnr, ".2f", True, "PSNR (dB)"),
     "ssim": Metric("ssim", ssim, ".3f", True, "SSIM", min_size=SSIM_WINDOW),
@@ -173,6 +195,9 @@ METRICS: dict[str, Metric] = {
     "lpips-alex": Metric("lpips-alex", None, ".4f", False, "LPIPS (AlexNet)", load=_distance("LPIPS", net="alex")),
     "lpips-vgg": Metric("lpips-vgg", None, ".4f", False, "LPIPS (VGG)", load=_distance("LPIPS", net="vgg")),
     "dists": Metric("dists", None, ".4f", False, "DISTS", load=_distance("DISTS")),
+    # set metrics: one value per task from InceptionV3 features of all its test outputs and targets (docs/metrics.md)
+    "fid": Metric("fid", None, ".2f", False, "FID", load=_set_measure("fid"), per_image=False, min_images=2),
+    "kid": Metric("kid", None, ".4f", False, "KID", load=_set_measure("kid"), per_image=False, min_images=2),
 }
 
 DEFAULT_METRIC = "psnr"  # the accuracy matrix's metric where neither the benchmark nor --metric names one
@@ -218,9 +243,34 @@ def with_headline(names: Iterable[str], headline: str | None) -> tuple[str, ...]
 
 
 def load_metrics(names: Iterable[str], weights_dir: str | None = None) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """The per-image function of each metric of ``names``, the weights of those that need them loaded now: a run
-    calls it before training, so that a missing file fails in one line (a UserError naming it) before any step."""
+    """The function of each metric of ``names`` (per image, or of two sets for a set metric), the weights of those
+    that need them loaded now: a run calls it before training, so that a missing file fails in one line (a
+    UserError naming it) before any step."""
     return {n: get_metric(n).scorer(weights_dir) for n in names}
+
+
+def per_image_metric(preferred: str, names: Iterable[str]) -> str | None:
+    """The metric to label single images with: ``preferred`` (the headline) when it scores images one by one, else
+    the first of ``names`` that does, else None (a run that scores set metrics only)."""
+    return next((n for n in (preferred, *names) if get_metric(n).per_image), None)
+
+
+def set_metric_warnings(names: Iterable[str], n_test: int) -> list[str]:
+    """What a run scoring ``names`` on tasks of ``n_test`` test images (the smallest task's) should be told before
+    training: a UserError when a set metric cannot be computed on so few, a warning line when FID is unreliable."""
+    from .deepmetrics.fid import fid_warning
+
+    names = tuple(names)
+    for n in names:
+        m = get_metric(n)
+        if n_test < m.min_images:
+            raise UserError(f"--metrics {n}: scores a task's test images as a set and needs at least {m.min_images}; the tasks have {n_test} (raise --n-test)")
+    out = []
+    if "fid" in names:
+        w = fid_warning(n_test, 2048)
+        if w is not None:
+            out.append(f"--metrics fid: the tasks have {n_test} test images: {w}{'' if 'kid' in names else ' (--metrics kid)'}")
+    return out
 
 
 SPACES = ("rgb", "y")
@@ -267,11 +317,34 @@ DEFAULT_CONVENTION = Convention()  # 8-bit outputs, RGB, no border
 
 
 def scores(pred: torch.Tensor, target: torch.Tensor, convention: Convention = DEFAULT_CONVENTION) -> dict[str, torch.Tensor]:
-    """Each metric of ``convention.metrics`` of each image of ``pred`` against ``target`` (both [0, 1]) under
-    ``convention``: the outputs are prepared once and every metric scores them."""
+    """Each per-image metric of ``convention.metrics`` of each image of ``pred`` against ``target`` (both [0, 1])
+    under ``convention``: the outputs are prepared once and every metric scores them. Set metrics (FID, KID) have
+    no value per image and are left out: ``set_scores`` computes them."""
     _check(pred, target)
+    names = [n for n in convention.metrics if get_metric(n).per_image]
+    if not names:
+        return {}
     p, t = convention.prepare(pred), convention.prepare(target)
-    return {name: fn(p, t) for name, fn in load_metrics(convention.metrics, convention.weights_dir).items()}
+    return {name: fn(p, t) for name, fn in load_metrics(names, convention.weights_dir).items()}
+
+
+def set_scores(
+    pred: torch.Tensor | Sequence[torch.Tensor],
+    target: torch.Tensor | Sequence[torch.Tensor],
+    convention: Convention = DEFAULT_CONVENTION,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Each set metric of ``convention.metrics`` of the set ``pred`` against the set ``target`` (both [0, 1]; a batch
+    (N, C, H, W), or a list of batches whose sizes may differ, ``--eval-full``), each image prepared under
+    ``convention``: one float per metric (FID, KID: lower is better). The targets' features are cached (a task's
+    targets do not change); the networks run on ``device`` (default: the CPU)."""
+    names = [n for n in convention.metrics if not get_metric(n).per_image]
+    if not names:
+        return {}
+    batches = lambda s: [s] if isinstance(s, torch.Tensor) else list(s)
+    p = [convention.prepare(b) for b in batches(pred)]
+    t = [convention.prepare(b) for b in batches(target)]
+    return {name: float(fn(p, t, device)) for name, fn in load_metrics(names, convention.weights_dir).items()}
 
 
 def noise_sigma(images: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ from .data.benchmarks import Benchmark, benchmark_for, builtin_photos_note
 from .devices import pick_device
 from .distributed import SINGLE, Ranks
 from .errors import RunFailed, UserError
-from .evaluate import identity_scores, reference_gaps, summarize
+from .evaluate import identity_scores, reference_gaps, summarize, test_size
 from .methods import Method, get_method
-from .metrics import load_metrics
+from .metrics import load_metrics, set_metric_warnings
 from .provenance import provenance
 from .results import (
     AVG,
@@ -219,6 +219,9 @@ def _run(
         check_method(name, bench, cfg)
     scored = cfg.scored_metrics(bench.metric)
     load_metrics(scored, cfg.weights_dir)  # a metric's missing weights fail here, in one line, before any training
+    for warning in set_metric_warnings(scored, min(test_size(t) for t in bench.tasks)):  # too few test images for FID
+        if ranks.main:
+            print(f"assocgan: warning: {warning}", file=sys.stderr)
     if not ranks.main:
         return follow(bench, cfg, dev, ranks)
     say = (lambda s: console.print(s, markup=False, highlight=False)) if console is not None else (lambda s: None)

@@ -1,5 +1,8 @@
 """Sample grids of a run: after each task, the first test images of every task seen so far through the method,
-labelled with their scores (``samples/<method>/``), and the method's own pictures (``pictures/<method>/``)."""
+labelled with their scores (``samples/<method>/``), and the method's own pictures (``pictures/<method>/``).
+
+Images are labelled in the headline metric, or where that scores sets (FID, KID: no value per image) in the first
+per-image metric the run scores; a run that scores set metrics only leaves them unlabelled."""
 
 from __future__ import annotations
 
@@ -7,14 +10,25 @@ from .data.benchmarks import Benchmark
 from .imaging import Picture, labelled_grid, save_png
 from .inference import predict
 from .methods import Method
-from .metrics import Convention, get_metric, scores
+from dataclasses import replace
+
+from .metrics import Convention, get_metric, per_image_metric, scores
 from .runfolder import RunFolder
 from .train import TaskRecord
 
 
-def score_captions(pred, target, metric: str, convention) -> list[str]:
-    """Each image's score against its target in ``metric`` under the run's evaluation convention, as printed under it."""
-    vals = scores(pred, target, convention)[metric]
+def caption_metric(metric: str, convention) -> str | None:
+    """The metric images are labelled in: ``metric`` (the headline) if it scores images one by one, else the first
+    per-image metric of the convention's, else None."""
+    return per_image_metric(metric, convention.metrics)
+
+
+def score_captions(pred, target, metric: str | None, convention) -> list[str] | None:
+    """Each image's score against its target in ``metric`` (a per-image metric) under the run's evaluation
+    convention, as printed under it; None without a metric."""
+    if metric is None:
+        return None
+    vals = scores(pred, target, replace(convention, metrics=(metric,)))[metric]
     return [get_metric(metric).fmt(v) for v in vals]
 
 
@@ -22,14 +36,15 @@ def sample_picture(name: str, bench: Benchmark, method: Method, t: int, n: int, 
     """Inputs, outputs and targets of the first ``n`` test images of every task up to ``t``, a row per task; each
     input and output with its score against the target."""
     rows, caps = [], []
+    metric = caption_metric(bench.metric, convention)
     for j in range(t + 1):
         x, y = bench.tasks[j].test_pairs()
         x, y = x[:n], y[:n]
         out = predict(method.eval_generator(j), x, device=device)
         rows.append([x, out, y])
-        caps.append([score_captions(x, y, bench.metric, convention), score_captions(out, y, bench.metric, convention), None])
-    m = get_metric(bench.metric).title
-    return Picture(rows, [f"input ({m})", f"output: {name} ({m})", "target"], [f"T{j + 1} {bench.tasks[j].name}" for j in range(t + 1)], caps)
+        caps.append([score_captions(x, y, metric, convention), score_captions(out, y, metric, convention), None])
+    m = f" ({get_metric(metric).title})" if metric is not None else ""
+    return Picture(rows, [f"input{m}", f"output: {name}{m}", "target"], [f"T{j + 1} {bench.tasks[j].name}" for j in range(t + 1)], caps)
 
 
 def method_picture(pic, seen, metric: str, convention) -> Picture:
@@ -37,7 +52,8 @@ def method_picture(pic, seen, metric: str, convention) -> Picture:
     a ``Picture`` whose ``compare_to`` is set gets each other image's score against that block's image."""
     if not isinstance(pic, Picture):
         return Picture(pic, [], [f"T{j + 1} {seen[j].name}" for j in range(len(pic))])
-    if pic.compare_to is not None and pic.captions is None:
+    metric = caption_metric(metric, convention)
+    if pic.compare_to is not None and pic.captions is None and metric is not None:
         pic.captions = [
             [None if b == pic.compare_to else score_captions(block, row[pic.compare_to], metric, convention) for b, block in enumerate(row)] for row in pic.rows
         ]

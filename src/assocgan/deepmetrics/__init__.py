@@ -10,6 +10,7 @@ from .backbones import VGG16, AlexNet, L2Pooling, load_torchvision
 from .distances import DISTS, LPIPS
 from .fid import fid, fid_warning, frechet_distance, kernel_inception_distance, statistics
 from .inception import FEATURE_DIM, FIDInception
+from .sets import InceptionFeatures, SetMeasure
 from .weights import find_weights
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "DISTS",
     "FEATURE_DIM",
     "FIDInception",
+    "InceptionFeatures",
     "L2Pooling",
     "LPIPS",
+    "SetMeasure",
     "VGG16",
     "fid",
     "fid_warning",
