@@ -82,7 +82,7 @@ def results(registry):
 
 def test_get_metric_names_the_metric_and_the_choices(registry):
     assert get_metric("mae").higher_is_better is False
-    with pytest.raises(UserError, match=r"'lpips'.*psnr or ssim or lpips-alex or lpips-vgg or dists or mae"):
+    with pytest.raises(UserError, match=r"'lpips'.*psnr or ssim or lpips-alex or lpips-vgg or dists or fid or kid or mae"):
         get_metric("lpips")
 
 

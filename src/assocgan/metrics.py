@@ -344,7 +344,13 @@ def set_scores(
     batches = lambda s: [s] if isinstance(s, torch.Tensor) else list(s)
     p = [convention.prepare(b) for b in batches(pred)]
     t = [convention.prepare(b) for b in batches(target)]
-    return {name: float(fn(p, t, device)) for name, fn in load_metrics(names, convention.weights_dir).items()}
+    out, feats = {}, {}
+    for name, measure in load_metrics(names, convention.weights_dir).items():
+        f = measure.features  # FID and KID share one network: the outputs go through it once for both
+        if id(f) not in feats:
+            feats[id(f)] = (f(p, device), f(t, device, cache=True))
+        out[name] = float(measure.distance(*feats[id(f)]))
+    return out
 
 
 def noise_sigma(images: torch.Tensor) -> torch.Tensor:
