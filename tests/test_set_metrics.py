@@ -176,4 +176,4 @@ def test_missing_weights_fail_in_one_line_before_training(tmp_path, capsys):
     assert main([*SMOKE, "--metrics", "psnr,kid", "--weights-dir", str(empty), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and FILE in err and f"--weights-dir {empty}" in err
-    assert not (out / "results.json").exists() and not (out / "checkpoints").exists()
+    assert not out.exists()  # refused before the run folder is made, let alone any training
