@@ -117,6 +117,9 @@ def test_the_targets_features_are_computed_once_a_task(weights):
     first = evaluate_task(model, task, convention=conv)
     assert feats.computed - before == 4  # the outputs alone, once for both FID and KID
     assert evaluate_task(model, task, convention=conv) == first
+    before = feats.computed
+    evaluate_task(model, make_task(n=4, seed=5), convention=conv)  # other targets of the same shape: their own features
+    assert feats.computed - before == 8
 
 
 def test_one_channel_is_repeated_to_three(weights):

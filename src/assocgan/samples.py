@@ -6,12 +6,12 @@ per-image metric the run scores; a run that scores set metrics only leaves them 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .data.benchmarks import Benchmark
 from .imaging import Picture, labelled_grid, save_png
 from .inference import predict
 from .methods import Method
-from dataclasses import replace
-
 from .metrics import Convention, get_metric, per_image_metric, scores
 from .runfolder import RunFolder
 from .train import TaskRecord
