@@ -48,7 +48,7 @@ def weights(tmp_path):
 def test_the_setting_is_checked_in_one_line():
     assert make_config("smoke").metrics == "psnr,ssim"
     assert make_config("smoke", metrics="ssim").metrics == "ssim"
-    with pytest.raises(UserError, match=r"^--metrics: unknown metric 'lpips'; choose from psnr, ssim, lpips-alex, lpips-vgg, dists$"):
+    with pytest.raises(UserError, match=r"^--metrics: unknown metric 'lpips'; choose from psnr, ssim, lpips-alex, lpips-vgg, dists, fid, kid$"):
         make_config("smoke", metrics="psnr,lpips")
     cfg = make_config("smoke", metrics="ssim")
     assert cfg.scored_metrics("psnr") == ("psnr", "ssim")  # the headline metric is added, first
