@@ -127,7 +127,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("networks and data", ("nets", "data.degradations", "data.folders", "data.photos", "data.tasks", "data.tones", "data", "fisher")),
     ("configuration", ("config",)),
     ("methods and benchmarks", ("methods", "data.benchmarks")),
-    ("training and evaluation", ("evaluate", "train", "runfolder", "checkpoints", "board", "provenance", "samples", "")),
+    ("training and evaluation", ("evaluate", "router", "train", "runfolder", "checkpoints", "board", "provenance", "samples", "")),
     ("reports", ("report", "perceptual")),
     ("runs", ("runner", "translate")),
     ("studies", ("seeds", "jobs", "studies")),

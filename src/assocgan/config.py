@@ -81,6 +81,13 @@ class RunConfig:
         EVALUATION,
         meta="LIST",
     )
+    router: bool = setting(
+        False,
+        "a method told the task identity at test (single, piggyback-ti, lora) also trains a task router without old data "
+        "(a classifier of the task, from its own mappers' samples of the past tasks) and is scored a second time answered through it, "
+        "without the task identity (results.json's routed matrix and router_accuracy)",
+        EVALUATION,
+    )
     weights_dir: str | None = setting(None, "where the pretrained weights of metrics that need them are looked for", EVALUATION, kind=str, meta="DIR")
     # outputs
     sample_images: int = setting(6, "test images in each sample grid", None, low=1)
@@ -96,7 +103,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     # settings that may differ between methods written to one run folder
-    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every", "weights_dir")
+    PER_METHOD = ("methods", "method_options", "threads", "eval_every", "sample_images", "checkpoint_every", "weights_dir", "router")
 
     def scored_metrics(self, headline: str | None = None) -> tuple[str, ...]:
         """The metrics a run scores: ``--metrics`` with the ``headline`` metric (the benchmark's) added first if

@@ -69,6 +69,31 @@ def evaluate_task(model: nn.Module, task: Task, device: torch.device | None = No
     return _mean_scores(task, lambda x: translate_tiled(model, x, tile, device), convention, device)
 
 
+def evaluate_routed(
+    route: Callable[[torch.Tensor], torch.Tensor],
+    generator_of: Callable[[int], nn.Module],
+    task: Task,
+    device: torch.device | None = None,
+    convention: Convention = DEFAULT_CONVENTION,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean score in every metric on the task's test split with each test image answered by the generator of the
+    task ``route`` chooses for it (``route(x)``: a task index per image; ``generator_of(k)``: task k's generator),
+    as ``evaluate_task`` scores one generator; and the task chosen for each test image."""
+    chosen: list[torch.Tensor] = []
+
+    def output(x: torch.Tensor) -> torch.Tensor:
+        which = route(x)
+        chosen.append(which)
+        out = torch.empty(x.shape, dtype=torch.float32)
+        for k in which.unique().tolist():
+            sel = which == k
+            model = generator_of(k)
+            out[sel] = predict(model, x[sel], device=device) if task.full_test is None else translate_tiled(model, x[sel], task.test_x.shape[-1], device)
+        return out
+
+    return _mean_scores(task, output, convention), torch.cat(chosen)
+
+
 def identity_scores(task: Task, convention: Convention = DEFAULT_CONVENTION) -> dict[str, float]:
     """The scores of doing nothing (the input as the output): the floor a model must beat."""
     return _mean_scores(task, lambda x: x, convention)

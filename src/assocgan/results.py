@@ -68,6 +68,8 @@ TRAIN_CPU_SECONDS = "train_cpu_seconds"
 LOSSES_BY_TASK = "losses_by_task"
 CURVE = "curve"  # the --eval-every points: {STEP, TASK, each metric: [a score per task seen]}
 FAILED = "failed"
+ROUTED = "routed"  # with --router on: {metric: R[i][j] with each test image answered through the task router} (no task identity)
+ROUTER_ACCURACY = "router_accuracy"  # with --router on: [after task i: the router's accuracy on each task j <= i's test images]
 SEEDS_COMPLETE = "seeds_complete"
 SD = "sd"  # over seeds: the sample standard deviation of each figure, by its key
 PER_SEED = "per_seed"
@@ -120,6 +122,8 @@ class MethodEntry:
     scores: dict[str, list] = field(default_factory=dict)
     losses_by_task: list | None = None
     curve: list | None = None
+    routed: dict | None = None
+    router_accuracy: list | None = None
     seeds_complete: int | None = None
     sd: dict | None = None
     per_seed: dict | None = None
@@ -127,7 +131,7 @@ class MethodEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
     # left out of the JSON where None (the measures too: a file written before them has none, and round-trips)
-    OPTIONAL = (INITIAL, AHEAD, LOSSES_BY_TASK, SEEDS_COMPLETE, SD, PER_SEED, FAILED, FORGETTING_LAST, STABILITY_GAP, INTRANSIGENCE, PLASTICITY_GAP)
+    OPTIONAL = (INITIAL, AHEAD, LOSSES_BY_TASK, SEEDS_COMPLETE, SD, PER_SEED, FAILED, FORGETTING_LAST, STABILITY_GAP, INTRANSIGENCE, PLASTICITY_GAP, ROUTED, ROUTER_ACCURACY)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -122,6 +122,9 @@ def method_entry(
         else {**dict.fromkeys(SUMMARY_FIGURES), AVG: []}
     )
     last = records[-1].memory if records else {}
+    routed = None  # with --router on: the matrices of the answers through the task router, and its accuracy
+    if any(r.routed is not None for r in records):
+        routed = {m: [[sc[m] for sc in r.routed or []] + [None] * (n - len(r.routed or [])) for r in records] for m in metrics}
     return MethodEntry(
         title=cls.title,
         cite=cls.cite,
@@ -141,6 +144,8 @@ def method_entry(
         scores=full,
         losses_by_task=[r.losses for r in records],
         curve=curve,
+        routed=routed,
+        router_accuracy=[r.router_accuracy for r in records] if routed is not None else None,
     ).to_json()
 
 
@@ -361,7 +366,8 @@ REPORT_EVERY = 60.0  # seconds: while methods remain, report.html is rewritten a
 
 def state_settings(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
     """The settings a saved training state belongs to: the run's shared settings and the method's options."""
-    return json.loads(json.dumps({"shared": cfg.shared_settings(), "options": options}))
+    router = {"router": True} if cfg.router else {}  # the router's state is part of the training state (a state saved before the setting: off)
+    return json.loads(json.dumps({"shared": cfg.shared_settings(), "options": options, **router}))
 
 
 def state_problem(state: dict[str, Any], n_tasks: int, cfg: RunConfig) -> str | None:

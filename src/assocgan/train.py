@@ -26,6 +26,7 @@ from .methods import Batch, Context, Method, Step, get_method
 from .nets import PatchGAN
 from .nets.layers import no_weight_grads
 from .rng import device_generator
+from .router import TaskRouter
 
 LOG_EVERY = 25  # steps between reads of the losses (a read waits for the device)
 
@@ -105,6 +106,8 @@ class TaskRecord:
     ahead: dict[str, float] | None = None  # task t+1 before it is trained (for FWT); None on the last task or with the task id
     initial: list[dict[str, float]] | None = None  # on the first record: the untrained generator on every task (FWT's b_j)
     batch_seconds: float = 0.0  # of train_seconds, the time the loop spent making batches or waiting for them
+    routed: list[dict[str, float]] | None = None  # with --router on: every task j <= t scored with the router's answers
+    router_accuracy: list[float] | None = None  # with --router on: the router's accuracy on each task's test images
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -117,6 +120,8 @@ class TaskRecord:
             "ahead": self.ahead,
             "initial": self.initial,
             "batch_seconds": self.batch_seconds,
+            "routed": self.routed,
+            "router_accuracy": self.router_accuracy,
         }
 
     @classmethod
@@ -133,6 +138,8 @@ class TaskRecord:
             d.get("ahead"),
             d.get("initial"),
             d.get("batch_seconds", 0.0),
+            d.get("routed"),
+            d.get("router_accuracy"),
         )
 
 
@@ -296,6 +303,7 @@ class Trainer:
         )
         self.method = cls(ctx, **cfg.method_options.get(method_name, {}))
         self.method.check_tasks(bench.tasks)
+        self.router = TaskRouter(cfg, len(bench.tasks), device, ctx.log) if cfg.router else None  # the method answered without the task identity
         self.autocast = ctx.autocast
         self.convention = cfg.convention(bench.metric)
         self.use_gan = cfg.lambda_adv > 0
@@ -313,6 +321,8 @@ class Trainer:
             self.first_task, self.first_step, self.global_step = resume["task"], resume["step"], resume["global_step"]
             self.records, self.curves = history(resume)
             self.method.load_state_dict(resume["method_state"], bench.tasks[: self.first_task + (self.first_step > 0)])
+            if self.router is not None:
+                self.router.load_state_dict(resume["router"])
             self.G.load_state_dict(resume["G"])
             self.D.load_state_dict(resume["D"])
             _set_rng_state(self.gen, self.dgen, resume["rng"])  # last: building the method's memory may have drawn numbers
@@ -366,6 +376,7 @@ class Trainer:
                 "curves": [vars(c) for c in self.curves],
                 "rng": _rng_state(self.gen, self.dgen),
                 "initial": self.initial,
+                **({"router": self.router.state_dict()} if self.router is not None else {}),
                 **extra,
             }
         )
@@ -556,17 +567,21 @@ class Trainer:
         record and ``on_task``; then the state the next task starts from."""
         cfg, method, t = self.cfg, self.method, run.t
         method.after_task(t, run.task)
+        if self.router is not None:
+            self.router.after_task(t, run.task)
+        memory = {**method.memory(), **(self.router.memory() if self.router is not None else {})}
         seconds, cpu_seconds = device_time(self.device) - run.start, time.process_time() - run.cpu_start
         self.check_weights(t, cfg.steps)
         self.same_on_every_rank(f"{self.method_name} after task {t + 1}")
         last = t + 1 == len(self.bench.tasks)
         if not self.ranks.main:  # rank 0 evaluates, writes, and draws what its pictures draw: then every rank goes on with its streams
-            self.records.append(TaskRecord(t, [], seconds, method.memory(), self.G, method, {}, cpu_seconds))
+            self.records.append(TaskRecord(t, [], seconds, memory, self.G, method, {}, cpu_seconds))
             self.ranks.sync_streams(self.gen, self.dgen)
             if not last:
                 self.save_state(t + 1, 0, {})
             return
         scores = self.evaluate(t)
+        routed, accuracy = self.router.evaluate(t, method.eval_generator, self.bench.tasks, self.convention) if self.router is not None else (None, None)
         for j, sc in enumerate(scores):
             for m, v in sc.items():
                 self.log_scalar(f"{m}/{self.bench.tasks[j].name}", v)
@@ -579,7 +594,7 @@ class Trainer:
             t,
             scores,
             seconds,
-            method.memory(),
+            memory,
             self.G,
             method,
             {k: float(v) / cfg.steps for k, v in run.sums.items()},
@@ -587,6 +602,8 @@ class Trainer:
             ahead,
             self.initial if t == 0 else None,
             run.batch_seconds,
+            routed,
+            accuracy,
         )
         self.records.append(rec)
         if self.on_task is not None:

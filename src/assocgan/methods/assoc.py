@@ -86,7 +86,6 @@ gets the image in its own target domain (``--assoc-target domain``) and a mapper
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -95,7 +94,7 @@ from ..errors import UserError
 from ..fisher import QuadraticAnchor, content_curvature
 from ..memory import module_bytes
 from ..metrics import noise_sigma
-from ..nets.mapper import Mapper, impulse_shift_for, impulses, mapper_loss
+from ..nets.mapper import Mapper, MapperTraining, calibrate, random_crop  # noqa: F401 (random_crop: re-exported)
 from ..nets.unet import image_statistics
 from .base import Batch, Method, Option
 
@@ -141,58 +140,6 @@ class DomainSignature:
         images would all pass for photos)."""
         f = domain_features(images)
         return float((len(f) * ((f.mean(0) - self.mean) / self.std).pow(2)).mean())
-
-
-def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random ``size`` x ``size`` window of each pair (whole images when ``size`` is 0 or too large)."""
-    h, w = x.shape[-2:]
-    if size <= 0 or size >= min(h, w):
-        return x, y
-    size -= size % 2
-    top = int(torch.randint(0, h - size + 1, (), generator=gen))
-    left = int(torch.randint(0, w - size + 1, (), generator=gen))
-    return x[..., top : top + size, left : left + size], y[..., top : top + size, left : left + size]
-
-
-class MapperTraining:
-    """A mapper being trained on the current task, with its optimiser (Adam, cosine decay over ``steps``), the
-    random stream its crops are drawn from (``gen``, a stream of its own: whether it trains beside the generator
-    or after the task changes no draw the generator sees) and how far it has come: the batch hook advances it a
-    share of steps a batch, so it trains beside the generator (in the loop's batch thread, on a core the
-    generator's step leaves idle) instead of after it."""
-
-    def __init__(self, mapper: Mapper, steps: int, lr: float, gen: torch.Generator):
-        self.mapper, self.steps, self.gen = mapper, steps, gen
-        self.opt = torch.optim.Adam(mapper.parameters(), lr=lr, betas=(0.9, 0.99), foreach=True)  # foreach: 10% faster on the CPU
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
-        self.done = self.batches = 0  # mapper steps taken, batches made in this task
-        self.loss = float("nan")
-        self.beside = True  # trained a share of steps with each batch (else all after the task)
-
-    def due(self, task_steps: int) -> int:
-        """After one more batch of a task of ``task_steps`` batches: the mapper steps owed by now (its share)."""
-        self.batches += 1
-        return min(self.steps, math.ceil(self.steps * self.batches / task_steps))
-
-    def state_dict(self) -> dict:
-        return {
-            "mapper": self.mapper.state_dict(),
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "steps": self.steps,
-            "done": self.done,
-            "batches": self.batches,
-            "loss": self.loss,
-            "beside": self.beside,
-            "gen": self.gen.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mapper.load_state_dict(state["mapper"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.done, self.batches, self.loss, self.beside = state["done"], state["batches"], state["loss"], state["beside"]
-        self.gen.set_state(state["gen"])
 
 
 class AssocGAN(Method):
@@ -421,17 +368,8 @@ class AssocGAN(Method):
         return Mapper(self.settings.mapper_ngf, self.settings.mapper_blocks).to(self.ctx.device)
 
     def mapper_step(self, task) -> None:
-        """One training step of the current task's mapper on random crops of its pairs (float32: in bf16 the
-        mapper learns its task worse; docs/results.md, "restore4 (3 seeds, ...)", "The mapper in float32")."""
-        tr, dev = self.trainer, self.ctx.device
-        x, y = random_crop(*task.sample(self.settings.mapper_batch, tr.gen), self.settings.mapper_crop, tr.gen)
-        loss = mapper_loss(tr.mapper, y.to(dev), x.to(dev))
-        tr.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        tr.opt.step()
-        tr.sched.step()
-        tr.done += 1
-        tr.loss = float(loss.detach())
+        """One training step of the current task's mapper (``MapperTraining.step``)."""
+        self.trainer.step(task, self.settings.mapper_batch, self.settings.mapper_crop, self.ctx.device)
 
     def finish_mapper(self, task) -> Mapper:
         """The current task's mapper after its last steps (those the batches left, if any), calibrated."""
@@ -442,28 +380,10 @@ class AssocGAN(Method):
         self.calibrate(mapper, task)
         return mapper
 
-    @torch.no_grad()
-    def calibrate(self, mapper: Mapper, task, n: int = 64) -> None:
-        """Fit the mapper's randomness to the task's own, measured on the stored pairs alone.
-
-        Noise: the scale of the sampled noise so that its variance is the white-noise variance
-        (``metrics.noise_sigma``) that the stored sources have beyond the mapper's mean for the same targets. A
-        random degradation (noise) leaves it in the sources and not in the mean; a deterministic one (blur, a
-        tone curve, a colour shift) leaves none, so its mapper adds no noise the task never had. Impulses: the
-        shift of the impulse logit that makes the mapper's mean impulse probability the share of impulse pixels
-        in the stored sources (none: no impulses drawn)."""
-        idx = torch.randperm(task.n_train, generator=self.ctx.gen)[:n]
-        x, y = task.stored_pairs(idx)
-        hit, _ = impulses(x, y)
-        clean = (~hit).to(x.dtype)
-        mean, log_std, logits = mapper.params(y.to(self.ctx.device))
-        mean = mean.float().cpu().clamp(0, 1)
-        # impulse pixels are not the task's Gaussian noise: measure the noise with them set to the mapper's mean
-        excess = noise_sigma(x * clean + mean * (1 - clean)).pow(2) - noise_sigma(mean).pow(2)
-        var_task = max(float(excess.mean()), 0.0)
-        var_model = float(log_std.float().mul(2).exp().mean())
-        mapper.noise_scale.fill_((var_task / max(var_model, 1e-12)) ** 0.5)
-        mapper.impulse_shift.fill_(impulse_shift_for(logits[:, :1].cpu(), float(hit.float().mean())))
+    def calibrate(self, mapper: Mapper, task) -> None:
+        """Fit the mapper's randomness to the task's own, measured on the stored pairs alone (``nets.mapper.calibrate``;
+        the pairs drawn from the run's stream, as they always were here)."""
+        calibrate(mapper, task, self.ctx.gen, self.ctx.device)
 
     def pictures(self, seen):
         """The paper's Figure 13: for each past task, its real inputs, then three association samples made from

@@ -14,10 +14,13 @@ several degradations change, and instance statistics would erase them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..metrics import noise_sigma
 from ..rng import rand, randn
 
 
@@ -133,3 +136,90 @@ def mapper_loss(mapper: Mapper, y: torch.Tensor, x: torch.Tensor) -> torch.Tenso
     if hit.any():
         bce = bce + F.binary_cross_entropy_with_logits(logits[:, 1:][hit], white[hit].to(logits.dtype))
     return mse + 0.01 * nll + 0.1 * bce
+
+
+def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random ``size`` x ``size`` window of each pair (whole images when ``size`` is 0 or too large)."""
+    h, w = x.shape[-2:]
+    if size <= 0 or size >= min(h, w):
+        return x, y
+    size -= size % 2
+    top = int(torch.randint(0, h - size + 1, (), generator=gen))
+    left = int(torch.randint(0, w - size + 1, (), generator=gen))
+    return x[..., top : top + size, left : left + size], y[..., top : top + size, left : left + size]
+
+
+class MapperTraining:
+    """A mapper being trained on one task, with its optimiser (Adam, cosine decay over ``steps``), the random
+    stream its crops are drawn from (``gen``, a stream of its own: when and where it trains changes no draw the
+    generator sees) and how far it has come. Assoc-GAN advances it a share of steps with each batch (``due``), so
+    it trains beside the generator; the task router (``assocgan.router``) trains it after the task."""
+
+    def __init__(self, mapper: Mapper, steps: int, lr: float, gen: torch.Generator):
+        self.mapper, self.steps, self.gen = mapper, steps, gen
+        self.opt = torch.optim.Adam(mapper.parameters(), lr=lr, betas=(0.9, 0.99), foreach=True)  # foreach: 10% faster on the CPU
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
+        self.done = self.batches = 0  # mapper steps taken, batches made in this task
+        self.loss = float("nan")
+        self.beside = True  # trained a share of steps with each batch (else all after the task)
+
+    def due(self, task_steps: int) -> int:
+        """After one more batch of a task of ``task_steps`` batches: the mapper steps owed by now (its share)."""
+        self.batches += 1
+        return min(self.steps, math.ceil(self.steps * self.batches / task_steps))
+
+    def step(self, task, batch: int, crop: int, device: torch.device) -> None:
+        """One training step on random ``crop`` windows of ``batch`` pairs of ``task`` (float32: in bf16 the
+        mapper learns its task worse; docs/results.md, "restore4 (3 seeds, ...)", "The mapper in float32")."""
+        x, y = random_crop(*task.sample(batch, self.gen), crop, self.gen)
+        loss = mapper_loss(self.mapper, y.to(device), x.to(device))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.done += 1
+        self.loss = float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {
+            "mapper": self.mapper.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "steps": self.steps,
+            "done": self.done,
+            "batches": self.batches,
+            "loss": self.loss,
+            "beside": self.beside,
+            "gen": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mapper.load_state_dict(state["mapper"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.done, self.batches, self.loss, self.beside = state["done"], state["batches"], state["loss"], state["beside"]
+        self.gen.set_state(state["gen"])
+
+
+@torch.no_grad()
+def calibrate(mapper: Mapper, task, gen: torch.Generator, device: torch.device, n: int = 64) -> None:
+    """Fit the mapper's randomness to the task's own, measured on ``n`` of its stored pairs alone (drawn with ``gen``).
+
+    Noise: the scale of the sampled noise so that its variance is the white-noise variance
+    (``metrics.noise_sigma``) that the stored sources have beyond the mapper's mean for the same targets. A
+    random degradation (noise) leaves it in the sources and not in the mean; a deterministic one (blur, a
+    tone curve, a colour shift) leaves none, so its mapper adds no noise the task never had. Impulses: the
+    shift of the impulse logit that makes the mapper's mean impulse probability the share of impulse pixels
+    in the stored sources (none: no impulses drawn)."""
+    idx = torch.randperm(task.n_train, generator=gen)[:n]
+    x, y = task.stored_pairs(idx)
+    hit, _ = impulses(x, y)
+    clean = (~hit).to(x.dtype)
+    mean, log_std, logits = mapper.params(y.to(device))
+    mean = mean.float().cpu().clamp(0, 1)
+    # impulse pixels are not the task's Gaussian noise: measure the noise with them set to the mapper's mean
+    excess = noise_sigma(x * clean + mean * (1 - clean)).pow(2) - noise_sigma(mean).pow(2)
+    var_task = max(float(excess.mean()), 0.0)
+    var_model = float(log_std.float().mul(2).exp().mean())
+    mapper.noise_scale.fill_((var_task / max(var_model, 1e-12)) ** 0.5)
+    mapper.impulse_shift.fill_(impulse_shift_for(logits[:, :1].cpu(), float(hit.float().mean())))
