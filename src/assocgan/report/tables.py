@@ -30,6 +30,8 @@ from ..results import (
     METRIC,
     PER_SEED,
     PLASTICITY_GAP,
+    ROUTED,
+    ROUTER_ACCURACY,
     SD,
     SEEDS,
     STABILITY_GAP,
@@ -104,6 +106,43 @@ def step_names(n: int) -> list[str]:
 def method_label(name: str, res: dict) -> str:
     label = res.get(TITLE) or name
     return label + (" (task id)" if res.get(TASK_ID_AT_TEST) and "task id" not in label else "")
+
+
+def routed_label(name: str, res: dict) -> str:
+    """The row label of a method answered through the task router: its title, without "(task id)", and "(router)"."""
+    return (res.get(TITLE) or name).replace(" (task id)", "") + " (router)"
+
+
+def routed_summary(results: dict, res: dict) -> dict | None:
+    """The summary figures (``evaluate.summarize``) of a method's routed matrix in the run's metric (``--router on``:
+    answered through the task router, without the task identity), or None without one."""
+    from ..evaluate import summarize
+
+    mat = (res.get(ROUTED) or {}).get(results[METRIC])
+    if not mat:
+        return None
+    return summarize([row[: i + 1] for i, row in enumerate(mat)], metric=results[METRIC])
+
+
+def router_table(results: dict) -> Table:
+    """One row per method run with ``--router on``: the task router's accuracy on each task's test images after the
+    last task trained, and their mean."""
+    tasks = results[TASKS]
+    rows = []
+    for name, res in results[METHODS].items():
+        acc = res.get(ROUTER_ACCURACY) or []
+        if not acc:
+            continue
+        last = acc[-1] or []
+        cells = [f"{100 * last[j]:.0f}%" if j < len(last) else "" for j in range(len(tasks))]
+        rows.append([routed_label(name, res)] + cells + [f"{100 * sum(last) / len(last):.0f}%" if last else ""])
+    return Table(
+        f"Task router accuracy: {results[BENCHMARK]}",
+        ["Method"] + [f"T{j + 1} {t}" for j, t in enumerate(tasks)] + ["mean"],
+        rows,
+        note="--router on: the share of each task's test images the router sends to that task's generator, after the last task trained "
+        "(the router is trained without old data, on its mappers' samples of the past tasks).",
+    )
 
 
 def matrix_table(results: dict, name: str, metric: str | None = None) -> Table:
@@ -248,13 +287,31 @@ def summary_table(results: dict) -> Table:
                 below_input(res, ident, metric),
             ]
         )
+        routed = routed_summary(results, res)
+        if routed is not None:  # the same method answered through the task router: no task identity
+            short.append(f"{name} (router)")
+            rows.append(
+                [
+                    routed_label(name, res),
+                    fmt_metric(routed[FINAL_AVG], metric),
+                    fmt_signed(routed[BWT], metric),
+                    "-",
+                    fmt_metric(routed[FORGETTING], metric) or "-",
+                    fmt_bytes(res.get(MEMORY_BYTES)),
+                    fmt_seconds(res.get(TRAIN_SECONDS, 0)),
+                    fmt_seconds(res[TRAIN_CPU_SECONDS]) if res.get(TRAIN_CPU_SECONDS) else "-",
+                    "",
+                    "",
+                ]
+            )
     return Table(
         f"Summary: {results[BENCHMARK]}",
         header,
         rows,
         note=seeds_note(results) + "BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
         "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
-        "comparable between runs on a shared machine. below input: the tasks on which the method ends below doing nothing "
+        "comparable between runs on a shared machine. (router): the row above answered through the task router (--router on), "
+        "without the task identity; its memory and time include the router's. below input: the tasks on which the method ends below doing nothing "
         "(a defect, not a result)." + gap_note,
         rules_before={1} if ident else set(),
         short_labels=short,
@@ -350,6 +407,7 @@ def run_tables(results: dict) -> list[Table]:
     continual-learning measures, and the final averages in every metric the run scored."""
     tables = [matrix_table(results, name) for name in results[METHODS]] + [summary_table(results), measures_table(results)]
     tables += [metrics_table(results)] if results[METHODS] and len(scored_metrics(results)) > 1 else []
+    tables += [router_table(results)] if any(res.get(ROUTER_ACCURACY) for res in results[METHODS].values()) else []
     return tables + ([seeds_table(results)] if results.get(SEEDS) and results[METHODS] else [])
 
 

@@ -1,0 +1,140 @@
+"""The task router (``--router on``): a method told the task identity answered without it, through a classifier
+trained on the current task's inputs and its mappers' samples of the past tasks (no stored old data); tiny runs
+(preset smoke)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from assocgan.cli import main
+from assocgan.config import make_config
+from assocgan.data.tasks import Task
+from assocgan.errors import UserError
+from assocgan.router import TaskRouter
+from assocgan.runner import benchmark_for
+from assocgan.train import Trainer, train_method
+from degraded import degraded_benchmark
+
+
+def _cfg(**kw):
+    return make_config("smoke", threads=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def noise_blur():
+    """lora on noise then blur (smoke size) with the router, and the same run without it."""
+    torch.set_num_threads(1)
+    bench = degraded_benchmark(["noise", "blur"], size=32, n_train=32, n_test=8)
+    on = train_method("lora", bench, _cfg(steps=6, router=True))
+    off = train_method("lora", bench, _cfg(steps=6))
+    return bench, on, off
+
+
+def test_the_router_tells_noise_from_blur_well_above_chance(noise_blur):
+    _, on, _ = noise_blur
+    acc = on[-1].router_accuracy
+    assert len(acc) == 2 and min(acc) >= 0.75 and sum(acc) / 2 >= 0.85, acc  # chance: 0.5
+    assert on[0].router_accuracy == [1.0]  # one task: every image is task 1's
+
+
+def test_the_generator_trains_bit_for_bit_as_without_the_router(noise_blur):
+    _, on, off = noise_blur
+    assert [r.scores for r in on] == [r.scores for r in off]
+    g_on, g_off = on[-1].generator.state_dict(), off[-1].generator.state_dict()
+    assert g_on.keys() == g_off.keys() and all(torch.equal(g_on[k], g_off[k]) for k in g_on)
+    assert all(r.routed is None and r.router_accuracy is None for r in off)
+    # the router's memory counts beside the method's own
+    assert set(on[-1].memory) == set(off[-1].memory) | {"router_mappers", "router"}
+    assert all(on[-1].memory[k] == v for k, v in off[-1].memory.items())
+
+
+def test_the_router_is_trained_on_mapper_samples_only_for_past_tasks(monkeypatch):
+    """After task 2 the router's batches hold task 2's images and samples of M_1 made from task 2's targets: no
+    image of task 1 is read while it trains, and the router keeps no image at all."""
+    torch.set_num_threads(1)
+    bench = degraded_benchmark(["noise", "blur"], size=32, n_train=16, n_test=4)
+    first = bench.tasks[0]
+    read: list[str] = []
+    real_sample = Task.sample
+
+    def sample(self, *args, **kwargs):
+        read.append(self.name)
+        return real_sample(self, *args, **kwargs)
+
+    trainer = Trainer("lora", bench, _cfg(steps=2, router=True))
+    trainer.train_task(0)
+    router: TaskRouter = trainer.router
+    batches = []
+    real_batch = TaskRouter.training_batch
+
+    def training_batch(self, t, task, gen):
+        x, label = real_batch(self, t, task, gen)
+        batches.append((x.clone(), label.clone()))
+        return x, label
+
+    monkeypatch.setattr(Task, "sample", sample)
+    monkeypatch.setattr(TaskRouter, "training_batch", training_batch)
+    trainer.train_task(1)
+    assert batches and set(read) == {bench.tasks[1].name}, set(read)  # task 1's data is never read after task 1
+    x, label = batches[0]
+    assert set(label.tolist()) == {0, 1}
+    # the past task's images are M_1's samples, none of them one of task 1's stored inputs
+    stored = first.stored_pairs(torch.arange(first.n_train))[0]
+    past = x[label == 0]
+    assert all(float((stored - img).abs().amax((1, 2, 3)).min()) > 1e-3 for img in past)
+    # what the router keeps is one float16 mapper per task and its own weights: no image-shaped tensor
+    for sd in [m.state_dict() for m in router.mappers] + [router.net.state_dict()]:
+        assert not any(v.dim() == 4 and v.shape[1:] == first.train_x.shape[1:] for v in sd.values())
+    assert all(v.dtype == torch.float16 for m in router.mappers for v in m.state_dict().values())
+
+
+def test_a_perfect_router_gives_the_identity_matrix(monkeypatch):
+    """With a router that always names the true task, the routed matrix is the identity-told one."""
+    torch.set_num_threads(1)
+    bench = degraded_benchmark(["noise", "blur"], size=32, n_train=16, n_test=4)
+    tests = [t.test_pairs()[0] for t in bench.tasks]
+
+    def route(self, x, seen):
+        j = next(j for j, tx in enumerate(tests) if tx.shape == x.shape and torch.equal(tx, x))
+        return torch.full((x.shape[0],), j, dtype=torch.long)
+
+    monkeypatch.setattr(TaskRouter, "route", route)
+    recs = train_method("piggyback-ti", bench, _cfg(steps=2, router=True))
+    assert [r.routed for r in recs] == [r.scores for r in recs]
+    assert [r.router_accuracy for r in recs] == [[1.0], [1.0, 1.0]]
+
+    # and a router that always names task 1 answers task 2 with task 1's generator
+    monkeypatch.setattr(TaskRouter, "route", lambda self, x, seen: torch.zeros(x.shape[0], dtype=torch.long))
+    recs2 = train_method("piggyback-ti", bench, _cfg(steps=2, router=True))
+    assert recs2[-1].router_accuracy == [1.0, 0.0] and recs2[-1].routed[1] != recs2[-1].scores[1]
+
+
+@pytest.mark.parametrize("method", ["tl", "assoc", "piggyback"])
+def test_the_router_is_refused_for_a_method_not_told_the_task(method, tmp_path, capsys):
+    cfg = _cfg(router=True, methods=[method])
+    with pytest.raises(UserError, match="--router on: method"):
+        Trainer(method, benchmark_for(cfg), cfg)
+    code = main(["run", "--preset", "smoke", "--methods", f"lora,{method}", "--router", "on", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--router on" in err[0] and method in err[0]
+
+
+def test_results_and_report_show_the_routed_row(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", "--preset", "smoke", "--steps", "2", "--order", "1,2", "--methods", "lora", "--router", "on", "--out", str(out), "--tensorboard", "off"]) == 0
+    entry = json.loads((out / "results.json").read_text())["methods"]["lora"]
+    assert len(entry["routed"]["psnr"]) == 2 and len(entry["router_accuracy"]) == 2 and len(entry["router_accuracy"][1]) == 2
+    assert entry["routed"]["psnr"][0] == entry["psnr"][0]  # one task: the router has one answer
+    capsys.readouterr()
+    assert main(["report", str(out), "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| LoRA adapters (Hu et al.) (router) |" in text and "Task router accuracy" in text
+    # without the router: no routed key, no router table
+    out2 = tmp_path / "r2"
+    assert main(["run", "--preset", "smoke", "--steps", "2", "--order", "1,2", "--methods", "lora", "--out", str(out2), "--tensorboard", "off"]) == 0
+    entry2 = json.loads((out2 / "results.json").read_text())["methods"]["lora"]
+    assert "routed" not in entry2 and "router_accuracy" not in entry2
+    assert entry2["psnr"] == entry["psnr"]
