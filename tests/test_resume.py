@@ -101,6 +101,39 @@ def test_every_method_killed_at_random_points_resumes_bit_for_bit(tmp_path):
         assert evaluate_task(G, bench.tasks[0])["psnr"] == res[m]["psnr"][-1][0], m
 
 
+def test_the_task_router_killed_at_random_points_resumes_bit_for_bit(tmp_path):
+    """--router on: the router's mappers and classifier are in the saved state, so a killed run (often while the
+    router trains after a task) ends with the same routed matrix and router accuracy, and the same generators."""
+    methods, extra = "lora,piggyback-ti", ("--order", "1,2,3", "--router", "on")
+    ref = tmp_path / "ref"
+    code, printed = _main("run", *ARGS, "--methods", methods, "--out", str(ref), *extra)
+    assert code == 0, printed
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    out = tmp_path / "killed"
+    kills = 0
+    for attempt in range(12):
+        proc = _launch(out, methods, *extra)
+        while proc.poll() is None:
+            if (out / "state").is_dir() and any((out / "state").glob("[!.]*.pt")) and kills < 6:
+                time.sleep(rng.uniform(0.0, 1.5))  # within the router's training after a task as often as not
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                break
+            time.sleep(0.01)
+        if proc.returncode == 0:
+            break
+    assert proc.returncode == 0 and kills, f"seed {seed}: {proc.returncode} after {kills} kills"
+    compared = ("routed", "router_accuracy", "memory_breakdown", *COMPARED)
+    want, got = (json.loads((o / "results.json").read_text())["methods"] for o in (ref, out))
+    for m in methods.split(","):
+        assert {k: got[m][k] for k in compared} == {k: want[m][k] for k in compared}, f"seed {seed}: {m}"
+    want_ckpt, got_ckpt = _outputs(ref)["checkpoints"], _outputs(out)["checkpoints"]
+    assert got_ckpt.keys() == want_ckpt.keys() and all(_same_tensors(got_ckpt[k], want_ckpt[k]) for k in want_ckpt), f"seed {seed}"
+    assert "resumed at" in (out / "log.txt").read_text()
+
+
 def test_a_complete_method_is_skipped_and_restart_trains_it_again(tmp_path):
     out = tmp_path / "run"
     assert _main("run", *ARGS, "--methods", "tl", "--out", str(out))[0] == 0

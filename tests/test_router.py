@@ -124,7 +124,10 @@ def test_the_router_is_refused_for_a_method_not_told_the_task(method, tmp_path, 
 
 def test_results_and_report_show_the_routed_row(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["run", "--preset", "smoke", "--steps", "2", "--order", "1,2", "--methods", "lora", "--router", "on", "--out", str(out), "--tensorboard", "off"]) == 0
+    assert (
+        main(["run", "--preset", "smoke", "--steps", "2", "--order", "1,2", "--methods", "lora", "--router", "on", "--out", str(out), "--tensorboard", "off"])
+        == 0
+    )
     entry = json.loads((out / "results.json").read_text())["methods"]["lora"]
     assert len(entry["routed"]["psnr"]) == 2 and len(entry["router_accuracy"]) == 2 and len(entry["router_accuracy"][1]) == 2
     assert entry["routed"]["psnr"][0] == entry["psnr"][0]  # one task: the router has one answer

@@ -131,7 +131,21 @@ class MethodEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
     # left out of the JSON where None (the measures too: a file written before them has none, and round-trips)
-    OPTIONAL = (INITIAL, AHEAD, LOSSES_BY_TASK, SEEDS_COMPLETE, SD, PER_SEED, FAILED, FORGETTING_LAST, STABILITY_GAP, INTRANSIGENCE, PLASTICITY_GAP, ROUTED, ROUTER_ACCURACY)
+    OPTIONAL = (
+        INITIAL,
+        AHEAD,
+        LOSSES_BY_TASK,
+        SEEDS_COMPLETE,
+        SD,
+        PER_SEED,
+        FAILED,
+        FORGETTING_LAST,
+        STABILITY_GAP,
+        INTRANSIGENCE,
+        PLASTICITY_GAP,
+        ROUTED,
+        ROUTER_ACCURACY,
+    )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -194,7 +194,9 @@ class Method:
     def check_config(cls, cfg: RunConfig) -> None:
         """Refuse a configuration the method cannot run on (before anything is trained)."""
         if getattr(cfg, "router", False) and not cls.needs_task_id:
-            raise UserError(f"--router on: method {cls.name} is not told the task identity at test, so it has nothing to route; leave it out or give --router off")
+            raise UserError(
+                f"--router on: method {cls.name} is not told the task identity at test, so it has nothing to route; leave it out or give --router off"
+            )
         if cls.needs_discriminator and cfg.lambda_adv <= 0:
             raise UserError(
                 f"method {cls.name} regularises the discriminator, which is off at --lambda-adv {cfg.lambda_adv:g}; "
