@@ -141,3 +141,18 @@ def test_results_and_report_show_the_routed_row(tmp_path, capsys):
     entry2 = json.loads((out2 / "results.json").read_text())["methods"]["lora"]
     assert "routed" not in entry2 and "router_accuracy" not in entry2
     assert entry2["psnr"] == entry["psnr"]
+
+
+def test_seeds_combine_the_routed_matrices_and_the_router_accuracy():
+    from assocgan.seeds import combine_entries
+
+    def entry(routed, acc):
+        return {"matrix": [[20.0], [19.0, 21.0]], "psnr": [[20.0], [19.0, 21.0]], "complete": True, "routed": {"psnr": routed}, "router_accuracy": acc}
+
+    one = entry([[20.0], [18.0, 21.0]], [[1.0], [1.0, 0.5]])
+    two = entry([[20.0], [16.0, 21.0]], [[1.0], [0.5, 1.0]])
+    out = combine_entries([one, two], ["psnr"])
+    assert out["routed"]["psnr"] == [[20.0], [17.0, 21.0]]
+    assert out["router_accuracy"] == [[1.0], [0.75, 0.75]]
+    assert out["sd"]["routed"]["psnr"][1][0] == pytest.approx(2**0.5)
+    assert "routed" not in combine_entries([{k: v for k, v in one.items() if k not in ("routed", "router_accuracy")}], ["psnr"])

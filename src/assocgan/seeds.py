@@ -44,6 +44,8 @@ from .results import (
     PER_SEED,
     PLASTICITY_GAP,
     PROVENANCE,
+    ROUTED,
+    ROUTER_ACCURACY,
     RUNS,
     SCHEMA_VERSION,
     SCORED,
@@ -147,6 +149,15 @@ def combine_entries(entries: list[dict | None], metrics: list[str] | None = None
     for key in (MATRIX, *metrics):
         rows = [e[key][:n_rows] for e in have]
         out[key], spread[key] = _cells(rows, n_rows, mean), _cells(rows, n_rows, sd)
+    routed = [e for e in have if e.get(ROUTED)]
+    if routed:  # --router on: the routed matrices and the router's accuracy, averaged as the matrices are
+        out[ROUTED], spread[ROUTED] = {}, {}
+        for m in routed[0][ROUTED]:
+            rows = [e[ROUTED][m][:n_rows] for e in routed if m in e[ROUTED]]
+            out[ROUTED][m], spread[ROUTED][m] = _cells(rows, n_rows, mean), _cells(rows, n_rows, sd)
+        acc = [e[ROUTER_ACCURACY][:n_rows] for e in routed if e.get(ROUTER_ACCURACY)]
+        if acc:
+            out[ROUTER_ACCURACY], spread[ROUTER_ACCURACY] = _cells(acc, min(len(a) for a in acc), mean), _cells(acc, min(len(a) for a in acc), sd)
     for key in SERIES:
         lists = [e.get(key) or [] for e in have]
         out[key], spread[key] = _series(lists, mean), _series(lists, sd)
