@@ -104,7 +104,7 @@ def test_every_method_killed_at_random_points_resumes_bit_for_bit(tmp_path):
 def test_the_task_router_killed_at_random_points_resumes_bit_for_bit(tmp_path):
     """--router on: the router's mappers and classifier are in the saved state, so a killed run (often while the
     router trains after a task) ends with the same routed matrix and router accuracy, and the same generators."""
-    methods, extra = "lora,piggyback-ti", ("--order", "1,2,3", "--router", "on")
+    methods, extra = "lora", ("--order", "1,2,3", "--router", "on")
     ref = tmp_path / "ref"
     code, printed = _main("run", *ARGS, "--methods", methods, "--out", str(ref), *extra)
     assert code == 0, printed
@@ -115,7 +115,7 @@ def test_the_task_router_killed_at_random_points_resumes_bit_for_bit(tmp_path):
     for attempt in range(12):
         proc = _launch(out, methods, *extra)
         while proc.poll() is None:
-            if (out / "state").is_dir() and any((out / "state").glob("[!.]*.pt")) and kills < 6:
+            if (out / "state").is_dir() and any((out / "state").glob("[!.]*.pt")) and kills < 5:
                 time.sleep(rng.uniform(0.0, 1.5))  # within the router's training after a task as often as not
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
