@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,20 @@ def test_an_interrupted_study_stops_its_runs():
     with pytest.raises(KeyboardInterrupt):
         jobs.run_jobs([(Path("a"), 1), (Path("b"), 1), (Path("c"), 1)], 2, eng, [], lambda *a: None, poll_s=0)
     assert eng.started == [Path("a"), Path("b")] and eng.stopped == [Path("a"), Path("b")]
+
+
+def test_a_run_s_time_counts_from_before_its_start_even_when_the_engine_runs_it_there():
+    class InPlace:  # as the in-process engine: the whole run happens in start
+        def start(self, run_dir, threads, gpu):
+            time.sleep(0.05)
+            return True
+
+        def poll(self, handle):
+            return handle, ""
+
+    seen = []
+    jobs.run_jobs([(Path("a"), 1)], 1, InPlace(), [], lambda run_dir, ok, seconds, where: seen.append(seconds), poll_s=0)
+    assert len(seen) == 1 and seen[0] >= 0.05
 
 
 class _Terminated(_Engine):

@@ -240,7 +240,7 @@ class Started:
     run_dir: Path
     handle: Any
     gpu: str | None = None
-    start: float = field(default_factory=time.perf_counter)
+    start: float = field(default_factory=time.perf_counter)  # when the engine was asked to start it
 
 
 class InProcess:
@@ -386,8 +386,8 @@ def run_jobs(
             while queue or running:
                 while queue and len(running) < jobs:
                     run_dir, threads = queue.pop(0)
-                    gpu = slots.take()
-                    running.append(Started(run_dir, eng.start(run_dir, threads, gpu), gpu))
+                    gpu, began = slots.take(), time.perf_counter()  # before start: the in-process engine runs the whole run in it
+                    running.append(Started(run_dir, eng.start(run_dir, threads, gpu), gpu, began))
                 for item in list(running):
                     outcome = eng.poll(item.handle)
                     if outcome is not None:
