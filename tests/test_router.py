@@ -156,3 +156,32 @@ def test_seeds_combine_the_routed_matrices_and_the_router_accuracy():
     assert out["router_accuracy"] == [[1.0], [0.75, 0.75]]
     assert out["sd"]["routed"]["psnr"][1][0] == pytest.approx(2**0.5)
     assert "routed" not in combine_entries([{k: v for k, v in one.items() if k not in ("routed", "router_accuracy")}], ["psnr"])
+
+
+def test_the_routed_row_says_where_it_ends_below_doing_nothing_and_the_gap_it_closes():
+    from assocgan.report.tables import summary_table
+
+    def entry(title, final, matrix, **kw):
+        return {"title": title, "complete": True, "matrix": matrix, "psnr": matrix, "final_avg": final, "bwt": 0.0, "train_seconds": 1.0, **kw}
+
+    told = [[26.0], [25.0, 27.0]]
+    routed = [[26.0], [19.0, 27.0]]  # the router sends task 1's images elsewhere: below doing nothing (20 dB) there
+    results = {
+        "benchmark": "b",
+        "metric": "psnr",
+        "tasks": ["a", "b"],
+        "identity": {"psnr": [20.0, 20.0]},
+        "methods": {
+            "tl": entry("TL", 22.0, [[26.0], [18.0, 26.0]]),
+            "jl": entry("JL", 26.0, [[26.0], [25.0, 27.0]]),
+            "lora": entry("LoRA (task id)", 26.0, told, task_id_at_test=True, routed={"psnr": routed}),
+        },
+    }
+    table = summary_table(results)
+    row = next(r for r in table.rows if r[0] == "LoRA (router)")
+    assert row[1] == "23.00" and row[-2] == "25%" and row[-1] == "T1"
+    told_row = next(r for r in table.rows if r[0].startswith("LoRA (task id)"))
+    assert told_row[-1] == "none" and told_row[-2] == "100%"
+    assert "(router): the row above" in table.note
+    del results["methods"]["lora"]["routed"]
+    assert "(router)" not in summary_table(results).note

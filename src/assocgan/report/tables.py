@@ -267,10 +267,13 @@ def summary_table(results: dict) -> Table:
     if ident:
         rows.append(["Input (do nothing)", fmt_metric(sum(ident) / len(ident), metric)] + [""] * (len(header) - 2))
         short.append("do nothing")
+
+    def gap_closed(final: float | None, complete: bool) -> str:
+        return f"{100 * (final - tl) / (jl - tl):.0f}%" if gap_ok and complete and final is not None else ""
+
+    any_routed = False
     for name, res in methods.items():
-        closed = ""
-        if gap_ok and res.get(COMPLETE):
-            closed = f"{100 * (res[FINAL_AVG] - tl) / (jl - tl):.0f}%"
+        closed = gap_closed(res.get(FINAL_AVG), bool(res.get(COMPLETE)))
         done = "" if res.get(COMPLETE) else f" ({len(res[MATRIX])}/{len(results[TASKS])} tasks{failed_note(res)})"
         short.append(name + ("" if res.get(COMPLETE) else f" ({len(res[MATRIX])}/{len(results[TASKS])}{', failed' if res.get(FAILED) else ''})"))
         rows.append(
@@ -289,6 +292,8 @@ def summary_table(results: dict) -> Table:
         )
         routed = routed_summary(results, res)
         if routed is not None:  # the same method answered through the task router: no task identity
+            any_routed = True
+            as_routed = {MATRIX: res[ROUTED][metric], COMPLETE: res.get(COMPLETE)}
             short.append(f"{name} (router)")
             rows.append(
                 [
@@ -300,8 +305,8 @@ def summary_table(results: dict) -> Table:
                     fmt_bytes(res.get(MEMORY_BYTES)),
                     fmt_seconds(res.get(TRAIN_SECONDS, 0)),
                     fmt_seconds(res[TRAIN_CPU_SECONDS]) if res.get(TRAIN_CPU_SECONDS) else "-",
-                    "",
-                    "",
+                    gap_closed(routed[FINAL_AVG], bool(res.get(COMPLETE))),
+                    below_input(as_routed, ident, metric),
                 ]
             )
     return Table(
@@ -310,9 +315,14 @@ def summary_table(results: dict) -> Table:
         rows,
         note=seeds_note(results) + "BWT and FWT: backward and forward transfer (Lopez-Paz & Ranzato 2017; FWT: each task before its training, "
         "against the untrained generator; - where not defined). train s: wall-clock seconds of training (evaluation excluded); CPU s: the process's CPU seconds over the same span, "
-        "comparable between runs on a shared machine. (router): the row above answered through the task router (--router on), "
-        "without the task identity; its memory and time include the router's. below input: the tasks on which the method ends below doing nothing "
-        "(a defect, not a result)." + gap_note,
+        "comparable between runs on a shared machine. "
+        + (
+            "(router): the row above answered through the task router (--router on), without the task identity; its memory and time include the router's. "
+            if any_routed
+            else ""
+        )
+        + "below input: the tasks on which the method ends below doing nothing (a defect, not a result)."
+        + gap_note,
         rules_before={1} if ident else set(),
         short_labels=short,
     )
