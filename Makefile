@@ -7,6 +7,8 @@ TORCH := torch==2.13.0
 # includes CUDA, several GB); https://download.pytorch.org/whl/cpu for the CPU build, .../whl/cu126 for a GPU build
 TORCH_INDEX ?=
 DEMO_OUT ?= runs/demo
+# processes the test suite runs in (pytest-xdist): auto = one per core; 0 = in pytest's own process
+TEST_JOBS ?= auto
 
 .PHONY: demo test install install-test clean
 
@@ -33,7 +35,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 clean:
 	rm -rf runs .pytest_cache
