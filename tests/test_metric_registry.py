@@ -100,7 +100,10 @@ def test_scores_and_summaries_follow_the_direction(registry):
 
 def test_a_run_entry_is_summarised_in_the_benchmark_metric(registry):
     rows = [[{"psnr": 20.0, "ssim": 0.5, "mae": v} for v in row if v is not None] for row in MATRIX]
-    records = [SimpleNamespace(scores=r, initial=None, ahead=None, memory={}, train_seconds=1.0, cpu_seconds=1.0, losses={}, routed=None, router_accuracy=None) for r in rows]
+    records = [
+        SimpleNamespace(scores=r, initial=None, ahead=None, memory={}, train_seconds=1.0, cpu_seconds=1.0, losses={}, routed=None, router_accuracy=None)
+        for r in rows
+    ]
     bench = SimpleNamespace(tasks=[SimpleNamespace(name=t) for t in TASKS], metric="mae")
     e = method_entry(bench, SimpleNamespace(title="TL", cite="", needs_task_id=False), {}, records, [])
     assert e["matrix"] == e["mae"] == MATRIX

@@ -55,7 +55,6 @@ biases and norms, the inert context) is the generator every method has.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -65,13 +64,7 @@ import torch.nn.functional as F
 from ..memory import tensor_bytes
 from ..rng import side_stream
 from .base import Method, Option
-
-
-class TaskState:
-    """The task whose kernels the layers of one network build (shared by all its layers)."""
-
-    def __init__(self) -> None:
-        self.t = 0
+from .helpers import PerTaskNet, TaskNorm, TaskState, TaskView, TrainsTaskWeights
 
 
 class CmcConv(nn.Module):
@@ -145,48 +138,21 @@ class CmcConv(nn.Module):
         return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class TaskNorm(nn.Module):
-    """A normalisation layer with its own parameters (and running statistics) per task."""
-
-    def __init__(self, norm: nn.Module, state: TaskState):
-        super().__init__()
-        self.state = state
-        self.norms = nn.ModuleList([norm])
-
-    @property
-    def n_tasks(self) -> int:
-        return len(self.norms)
-
-    def add_task(self, gen: torch.Generator) -> None:
-        self.norms.append(copy.deepcopy(self.norms[-1]))
-
-    def task_parameters(self, t: int) -> list[nn.Parameter]:
-        return list(self.norms[t].parameters())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norms[self.state.t](x)
-
-
-class CmcNet(nn.Module):
+class CmcNet(PerTaskNet):
     """A generator whose convolution kernels are built per task from a shared bank (``task`` says which task runs)."""
 
+    layer_types = (CmcConv, TaskNorm)
+
     def __init__(self, net: nn.Module, atoms: int, gen: torch.Generator):
-        super().__init__()
-        self.state = TaskState()
-        self.net = net
-        self._wrap(self.net, atoms, gen)
+        super().__init__(net)
+        self.wrap(lambda child: self._per_task(child, atoms, gen))
 
-    def _wrap(self, module: nn.Module, atoms: int, gen: torch.Generator) -> None:
-        for name, child in list(module.named_children()):
-            if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
-                module._modules[name] = CmcConv(child, self.state, atoms, gen)
-            elif isinstance(child, (nn.InstanceNorm2d, nn.BatchNorm2d)):
-                module._modules[name] = TaskNorm(child, self.state)
-            else:
-                self._wrap(child, atoms, gen)
-
-    def layers(self) -> list[nn.Module]:
-        return [m for m in self.modules() if isinstance(m, (CmcConv, TaskNorm))]
+    def _per_task(self, child: nn.Module, atoms: int, gen: torch.Generator) -> nn.Module | None:
+        if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
+            return CmcConv(child, self.state, atoms, gen)
+        if isinstance(child, (nn.InstanceNorm2d, nn.BatchNorm2d)):
+            return TaskNorm(child, self.state)
+        return None
 
     def convs(self) -> list[CmcConv]:
         return [m for m in self.modules() if isinstance(m, CmcConv)]
@@ -195,42 +161,12 @@ class CmcNet(nn.Module):
     def n_tasks(self) -> int:
         return self.convs()[0].n_tasks
 
-    @property
-    def task(self) -> int:
-        return self.state.t
-
-    @task.setter
-    def task(self, t: int) -> None:
-        self.state.t = t
-
     def add_task(self, gen: torch.Generator) -> None:
         for m in self.layers():
             m.add_task(gen)
 
-    def task_parameters(self, t: int) -> list[nn.Parameter]:
-        return [p for m in self.layers() for p in m.task_parameters(t)]
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        return self.net(*args, **kwargs)
-
-
-class TaskView(nn.Module):
-    """The network answering as task ``t``."""
-
-    def __init__(self, net: CmcNet, t: int):
-        super().__init__()
-        self.net, self.t = net, t
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        before = self.net.task
-        self.net.task = self.t
-        try:
-            return self.net(x)
-        finally:
-            self.net.task = before
-
-
-class Cmc(Method):
+class Cmc(TrainsTaskWeights, Method):
     name = "cmc"
     title = "CMC (Kar et al.)"
     cite = "Kar, Ghosh & Biswas, ICVGIP 2025: convolution kernels estimated from a shared knowledge base that grows with the tasks"
@@ -243,36 +179,9 @@ class Cmc(Method):
         opts = cls.resolve_options(cfg.method_options.get(cls.name, {}))
         return CmcNet(super().build_generator(cfg), opts["cmc_atoms"], side_stream(cfg.seed, "cmc", 0))
 
-    def before_task(self, t, task):
-        G: CmcNet = self.ctx.G
-        while G.n_tasks <= t:
-            G.add_task(self.ctx.side_stream("cmc", G.n_tasks))
-        G.task = t
-        for p in G.parameters():
-            p.requires_grad_(False)
-        for p in G.task_parameters(t):
-            p.requires_grad_(True)
-
-    def g_parameters(self):
-        return self.ctx.G.task_parameters(self.ctx.G.task)
-
-    def after_task(self, t, task):
-        for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own
-            p.requires_grad_(False)
-
-    def state_dict(self):
-        G: CmcNet = self.ctx.G
-        return {"n_tasks": G.n_tasks, "task": G.task, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
-
-    def load_state_dict(self, state, seen):
-        G: CmcNet = self.ctx.G
-        gen = torch.Generator().manual_seed(0)  # placeholders: G's saved tensors replace them right after
-        while G.n_tasks < state["n_tasks"]:
-            G.add_task(gen)
-        G.task = state["task"]
-        trainable = set(state["trainable"])
-        for k, p in G.named_parameters():
-            p.requires_grad_(k in trainable)
+    def grow(self, G, placeholder):
+        # a new task's atoms from a side stream of its own; placeholders (replaced by saved tensors) from any
+        G.add_task(torch.Generator().manual_seed(0) if placeholder else self.ctx.side_stream("cmc", G.n_tasks))
 
     @classmethod
     def generator_from_checkpoints(cls, cfg, load, after, task):

@@ -123,3 +123,131 @@ class KeepsPreviousGenerator:
 
     def memory(self):
         return {"teacher": self.teacher.memory_bytes()} if self.teacher is not None else {}
+
+
+class TaskState:
+    """Which task's weights the layers of one per-task network use: one object shared by all its layers."""
+
+    def __init__(self, t: int = 0) -> None:
+        self.t = t
+
+
+class TaskNorm(nn.Module):
+    """A normalisation layer with its own parameters (and running statistics) per task."""
+
+    def __init__(self, norm: nn.Module, state: TaskState):
+        super().__init__()
+        self.state = state
+        self.norms = nn.ModuleList([norm])
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.norms)
+
+    def add_task(self, gen: torch.Generator | None = None) -> None:
+        """Task ``n_tasks`` starts from the newest task's normalisation (``gen``, for the layers that draw, is unused)."""
+        self.norms.append(copy.deepcopy(self.norms[-1]))
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        return list(self.norms[t].parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norms[self.state.t](x)
+
+
+class PerTaskNet(nn.Module):
+    """A generator ``net`` whose layers keep weights per task (PiggybackGAN, LoRA, CMC): ``wrap`` replaces every
+    layer that ``make`` turns into a per-task one, all sharing one ``TaskState``; ``task`` says whose weights run.
+    ``layer_types`` are the per-task layers' classes."""
+
+    layer_types: tuple[type[nn.Module], ...] = ()
+
+    def __init__(self, net: nn.Module, first: int = 0):
+        super().__init__()
+        self.state = TaskState(first)
+        self.net = net
+
+    def wrap(self, make, module: nn.Module | None = None) -> None:
+        """Replace each child of ``module`` (the generator, by default) for which ``make(child)`` returns a module;
+        look inside the others."""
+        for name, child in list((self.net if module is None else module).named_children()):
+            made = make(child)
+            if made is not None:
+                (self.net if module is None else module)._modules[name] = made
+            else:
+                self.wrap(make, child)
+
+    def layers(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, self.layer_types)]
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        """What task ``t`` trains: each per-task layer's own parameters for it."""
+        return [p for m in self.layers() for p in m.task_parameters(t)]
+
+    @property
+    def task(self) -> int:
+        return self.state.t
+
+    @task.setter
+    def task(self, t: int) -> None:
+        self.state.t = t
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.net(*args, **kwargs)
+
+
+class TaskView(nn.Module):
+    """A per-task network answering as task ``t`` (whatever task it is set to otherwise)."""
+
+    def __init__(self, net: PerTaskNet, t: int):
+        super().__init__()
+        self.net, self.t = net, t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = self.net.task
+        self.net.task = self.t
+        try:
+            return self.net(x)
+        finally:
+            self.net.task = before
+
+
+class TrainsTaskWeights:
+    """For a method whose generator is a ``PerTaskNet`` that gains weights per task (PiggybackGAN, CMC): before
+    task t the network grows to task t (``grow``, once per task added) and only task t's weights train; after it,
+    all of it is frozen. The training state holds the number of tasks, the task running and the parameters that
+    train. Placed before ``Method`` among the bases."""
+
+    def grow(self, G: PerTaskNet, placeholder: bool) -> None:
+        """Add the next task's weights to ``G`` (``placeholder``: their values are replaced by saved tensors)."""
+        raise NotImplementedError
+
+    def before_task(self, t, task):
+        G = self.ctx.G
+        while G.n_tasks <= t:
+            self.grow(G, placeholder=False)
+        G.task = t
+        for p in G.parameters():
+            p.requires_grad_(False)
+        for p in G.task_parameters(t):
+            p.requires_grad_(True)
+
+    def g_parameters(self):
+        return self.ctx.G.task_parameters(self.ctx.G.task)
+
+    def after_task(self, t, task):
+        for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own
+            p.requires_grad_(False)
+
+    def state_dict(self):
+        G = self.ctx.G
+        return {"n_tasks": G.n_tasks, "task": G.task, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
+
+    def load_state_dict(self, state, seen):
+        G = self.ctx.G
+        while G.n_tasks < state["n_tasks"]:
+            self.grow(G, placeholder=True)
+        G.task = state["task"]
+        trainable = set(state["trainable"])
+        for k, p in G.named_parameters():
+            p.requires_grad_(k in trainable)

@@ -52,19 +52,13 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..memory import tensor_bytes
 from .base import Method, Option
-
-
-class AdapterState:
-    """Which task's adapters the layers of one network use (-1: none, the frozen generator alone)."""
-
-    def __init__(self) -> None:
-        self.t = -1
+from .helpers import PerTaskNet, TaskState, TaskView
 
 
 class LoraConv(nn.Module):
     """A (transposed) convolution ``base`` and a low-rank update of its kernel per adapted task."""
 
-    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, state: AdapterState, rank: int, alpha: float):
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, state: TaskState, rank: int, alpha: float):
         super().__init__()
         if conv.groups != 1:
             raise ValueError("LoRA adapters support ungrouped convolutions only")
@@ -109,36 +103,19 @@ class LoraConv(nn.Module):
         return F.conv2d(x, self.kernel(k), c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
-class LoraNet(nn.Module):
-    """A generator whose convolutions carry per-task low-rank adapters (``adapter`` says which one runs)."""
+class LoraNet(PerTaskNet):
+    """A generator whose convolutions carry per-task low-rank adapters; ``task`` is the adapter that runs (-1: none,
+    the frozen generator alone)."""
+
+    layer_types = (LoraConv,)
 
     def __init__(self, net: nn.Module, rank: int, alpha: float):
-        super().__init__()
-        self.state = AdapterState()
-        self.net = net
-        self._wrap(self.net, rank, alpha)
-
-    def _wrap(self, module: nn.Module, rank: int, alpha: float) -> None:
-        for name, child in list(module.named_children()):
-            if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
-                module._modules[name] = LoraConv(child, self.state, rank, alpha)
-            else:
-                self._wrap(child, rank, alpha)
-
-    def layers(self) -> list[LoraConv]:
-        return [m for m in self.modules() if isinstance(m, LoraConv)]
+        super().__init__(net, first=-1)
+        self.wrap(lambda child: LoraConv(child, self.state, rank, alpha) if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)) else None)
 
     @property
     def n_adapters(self) -> int:
         return self.layers()[0].n_adapters
-
-    @property
-    def adapter(self) -> int:
-        return self.state.t
-
-    @adapter.setter
-    def adapter(self, k: int) -> None:
-        self.state.t = k
 
     def add_adapter(self, gen: torch.Generator) -> None:
         for m in self.layers():
@@ -150,25 +127,6 @@ class LoraNet(nn.Module):
     def base_parameters(self) -> list[nn.Parameter]:
         adapters = {id(p) for m in self.layers() for p in [*m.lora_A, *m.lora_B]}
         return [p for p in self.parameters() if id(p) not in adapters]
-
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        return self.net(*args, **kwargs)
-
-
-class AdapterView(nn.Module):
-    """The adapted network answering with adapter ``k`` (-1: the frozen generator alone)."""
-
-    def __init__(self, net: LoraNet, k: int):
-        super().__init__()
-        self.net, self.k = net, k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        before = self.net.adapter
-        self.net.adapter = self.k
-        try:
-            return self.net(x)
-        finally:
-            self.net.adapter = before
 
 
 class Lora(Method):
@@ -213,7 +171,7 @@ class Lora(Method):
         k = self._adapter_of(t)
         while G.n_adapters <= k:
             G.add_adapter(self.ctx.side_stream("lora", G.n_adapters + (1 if self.settings.lora_full_first else 0)))
-        G.adapter = k
+        G.task = k
         for p in G.parameters():
             p.requires_grad_(False)
         for p in self.g_parameters():
@@ -221,7 +179,7 @@ class Lora(Method):
 
     def g_parameters(self):
         G: LoraNet = self.ctx.G
-        return G.base_parameters() if G.adapter < 0 else G.adapter_parameters(G.adapter)
+        return G.base_parameters() if G.task < 0 else G.adapter_parameters(G.task)
 
     def after_task(self, t, task):
         for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own adapters
@@ -229,14 +187,14 @@ class Lora(Method):
 
     def state_dict(self):
         G: LoraNet = self.ctx.G
-        return {"n_adapters": G.n_adapters, "adapter": G.adapter, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
+        return {"n_adapters": G.n_adapters, "adapter": G.task, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
 
     def load_state_dict(self, state, seen):
         G: LoraNet = self.ctx.G
         gen = torch.Generator().manual_seed(0)  # placeholders: G's saved tensors replace them right after
         while G.n_adapters < state["n_adapters"]:
             G.add_adapter(gen)
-        G.adapter = state["adapter"]
+        G.task = state["adapter"]
         trainable = set(state["trainable"])
         for k, p in G.named_parameters():
             p.requires_grad_(k in trainable)
@@ -249,10 +207,10 @@ class Lora(Method):
         while G.n_adapters <= cls.adapter_of(after, full_first):
             G.add_adapter(gen)
         G.load_state_dict(load(after))
-        return AdapterView(G, cls.adapter_of(task, full_first))
+        return TaskView(G, cls.adapter_of(task, full_first))
 
     def eval_generator(self, t):
-        return AdapterView(self.ctx.G, self._adapter_of(t))
+        return TaskView(self.ctx.G, self._adapter_of(t))
 
     def memory(self):
         return {"adapters": sum(tensor_bytes([*m.lora_A, *m.lora_B]) for m in self.ctx.G.layers())}

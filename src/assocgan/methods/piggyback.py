@@ -31,21 +31,13 @@ the baselines were set up").
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..memory import tensor_bytes
 from .base import Method, Option
-
-
-class TaskState:
-    """The task whose filters the piggyback layers use (shared by all layers of one network)."""
-
-    def __init__(self) -> None:
-        self.t = 0
+from .helpers import PerTaskNet, TaskNorm, TaskState, TaskView, TrainsTaskWeights
 
 
 class PiggybackConv(nn.Module):
@@ -114,83 +106,30 @@ class PiggybackConv(nn.Module):
         return F.conv2d(x, filters, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class TaskNorm(nn.Module):
-    """A normalisation layer with its own parameters (and running statistics) per task."""
-
-    def __init__(self, norm: nn.Module, state: TaskState):
-        super().__init__()
-        self.state = state
-        self.norms = nn.ModuleList([norm])
-
-    def add_task(self) -> None:
-        self.norms.append(copy.deepcopy(self.norms[-1]))
-
-    def task_parameters(self, t: int) -> list[nn.Parameter]:
-        return list(self.norms[t].parameters())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norms[self.state.t](x)
-
-
-class PiggybackNet(nn.Module):
+class PiggybackNet(PerTaskNet):
     """A network whose convolutions and norms are made per task (``task`` says which task runs)."""
 
+    layer_types = (PiggybackConv, TaskNorm)
+
     def __init__(self, net: nn.Module, new_fraction: float):
-        super().__init__()
-        self.state = TaskState()
+        super().__init__(net)
         self.n_tasks = 1
-        self.net = net
-        self._wrap(self.net, new_fraction)
+        self.wrap(lambda child: self._per_task(child, new_fraction))
 
-    def _wrap(self, module: nn.Module, new_fraction: float) -> None:
-        for name, child in list(module.named_children()):
-            if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
-                module._modules[name] = PiggybackConv(child, self.state, new_fraction)
-            elif isinstance(child, (nn.InstanceNorm2d, nn.BatchNorm2d)):
-                module._modules[name] = TaskNorm(child, self.state)
-            else:
-                self._wrap(child, new_fraction)
-
-    def layers(self) -> list[nn.Module]:
-        return [m for m in self.modules() if isinstance(m, (PiggybackConv, TaskNorm))]
-
-    @property
-    def task(self) -> int:
-        return self.state.t
-
-    @task.setter
-    def task(self, t: int) -> None:
-        self.state.t = t
+    def _per_task(self, child: nn.Module, new_fraction: float) -> nn.Module | None:
+        if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
+            return PiggybackConv(child, self.state, new_fraction)
+        if isinstance(child, (nn.InstanceNorm2d, nn.BatchNorm2d)):
+            return TaskNorm(child, self.state)
+        return None
 
     def add_task(self) -> None:
         for m in self.layers():
             m.add_task()
         self.n_tasks += 1
 
-    def task_parameters(self, t: int) -> list[nn.Parameter]:
-        return [p for m in self.layers() for p in m.task_parameters(t)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class TaskView(nn.Module):
-    """The piggyback network answering as task ``t``."""
-
-    def __init__(self, net: PiggybackNet, t: int):
-        super().__init__()
-        self.net, self.t = net, t
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        before = self.net.task
-        self.net.task = self.t
-        try:
-            return self.net(x)
-        finally:
-            self.net.task = before
-
-
-class Piggyback(Method):
+class Piggyback(TrainsTaskWeights, Method):
     name = "piggyback"
     title = "PiggybackGAN"
     cite = "Zhai et al. [51]: per-task filters from a frozen filter bank"
@@ -201,35 +140,8 @@ class Piggyback(Method):
         opts = cls.resolve_options(cfg.method_options.get(cls.name, {}))
         return PiggybackNet(super().build_generator(cfg), opts["piggyback_new"])
 
-    def before_task(self, t, task):
-        G: PiggybackNet = self.ctx.G
-        while G.n_tasks <= t:
-            G.add_task()
-        G.task = t
-        for p in G.parameters():
-            p.requires_grad_(False)
-        for p in G.task_parameters(t):
-            p.requires_grad_(True)
-
-    def g_parameters(self):
-        return self.ctx.G.task_parameters(self.ctx.G.task)
-
-    def after_task(self, t, task):
-        for p in self.ctx.G.parameters():  # all of it is frozen now; the next task adds its own
-            p.requires_grad_(False)
-
-    def state_dict(self):
-        G: PiggybackNet = self.ctx.G
-        return {"n_tasks": G.n_tasks, "task": G.task, "trainable": [k for k, p in G.named_parameters() if p.requires_grad]}
-
-    def load_state_dict(self, state, seen):
-        G: PiggybackNet = self.ctx.G
-        while G.n_tasks < state["n_tasks"]:
-            G.add_task()
-        G.task = state["task"]
-        trainable = set(state["trainable"])
-        for k, p in G.named_parameters():
-            p.requires_grad_(k in trainable)
+    def grow(self, G, placeholder):
+        G.add_task()  # a new task starts from the previous task's layer exactly: no random draw
 
     @classmethod
     def generator_from_checkpoints(cls, cfg, load, after, task):
