@@ -151,7 +151,7 @@ class FIDInception(nn.Module):
         self.Mixed_7c = InceptionE(2048, pool="max")
         self.fc = nn.Linear(2048, 1008)  # in the weights file; the features are read before it
         if load:
-            (path,) = weights.find_weights("FID's InceptionV3", [weights.FID_INCEPTION], weights_dir)
+            (path,) = weights.find_weights("the InceptionV3 of FID and KID (pytorch-fid's)", [weights.FID_INCEPTION], weights_dir)
             self.load_weights(weights.load(path), str(path))
         self.eval().requires_grad_(False)
 
