@@ -52,7 +52,7 @@ def test_the_generator_trains_bit_for_bit_as_without_the_router(noise_blur):
 
 
 def test_the_router_is_trained_on_mapper_samples_only_for_past_tasks(monkeypatch):
-    """After task 2 the router's batches hold task 2's images and samples of M_1 made from task 2's targets: no
+    """After task 2 the router's batches hold task 2's images and samples of M_1 made from task 2's images: no
     image of task 1 is read while it trains, and the router keeps no image at all."""
     torch.set_num_threads(1)
     bench = degraded_benchmark(["noise", "blur"], size=32, n_train=16, n_test=4)
@@ -70,8 +70,8 @@ def test_the_router_is_trained_on_mapper_samples_only_for_past_tasks(monkeypatch
     batches = []
     real_batch = TaskRouter.training_batch
 
-    def training_batch(self, t, task, gen):
-        x, label = real_batch(self, t, task, gen)
+    def training_batch(self, t, task, gen, plan):
+        x, label = real_batch(self, t, task, gen, plan)
         batches.append((x.clone(), label.clone()))
         return x, label
 
@@ -185,3 +185,25 @@ def test_the_routed_row_says_where_it_ends_below_doing_nothing_and_the_gap_it_cl
     assert "(router): the row above" in table.note
     del results["methods"]["lora"]["routed"]
     assert "(router)" not in summary_table(results).note
+
+
+def test_on_a_chain_the_router_imitates_each_past_task_s_inputs_from_its_own_target_domain():
+    """dark -> grey -> red -> green: while the third task trains, task 2's targets (red) are the current inputs and
+    task 1's (grey) what M_2 makes of them; M_j applied there gives images like task j's inputs, not M_j of the
+    current targets (green), which look like no task's."""
+    from assocgan.nets.mapper import DomainSignature
+    from test_assoc import _chain_bench, _Tint
+
+    bench = _chain_bench()
+    router = TaskRouter(_cfg(), 3, torch.device("cpu"))
+    router._work = [_Tint([0.6, 0.6, 0.6], [-0.15, -0.15, -0.15]), _Tint([1.0, 1.0 / 0.3, 1.0 / 0.3], [0.0, 0.0, 0.0])]  # exact inverses
+    router.signatures = [DomainSignature(task.train_y.float().div(255)) for task in bench.tasks[:2]]
+    task = bench.tasks[2]
+    plan = router.plan(2, task)
+    assert plan == {1: "input", 0: 1}
+    router._work.append(_Tint([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]))  # task 3's own mapper: not looked at for the past tasks
+    x, labels = router.training_batch(2, task, torch.Generator().manual_seed(0), plan)
+    for j in (0, 1):
+        made = x[labels == j]
+        want = bench.tasks[j].train_x.float().div(255)
+        assert made.mean((0, 2, 3)) == pytest.approx(want.mean((0, 2, 3)), abs=0.03), j  # each channel's mean: task j's inputs

@@ -10,15 +10,15 @@ with Assoc-GAN's default sizes), and R is trained anew on
 
 - label t: the current task's inputs x and, as many, the current mapper's samples M_t(y) (so that R cannot
   tell the current task from the past ones by "real or regenerated"),
-- label j < t: samples M_j(y) of every past task's mapper, made from the current task's targets y: images
-  that look like task j's inputs, made without a single stored image of task j.
-
-The current targets stand for every past task's target domain: right on restoration benchmarks (every target a
-clean photo); on a chain of styles the past tasks' inputs are imitated less well, as Assoc-GAN's
-``--assoc-target current`` does.
+- label j < t: samples M_j(z) of every past task's mapper, z the images made from the current pairs that lie in
+  task j's target domain (Assoc-GAN's domain plan, ``nets.mapper.plan_domains``: after each task the mean and
+  spread of 14 features of its targets are kept, 112 bytes): images that look like task j's inputs, made
+  without a single stored image of task j. On restoration tasks z is the current target (every target a clean
+  photo); on a chain of styles (photo -> sketch -> blueprint) the previous task's targets are the current inputs,
+  and the task before's are what the previous task's mapper makes of them.
 
 What it keeps, in bytes as stored and counted in the method's memory (``memory_breakdown``: ``router_mappers``,
-``router``): one mapper per task in float16 and R's weights in float32. Every draw (crops, samples, R's
+``router``): one mapper per task in float16 with its task's domain signature, and R's weights in float32. Every draw (crops, samples, R's
 initialisation and batches) comes from side streams of their own and R and the mappers are built with the
 global stream forked, so the generator trains bit for bit as without the router; its state is saved with the
 training state, so a killed run resumes bit for bit.
@@ -41,7 +41,7 @@ from .data.tasks import Task
 from .evaluate import evaluate_routed
 from .memory import module_bytes
 from .metrics import Convention
-from .nets.mapper import Mapper, MapperTraining, calibrate
+from .nets.mapper import DomainSignature, Mapper, MapperTraining, calibrate, domain_images, plan_domains
 from .rng import side_stream
 
 MAPPER_NGF, MAPPER_BLOCKS, MAPPER_BATCH, MAPPER_LR, MAPPER_CROP = 16, 2, 16, 5e-3, 24  # Assoc-GAN's defaults
@@ -90,6 +90,7 @@ class TaskRouter:
         self.cfg, self.n_tasks, self.device, self.log = cfg, n_tasks, device, log
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies
+        self.signatures: list[DomainSignature] = []  # each task's target domain (Assoc-GAN's): where its mapper's inputs lie
         self.net: RouterNet | None = None  # None until a second task is learned: with one task every image is task 1's
 
     def stream(self, *keys: object) -> torch.Generator:
@@ -107,6 +108,7 @@ class TaskRouter:
         calibrate(trainer.mapper, task, self.stream("calibrate", t), self.device)
         self.log("router/mapper_loss", trainer.loss)
         self.remember(trainer.mapper.half())
+        self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))
         if len(self.mappers) > 1:
             self.net = self.train_router(t, task)
 
@@ -117,9 +119,10 @@ class TaskRouter:
         work.load_state_dict({k: v.float() for k, v in mapper.state_dict().items()})
         self._work.append(work.eval())
 
-    def training_batch(self, t: int, task: Task, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_batch(self, t: int, task: Task, gen: torch.Generator, plan: dict[int, str | int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's images and labels: ``ROUTER_BATCH`` of task t (half its inputs, half M_t's samples) and as many
-        samples of each past task's mapper, all made from the same current pairs."""
+        samples of each past task j's mapper, applied to the images in task j's target domain that ``plan`` makes
+        from the same current pairs."""
         n = ROUTER_BATCH
         x, y = task.sample(n, gen)
         x, y = x.to(self.device), y.to(self.device)
@@ -128,11 +131,21 @@ class TaskRouter:
             images.append(self._work[t].sample(y[n // 2 :], gen).float())
             labels.append(torch.full((n - n // 2,), t))
             for j in range(t):
-                images.append(self._work[j].sample(y, gen).float())
+                images.append(self._work[j].sample(domain_images(plan, self._work, j, x, y, gen), gen).float())
                 labels.append(torch.full((n,), j))
         return torch.cat(images), torch.cat(labels).to(self.device)
 
+    def plan(self, t: int, task: Task) -> dict[int, str | int]:
+        """Where each past task's target domain lies among the images made from task t's pairs (Assoc-GAN's
+        ``plan_domains``): on restoration tasks the current targets; on a chain of styles the current inputs for
+        the previous task, and what its mapper makes of them for the task before."""
+        x, y = task.sample(32, self.stream("plan", t))
+        plan = plan_domains(self.signatures[:t], self._work[:t], x, y, self.device)
+        self.log("router/plan_" + "_".join(str(plan[j]) for j in sorted(plan)), float(len(plan)))
+        return plan
+
     def train_router(self, t: int, task: Task) -> RouterNet:
+        plan = self.plan(t, task)
         gen = self.stream("net", t)
         net = _built(gen, lambda: RouterNet(self.n_tasks)).to(self.device)
         steps = max(ROUTER_MIN_STEPS, self.cfg.steps // 2)
@@ -141,7 +154,7 @@ class TaskRouter:
         net.train()
         loss = torch.zeros(())
         for _ in range(steps):
-            x, label = self.training_batch(t, task, gen)
+            x, label = self.training_batch(t, task, gen, plan)
             loss = F.cross_entropy(net(x)[:, : t + 1], label)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -172,13 +185,17 @@ class TaskRouter:
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     def memory(self) -> dict[str, int]:
-        out = {"router_mappers": sum(module_bytes(m) for m in self.mappers)} if self.mappers else {}
+        out = {"router_mappers": sum(module_bytes(m) for m in self.mappers) + sum(s.nbytes for s in self.signatures)} if self.mappers else {}
         if self.net is not None:
             out["router"] = module_bytes(self.net)
         return out
 
     def state_dict(self) -> dict:
-        return {"mappers": [m.state_dict() for m in self.mappers], "net": None if self.net is None else self.net.state_dict()}
+        return {
+            "mappers": [m.state_dict() for m in self.mappers],
+            "signatures": [(sig.mean, sig.std) for sig in self.signatures],
+            "net": None if self.net is None else self.net.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.mappers, self._work = [], []
@@ -187,6 +204,7 @@ class TaskRouter:
                 mapper = Mapper(MAPPER_NGF, MAPPER_BLOCKS).to(self.device).half()
             mapper.load_state_dict(sd)
             self.remember(mapper)
+        self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
         self.net = None
         if state["net"] is not None:
             with torch.random.fork_rng(devices=[]):

@@ -93,9 +93,7 @@ import torch
 from ..errors import UserError
 from ..fisher import QuadraticAnchor, content_curvature
 from ..memory import module_bytes
-from ..metrics import noise_sigma
-from ..nets.mapper import Mapper, MapperTraining, calibrate, random_crop  # noqa: F401 (random_crop: re-exported)
-from ..nets.unet import image_statistics
+from ..nets.mapper import DomainSignature, Mapper, MapperTraining, calibrate, domain_features, domain_images, plan_domains, random_crop  # noqa: F401 (re-exported)
 from .base import Batch, Method, Option
 
 
@@ -105,41 +103,6 @@ def _ratio(value):
     if isinstance(value, float) and not 0 <= value < 1:
         raise ValueError(value)
     return value
-
-
-def domain_features(x: torch.Tensor) -> torch.Tensor:
-    """What tells image domains apart, per image (N, 14): each channel's mean, spread and 2nd/98th percentiles,
-    the white-noise level and the mean absolute gradient (sharpness)."""
-    x = x.float()
-    grad = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))
-    return torch.cat([image_statistics(x), noise_sigma(x)[:, None], grad[:, None]], 1)
-
-
-class DomainSignature:
-    """The mean and spread of ``domain_features`` over a task's training targets (28 numbers): kept after the
-    task, it says how far other images lie from that task's target domain."""
-
-    def __init__(self, images: torch.Tensor):
-        f = domain_features(images)
-        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-3)
-
-    @classmethod
-    def of(cls, mean: torch.Tensor, std: torch.Tensor) -> DomainSignature:
-        sig = cls.__new__(cls)
-        sig.mean, sig.std = mean, std
-        return sig
-
-    @property
-    def nbytes(self) -> int:
-        return 4 * (self.mean.numel() + self.std.numel())
-
-    def distance(self, images: torch.Tensor) -> float:
-        """How far a batch of ``images`` lies from the domain: the squared z-score of the batch's mean features
-        against the domain's (standard error of a mean of ``len(images)``), averaged over features: about 1 for
-        a batch of the domain, far more for another (a blurred, faded or tinted batch of photos whose single
-        images would all pass for photos)."""
-        f = domain_features(images)
-        return float((len(f) * ((f.mean(0) - self.mean) / self.std).pow(2)).mean())
 
 
 class AssocGAN(Method):
@@ -250,18 +213,12 @@ class AssocGAN(Method):
         return self.ctx.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
 
     def plan_sources(self, task, n: int = 32) -> dict[int, str | int]:
-        """For each past task j (the latest first), which current image lies in its target domain: the current
-        target, the current input, or an image a later past task's mapper made (``k``: M_k applied to task k's
-        pick), whichever ``DomainSignature`` j finds nearest. On a chain (photo -> sketch -> blueprint) the
-        previous task's targets are the current inputs and the one before's are made from them by M_{t-1}; on
-        restoration tasks every target domain is the clean photos, the current targets."""
+        """For each past task j (the latest first), which current image lies in its target domain
+        (``nets.mapper.plan_domains``): on a chain (photo -> sketch -> blueprint) the previous task's targets are
+        the current inputs and the one before's are made from them by M_{t-1}; on restoration tasks every target
+        domain is the clean photos, the current targets."""
         x, y = task.sample(n, self.ctx.gen)
-        images: dict[str | int, torch.Tensor] = {"target": y, "input": x}
-        plan: dict[int, str | int] = {}
-        with torch.no_grad():
-            for j in reversed(range(len(self._work))):
-                plan[j] = min(images, key=lambda ref: self.signatures[j].distance(images[ref]))
-                images[j] = self._work[j](images[plan[j]].to(self.ctx.device))[0].float().clamp(0, 1).cpu()
+        plan = plan_domains(self.signatures, self._work, x, y, self.ctx.device)
         self.ctx.log("assoc/plan_" + "_".join(str(plan[j]) for j in sorted(plan)), float(len(plan)))
         return plan
 
@@ -269,12 +226,7 @@ class AssocGAN(Method):
         """The images in past task j's target domain made from the current pairs (x, y), as planned."""
         if self.settings.assoc_target == "current":
             return y
-        ref = self.plan[j]
-        if ref == "target":
-            return y
-        if ref == "input":
-            return x
-        return self._work[ref].sample(self.domain_image(ref, x, y), self.ctx.dgen).float()
+        return domain_images(self.plan, self._work, j, x, y, self.ctx.dgen)
 
     def batch(self, t, task):
         out = self.mixed_batch(t, task)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..metrics import noise_sigma
 from ..rng import rand, randn
+from .unet import image_statistics
 
 
 class ResBlock(nn.Module):
@@ -223,3 +224,63 @@ def calibrate(mapper: Mapper, task, gen: torch.Generator, device: torch.device, 
     var_model = float(log_std.float().mul(2).exp().mean())
     mapper.noise_scale.fill_((var_task / max(var_model, 1e-12)) ** 0.5)
     mapper.impulse_shift.fill_(impulse_shift_for(logits[:, :1].cpu(), float(hit.float().mean())))
+
+
+def domain_features(x: torch.Tensor) -> torch.Tensor:
+    """What tells image domains apart, per image (N, 14): each channel's mean, spread and 2nd/98th percentiles,
+    the white-noise level and the mean absolute gradient (sharpness)."""
+    x = x.float()
+    grad = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))
+    return torch.cat([image_statistics(x), noise_sigma(x)[:, None], grad[:, None]], 1)
+
+
+class DomainSignature:
+    """The mean and spread of ``domain_features`` over a task's training targets (28 numbers): kept after the
+    task, it says how far other images lie from that task's target domain."""
+
+    def __init__(self, images: torch.Tensor):
+        f = domain_features(images)
+        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-3)
+
+    @classmethod
+    def of(cls, mean: torch.Tensor, std: torch.Tensor) -> DomainSignature:
+        sig = cls.__new__(cls)
+        sig.mean, sig.std = mean, std
+        return sig
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * (self.mean.numel() + self.std.numel())
+
+    def distance(self, images: torch.Tensor) -> float:
+        """How far a batch of ``images`` lies from the domain: the squared z-score of the batch's mean features
+        against the domain's (standard error of a mean of ``len(images)``), averaged over features: about 1 for
+        a batch of the domain, far more for another (a blurred, faded or tinted batch of photos whose single
+        images would all pass for photos)."""
+        f = domain_features(images)
+        return float((len(f) * ((f.mean(0) - self.mean) / self.std).pow(2)).mean())
+
+
+def plan_domains(signatures: list[DomainSignature], mappers: list[Mapper], x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[int, str | int]:
+    """For each past task j (the latest first), which image made from the current pairs (x, y) lies in task j's
+    target domain: the current target ``"target"``, the current input ``"input"``, or ``k``, what a later past
+    task's mapper M_k makes of task k's pick (its mean), whichever ``signatures[j]`` finds nearest. Assoc-GAN's
+    association samples and the task router's imitations of past inputs start from these images."""
+    images: dict[str | int, torch.Tensor] = {"target": y, "input": x}
+    plan: dict[int, str | int] = {}
+    with torch.no_grad():
+        for j in reversed(range(len(mappers))):
+            plan[j] = min(images, key=lambda ref: signatures[j].distance(images[ref]))
+            images[j] = mappers[j](images[plan[j]].to(device))[0].float().clamp(0, 1).cpu()
+    return plan
+
+
+def domain_images(plan: dict[int, str | int], mappers: list[Mapper], j: int, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The images in past task j's target domain made from the current pairs (x, y) as ``plan`` says (a mapper's
+    image drawn with ``gen``)."""
+    ref = plan[j]
+    if ref == "target":
+        return y
+    if ref == "input":
+        return x
+    return mappers[ref].sample(domain_images(plan, mappers, ref, x, y, gen), gen).float()
