@@ -93,12 +93,13 @@ R[i][j] is the score (the benchmark's metric) on task j's test split after train
   prepared the generator for task j. Each run evaluates the next task once after each task for it (the
   accuracy matrix keeps only R[i][j] for j <= i). Not defined for a method evaluated with the task identity
   (`single`, `piggyback-ti`), whose answer for a task does not exist before that task is trained.
-- **Routed** (`--router on`, for a method evaluated with the task identity: `single`, `piggyback-ti`, `lora`): the
+- **Routed** (`--router on`, for a method evaluated with the task identity: `single`, `piggyback-ti`, `lora`, `cmc`): the
   same matrix with each test image answered by the generator of the task a router chose for it, without the
   task identity (results.json's `routed`, the report's "(router)" row), and the router's accuracy on each task's
   test images (`router_accuracy`). The router is a small classifier trained after each task, without old data:
   on the current task's inputs and on samples of each past task's inputs made by a mapper of that task (the
-  mapping memory of `assoc`) from the current targets (`assocgan.router`). The generator trains bit for bit as
+  mapping memory of `assoc`) from the current images that lie in that task's target domain, as `assoc` plans them
+  (`assocgan.router`). The generator trains bit for bit as
   without it; its mappers and weights count in the method's memory."""
 
 
