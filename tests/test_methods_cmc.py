@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+import pertask
 from assocgan.checkpoints import load_generator
 from assocgan.cli import main
 from assocgan.config import make_config
@@ -24,12 +25,11 @@ from assocgan.nets import UNet
 from assocgan.rng import side_stream
 from assocgan.runner import benchmark_for
 from assocgan.train import build_networks, train_method
+from pertask import check_a_restored_state_answers_the_same
 
 
 def smoke(**kw):
-    opts = kw.pop("opts", {})
-    cfg = make_config("smoke", threads=1, methods=["cmc"], method_options={"cmc": opts}, **kw)
-    return cfg, benchmark_for(cfg)
+    return pertask.smoke("cmc", **kw)
 
 
 def plain_generator(cfg) -> nn.Module:
@@ -65,10 +65,7 @@ def _method(cfg, seed_weights: int = 1):
 
 
 def _perturb(m, t: int) -> None:
-    """Task t's trainable tensors moved at random, as training would move them."""
-    with torch.no_grad():
-        for p in m.g_parameters():
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(10 + t)) * 0.05)
+    pertask.perturb(m, t, seed=10)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
@@ -174,23 +171,7 @@ def test_a_later_task_trains_its_coefficients_and_new_atoms_only():
 
 def test_the_state_restored_answers_the_same_and_so_do_the_checkpoints():
     cfg, bench = smoke(opts={"cmc_atoms": 3})
-    m = _method(cfg)
-    x = bench.tasks[0].test_pairs()[0]
-    for t in range(3):
-        m.before_task(t, bench.tasks[t])
-        _perturb(m, t)
-    want = [predict(m.eval_generator(j), x) for j in range(3)]
-    assert not torch.equal(want[2], want[1])
-    state, weights = m.state_dict(), {k: v.clone() for k, v in m.ctx.G.state_dict().items()}
-    fresh = _method(cfg, seed_weights=2)
-    fresh.load_state_dict(state, bench.tasks[:3])
-    fresh.ctx.G.load_state_dict(weights)
-    assert [k for k, p in fresh.ctx.G.named_parameters() if p.requires_grad] == state["trainable"]
-    for j in range(3):
-        assert torch.equal(predict(fresh.eval_generator(j), x), want[j])
-    for j in range(3):  # as the checkpoints answer (``load_generator``, ``translate --task``)
-        G = get_method("cmc").generator_from_checkpoints(cfg, lambda k: weights, 2, j)
-        assert torch.equal(predict(G, x), want[j])
+    check_a_restored_state_answers_the_same("cmc", _method, cfg, bench, seed=10)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "1.5", "x"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import pertask
 from assocgan.checkpoints import load_generator
 from assocgan.cli import main
 from assocgan.config import make_config
@@ -22,12 +23,11 @@ from assocgan.metrics import scores
 from assocgan.nets import UNet
 from assocgan.runner import benchmark_for
 from assocgan.train import build_networks, train_method
+from pertask import check_a_restored_state_answers_the_same
 
 
 def smoke(**kw):
-    opts = kw.pop("opts", {})
-    cfg = make_config("smoke", threads=1, methods=["lora"], method_options={"lora": opts}, **kw)
-    return cfg, benchmark_for(cfg)
+    return pertask.smoke("lora", **kw)
 
 
 def base_tensors(G) -> dict[str, torch.Tensor]:
@@ -97,25 +97,7 @@ def test_a_new_task_starts_at_the_frozen_generator_and_its_adapter_acts():
 
 def test_the_adapters_restored_from_a_state_answer_the_same():
     cfg, bench = smoke(opts={"lora_rank": 2, "lora_alpha": 3.0})
-    m = _method(cfg)
-    x = bench.tasks[0].test_pairs()[0]
-    for t in range(3):
-        m.before_task(t, bench.tasks[t])
-        with torch.no_grad():
-            for p in m.g_parameters():
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(t)) * 0.05)
-    want = [predict(m.eval_generator(j), x) for j in range(3)]
-    state, weights = m.state_dict(), {k: v.clone() for k, v in m.ctx.G.state_dict().items()}
-    fresh = _method(cfg, seed_weights=2)
-    fresh.load_state_dict(state, bench.tasks[:3])
-    fresh.ctx.G.load_state_dict(weights)
-    assert [k for k, p in fresh.ctx.G.named_parameters() if p.requires_grad] == state["trainable"]
-    for j in range(3):
-        assert torch.equal(predict(fresh.eval_generator(j), x), want[j])
-    # and as the checkpoints answer (``load_generator``, ``translate --task``)
-    for j in range(3):
-        G = get_method("lora").generator_from_checkpoints(cfg, lambda k: weights, 2, j)
-        assert torch.equal(predict(G, x), want[j])
+    check_a_restored_state_answers_the_same("lora", _method, cfg, bench)
 
 
 def test_without_the_full_first_task_the_initial_generator_stays_and_task_one_has_adapters(monkeypatch):
