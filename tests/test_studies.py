@@ -289,7 +289,8 @@ def test_lambda_study_and_a_failed_run(sweepable, tmp_path):
     assert r0["prior_mean"] == pytest.approx(sum(r0["final"][:3]) / 3) and r0["last"] == r0["final"][3]
     assert (out / "plots" / "lambda.png").exists() and (out / "report.html").exists()
     text = to_text(lambda_table(record["summary"]))
-    assert "--strength" in text and "13 (partial)" in text
+    assert "--strength" in text and "13 (partial)" in text and "below input" in text
+    assert rows[0]["below"] and rows[1]["below"] and rows[2]["below"] == ""  # "none" or the tasks; unknown for a partial run
     # the sweep of the real thing, as soon as Assoc-GAN is registered
     if "assoc" in METHODS:
         st = studies.make_study("lambda", base(["assoc"]), tmp_path / "l2")
@@ -310,7 +311,9 @@ def test_ablation_backbone_rows(tmp_path):
     assert all(r["complete"] and r["psnr"] > 0 and 0 < r["ssim"] <= 1 for r in rows)
     res = json.loads((tmp_path / "abl" / "runs" / st.runs[0].name / "results.json").read_text())
     assert rows[0]["psnr"] == pytest.approx(sum(res["methods"]["tl"]["psnr"][-1]) / 4)
-    assert "Ablation" in printed and "PSNR" in printed and "SSIM" in printed
+    ident, last = res["identity"]["psnr"], res["methods"]["tl"]["psnr"][-1]
+    assert rows[0]["below"] == (",".join(f"T{j + 1}" for j, v in enumerate(last) if v < ident[j]) or "none")  # as a run's summary says it
+    assert "Ablation" in printed and "PSNR" in printed and "SSIM" in printed and "below input" in printed
     assert (tmp_path / "abl" / "plots" / "ablation.png").exists()
 
 

@@ -11,7 +11,7 @@ from ..report.plots import METHOD_COLORS, is_number, metric_name, new_figure
 from ..report.tables import Table, fmt_pm, spread_of, study_seeds_note
 from ..results import BWT, COMPLETE, FINAL_AVG, SCORED, SD, scored_metrics
 from ..seeds import mean
-from .base import Plot, RunSpec, StudyKind, safe_name, variant
+from .base import Plot, RunSpec, StudyKind, below_doing_nothing, safe_name, variant
 
 # the paper's Table 3: (row label, method, loss terms, method options). Each row carries the terms its label
 # names: "Backbone" is the generator trained by the adversarial loss alone (the paper's text: no content loss),
@@ -51,15 +51,15 @@ def ablation_table(summary: dict) -> Table:
         rows.append(
             [r["label"] + ("" if r.get(COMPLETE) else " (partial)")]
             + [fmt_pm(r.get(m), own if summary["metric"] == m else None, m) for m in scored]
-            + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("how", "")]
+            + [fmt_pm(r.get(BWT), spread_of(r, BWT), summary["metric"], signed=True), r.get("below", ""), r.get("how", "")]
         )
     titles = [get_metric(m).title for m in scored]
     return Table(
         f"Ablation: results of each module on {summary['n_tasks']} tasks ({summary['benchmark']})",
-        ["Module", *titles, "BWT", "as run"],
+        ["Module", *titles, "BWT", "below input", "as run"],
         rows,
-        note=f"{' and '.join(titles)}: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric."
-        + study_seeds_note(summary),
+        note=f"{' and '.join(titles)}: mean over all tasks after the last task (the paper's Table 3); BWT in the benchmark's metric. "
+        "below input: the tasks on which the row ends below doing nothing in the benchmark's metric (over the seeds' mean)." + study_seeds_note(summary),
     )
 
 
@@ -104,7 +104,7 @@ class AblationStudy(StudyKind):
         rows = []
         scored = next((scored_metrics(res) for res, _ in found.values() if res), None) or scored_metrics({})
         for spec in study["runs"]:
-            e = found[spec["name"]][1]
+            res, e = found[spec["name"]]
             complete = bool(e and e.get(COMPLETE))
             rows.append(
                 {
@@ -114,6 +114,7 @@ class AblationStudy(StudyKind):
                     **{m: mean(e[m][-1]) if complete and e.get(m) else None for m in scored},
                     BWT: e.get(BWT) if complete else None,
                     SD: e.get(SD) if complete else None,
+                    "below": below_doing_nothing(res, e),
                 }
             )
         return {"rows": rows, SCORED: scored}

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import RunConfig, validate
+from ..report.tables import below_input, identity
+from ..results import METRIC
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..report.tables import Table
@@ -146,3 +148,11 @@ def variant(base: RunConfig, methods: list[str], options: dict[str, dict[str, An
     cfg = dataclasses.replace(base, methods=list(methods), method_options=opts, **overrides)
     validate(cfg)
     return cfg
+
+
+def below_doing_nothing(results: dict | None, entry: dict | None) -> str:
+    """The tasks on which a study run's method ends below doing nothing in its benchmark's metric: "none", a list
+    such as "T2,T4", or "" where unknown (a partial run). Every table of runs says it, as a run's own summary does."""
+    if not results or not entry:
+        return ""
+    return below_input(entry, identity(results, results[METRIC]), results[METRIC])

@@ -12,7 +12,7 @@ from ..report.plots import TASK_COLORS, is_number, metric_name, new_figure
 from ..report.tables import Table, fmt_metric, fmt_pm, spread_of, study_seeds_note
 from ..results import BWT, COMPLETE, FINAL_AVG, MATRIX, SD
 from ..seeds import mean
-from .base import Plot, RunSpec, StudyKind, safe_name, variant
+from .base import Plot, RunSpec, StudyKind, below_doing_nothing, safe_name, variant
 
 DEFAULT_SWEEP = ("assoc", "lambda_distill")
 
@@ -70,7 +70,7 @@ def lambda_table(summary: dict) -> Table:
     metric = summary["metric"]
     prior = summary["prior_tasks"]
     flag = summary.get("flag") or summary.get("option", "value")
-    header = [flag] + [f"T{j + 1}" for j in range(len(prior))] + ["prior mean", f"T{len(prior) + 1} last", "overall AVG", "BWT"]
+    header = [flag] + [f"T{j + 1}" for j in range(len(prior))] + ["prior mean", f"T{len(prior) + 1} last", "overall AVG", "BWT", "below input"]
     rows = []
     for r in summary["rows"]:
         final = r.get("final") or []
@@ -82,6 +82,7 @@ def lambda_table(summary: dict) -> Table:
                 fmt_pm(r.get("last"), spread_of(r, MATRIX, -1, len(final) - 1), metric),
                 fmt_pm(r.get("overall"), spread_of(r, FINAL_AVG), metric),
                 fmt_pm(r.get(BWT), spread_of(r, BWT), metric, signed=True),
+                r.get("below", ""),
             ]
         )
     tasks = summary.get("tasks") or prior
@@ -90,8 +91,8 @@ def lambda_table(summary: dict) -> Table:
         f"Sweep of {summary.get('method', '')} {flag}: final {get_metric(metric).title} ({summary['benchmark']})",
         header,
         rows,
-        note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b)."
-        + study_seeds_note(summary),
+        note=f"Tasks: {names}. Prior mean: mean over the tasks before the last (the paper's Fig. 14a); overall AVG: all tasks (Fig. 14b). "
+        "below input: the tasks on which the value ends below doing nothing (over the seeds' mean)." + study_seeds_note(summary),
     )
 
 
@@ -176,7 +177,7 @@ class SweepStudy(StudyKind):
             "rows": [],
         }
         for spec in study["runs"]:
-            e = found[spec["name"]][1]
+            res, e = found[spec["name"]]
             complete = bool(e and e.get(COMPLETE))
             final = e[MATRIX][-1] if complete else None
             part["rows"].append(
@@ -189,6 +190,7 @@ class SweepStudy(StudyKind):
                     "overall": e.get(FINAL_AVG) if complete else None,
                     BWT: e.get(BWT) if complete else None,
                     SD: e.get(SD) if complete else None,
+                    "below": below_doing_nothing(res, e),
                 }
             )
         return part
