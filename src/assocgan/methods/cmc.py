@@ -59,12 +59,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..memory import tensor_bytes
 from ..rng import side_stream
 from .base import Method, Option
-from .helpers import PerTaskNet, TaskNorm, TaskState, TaskView, TrainsTaskWeights
+from .helpers import PerTaskNet, TaskNorm, TaskState, TaskView, TrainsTaskWeights, convolve
 
 
 class CmcConv(nn.Module):
@@ -132,10 +131,7 @@ class CmcConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.state.t
         w = self.filters(t)
-        bias = self.bias[t] if self.has_bias else None
-        if self.transposed:
-            return F.conv_transpose2d(x, w.transpose(0, 1), bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
-        return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
+        return convolve(self, x, w, self.bias[t] if self.has_bias else None)
 
 
 class CmcNet(PerTaskNet):

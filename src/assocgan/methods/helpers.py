@@ -6,6 +6,7 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..memory import module_bytes, tensor_bytes
 
@@ -251,3 +252,11 @@ class TrainsTaskWeights:
         trainable = set(state["trainable"])
         for k, p in G.named_parameters():
             p.requires_grad_(k in trainable)
+
+
+def convolve(layer: nn.Module, x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x`` through the (transposed) convolution ``layer`` stands for (its ``transposed``, ``stride``, ``padding``,
+    ``output_padding``, ``groups``, ``dilation``) with ``filters`` kept filter-major, (out, in, kh, kw), for both kinds."""
+    if layer.transposed:
+        return F.conv_transpose2d(x, filters.transpose(0, 1), bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+    return F.conv2d(x, filters, bias, layer.stride, layer.padding, layer.dilation, layer.groups)

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..memory import tensor_bytes
 from .base import Method, Option
-from .helpers import PerTaskNet, TaskNorm, TaskState, TaskView, TrainsTaskWeights
+from .helpers import PerTaskNet, TaskNorm, TaskState, TaskView, TrainsTaskWeights, convolve
 
 
 class PiggybackConv(nn.Module):
@@ -100,10 +99,7 @@ class PiggybackConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.state.t
         filters = self.task_filters(t)
-        bias = self.bias[t] if self.has_bias else None
-        if self.transposed:
-            return F.conv_transpose2d(x, filters.transpose(0, 1), bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
-        return F.conv2d(x, filters, bias, self.stride, self.padding, self.dilation, self.groups)
+        return convolve(self, x, filters, self.bias[t] if self.has_bias else None)
 
 
 class PiggybackNet(PerTaskNet):
