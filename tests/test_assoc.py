@@ -227,7 +227,7 @@ def test_memory_is_one_mapper_per_task_plus_the_anchor(noise_blur_method):
     kept = sum(int((f.float() > 0).sum()) for f in m.anchor.stored_importance.values())
     assert 0 < kept < n_params_g
     assert mem["distillation"] == 2 * kept + sum((p.numel() + 1) // 2 + 8 for p in m.ctx.G.parameters())
-    assert mem["domain_signatures"] == 3 * 2 * 4 * 14  # a mean and a spread of 14 features per past task
+    assert mem["domain_signatures"] == 3 * (2 * 4 * 14 + 4)  # a mean and a spread of 14 features and the colour kept, per past task
     assert all(mp.dtype == torch.float16 for mapper in m.mappers for mp in mapper.parameters())
     assert m.memory_bytes() == sum(mem.values())
     assert module_bytes(m.mappers[0]) == 2 * mapper_params + 4
@@ -425,13 +425,17 @@ class _Tint(torch.nn.Module):
         return self(y)[0]
 
 
-def _chain_bench():
+def _chain_bench(first=None):
     """Three chained tasks on four colour domains: dark -> grey -> red -> green (task k's targets are task
-    k+1's inputs), made from the same textures."""
+    k+1's inputs), made from the same textures; ``first`` (per-channel factors) makes the first domain the grey
+    one tinted instead of darkened (a task that loses colour)."""
     from assocgan.data.tasks import Task
 
     base = _bench(["noise"], n_train=16).tasks[0].train_y.float().div(255)
     dark, grey = base * 0.3, base * 0.5 + 0.25
+    if first is not None:
+        grey = grey.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+        dark = grey * torch.tensor(first).view(1, 3, 1, 1)
     red, green = grey * torch.tensor([1.0, 0.3, 0.3]).view(1, 3, 1, 1), grey * torch.tensor([0.3, 1.0, 0.3]).view(1, 3, 1, 1)
     u8 = lambda v: v.mul(255).round().to(torch.uint8)
     domains = [u8(d) for d in (dark, grey, red, green)]
@@ -458,3 +462,52 @@ def test_domain_targets_follow_a_chain_and_the_paper_target_does_not():
     m.settings.assoc_target = "current"
     green = DomainSignature(task.train_y.float().div(255))
     assert green.distance(m.make_associations(task, 16).y) < 2.0
+
+
+def test_recolour_turns_each_images_hue_and_keeps_its_grey_level():
+    from assocgan.methods.assoc import recolour
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(6, 1, 8, 8, generator=g) * 0.2 + 0.4
+    x = (grey + torch.tensor([0.06, -0.03, -0.03]).view(1, 3, 1, 1)).clamp(0, 1)  # one reddish hue, no clipping after x2
+    out = recolour(x, g)
+    assert torch.allclose(out.mean(1), x.mean(1), atol=1e-5)  # the grey level is kept
+    chroma = lambda a: (a - a.mean(1, keepdim=True)).flatten(1).norm(dim=1)
+    gain = chroma(out) / chroma(x)
+    assert ((gain >= 1 - 1e-4) & (gain <= 2 + 1e-4)).all() and float(gain.std()) > 0.05  # saturation scaled in [1, 2]
+    hue = (out - out.mean(1, keepdim=True)).mean((2, 3))  # each image's colour direction
+    assert float(hue.std(0).sum()) > 0.05  # drawn afresh for each image
+    flat = grey.expand(-1, 3, -1, -1)
+    assert torch.allclose(recolour(flat, g), flat, atol=1e-6)  # a grey image has no colour to turn
+
+
+def test_a_task_that_loses_colour_reached_through_a_chain_gets_new_colours():
+    """Cyan -> grey -> red -> green: task 0's inputs are made from grey images that M_1 makes of the current red
+    inputs, and task 0 lost its colour (its targets are grey), so its association inputs get drawn colours, with
+    their grey level kept; task 1 (reached directly) keeps its mapper's."""
+    cyan = [0.7, 1.0, 1.0]
+    bench = _chain_bench(first=cyan)
+    m = _train(Benchmark("chain", "ssim", bench.tasks[:2]), steps=1, mapper_steps=1)
+    assert m.colour_kept[0] < 0.05 and m.colour_kept[1] == 1.0  # grey sources: no colour to lose
+    m._work = [_Tint(cyan, [0.0, 0.0, 0.0]), _Tint([1.0, 1.0 / 0.3, 1.0 / 0.3], [0.0, 0.0, 0.0])]
+    task = bench.tasks[2]
+    m.before_task(2, task)
+    assert m.plan == {1: "input", 0: 1} and m.recolours(0) and not m.recolours(1)
+    kept, m.colour_kept = m.colour_kept, [0.0, 0.0]
+    assert not m.recolours(1)  # reached directly (the current inputs), even had it lost colour
+    m.colour_kept = kept
+    state = m.ctx.dgen.get_state()
+    assoc = m.make_associations(task, 64)
+    x0, z0 = assoc.x[assoc.task == 0], assoc.y[assoc.task == 0]
+    mapped = m._work[0].sample(z0)
+    inside = ((x0 > 0) & (x0 < 1)).all(1)  # pixels that no channel was clipped at
+    assert float(inside.float().mean()) > 0.9
+    assert torch.allclose(x0.mean(1)[inside], mapped.mean(1)[inside], atol=1e-5)  # the grey level kept
+    hue = (x0 - x0.mean(1, keepdim=True)).mean((2, 3))
+    assert float(hue.std(0).sum()) > 0.05  # not the mapper's one cyan
+    assert torch.allclose(assoc.x[assoc.task == 1], m._work[1].sample(assoc.y[assoc.task == 1]), atol=1e-6)
+    m.settings.assoc_recolour = "off"
+    m.ctx.dgen.set_state(state)
+    plain = m.make_associations(task, 64)
+    assert not m.recolours(0)
+    assert torch.allclose(plain.x[plain.task == 0], m._work[0].sample(plain.y[plain.task == 0]), atol=1e-6)
