@@ -191,13 +191,14 @@ def test_on_a_chain_the_router_imitates_each_past_task_s_inputs_from_its_own_tar
     """dark -> grey -> red -> green: while the third task trains, task 2's targets (red) are the current inputs and
     task 1's (grey) what M_2 makes of them; M_j applied there gives images like task j's inputs, not M_j of the
     current targets (green), which look like no task's."""
-    from assocgan.nets.mapper import DomainSignature
+    from assocgan.nets.mapper import DomainSignature, colour_kept
     from test_assoc import _chain_bench, _Tint
 
     bench = _chain_bench()
     router = TaskRouter(_cfg(), 3, torch.device("cpu"))
     router._work = [_Tint([0.6, 0.6, 0.6], [-0.15, -0.15, -0.15]), _Tint([1.0, 1.0 / 0.3, 1.0 / 0.3], [0.0, 0.0, 0.0])]  # exact inverses
     router.signatures = [DomainSignature(task.train_y.float().div(255)) for task in bench.tasks[:2]]
+    router.colour_kept = [colour_kept(task.train_x, task.train_y) for task in bench.tasks[:2]]  # neither loses colour
     task = bench.tasks[2]
     plan = router.plan(2, task)
     assert plan == {1: "input", 0: 1}
@@ -207,3 +208,40 @@ def test_on_a_chain_the_router_imitates_each_past_task_s_inputs_from_its_own_tar
         made = x[labels == j]
         want = bench.tasks[j].train_x.float().div(255)
         assert made.mean((0, 2, 3)) == pytest.approx(want.mean((0, 2, 3)), abs=0.03), j  # each channel's mean: task j's inputs
+
+
+def test_the_router_gives_new_colours_to_a_colour_losing_task_reached_through_a_chain():
+    """Cyan -> grey -> red -> green: task 1 lost its colour (grey targets) and is reached through M_2, so its
+    imitated inputs get drawn hues (``nets.mapper.recoloured``), as Assoc-GAN's association inputs do: R learns
+    task 1 by what is left, not by the one tint its mapper guesses. Task 2, reached directly, keeps its mapper's."""
+    from assocgan.nets.mapper import DomainSignature, colour_kept
+    from test_assoc import _chain_bench, _Tint
+
+    cyan = [0.7, 1.0, 1.0]
+    bench = _chain_bench(first=cyan)
+    router = TaskRouter(_cfg(), 3, torch.device("cpu"))
+    router._work = [_Tint(cyan, [0.0, 0.0, 0.0]), _Tint([1.0, 1.0 / 0.3, 1.0 / 0.3], [0.0, 0.0, 0.0]), _Tint([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])]
+    router.signatures = [DomainSignature(task.train_y.float().div(255)) for task in bench.tasks[:2]]
+    router.colour_kept = [colour_kept(task.train_x, task.train_y) for task in bench.tasks[:2]]
+    assert router.colour_kept[0] < 0.05
+    plan = router.plan(2, bench.tasks[2])
+    assert plan == {1: "input", 0: 1}
+    x, labels = router.training_batch(2, bench.tasks[2], torch.Generator().manual_seed(0), plan)
+    hue = lambda imgs: (imgs - imgs.mean(1, keepdim=True)).mean((2, 3))  # each image's colour direction
+    assert float(hue(x[labels == 0]).std(0).sum()) > 0.05  # drawn afresh, not the mapper's one cyan
+    assert float(hue(x[labels == 1]).std(0).sum()) < 0.02  # task 2 keeps its mapper's colour
+
+
+def test_after_each_task_the_router_keeps_how_much_colour_the_task_kept():
+    from assocgan.memory import module_bytes
+    from assocgan.nets.mapper import colour_kept
+    from test_assoc import _chain_bench
+
+    task = _chain_bench(first=[0.7, 1.0, 1.0]).tasks[0]  # cyan -> grey: its targets keep none of the colour
+    router = TaskRouter(_cfg(steps=2), 3, torch.device("cpu"))
+    router.after_task(0, task)
+    assert router.colour_kept == [pytest.approx(colour_kept(task.train_x[:256], task.train_y[:256]))] and router.colour_kept[0] < 0.05
+    assert router.memory()["router_mappers"] == module_bytes(router.mappers[0]) + router.signatures[0].nbytes + 4
+    restored = TaskRouter(_cfg(steps=2), 3, torch.device("cpu"))
+    restored.load_state_dict(router.state_dict())
+    assert restored.colour_kept == router.colour_kept

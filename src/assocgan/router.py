@@ -15,7 +15,11 @@ with Assoc-GAN's default sizes), and R is trained anew on
   spread of 14 features of its targets are kept, 112 bytes): images that look like task j's inputs, made
   without a single stored image of task j. On restoration tasks z is the current target (every target a clean
   photo); on a chain of styles (photo -> sketch -> blueprint) the previous task's targets are the current inputs,
-  and the task before's are what the previous task's mapper makes of them.
+  and the task before's are what the previous task's mapper makes of them. Where that chain reaches a task that
+  loses colour (a photo -> sketch task: its mapper's photos made of sketches made of blueprints come in one
+  guessed tint), those samples get drawn colours, as Assoc-GAN's do (``nets.mapper.recoloured``): R then tells
+  such a task by its content, not by the tint (tones3: the sketch task's photos sent right 58% -> see
+  docs/results.md, "The task router").
 
 What it keeps, in bytes as stored and counted in the method's memory (``memory_breakdown``: ``router_mappers``,
 ``router``): one mapper per task in float16 with its task's domain signature, and R's weights in float32. Every draw (crops, samples, R's
@@ -41,7 +45,7 @@ from .data.tasks import Task
 from .evaluate import evaluate_routed
 from .memory import module_bytes
 from .metrics import Convention
-from .nets.mapper import DomainSignature, Mapper, MapperTraining, calibrate, domain_images, plan_domains
+from .nets.mapper import DomainSignature, Mapper, MapperTraining, calibrate, colour_kept, domain_images, plan_domains, recolour, recoloured
 from .rng import side_stream
 
 MAPPER_NGF, MAPPER_BLOCKS, MAPPER_BATCH, MAPPER_LR, MAPPER_CROP = 16, 2, 16, 5e-3, 24  # Assoc-GAN's defaults
@@ -91,6 +95,7 @@ class TaskRouter:
         self.mappers: list[Mapper] = []  # stored in float16
         self._work: list[Mapper] = []  # float32 working copies
         self.signatures: list[DomainSignature] = []  # each task's target domain (Assoc-GAN's): where its mapper's inputs lie
+        self.colour_kept: list[float] = []  # each task's share of its sources' colour that its targets keep
         self.net: RouterNet | None = None  # None until a second task is learned: with one task every image is task 1's
 
     def stream(self, *keys: object) -> torch.Generator:
@@ -109,6 +114,7 @@ class TaskRouter:
         self.log("router/mapper_loss", trainer.loss)
         self.remember(trainer.mapper.half())
         self.signatures.append(DomainSignature(task.train_y[:256].float().div(255)))
+        self.colour_kept.append(colour_kept(task.train_x[:256], task.train_y[:256]))
         if len(self.mappers) > 1:
             self.net = self.train_router(t, task)
 
@@ -131,7 +137,8 @@ class TaskRouter:
             images.append(self._work[t].sample(y[n // 2 :], gen).float())
             labels.append(torch.full((n - n // 2,), t))
             for j in range(t):
-                images.append(self._work[j].sample(domain_images(plan, self._work, j, x, y, gen), gen).float())
+                made = self._work[j].sample(domain_images(plan, self._work, j, x, y, gen), gen).float()
+                images.append(recolour(made, gen) if recoloured(plan, j, self.colour_kept) else made)
                 labels.append(torch.full((n,), j))
         return torch.cat(images), torch.cat(labels).to(self.device)
 
@@ -185,7 +192,11 @@ class TaskRouter:
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     def memory(self) -> dict[str, int]:
-        out = {"router_mappers": sum(module_bytes(m) for m in self.mappers) + sum(s.nbytes for s in self.signatures)} if self.mappers else {}
+        out = (
+            {"router_mappers": sum(module_bytes(m) for m in self.mappers) + sum(s.nbytes for s in self.signatures) + 4 * len(self.colour_kept)}
+            if self.mappers
+            else {}
+        )
         if self.net is not None:
             out["router"] = module_bytes(self.net)
         return out
@@ -194,6 +205,7 @@ class TaskRouter:
         return {
             "mappers": [m.state_dict() for m in self.mappers],
             "signatures": [(sig.mean, sig.std) for sig in self.signatures],
+            "colour_kept": list(self.colour_kept),
             "net": None if self.net is None else self.net.state_dict(),
         }
 
@@ -205,6 +217,7 @@ class TaskRouter:
             mapper.load_state_dict(sd)
             self.remember(mapper)
         self.signatures = [DomainSignature.of(mean, std) for mean, std in state["signatures"]]
+        self.colour_kept = list(state.get("colour_kept", [1.0] * len(self.signatures)))  # a state saved before it: none recoloured
         self.net = None
         if state["net"] is not None:
             with torch.random.fork_rng(devices=[]):

@@ -99,7 +99,6 @@ gets the image in its own target domain (``--assoc-target domain``) and a mapper
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -107,8 +106,19 @@ import torch
 from ..errors import UserError
 from ..fisher import QuadraticAnchor, content_curvature
 from ..memory import module_bytes
-from ..nets.mapper import DomainSignature, Mapper, MapperTraining, calibrate, domain_features, domain_images, plan_domains, random_crop  # noqa: F401 (re-exported)
-from ..rng import rand
+from ..nets.mapper import (  # noqa: F401 (re-exported)
+    DomainSignature,
+    Mapper,
+    MapperTraining,
+    calibrate,
+    colour_kept,
+    domain_features,
+    domain_images,
+    plan_domains,
+    random_crop,
+    recolour,
+    recoloured,
+)
 from .base import Batch, Method, Option
 
 
@@ -118,35 +128,6 @@ def _ratio(value):
     if isinstance(value, float) and not 0 <= value < 1:
         raise ValueError(value)
     return value
-
-
-def recolour(x: torch.Tensor, gen: torch.Generator, saturation: float = 2.0) -> torch.Tensor:
-    """Images ``x`` (N,3,H,W in [0, 1]) with new colours drawn for each: its colours about the grey axis turned by
-    a uniform angle (any hue) and their saturation scaled by a uniform factor in [1, ``saturation``], its grey
-    level kept."""
-    n = x.shape[0]
-    angle = (rand((n,), gen, x.device) * 2 - 1) * math.pi
-    scale = 1 + rand((n,), gen, x.device) * (saturation - 1)
-    k = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=x.device) / math.sqrt(3)  # cross product with the grey axis
-    eye = torch.eye(3, device=x.device)
-    turn = eye + angle.sin()[:, None, None] * k + (1 - angle.cos())[:, None, None] * (k @ k)  # Rodrigues' rotation about it
-    grey = x.mean(1, keepdim=True)
-    return (grey + scale[:, None, None, None] * torch.einsum("nij,njhw->nihw", turn, x - grey)).clamp(0, 1)
-
-
-def colourfulness(images: torch.Tensor) -> float:
-    """How coloured images (N,3,H,W, uint8 or [0, 1]) are: the mean distance of a pixel's channels from its grey
-    level, on 4x4 averages (so that noise adds little)."""
-    x = images.float().div(255) if images.dtype == torch.uint8 else images.float()
-    x = torch.nn.functional.avg_pool2d(x, 4) if min(x.shape[-2:]) >= 4 else x
-    return float((x - x.mean(1, keepdim=True)).abs().mean())
-
-
-def colour_kept(x: torch.Tensor, y: torch.Tensor) -> float:
-    """The share of the sources' colour that a task's targets keep (above 1: the task adds colour; 1 where the
-    sources have none to lose)."""
-    source = colourfulness(x)
-    return colourfulness(y) / source if source > 1e-3 else 1.0
 
 
 class AssocGAN(Method):
@@ -318,13 +299,10 @@ class AssocGAN(Method):
         xa = self._work[j].sample(z, self.ctx.dgen).float()
         return (recolour(xa, self.ctx.dgen) if self.recolours(j) else xa), z
 
-    COLOUR_LOST = 1 / 3  # a task whose targets keep less than this share of its sources' colour loses it
-
     def recolours(self, j: int) -> bool:
-        """Whether past task j's association inputs get new colours (``--assoc-recolour chain``): where its target
-        domain is reached through a later task's mapper and the task itself loses colour, so that the colours its
-        mapper gives are guessed from images that no longer hold them."""
-        return self.settings.assoc_recolour == "chain" and isinstance(self.plan.get(j), int) and self.colour_kept[j] < self.COLOUR_LOST
+        """Whether past task j's association inputs get new colours (``--assoc-recolour chain``;
+        ``nets.mapper.recoloured``)."""
+        return self.settings.assoc_recolour == "chain" and recoloured(self.plan, j, self.colour_kept)
 
     def association_samples(self, y: torch.Tensor, j: int) -> torch.Tensor:
         """Association samples of past task j made from targets ``y`` (for pictures and tests)."""

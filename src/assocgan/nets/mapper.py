@@ -284,3 +284,45 @@ def domain_images(plan: dict[int, str | int], mappers: list[Mapper], j: int, x: 
     if ref == "input":
         return x
     return mappers[ref].sample(domain_images(plan, mappers, ref, x, y, gen), gen).float()
+
+
+# ---- colours a chain of mappers cannot give back ----------------------------------------------------------------
+COLOUR_LOST = 1 / 3  # a task whose targets keep less than this share of its sources' colour loses it
+
+
+def recolour(x: torch.Tensor, gen: torch.Generator, saturation: float = 2.0) -> torch.Tensor:
+    """Images ``x`` (N,3,H,W in [0, 1]) with new colours drawn for each: its colours about the grey axis turned by
+    a uniform angle (any hue) and their saturation scaled by a uniform factor in [1, ``saturation``], its grey
+    level kept."""
+    n = x.shape[0]
+    angle = (rand((n,), gen, x.device) * 2 - 1) * math.pi
+    scale = 1 + rand((n,), gen, x.device) * (saturation - 1)
+    k = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=x.device) / math.sqrt(3)  # cross product with the grey axis
+    eye = torch.eye(3, device=x.device)
+    turn = eye + angle.sin()[:, None, None] * k + (1 - angle.cos())[:, None, None] * (k @ k)  # Rodrigues' rotation about it
+    grey = x.mean(1, keepdim=True)
+    return (grey + scale[:, None, None, None] * torch.einsum("nij,njhw->nihw", turn, x - grey)).clamp(0, 1)
+
+
+def colourfulness(images: torch.Tensor) -> float:
+    """How coloured images (N,3,H,W, uint8 or [0, 1]) are: the mean distance of a pixel's channels from its grey
+    level, on 4x4 averages (so that noise adds little)."""
+    x = images.float().div(255) if images.dtype == torch.uint8 else images.float()
+    x = F.avg_pool2d(x, 4) if min(x.shape[-2:]) >= 4 else x
+    return float((x - x.mean(1, keepdim=True)).abs().mean())
+
+
+def colour_kept(x: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of the sources' colour that a task's targets keep (above 1: the task adds colour; 1 where the
+    sources have none to lose)."""
+    source = colourfulness(x)
+    return colourfulness(y) / source if source > 1e-3 else 1.0
+
+
+def recoloured(plan: dict[int, str | int], j: int, kept: list[float]) -> bool:
+    """Whether past task j's imitated inputs get new colours (``recolour``): where ``plan`` reaches its target domain
+    through a later task's mapper and the task loses colour (``kept[j]``, its ``colour_kept``, under
+    ``COLOUR_LOST``), so that the colours its mapper gives are guessed from images that no longer hold them (a
+    photo made from a sketch made from a blueprint). Assoc-GAN's association inputs and the task router's
+    imitations of past inputs alike."""
+    return isinstance(plan.get(j), int) and kept[j] < COLOUR_LOST
