@@ -18,8 +18,8 @@ with Assoc-GAN's default sizes), and R is trained anew on
   and the task before's are what the previous task's mapper makes of them. Where that chain reaches a task that
   loses colour (a photo -> sketch task: its mapper's photos made of sketches made of blueprints come in one
   guessed tint), those samples get drawn colours, as Assoc-GAN's do (``nets.mapper.recoloured``): R then tells
-  such a task by its content, not by the tint (tones3: the sketch task's photos sent right 58% -> see
-  docs/results.md, "The task router").
+  such a task by what is left, not by the tint (tones3, 3 seeds: the sketch task's photos sent right 88% of the
+  time instead of 58%; docs/results.md, "The same baselines on tones3").
 
 What it keeps, in bytes as stored and counted in the method's memory (``memory_breakdown``: ``router_mappers``,
 ``router``): one mapper per task in float16 with its task's domain signature, and R's weights in float32. Every draw (crops, samples, R's
